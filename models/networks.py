@@ -1,0 +1,127 @@
+"""Fully-connected networks of the EBGAN paper's MNIST grid search (section 4.1).
+
+Images are flattened 32x32 MNIST digits (1024 values in [-1, 1]). The layer
+counts follow Table 1 of the paper:
+
+    G:         nLayerG linear layers  z -> sizeG -> ... -> sizeG -> 1024, tanh
+    GAN D:     nLayerD linear layers  1024 -> sizeD -> ... -> sizeD -> 1 (a logit)
+    EBGAN D:   an auto-encoder; nLayerD counts encoder and decoder layers together,
+               the decoder is always one layer: (nLayerD - 1) encoder layers
+               1024 -> sizeD -> ... -> sizeD, then one decoder layer sizeD -> 1024.
+
+Paper appendix: batch norm after each weight layer except G's output layer and
+D's input layer (and, here, D's output layer, which is a logit or a
+reconstruction); ReLU; weights of D from N(0, 0.002) and of G from N(0, 0.02),
+biases 0. dropoutD adds dropout after D's hidden activations.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+IMAGE_DIM = 32 * 32  # padded MNIST, flattened
+
+
+class DOut(NamedTuple):
+    """What a discriminator returns; every loss is a function of these."""
+
+    score: torch.Tensor  # (N,) logit (GAN) or energy (EBGAN)
+    code: torch.Tensor | None  # (N, sizeD) encoder output (auto-encoder D only)
+
+
+def _init(module: nn.Module, std: float) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def _hidden_stack(sizes: list[int], *, bn_first: bool, dropout: float) -> list[nn.Module]:
+    """Linear -> [BN] -> ReLU -> [Dropout] for each consecutive pair in sizes."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i > 0 or bn_first:
+            layers.append(nn.BatchNorm1d(b))
+        layers.append(nn.ReLU())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return layers
+
+
+class Generator(nn.Module):
+    def __init__(self, n_layers: int, size: int, z_dim: int, init_std: float = 0.02):
+        super().__init__()
+        if n_layers < 2:
+            raise ValueError("nLayerG must be >= 2")
+        sizes = [z_dim] + [size] * (n_layers - 1)
+        # G's first layer is followed by BN: only its output layer goes without.
+        self.body = nn.Sequential(*_hidden_stack(sizes, bn_first=True, dropout=0.0))
+        self.out = nn.Linear(size, IMAGE_DIM)
+        _init(self, init_std)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(self.body(z)))  # (N, z_dim) -> (N, 1024)
+
+
+class MLPDiscriminator(nn.Module):
+    """GAN discriminator: a logit per sample."""
+
+    def __init__(self, n_layers: int, size: int, dropout: float, init_std: float = 0.002):
+        super().__init__()
+        if n_layers < 2:
+            raise ValueError("nLayerD must be >= 2")
+        sizes = [IMAGE_DIM] + [size] * (n_layers - 1)
+        self.body = nn.Sequential(*_hidden_stack(sizes, bn_first=False, dropout=dropout))
+        self.out = nn.Linear(size, 1)
+        _init(self, init_std)
+
+    def forward(self, x: torch.Tensor) -> DOut:
+        return DOut(self.out(self.body(x)).squeeze(1), None)  # (N, 1024) -> (N,)
+
+
+class AutoEncoderDiscriminator(nn.Module):
+    """EBGAN discriminator: energy = reconstruction error of an auto-encoder.
+
+    energy_norm picks the paper-silent detail of ||Dec(Enc(x)) - x||:
+      "l2"         the Euclidean norm per sample (the paper's formula; default)
+      "l2_squared" its square (sum of squared errors)
+      "mse"        the mean squared error per pixel (what many public ports use)
+    The code used by the pulling-away term is the encoder output, i.e. exactly
+    the decoder's input (after ReLU and, with dropoutD, after dropout).
+    """
+
+    NORMS = ("l2", "l2_squared", "mse")
+
+    def __init__(self, n_layers: int, size: int, dropout: float, energy_norm: str,
+                 init_std: float = 0.002):
+        super().__init__()
+        if n_layers < 2:
+            raise ValueError("nLayerD must be >= 2 (one encoder and one decoder layer)")
+        if energy_norm not in self.NORMS:
+            raise ValueError(f"energy_norm must be one of {self.NORMS}, got {energy_norm!r}")
+        sizes = [IMAGE_DIM] + [size] * (n_layers - 1)
+        self.encoder = nn.Sequential(*_hidden_stack(sizes, bn_first=False, dropout=dropout))
+        self.decoder = nn.Linear(size, IMAGE_DIM)
+        self.energy_norm = energy_norm
+        _init(self, init_std)
+
+    def forward(self, x: torch.Tensor) -> DOut:
+        code = self.encoder(x)  # (N, sizeD)
+        recon = self.decoder(code)  # (N, 1024)
+        sq = (recon - x).pow(2).sum(dim=1)  # (N,)
+        if self.energy_norm == "l2":
+            # sqrt has an infinite gradient at 0; the epsilon only matters for a
+            # perfect reconstruction, which never happens in practice.
+            energy = torch.sqrt(sq + 1e-12)
+        elif self.energy_norm == "l2_squared":
+            energy = sq
+        else:
+            energy = sq / IMAGE_DIM
+        return DOut(energy, code)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,391 @@
+"""The `gansweep` command line.
+
+    gansweep trial --family ebgan --nLayerG 3 --nLayerD 2 --epochs 1   # one trial, no Ray
+    gansweep score --images samples.npy                                # metrics as JSON
+    gansweep classifier train                                          # the fixed scorer
+    gansweep plan --preset paper                                       # counts and cost
+    gansweep run --preset mini                                         # a Ray Tune sweep
+    gansweep resume runs/mini-...   /   gansweep status runs/mini-...
+    gansweep report runs/mini-...                                      # figures + HTML
+
+Bad input (a typo, a missing file, a malformed sweep.yaml, a missing dataset)
+is one line on stderr and exit status 2; nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from sweep.config import AXES, FIELD_TYPES, SETTINGS, TrialConfig
+from sweep.errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (no usage dump) and exit 2."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA, "
+                                       "else ~/.cache/gansweep)")
+    p.add_argument("--download", action="store_true", help="download MNIST if it is missing")
+
+
+def _add_config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="sweep.yaml", help="sweep file (default: ./sweep.yaml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="gansweep", description="GAN / EBGAN grid searches on MNIST with Ray Tune.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("trial", help="train and score one grid point (no Ray)")
+    defaults = TrialConfig()
+    types = {"int": int, "float": float, "bool": _bool, "str": str}
+    for name in AXES + ("seed",) + SETTINGS:
+        t.add_argument(f"--{name}", type=types[FIELD_TYPES[name]], default=getattr(defaults, name),
+                       help=f"default: {getattr(defaults, name)}")
+    t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--out", default=None, help="output folder (default: runs/trial-<time>)")
+    _add_data_args(t)
+
+    s = sub.add_parser("score", help="score an array of images with the fixed classifier")
+    s.add_argument("--images", required=True, help=".npy of N x 28 x 28 or N x 32 x 32; uint8 "
+                                                   "0..255 or float in [-1, 1]")
+    _add_data_args(s)
+
+    c = sub.add_parser("classifier", help="train or check the fixed MNIST classifier")
+    csub = c.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ct = csub.add_parser("train", help="train on the full MNIST training set")
+    ct.add_argument("--epochs", type=int, default=4)
+    ct.add_argument("--out", default=None, help="weights file (default: the committed one)")
+    _add_data_args(ct)
+    cc = csub.add_parser("check", help="test-set accuracy and sha256 of the committed weights")
+    _add_data_args(cc)
+
+    pl = sub.add_parser("plan", help="trial counts per family and estimated cost")
+    pl.add_argument("--preset", default="mini")
+    pl.add_argument("--gflops", type=float, default=20.0,
+                    help="sustained GFLOP/s of one trial slot, for the time estimate (default 20, "
+                         "about one CPU core; `gansweep bench` measures it)")
+    _add_config_arg(pl)
+
+    r = sub.add_parser("run", help="run a sweep preset with Ray Tune")
+    r.add_argument("--preset", default="mini")
+    r.add_argument("--name", default=None, help="run name (default: <preset>-<time>)")
+    r.add_argument("--storage", default="runs", help="where runs live: a path, NFS path, s3:// or gs://")
+    r.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
+    r.add_argument("--shared-storage", action="store_true",
+                   help="assert that a --storage path is visible from every node")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials per GPU")
+    r.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
+    r.add_argument("--max-failures", type=int, default=2, help="retries per trial (from checkpoint)")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_config_arg(r)
+    _add_data_args(r)
+
+    rs = sub.add_parser("resume", help="carry on a sweep whose driver stopped")
+    rs.add_argument("run_dir")
+    rs.add_argument("--skip-errored", action="store_true", help="do not retry errored trials")
+    rs.add_argument("--address", default=None)
+    rs.add_argument("--num-cpus", type=int, default=None)
+    rs.add_argument("--quiet", action="store_true")
+    _add_data_args(rs)
+
+    st = sub.add_parser("status", help="counts by state and results so far (starts nothing)")
+    st.add_argument("run_dir")
+
+    rp = sub.add_parser("report", help="figures, tables and report.html of a run")
+    rp.add_argument("run_dir")
+    rp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
+    return ap
+
+
+# --------------------------------------------------------------------------- commands
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise UserError(f"--device {name}: expected auto, cpu or cuda[:N]")
+    return name
+
+
+def cmd_trial(a) -> int:
+    import torch
+
+    from models.classifier import load_classifier
+    from models.metrics import FeatureStats, Scorer
+    from sweep.data import load_mnist, to_model_space
+    from sweep.trial import run_trial, summarize
+
+    fields = {n: getattr(a, n) for n in AXES + ("seed",) + SETTINGS}
+    try:
+        cfg = TrialConfig(**fields)
+    except ValueError as e:
+        raise UserError(f"gansweep trial: --{e}") from None
+    device = _device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    out = Path(a.out or f"runs/trial-{datetime.now():%Y%m%d-%H%M%S}")
+    mnist = load_mnist(a.data_root, a.download)
+    clf, sha = load_classifier(device=device)
+    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images, device))[1])
+    scorer = Scorer(clf, ref, sha)
+    print(f"[gansweep] {cfg.point_id} on {device}, {cfg.epochs} epoch(s) of {cfg.n_train} images",
+          flush=True)
+    t0 = time.time()
+
+    def on_epoch(m, _ckpt):
+        print(f"  epoch {m['epoch']}: I' {m['i_prime']:.3f}  IS {m['inception_score']:.2f}  "
+              f"FID {m['fid']:.2f}  classes {m['classes_covered']}  loss_d {m['loss_d']:.4f}  "
+              f"loss_g {m['loss_g']:.4f}  ({m['train_seconds']:.1f}s train, "
+              f"{m['eval_seconds']:.1f}s score)", flush=True)
+
+    outcome = run_trial(cfg, mnist.train_images, scorer, device, on_epoch=on_epoch)
+    summary = {"point_id": cfg.point_id, **cfg.as_dict(), **summarize(outcome),
+               "wall_seconds": time.time() - t0, "device": device, "classifier_sha256": sha}
+    _write_trial_outputs(out, summary, outcome)
+    print(f"[gansweep] {outcome.status}: I' {summary['i_prime']:.3f}, IS "
+          f"{summary['inception_score']:.2f}, FID {summary['fid']:.2f} in "
+          f"{summary['wall_seconds']:.1f}s -> {out}", flush=True)
+    return 0
+
+
+def _write_trial_outputs(out: Path, summary: dict, outcome) -> None:
+    import pandas as pd
+
+    from sweep.results import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+    write_atomic(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(clean, indent=2)))
+    write_atomic(out / "curves.csv", lambda p: pd.DataFrame(outcome.history).to_csv(p, index=False))
+    if outcome.samples is not None:
+        save_sample_grid(outcome.samples, out / "samples.png")
+
+
+def save_sample_grid(samples_u8, path: Path, nrow: int = 8) -> None:
+    """(N, 32, 32) uint8 -> one PNG grid, written atomically."""
+    import torch
+    from torchvision.utils import save_image
+
+    from sweep.results import write_atomic
+
+    x = torch.as_tensor(samples_u8).float().div(255).unsqueeze(1)  # (N, 1, 32, 32) in [0, 1]
+    write_atomic(path, lambda p: save_image(x, p, nrow=nrow, padding=2, pad_value=1.0, format="png"))
+
+
+def load_images(path: str):
+    """A user's .npy of images -> (N, 1, 32, 32) float in [-1, 1], validated."""
+    import numpy as np
+    import torch
+
+    from sweep.data import to_model_space
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--images {path}: no such file")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"--images {path}: not a readable .npy array ({str(e)[:80]})") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[1:] not in ((28, 28), (32, 32)):
+        raise UserError(f"--images {path}: expected shape N x 28 x 28 or N x 32 x 32, got "
+                        f"{' x '.join(map(str, getattr(arr, 'shape', ())))}")
+    if arr.shape[0] < 2:
+        raise UserError(f"--images {path}: need at least 2 images, got {arr.shape[0]}")
+    if arr.dtype == np.uint8:
+        return to_model_space(torch.from_numpy(arr))
+    if arr.dtype.kind != "f":
+        raise UserError(f"--images {path}: dtype {arr.dtype} not supported; use uint8 (0..255) "
+                        "or float in [-1, 1]")
+    if not np.isfinite(arr).all():
+        raise UserError(f"--images {path}: contains NaN or inf")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1.0001 or hi > 1.0001:
+        raise UserError(f"--images {path}: float images must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
+    x = torch.from_numpy(arr.astype(np.float32)).clamp(-1, 1)
+    if x.shape[-1] == 28:
+        x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
+    return x.unsqueeze(1)
+
+
+def cmd_score(a) -> int:
+    from models.classifier import load_classifier
+    from models.metrics import FeatureStats, Scorer
+    from sweep.data import load_mnist, to_model_space
+
+    images = load_images(a.images)  # validate before the slow loads
+    mnist = load_mnist(a.data_root, a.download)
+    clf, sha = load_classifier()
+    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images))[1])
+    metrics = Scorer(clf, ref, sha).score(images)
+    print(json.dumps({"n": int(images.shape[0]), **metrics, "classifier_sha256": sha}))
+    return 0
+
+
+def cmd_classifier(a) -> int:
+    import torch
+
+    from models.classifier import WEIGHTS_PATH, accuracy, file_sha256, load_classifier, train_classifier
+    from sweep.data import load_mnist, to_model_space
+    from sweep.results import write_atomic
+
+    mnist = load_mnist(a.data_root, a.download)
+    test_x = to_model_space(mnist.test_images)
+    if a.action == "check":
+        clf, sha = load_classifier()
+        acc = accuracy(clf, test_x, mnist.test_labels)
+        print(json.dumps({"weights": str(WEIGHTS_PATH), "sha256": sha, "test_accuracy": acc}))
+        return 0
+    if a.epochs < 1:
+        raise UserError("gansweep classifier train: --epochs must be >= 1")
+    out = Path(a.out) if a.out else WEIGHTS_PATH
+    model, acc = train_classifier(to_model_space(mnist.train_images), mnist.train_labels, test_x,
+                                  mnist.test_labels, epochs=a.epochs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, lambda p: torch.save(model.state_dict(), p))
+    print(f"test accuracy {acc:.4%}; wrote {out}\nsha256 {file_sha256(out)}  "
+          "(set models/classifier.py WEIGHTS_SHA256 to this value to pin it)")
+    return 0
+
+
+def cmd_plan(a) -> int:
+    from sweep.grid import estimate_flops, load_preset
+
+    preset = load_preset(a.config, a.preset)
+    counts = preset.counts()
+    flops = {}
+    for t in preset.trials:
+        flops[t.family] = flops.get(t.family, 0.0) + estimate_flops(t)
+    total = sum(flops.values())
+    print(f"preset {preset.name}: {preset.description}")
+    print(f"{'family':<10} {'trials':>7} {'TFLOP':>10}")
+    for fam, n in counts.items():
+        print(f"{fam:<10} {n:>7} {flops[fam] / 1e12:>10.1f}")
+    print(f"{'total':<10} {len(preset.trials):>7} {total / 1e12:>10.1f}")
+    hours = total / (a.gflops * 1e9) / 3600
+    print(f"estimated cost: {hours:.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
+          f"(settings: {json.dumps(preset.settings)})")
+    return 0
+
+
+def cmd_run(a) -> int:
+    from sweep.engine import Runtime, run_sweep
+    from sweep.grid import load_preset
+
+    preset = load_preset(a.config, a.preset)
+    _check_runtime(a)
+    name = a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if "/" in name or name.startswith("."):
+        raise UserError(f"--name {name!r}: a plain name, without '/' or a leading '.'")
+    remote = "://" in a.storage
+    run_dir = Path("runs" if remote else a.storage) / name
+    rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
+                 max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,
+                 num_cpus=a.num_cpus, data_root=a.data_root)
+    run_sweep(preset, Path(a.config), run_dir, rt, storage=a.storage if remote else None,
+              shared_storage=a.shared_storage, download=a.download, quiet=a.quiet)
+    return 0
+
+
+def _check_runtime(a) -> None:
+    if not a.cpus_per_trial > 0:
+        raise UserError(f"--cpus-per-trial must be positive, got {a.cpus_per_trial:g}")
+    if a.gpus_per_trial < 0 or (a.gpus_per_trial > 1 and a.gpus_per_trial != int(a.gpus_per_trial)):
+        raise UserError(f"--gpus-per-trial must be a fraction in (0, 1] or a whole number, "
+                        f"got {a.gpus_per_trial:g}")
+    if a.max_concurrent < 0 or a.max_failures < 0:
+        raise UserError("--max-concurrent and --max-failures must be >= 0")
+    if a.num_cpus is not None and a.num_cpus < 1:
+        raise UserError("--num-cpus must be >= 1")
+
+
+def cmd_resume(a) -> int:
+    from sweep.engine import resume_sweep
+
+    if a.num_cpus is not None and a.num_cpus < 1:
+        raise UserError("--num-cpus must be >= 1")
+    overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus),
+                                   ("data_root", a.data_root)) if v is not None}
+    resume_sweep(Path(a.run_dir), overrides, skip_errored=a.skip_errored, download=a.download,
+                 quiet=a.quiet)
+    return 0
+
+
+def cmd_status(a) -> int:
+    from sweep.engine import sweep_status
+
+    manifest, df = sweep_status(Path(a.run_dir))
+    counts = df["status"].value_counts()
+    running = int((df["tune_status"] == "RUNNING").sum())
+    print(f"run {manifest['name']} (preset {manifest['preset']}, created {manifest['created']}): "
+          f"{len(df)} grid points")
+    print("  " + "  ".join(f"{s} {int(counts.get(s, 0))}" for s in ("ok", "diverged", "error", "pending"))
+          + f"  (running {running})")
+    done = df[df["status"].isin(["ok", "diverged"])]
+    if len(done):
+        print(f"  {'family':<10} {'finished':>8} {'median I_':>9} {'best I_':>8}")
+        for fam, g in done.groupby("family", sort=False):
+            print(f"  {fam:<10} {len(g):>8} {g['i_prime'].median():>9.3f} {g['i_prime'].max():>8.3f}")
+    for s in manifest.get("sessions", []):
+        print(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
+              f"{s['overhead_share']:.1%}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from analysis.report import build_report
+
+    out = build_report(Path(a.run_dir), Path(a.out) if a.out else None)
+    print(f"[gansweep] report: {out}")
+    return 0
+
+
+COMMANDS = {"trial": cmd_trial, "score": cmd_score, "classifier": cmd_classifier, "plan": cmd_plan,
+            "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.classifier import ClassifierError
+    from sweep.data import DataError
+
+    try:
+        a = build_parser().parse_args(argv)
+        return COMMANDS[a.command](a)
+    except (UserError, DataError, ClassifierError) as e:
+        print(f"gansweep: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("gansweep: interrupted; a sweep can be continued with `gansweep resume RUN_DIR`",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

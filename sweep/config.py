@@ -1,0 +1,125 @@
+"""One trial's fully resolved configuration: the grid point plus every setting.
+
+Table 1 of the paper gives the grid axes (family, nLayerG, nLayerD, sizeG,
+sizeD, dropoutD, optimD, optimG, lr). Everything the paper leaves open is a
+named setting below with its documented default; every field is stored in
+every result row, so any score can be traced to exactly what produced it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+AXES = ("family", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    # --- grid axes (Table 1) ---
+    family: str = "ebgan"  # gan | ebgan | ebgan_pt
+    nLayerG: int = 3  # linear layers in G (2..5 in the paper)
+    nLayerD: int = 2  # linear layers in D; for EBGANs encoder + 1 decoder layer
+    sizeG: int = 400  # units per hidden layer of G
+    sizeD: int = 128  # units per hidden layer of D
+    dropoutD: bool = False  # dropout after D's hidden layers
+    optimD: str = "adam"  # adam | sgd
+    optimG: str = "adam"  # adam | sgd
+    lr: float = 0.001  # learning rate of both optimizers
+    seed: int = 0  # seeds weights, data order, noise and evaluation noise
+
+    # --- settings the paper leaves open (documented defaults) ---
+    epochs: int = 10  # passes over the training subset
+    batch_size: int = 64  # samples per optimizer step, for D and G alike
+    n_train: int = 60000  # training images used (the first n_train of MNIST's training set)
+    z_dim: int = 100  # generator noise dimension
+    z_dist: str = "uniform"  # uniform on [-1, 1] (as DCGAN) | normal
+    dropout_rate: float = 0.5  # dropout probability when dropoutD is true
+    adam_beta1: float = 0.5  # Adam beta1 (the DCGAN / EBGAN code value)
+    adam_beta2: float = 0.999  # Adam beta2
+    sgd_momentum: float = 0.0  # SGD momentum (plain SGD unless set)
+    energy_norm: str = "l2"  # EBGAN energy: l2 (||.||, the formula) | l2_squared | mse
+    margin: float = 10.0  # EBGAN hinge margin m (the paper: 10, not tuned)
+    pt_weight: float = 0.1  # weight of the pulling-away term (the paper: 0.1)
+    n_eval: int = 10000  # generated samples scored after every epoch (fixed noise)
+    eval_every: int = 1  # score every this many epochs (the last epoch is always scored)
+    prob_eps: float = 1e-12  # probability clamp inside I' and IS
+    coverage_min_frac: float = 0.01  # share of argmaxes for a digit class to count as covered
+
+    def __post_init__(self):
+        problems = validate(self)
+        if problems:
+            raise ValueError(problems[0])
+
+    def replace(self, **changes) -> "TrialConfig":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def point_id(self) -> str:
+        """A readable, unique name for the grid point (family, axes, seed)."""
+        return (f"{self.family}-G{self.nLayerG}x{self.sizeG}-D{self.nLayerD}x{self.sizeD}"
+                f"-{'drop' if self.dropoutD else 'nodrop'}-{self.optimD}.{self.optimG}"
+                f"-lr{self.lr:g}-s{self.seed}")
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
+FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
+SETTINGS = tuple(n for n in FIELD_NAMES if n not in AXES and n != "seed")
+
+CHOICES = {
+    "family": ("gan", "ebgan", "ebgan_pt"),
+    "optimD": ("adam", "sgd"),
+    "optimG": ("adam", "sgd"),
+    "z_dist": ("uniform", "normal"),
+    "energy_norm": ("l2", "l2_squared", "mse"),
+}
+# (minimum, maximum or None) for numeric fields; checked before anything runs.
+BOUNDS = {
+    "nLayerG": (2, None), "nLayerD": (2, None), "sizeG": (1, None), "sizeD": (1, None),
+    "seed": (0, None), "epochs": (1, None), "batch_size": (2, None), "n_train": (2, 60000),
+    "z_dim": (1, None), "n_eval": (10, None), "eval_every": (1, None),
+    "dropout_rate": (0.0, 0.99), "adam_beta1": (0.0, 0.9999), "adam_beta2": (0.0, 0.9999),
+    "sgd_momentum": (0.0, 0.9999), "margin": (0.0, None), "pt_weight": (0.0, None),
+    "prob_eps": (1e-30, 0.01), "coverage_min_frac": (0.0, 1.0),
+}
+
+
+def validate(cfg: TrialConfig) -> list[str]:
+    """Human-readable problems with a config, one line each (empty when valid)."""
+    out = []
+    for name in FIELD_NAMES:
+        value = getattr(cfg, name)
+        kind = {"int": int, "float": float, "bool": bool, "str": str}[FIELD_TYPES[name]]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+            out.append(f"{name}: expected {kind.__name__}, got {value!r}")
+            continue
+        if name in CHOICES and value not in CHOICES[name]:
+            out.append(f"{name}: {value!r} is not one of {', '.join(CHOICES[name])}")
+        if name in BOUNDS:
+            lo, hi = BOUNDS[name]
+            if value < lo or (hi is not None and value > hi):
+                out.append(f"{name}: {value!r} is outside [{lo}, {hi if hi is not None else 'inf'}]")
+    if not out and not cfg.lr > 0:
+        out.append(f"lr: must be positive, got {cfg.lr!r}")
+    if not out and cfg.batch_size > cfg.n_train:
+        out.append(f"batch_size: {cfg.batch_size} is larger than n_train {cfg.n_train}")
+    return out
+
+
+PAPER_EBGAN_RULES = "EBGANs use adam/adam with lr 0.001 and margin 10 in the paper"
+
+
+def paper_rule_violation(cfg: TrialConfig) -> str | None:
+    """The paper restricts EBGAN points (Table 1); None when cfg is within them."""
+    if cfg.family in ("ebgan", "ebgan_pt"):
+        if cfg.optimD != "adam" or cfg.optimG != "adam":
+            return f"optimD/optimG: {PAPER_EBGAN_RULES} (got {cfg.optimD}/{cfg.optimG})"
+        if cfg.lr != 0.001:
+            return f"lr: {PAPER_EBGAN_RULES} (got {cfg.lr:g})"
+        if cfg.margin != 10.0:
+            return f"margin: {PAPER_EBGAN_RULES} (got {cfg.margin:g})"
+    return None

@@ -1,0 +1,66 @@
+"""MNIST, read once into memory.
+
+The data root is, in order: --data-root, $GANSWEEP_DATA, ~/.cache/gansweep.
+It is the folder torchvision.datasets.MNIST(root) reads (it holds MNIST/raw/).
+Nothing is downloaded unless the user passes --download.
+
+Images stay uint8 (N, 28, 28) until they reach the trial's device; there they
+are padded to 32x32 and scaled to [-1, 1] once (`to_model_space`), so the
+training loop indexes one resident tensor and does no per-batch host work.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_ROOT = Path("~/.cache/gansweep")
+
+
+class DataError(Exception):
+    """MNIST is missing or unreadable: one line for the user."""
+
+
+def resolve_root(data_root: str | os.PathLike | None) -> Path:
+    if data_root:
+        return Path(data_root).expanduser()
+    env = os.environ.get("GANSWEEP_DATA")
+    return Path(env).expanduser() if env else DEFAULT_ROOT.expanduser()
+
+
+@dataclass(frozen=True)
+class Mnist:
+    train_images: torch.Tensor  # (60000, 28, 28) uint8
+    train_labels: torch.Tensor  # (60000,) int64
+    test_images: torch.Tensor  # (10000, 28, 28) uint8
+    test_labels: torch.Tensor  # (10000,) int64
+
+
+def load_mnist(data_root: str | os.PathLike | None = None, download: bool = False) -> Mnist:
+    from torchvision.datasets import MNIST  # imported here: torchvision is slow to import
+
+    root = resolve_root(data_root)
+    try:
+        train = MNIST(str(root), train=True, download=download)
+        test = MNIST(str(root), train=False, download=download)
+    except RuntimeError as e:
+        if "not found" in str(e).lower():
+            raise DataError(f"MNIST not found under {root}: pass --data-root DIR or set "
+                            "GANSWEEP_DATA to a folder holding MNIST/raw, or add --download") from None
+        raise DataError(f"cannot read MNIST under {root}: {e}") from None
+    except OSError as e:  # download failures (no network) and unreadable files
+        raise DataError(f"cannot get MNIST into {root}: {e}") from None
+    return Mnist(train.data, train.targets, test.data, test.targets)
+
+
+def to_model_space(images_u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (N, 28, 28) or (N, 32, 32) -> float32 (N, 1, 32, 32) in [-1, 1], on device.
+
+    28x28 digits get 2 pixels of background (-1) on each side, as in the paper.
+    """
+    x = images_u8.to(device=device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    if x.shape[-1] == 28:
+        x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
+    return x.unsqueeze(1)

@@ -1,0 +1,592 @@
+"""The Ray Tune engine: one grid point per Tune trial, one results table per run.
+
+    gansweep run --preset mini            # local Ray instance, ./runs/<name>
+    gansweep resume runs/<name>           # after the driver died
+    gansweep status runs/<name>           # counts and results so far; starts nothing
+
+A run directory (RUN_DIR) holds:
+    gansweep.json      the manifest: preset, runtime options, versions, sessions
+    sweep.yaml         the sweep file as it was when the run started (resume re-reads it)
+    results.parquet    one row per grid point (sweep/results.py), refreshed as trials end
+    curves.parquet     one row per (grid point, epoch)
+    samples/           the last evaluated samples of every finished trial (64 x 32 x 32 uint8)
+    tune/              Ray Tune's experiment (state, trial dirs, checkpoints, TensorBoard logs);
+                       on a cluster it lives on shared storage named by --storage instead.
+
+The trainable is thin (seed, build, loop, report; sweep/trial.py does the work);
+MNIST and the classifier go to the object store once through
+`tune.with_parameters`. Every epoch reports its metrics with a checkpoint, so a
+retried or resumed trial continues from its last epoch instead of restarting.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sweep import __version__
+from sweep.config import FIELD_NAMES, TrialConfig
+from sweep.errors import UserError
+from sweep.grid import Preset, estimate_flops, load_preset
+from sweep.results import (CURVES, RESULTS, read_curves, read_results, write_atomic,
+                           write_curves, write_results)
+from sweep.trial import METRIC_KEYS
+
+MANIFEST = "gansweep.json"
+MANIFEST_FORMAT = "gansweep-run/1"
+FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a sweep runs (not what it computes): never changes a score's meaning."""
+
+    cpus_per_trial: float = 1.0  # CPUs reserved per trial; also torch's thread count
+    gpus_per_trial: float = 0.0  # GPU fraction per trial (e.g. 0.25 packs 4 trials a GPU)
+    max_concurrent: int = 0  # at most this many trials at once (0: as resources allow)
+    max_failures: int = 2  # retries of a failing trial, each from its last checkpoint
+    address: str | None = None  # an existing Ray cluster ("auto", "ray://...", host:port)
+    num_cpus: int | None = None  # CPUs of the local Ray instance (None: all)
+    data_root: str | None = None  # where MNIST is read (see sweep/data.py)
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_trial))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- trainable
+_SCORERS: dict = {}  # per worker process: built once, reused by every trial the actor runs
+
+
+def _scorer(device: str, clf_state: dict, clf_sha: str, ref_mean, ref_cov):
+    from models.classifier import MnistCNN
+    from models.metrics import FeatureStats, Scorer
+
+    key = (device, clf_sha)
+    if key not in _SCORERS:
+        clf = MnistCNN()
+        clf.load_state_dict(clf_state)
+        _SCORERS[key] = Scorer(clf.to(device), FeatureStats(ref_mean, ref_cov), clf_sha)
+    return _SCORERS[key]
+
+
+def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, threads, device):
+    """One grid point inside a Tune worker: config = {"point": TrialConfig fields}."""
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    from sweep.trial import run_trial
+
+    cfg = TrialConfig(**config["point"])
+    torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
+    scorer = _scorer(device, clf_state, clf_sha, ref_mean, ref_cov)
+
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = torch.load(Path(d) / "state.pt", map_location=device, weights_only=True)
+
+    def on_epoch(metrics: dict, make_checkpoint) -> None:
+        report = {k: v for k, v in metrics.items() if k != "diverged"}
+        report.update(point_id=cfg.point_id, device=device,
+                      outcome="diverged" if "diverged" in metrics else "ok",
+                      diverged_reason=metrics.get("diverged", ""))
+        with tempfile.TemporaryDirectory() as d:
+            state = make_checkpoint()
+            torch.save(state, Path(d) / "state.pt")
+            if state["samples"] is not None:
+                np.save(Path(d) / "samples.npy", state["samples"].numpy())
+            tune.report(report, checkpoint=Checkpoint.from_directory(d))
+
+    run_trial(cfg, images, scorer, device, resume=resume, on_epoch=on_epoch)
+
+
+# --------------------------------------------------------------------------- results callback
+def _make_callback_class():
+    from ray.tune import Callback
+
+    class ResultsCallback(Callback):
+        """Keeps RUN_DIR's tables current, prints progress, measures harness overhead.
+
+        Pickled into Tune's experiment state with only its constructor
+        arguments; `setup` rebuilds everything else from RUN_DIR, so a resumed
+        run continues the same tables.
+        """
+
+        def __init__(self, run_dir: str, slots: int, quiet: bool = False):
+            self.run_dir, self.slots, self.quiet = run_dir, slots, quiet
+
+        def __getstate__(self):
+            return {"run_dir": self.run_dir, "slots": self.slots, "quiet": self.quiet}
+
+        def __setstate__(self, state):
+            self.__dict__.update(state)
+
+        def setup(self, **info):
+            rd = Path(self.run_dir)
+            self.manifest = read_manifest(rd)
+            self.expected = load_run_preset(rd).trials
+            curves = read_curves(rd)
+            self.curves = {(r["point_id"], int(r["epoch"])): r for r in curves.to_dict("records")}
+            # compute seconds each point had already banked (for this session's overhead)
+            self.seen_compute = {}
+            for (pid, _), r in self.curves.items():
+                c = _compute_s(r)
+                self.seen_compute[pid] = max(self.seen_compute.get(pid, 0.0), c)
+            self.session_compute = 0.0
+            self.t_start = time.time()
+            self.done_at_start = None
+            self.last_flush = self.last_progress = 0.0
+            self.dirty = True
+            (rd / "samples").mkdir(exist_ok=True)
+
+        # Tune hooks -------------------------------------------------------
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            pid = result["point_id"]
+            row = {"point_id": pid, **{k: result.get(k) for k in CURVE_KEYS}}
+            self.curves[(pid, int(result["epoch"]))] = row
+            c = _compute_s(row)
+            self.session_compute += max(0.0, c - self.seen_compute.get(pid, 0.0))
+            self.seen_compute[pid] = c
+            self.dirty = True
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._save_samples(trial)
+            self.dirty = True
+            self._maybe_flush(trials)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.dirty = True
+            self._maybe_flush(trials)
+
+        def on_step_end(self, iteration, trials, **info):
+            self._maybe_flush(trials)
+            now = time.time()
+            if not self.quiet and now - self.last_progress >= PROGRESS_EVERY_S:
+                self.last_progress = now
+                print(self.progress_line(trials), flush=True)
+
+        def on_experiment_end(self, trials, **info):
+            self.flush(trials)
+            if not self.quiet:
+                print(self.progress_line(trials), flush=True)
+
+        # ------------------------------------------------------------------
+        def _save_samples(self, trial):
+            ckpt = trial.checkpoint
+            if ckpt is None:
+                return
+            pid = TrialConfig(**trial.config["point"]).point_id
+            try:
+                with ckpt.as_directory() as d:
+                    src = Path(d) / "samples.npy"
+                    if src.exists():
+                        dst = Path(self.run_dir) / "samples" / f"{pid}.npy"
+                        write_atomic(dst, lambda p: shutil.copyfile(src, p))
+            except OSError as e:  # samples are a convenience; never fail the sweep for them
+                print(f"[gansweep] warning: could not copy samples of {pid}: {e}", file=sys.stderr)
+
+        def _maybe_flush(self, trials):
+            if self.dirty and time.time() - self.last_flush >= FLUSH_EVERY_S:
+                self.flush(trials)
+
+        def _curves_by_point(self) -> dict[str, list[dict]]:
+            out: dict[str, list[dict]] = {}
+            for (pid, _), row in self.curves.items():
+                out.setdefault(pid, []).append(row)
+            return out
+
+        def rows(self, trials) -> list[dict]:
+            return results_rows(self.expected, trials, self.manifest, self._curves_by_point())
+
+        def flush(self, trials):
+            rows = self.rows(trials)
+            write_results(pd.DataFrame(rows), Path(self.run_dir))
+            curves = pd.DataFrame(list(self.curves.values()), columns=["point_id", *CURVE_KEYS])
+            write_curves(curves.sort_values(["point_id", "epoch"]), Path(self.run_dir))
+            self.last_flush, self.dirty = time.time(), False
+            self.counts = _count(rows)
+            return rows
+
+        def progress_line(self, trials) -> str:
+            c = self.counts if not self.dirty else _count(self.rows(trials))
+            finished = c["ok"] + c["diverged"] + c["error"]
+            if self.done_at_start is None:
+                self.done_at_start = finished
+            elapsed = time.time() - self.t_start
+            done_now = finished - self.done_at_start
+            left = len(self.expected) - finished
+            eta = "?" if done_now == 0 else _fmt_s(elapsed / done_now * left)
+            return (f"[gansweep] {finished}/{len(self.expected)} finished (ok {c['ok']}, "
+                    f"diverged {c['diverged']}, errored {c['error']}) | running {c['running']} | "
+                    f"pending {c['pending'] - c['running']} | {_fmt_s(elapsed)} elapsed | ETA {eta}")
+
+    return ResultsCallback
+
+
+CURVE_KEYS = ("epoch", "outcome", "i_prime", "inception_score", "fid", "classes_covered",
+              "kl_uniform", "loss_d", "loss_g", "d_real", "d_fake", "train_seconds",
+              "eval_seconds")
+
+
+def _compute_s(row: dict) -> float:
+    t = (row.get("train_seconds") or 0.0) + (row.get("eval_seconds") or 0.0)
+    return 0.0 if math.isnan(t) else float(t)
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _count(rows: list[dict]) -> dict:
+    c = {"ok": 0, "diverged": 0, "error": 0, "pending": 0, "running": 0}
+    for r in rows:
+        c[r["status"]] += 1
+        c["running"] += r["tune_status"] == "RUNNING"
+    return c
+
+
+def _last_error_line(trial) -> str:
+    path = trial.error_file
+    if not path or not os.path.exists(path):
+        return "error (no message recorded)"
+    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "error")[:300]
+
+
+def results_rows(expected: tuple[TrialConfig, ...], trials, manifest: dict,
+                 curves: dict[str, list[dict]]) -> list[dict]:
+    """One row per expected grid point, in grid order, from Tune's trials and the curves."""
+    by_point = {}
+    for t in trials:
+        by_point[TrialConfig(**t.config["point"]).point_id] = t
+    rows = []
+    for cfg in expected:
+        t = by_point.get(cfg.point_id)
+        res = (t.last_result or {}) if t is not None else {}
+        tune_status = t.status if t is not None else "NOT_CREATED"
+        if tune_status == "TERMINATED":
+            status = "diverged" if res.get("outcome") == "diverged" else "ok"
+        elif tune_status == "ERROR":
+            status = "error"
+        else:
+            status = "pending"
+        row = {"point_id": cfg.point_id, **cfg.as_dict(), "status": status,
+               "tune_status": tune_status, "epochs_done": int(res.get("epoch", 0) or 0)}
+        for k in METRIC_KEYS:
+            row[k] = float(res.get(k, math.nan)) if res.get(k) is not None else math.nan
+        row.update(train_seconds=float(res.get("train_seconds", 0.0) or 0.0),
+                   eval_seconds=float(res.get("eval_seconds", 0.0) or 0.0),
+                   wall_seconds=float(res.get("time_total_s", 0.0) or 0.0),
+                   diverged_reason=res.get("diverged_reason", "") or "",
+                   error=_last_error_line(t) if status == "error" else "",
+                   device=res.get("device", "") or "",
+                   trial_id=t.trial_id if t is not None else "",
+                   classifier_sha256=manifest["classifier_sha256"],
+                   gansweep_version=manifest["gansweep_version"],
+                   git_commit=manifest["git_commit"], run_name=manifest["name"],
+                   preset=manifest["preset"])
+        best = _best_epoch(curves.get(cfg.point_id, [])) if status != "pending" else {}
+        row["best_epoch"] = int(best.get("epoch", 0))
+        for k in METRIC_KEYS:
+            v = best.get(k)
+            row[f"best_{k}"] = math.nan if v is None else float(v)
+        rows.append(row)
+    return rows
+
+
+def _best_epoch(curve_rows: list[dict]) -> dict:
+    scored = [r for r in curve_rows if r.get("i_prime") is not None and not math.isnan(r["i_prime"])]
+    return max(scored, key=lambda r: r["i_prime"]) if scored else {}
+
+
+# --------------------------------------------------------------------------- run directory
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a gansweep run directory (no {MANIFEST})")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: damaged manifest ({e}); the results tables beside it are intact")
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise UserError(f"{path}: not a gansweep run manifest (format {MANIFEST_FORMAT} expected)")
+    return m
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    write_atomic(Path(run_dir) / MANIFEST,
+                 lambda p: Path(p).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+
+
+def load_run_preset(run_dir: Path) -> Preset:
+    m = read_manifest(run_dir)
+    return load_preset(Path(run_dir) / "sweep.yaml", m["preset"])
+
+
+def _local_fs_type(path: Path) -> str:
+    """The filesystem type of the mount holding path (from /proc/mounts; '' if unknown)."""
+    try:
+        mounts = [ln.split() for ln in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return ""
+    path = path.resolve()
+    best, fstype = "", ""
+    for parts in mounts:
+        if len(parts) >= 3 and (str(path) == parts[1] or str(path).startswith(parts[1].rstrip("/") + "/")):
+            if len(parts[1]) > len(best):
+                best, fstype = parts[1], parts[2]
+    return fstype
+
+
+SHARED_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+             "fuse.gcsfuse", "fuse.s3fs", "fuse.juicefs", "fuse.sshfs", "wekafs")
+
+
+def check_storage(storage: str, address: str | None, shared_storage: bool) -> None:
+    """Refuse, on a cluster, a storage path that only the head node can see."""
+    if "://" in storage or address is None or shared_storage:
+        return
+    probe = Path(storage)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fstype = _local_fs_type(probe)
+    if fstype not in SHARED_FS:
+        raise UserError(
+            f"--storage {storage} is on a node-local filesystem ({fstype or 'unknown'}); on a cluster "
+            "every node must reach it: use an NFS path, s3:// or gs:// (or --shared-storage if it is shared)")
+
+
+def _ray_init(rt: Runtime) -> None:
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune's own console tables are replaced by the one-line progress of ResultsCallback.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    if ray.is_initialized():
+        return
+    if rt.address:
+        ray.init(address=rt.address, log_to_driver=False, logging_level="ERROR")
+    else:
+        # A private single-machine instance: no dashboard, every port on loopback.
+        ray.init(num_cpus=rt.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False, logging_level="ERROR", configure_logging=True)
+
+
+def _slots(rt: Runtime, n_trials: int) -> int:
+    import ray
+
+    res = ray.cluster_resources()
+    slots = int(res.get("CPU", 1) // rt.cpus_per_trial) if rt.cpus_per_trial > 0 else n_trials
+    if rt.gpus_per_trial > 0:
+        slots = min(slots, int(res.get("GPU", 0) // rt.gpus_per_trial))
+    if rt.max_concurrent:
+        slots = min(slots, rt.max_concurrent)
+    return max(1, min(slots, n_trials))
+
+
+def _prepare_trainable(preset: Preset, rt: Runtime, device: str, download: bool = False):
+    """MNIST, classifier and FID reference statistics, loaded once on the driver."""
+    from ray import tune
+
+    from models.classifier import load_classifier
+    from models.metrics import FeatureStats
+    from sweep.data import load_mnist, to_model_space
+
+    mnist = load_mnist(rt.data_root, download=download)
+    clf, sha = load_classifier()
+    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images))[1])
+    n = max(t.n_train for t in preset.trials)
+    fn = tune.with_parameters(trainable, images=mnist.train_images[:n].contiguous(),
+                              clf_state=clf.state_dict(), clf_sha=sha, ref_mean=ref.mean,
+                              ref_cov=ref.cov, threads=rt.threads, device=device)
+    resources = {"cpu": rt.cpus_per_trial, "gpu": rt.gpus_per_trial}
+    return tune.with_resources(fn, resources), sha
+
+
+def _run_config(run_dir: Path, manifest: dict, rt: Runtime, slots: int, quiet: bool):
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
+
+    tune_path = manifest["tune_path"]
+    storage_path, name = tune_path.rsplit("/", 1)
+    return tune.RunConfig(
+        name=name, storage_path=storage_path, verbose=0,
+        callbacks=[JsonLoggerCallback(), TBXLoggerCallback(),
+                   _make_callback_class()(str(run_dir.resolve()), slots, quiet)],
+        # num_to_keep=1 rewrites the whole experiment state on every checkpoint (see the
+        # project notes): keep 2.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=rt.max_failures),
+    )
+
+
+def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
+              storage: str | None = None, shared_storage: bool = False,
+              download: bool = False, quiet: bool = False) -> dict:
+    """Start a new sweep in run_dir; returns the session summary (wall, overhead, counts)."""
+    t0 = time.time()
+    if (run_dir / MANIFEST).exists():
+        raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
+                        "or pick another --name")
+    tune_path = f"{storage.rstrip('/')}/{run_dir.name}/tune" if storage else str((run_dir / "tune").resolve())
+    if storage and "://" not in storage:
+        tune_path = str(Path(tune_path).resolve())
+    check_storage(tune_path if "://" in tune_path else str(Path(tune_path).parent), rt.address,
+                  shared_storage)
+    device = "cuda" if rt.gpus_per_trial > 0 else "cpu"
+    # Read the data and the classifier before creating anything: a missing dataset
+    # or a bad classifier must leave no half-made run directory behind.
+    trainable_fn, sha = _prepare_trainable(preset, rt, device, download)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config_file, run_dir / "sweep.yaml")
+    manifest = {
+        "format": MANIFEST_FORMAT, "name": run_dir.name, "preset": preset.name,
+        "n_trials": len(preset.trials), "counts": preset.counts(), "tune_path": tune_path,
+        "runtime": asdict(rt), "device": device, "classifier_sha256": sha,
+        "gansweep_version": __version__, "git_commit": git_commit(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sessions": [],
+    }
+    write_manifest(run_dir, manifest)
+    # Pending rows for every grid point from the start: the table always has all of them.
+    write_results(pd.DataFrame(results_rows(preset.trials, [], manifest, {})), run_dir)
+
+    from ray import tune
+
+    _ray_init(rt)
+    slots = _slots(rt, len(preset.trials))
+    # Longest trials first: the sweep's tail is then short trials, not one long straggler.
+    order = sorted(preset.trials, key=estimate_flops, reverse=True)
+    tuner = tune.Tuner(
+        trainable_fn,
+        param_space={"point": tune.grid_search([t.as_dict() for t in order])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None,
+                                    reuse_actors=True),
+        run_config=_run_config(run_dir, manifest, rt, slots, quiet),
+    )
+    if not quiet:
+        print(f"[gansweep] run {run_dir} : preset {preset.name}, {len(preset.trials)} trials, "
+              f"{slots} at a time, {rt.cpus_per_trial:g} CPU / {rt.gpus_per_trial:g} GPU each", flush=True)
+    tuner.fit()
+    return _finish_session(run_dir, t0, 0.0, slots, quiet)
+
+
+def _check_experiment_state(tune_path: str, run_dir: Path) -> None:
+    """Tuner.restore silently starts over when the newest state is damaged: refuse instead."""
+    if "://" in tune_path:
+        return  # remote storage: Tune reads it; nothing local to check
+    p = Path(tune_path)
+    states = sorted(p.glob("experiment_state-*.json"))
+    if not (p / "tuner.pkl").exists() or not states:
+        raise UserError(f"{run_dir}: Ray Tune's experiment state is missing under {p}; finished "
+                        f"results are in {run_dir / RESULTS}. Start a new run to redo the rest.")
+    newest = states[-1]
+    try:
+        json.loads(newest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        older = f"; an older state remains: move {newest.name} aside and resume again" if len(states) > 1 else \
+            "; no older state exists"
+        raise UserError(f"{newest}: damaged experiment state ({type(e).__name__}); nothing was "
+                        f"started and {run_dir / RESULTS} is intact{older}")
+
+
+def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
+                 download: bool = False, quiet: bool = False) -> dict:
+    t0 = time.time()
+    manifest = read_manifest(run_dir)
+    preset = load_run_preset(run_dir)
+    rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
+    _check_experiment_state(manifest["tune_path"], run_dir)
+    banked = banked_compute(run_dir)
+    trainable_fn, sha = _prepare_trainable(preset, rt, manifest["device"], download)
+    if sha != manifest["classifier_sha256"]:
+        raise UserError(f"the classifier changed since this run started (sha256 {sha[:12]} vs "
+                        f"{manifest['classifier_sha256'][:12]}): its scores would not be comparable")
+    from ray import tune
+
+    _ray_init(rt)
+    slots = _slots(rt, len(preset.trials))
+    tuner = tune.Tuner.restore(manifest["tune_path"], trainable=trainable_fn,
+                               resume_unfinished=True, resume_errored=not skip_errored)
+    if not quiet:
+        print(f"[gansweep] resuming {run_dir}: {len(preset.trials)} trials, {slots} at a time"
+              + (" (errored trials skipped)" if skip_errored else ""), flush=True)
+    tuner.fit()
+    return _finish_session(run_dir, t0, banked, slots, quiet)
+
+
+def banked_compute(run_dir: Path) -> float:
+    """Training + scoring seconds of every point's latest epoch (what checkpoints hold)."""
+    curves = read_curves(run_dir)
+    if curves.empty:
+        return 0.0
+    per_epoch = curves["train_seconds"].fillna(0) + curves["eval_seconds"].fillna(0)
+    return float(per_epoch.groupby(curves["point_id"]).max().sum())
+
+
+def _finish_session(run_dir: Path, t0: float, banked_before: float, slots: int,
+                    quiet: bool) -> dict:
+    """Record the session's wall time and harness overhead in the manifest and print them.
+
+    overhead = 1 - (training + scoring seconds done this session) / (wall x slots):
+    Ray start-up, scheduling, checkpoints, result tables and idle slots all count.
+    """
+    df = read_results(run_dir)
+    wall = time.time() - t0
+    compute = banked_compute(run_dir) - banked_before
+    overhead = max(0.0, 1.0 - compute / (wall * slots)) if wall > 0 else 0.0
+    counts = df["status"].value_counts().to_dict()
+    summary = {"started": datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds"),
+               "wall_seconds": round(wall, 2), "compute_seconds": round(compute, 2),
+               "slots": slots, "overhead_share": round(overhead, 4),
+               "counts": {k: int(counts.get(k, 0)) for k in ("ok", "diverged", "error", "pending")}}
+    manifest = read_manifest(run_dir)
+    manifest["sessions"].append(summary)
+    write_manifest(run_dir, manifest)
+    if not quiet:
+        print(f"[gansweep] done in {_fmt_s(wall)}: {summary['counts']}; harness overhead "
+              f"{overhead:.1%} of {slots} slot(s) x wall (training + scoring {compute:.0f}s)", flush=True)
+        print(f"[gansweep] results: {run_dir / RESULTS}", flush=True)
+    return summary
+
+
+def sweep_status(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """(manifest, results table) of a run, read from disk; starts nothing."""
+    manifest = read_manifest(run_dir)
+    path = Path(run_dir) / RESULTS
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {RESULTS} yet")
+    try:
+        df = read_results(run_dir)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise UserError(f"{path}: unreadable results table ({type(e).__name__})") from None
+    return manifest, df

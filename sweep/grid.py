@@ -1,0 +1,197 @@
+"""sweep.yaml: grids as data, validated completely before anything runs.
+
+    gansweep plan --preset paper
+
+A sweep file holds named presets (top-level keys starting with "_" may hold
+YAML anchors that presets reuse). Each preset has one grid per family (the
+Table 1 axes, each a non-empty list), `seeds` (repeats are a grid axis), and
+`settings` (training budget, data subset, evaluation sample count, ...; any
+TrialConfig setting, see sweep/config.py). `paper_rules: true` (the default)
+refuses EBGAN points the paper does not allow (adam/adam, lr 0.001, m = 10).
+
+Every problem is reported as one line that names the key, e.g.
+    sweep.yaml: presets.mini.grids.gan.lr[1]: must be positive, got -0.01
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sweep.config import AXES, FIELD_TYPES, SETTINGS, TrialConfig, paper_rule_violation
+from sweep.errors import UserError
+
+PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids"}
+GRID_AXES = tuple(a for a in AXES if a != "family")
+
+
+class ConfigError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    trials: tuple[TrialConfig, ...]  # every grid point, expanded, in a fixed order
+    settings: dict  # the preset's settings block as written
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.family] = out.get(t.family, 0) + 1
+        return out
+
+
+def _type_ok(value, type_name: str) -> bool:
+    if type_name == "bool":
+        return isinstance(value, bool)
+    if type_name == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_name == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such sweep file (pass --config FILE)")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("presets"), dict) or not doc["presets"]:
+        raise ConfigError(f"{path}: expected a mapping with a non-empty 'presets' mapping at the top")
+    # Top-level keys starting with "_" hold YAML anchors for reuse; anything else is a typo.
+    unknown = sorted(str(k) for k in doc if k != "presets" and not str(k).startswith("_"))
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r} (only 'presets' and "
+                          "'_anchors')")
+    return doc
+
+
+def preset_names(path: str | Path) -> list[str]:
+    return list(load_file(path)["presets"])
+
+
+def load_preset(path: str | Path, name: str) -> Preset:
+    doc = load_file(path)
+    presets = doc["presets"]
+    if name not in presets:
+        raise ConfigError(f"{path}: unknown preset {name!r}; presets are: {', '.join(presets)}")
+    return parse_preset(name, presets[name], where=f"{Path(path).name}: presets.{name}")
+
+
+def parse_preset(name: str, body, where: str) -> Preset:
+    def fail(key: str, msg: str):
+        raise ConfigError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}")
+
+    if not isinstance(body, dict):
+        fail("", "a preset must be a mapping")
+    for key in body:
+        if key not in PRESET_KEYS:
+            fail(key, f"unknown key; a preset has {', '.join(sorted(PRESET_KEYS))}")
+    for key in ("grids", "seeds"):
+        if key not in body:
+            fail(key, "missing")
+
+    paper_rules = body.get("paper_rules", True)
+    if not isinstance(paper_rules, bool):
+        fail("paper_rules", f"expected true or false, got {paper_rules!r}")
+
+    settings = body.get("settings") or {}
+    if not isinstance(settings, dict):
+        fail("settings", "expected a mapping of setting: value")
+    for key, value in settings.items():
+        if key not in SETTINGS:
+            fail(f"settings.{key}", f"unknown setting; settings are: {', '.join(SETTINGS)}")
+        if not _type_ok(value, FIELD_TYPES[key]):
+            fail(f"settings.{key}", f"expected {FIELD_TYPES[key]}, got {value!r}")
+
+    seeds = body["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        fail("seeds", "expected a non-empty list of seeds")
+    for i, s in enumerate(seeds):
+        if not _type_ok(s, "int") or s < 0:
+            fail(f"seeds[{i}]", f"expected a non-negative integer, got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        fail("seeds", "duplicate seeds")
+
+    grids = body["grids"]
+    if not isinstance(grids, dict) or not grids:
+        fail("grids", "expected a non-empty mapping family: axes")
+    trials: list[TrialConfig] = []
+    for family, axes in grids.items():
+        g = f"grids.{family}"
+        if family not in ("gan", "ebgan", "ebgan_pt"):
+            fail(g, "unknown family; families are gan, ebgan, ebgan_pt")
+        if not isinstance(axes, dict):
+            fail(g, "expected a mapping of axis: [values]")
+        for axis in axes:
+            if axis not in GRID_AXES:
+                fail(f"{g}.{axis}", f"unknown axis; axes are: {', '.join(GRID_AXES)}")
+        for axis in GRID_AXES:
+            if axis not in axes:
+                fail(f"{g}.{axis}", "missing axis")
+            values = axes[axis]
+            if not isinstance(values, list):
+                fail(f"{g}.{axis}", f"expected a list of values, got {values!r}")
+            if not values:
+                fail(f"{g}.{axis}", "empty axis: give at least one value")
+            for i, v in enumerate(values):
+                if not _type_ok(v, FIELD_TYPES[axis]):
+                    fail(f"{g}.{axis}[{i}]", f"expected {FIELD_TYPES[axis]}, got {v!r}")
+                if axis == "lr" and not v > 0:
+                    fail(f"{g}.{axis}[{i}]", f"must be positive, got {v!r}")
+            if len(set(values)) != len(values):
+                fail(f"{g}.{axis}", "duplicate values")
+        for combo in itertools.product(*(axes[a] for a in GRID_AXES), seeds):
+            point = dict(zip(GRID_AXES + ("seed",), combo), family=family)
+            point["lr"] = float(point["lr"])
+            fields = {**point, **{k: (float(v) if FIELD_TYPES[k] == "float" else v)
+                                  for k, v in settings.items()}}
+            cfg = _make(fields, fail, g)
+            if paper_rules:
+                why = paper_rule_violation(cfg)
+                if why:
+                    fail(g, f"{why}; set paper_rules: false to explore beyond the paper")
+            trials.append(cfg)
+    return Preset(name, str(body.get("description", "")), tuple(trials), dict(settings))
+
+
+def _make(fields: dict, fail, where: str) -> TrialConfig:
+    try:
+        return TrialConfig(**fields)
+    except ValueError as e:
+        key, _, msg = str(e).partition(": ")
+        if key in SETTINGS:
+            fail(f"settings.{key}", msg)
+        fail(f"{where}.{key}", msg)
+        raise  # unreachable: fail raises
+
+
+def estimate_flops(cfg: TrialConfig) -> float:
+    """Approximate FLOPs of one trial (training + scoring), from parameter counts.
+
+    Per training sample (multiply-accumulates of a dense layer = its weights):
+    G forward (PG); D step: D forward on real and fake, backward on both (6 PD);
+    G step: D forward and backward to its input only (2 PD), G backward (2 PG).
+    Scoring: G forward and the classifier (~9.6 M MACs) per evaluated sample.
+    """
+    z, img = cfg.z_dim, 1024
+    pg = z * cfg.sizeG + (cfg.nLayerG - 2) * cfg.sizeG ** 2 + cfg.sizeG * img
+    pd_hidden = img * cfg.sizeD + (cfg.nLayerD - 2) * cfg.sizeD ** 2
+    pd = pd_hidden + (cfg.sizeD if cfg.family == "gan" else cfg.sizeD * img)
+    samples = cfg.epochs * (cfg.n_train // cfg.batch_size) * cfg.batch_size
+    train = 2 * samples * (3 * pg + 8 * pd)
+    evals = -(-cfg.epochs // cfg.eval_every)
+    score = 2 * evals * cfg.n_eval * (pg + 9.6e6)
+    return float(train + score)

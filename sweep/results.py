@@ -1,0 +1,73 @@
+"""The results tables of a run directory, written atomically.
+
+RUN_DIR/results.parquet and results.csv: one row per grid point, always (points
+not run yet are `pending`), with the fully resolved config beside the scores:
+
+    point_id, family, the Table 1 axes, seed, every setting (sweep/config.py),
+    status            ok | diverged | error | pending
+    tune_status       Ray Tune's own state (PENDING, RUNNING, TERMINATED, ERROR)
+    epochs_done, best_epoch, the final metrics (i_prime, inception_score, fid,
+    classes_covered, kl_uniform, loss_d, loss_g) and the same at the best epoch
+    (best_i_prime, ...), train_seconds, eval_seconds, wall_seconds,
+    classifier_sha256, gansweep_version, git_commit, device, error, trial_id
+
+RUN_DIR/curves.parquet (and .csv): the long table, one row per (point_id, epoch).
+
+Every file is written to a temporary name in the same folder and renamed over
+the old one, so a reader (or a crash, or a full disk) never sees half a table.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS = "results.parquet"
+RESULTS_CSV = "results.csv"
+CURVES = "curves.parquet"
+CURVES_CSV = "curves.csv"
+STATUSES = ("ok", "diverged", "error", "pending")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path over path (same folder, so atomic)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_table(df: pd.DataFrame, run_dir: Path, parquet_name: str, csv_name: str) -> None:
+    # Parquet first: it is the table of record; the CSV is a convenience copy.
+    write_atomic(run_dir / parquet_name, lambda p: df.to_parquet(p, index=False))
+    write_atomic(run_dir / csv_name, lambda p: df.to_csv(p, index=False))
+
+
+def write_results(df: pd.DataFrame, run_dir: Path) -> None:
+    write_table(df, run_dir, RESULTS, RESULTS_CSV)
+
+
+def write_curves(df: pd.DataFrame, run_dir: Path) -> None:
+    write_table(df, run_dir, CURVES, CURVES_CSV)
+
+
+def read_results(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(run_dir) / RESULTS)
+
+
+def read_curves(run_dir: Path) -> pd.DataFrame:
+    path = Path(run_dir) / CURVES
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real MNIST (../shared/mnist or $GANSWEEP_DATA) and the committed scorer."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnist_root() -> Path:
+    env = os.environ.get("GANSWEEP_DATA")
+    root = Path(env) if env else REPO.parent / "shared" / "mnist"
+    if not (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
+        pytest.exit(f"tests need MNIST: {root}/MNIST/raw not found (set GANSWEEP_DATA)", returncode=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return mnist_root()
+
+
+@pytest.fixture(scope="session")
+def mnist(data_root):
+    from sweep.data import load_mnist
+
+    return load_mnist(data_root)
+
+
+@pytest.fixture(scope="session")
+def scorer(mnist):
+    from models.classifier import load_classifier
+    from models.metrics import FeatureStats, Scorer
+    from sweep.data import to_model_space
+
+    clf, sha = load_classifier()
+    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images))[1])
+    return Scorer(clf, ref, sha)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)

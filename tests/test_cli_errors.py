@@ -1,0 +1,83 @@
+"""Bad input: one line on stderr, exit status 2, no traceback, nothing written."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gansweep(*args, cwd=None, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "sweep.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+def assert_one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+def test_unknown_command_and_option():
+    assert_one_line_error(gansweep("frobnicate"), "invalid choice")
+    assert_one_line_error(gansweep("trial", "--nLayerQ", "3"), "unrecognized arguments")
+
+
+def test_trial_bad_values(tmp_path):
+    assert_one_line_error(gansweep("trial", "--lr", "-1", "--out", tmp_path / "x"), "lr")
+    assert_one_line_error(gansweep("trial", "--family", "wgan", "--out", tmp_path / "x"), "family")
+    assert_one_line_error(gansweep("trial", "--nLayerG", "two"), "nLayerG", "invalid int")
+    assert_one_line_error(gansweep("trial", "--dropoutD", "maybe"), "dropoutD")
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_dataset_names_both_options(tmp_path):
+    r = gansweep("trial", "--epochs", "1", "--data-root", tmp_path / "empty", "--out", tmp_path / "o")
+    assert_one_line_error(r, "MNIST not found", "--data-root", "GANSWEEP_DATA", "--download")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("array,fragment", [
+    (np.zeros((5, 28, 27), np.uint8), "expected shape"),
+    (np.zeros((5, 784), np.uint8), "expected shape"),
+    (np.zeros((5, 28, 28), np.int64), "dtype int64"),
+    (np.full((5, 28, 28), 3.0, np.float32), "must lie in [-1, 1]"),
+    (np.full((5, 28, 28), np.nan, np.float32), "NaN"),
+    (np.zeros((1, 32, 32), np.uint8), "at least 2"),
+])
+def test_score_refuses_bad_arrays(tmp_path, array, fragment):
+    f = tmp_path / "bad.npy"
+    np.save(f, array)
+    assert_one_line_error(gansweep("score", "--images", f), fragment)
+
+
+def test_score_refuses_missing_and_non_npy_files(tmp_path):
+    assert_one_line_error(gansweep("score", "--images", tmp_path / "nope.npy"), "no such file")
+    junk = tmp_path / "junk.npy"
+    junk.write_bytes(b"not numpy at all")
+    assert_one_line_error(gansweep("score", "--images", junk), "not a readable .npy")
+    pickled = tmp_path / "obj.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert_one_line_error(gansweep("score", "--images", pickled), "not a readable .npy")
+
+
+def test_score_prints_metrics_json(tmp_path, mnist, data_root):
+    import json
+
+    ones = mnist.test_images[mnist.test_labels == 1][:500].numpy()
+    f = tmp_path / "ones.npy"
+    np.save(f, ones)
+    r = gansweep("score", "--images", f, "--data-root", data_root)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["n"] == 500 and m["classes_covered"] == 1 and m["i_prime"] < 0.2
+    # the same images as floats in [-1, 1], 32 x 32, score the same
+    padded = np.pad(ones.astype(np.float32) / 127.5 - 1, ((0, 0), (2, 2), (2, 2)), constant_values=-1)
+    np.save(f, padded)
+    m2 = json.loads(gansweep("score", "--images", f, "--data-root", data_root).stdout)
+    assert m2["i_prime"] == pytest.approx(m["i_prime"], rel=1e-4)
