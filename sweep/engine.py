@@ -37,15 +37,13 @@ import pandas as pd
 import torch
 
 from sweep import __version__
-from sweep.config import FIELD_NAMES, TrialConfig
+from sweep.config import TrialConfig
 from sweep.errors import UserError
 from sweep.grid import Preset, estimate_flops, load_preset
-from sweep.results import (CURVES, RESULTS, read_curves, read_results, write_atomic,
-                           write_curves, write_results)
+from sweep.results import (MANIFEST, MANIFEST_FORMAT, RESULTS, read_curves, read_manifest, read_results,
+                           write_atomic, write_curves, write_manifest, write_results)
 from sweep.trial import METRIC_KEYS
 
-MANIFEST = "gansweep.json"
-MANIFEST_FORMAT = "gansweep-run/1"
 FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
 PROGRESS_EVERY_S = 10.0
 
@@ -69,7 +67,7 @@ class Runtime:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
                              text=True, timeout=5, cwd=Path(__file__).resolve().parent)
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -111,19 +109,31 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         with ckpt.as_directory() as d:
             resume = torch.load(Path(d) / "state.pt", map_location=device, weights_only=True)
 
-    def on_epoch(metrics: dict, make_checkpoint) -> None:
+    def as_report(metrics: dict) -> dict:
         report = {k: v for k, v in metrics.items() if k != "diverged"}
         report.update(point_id=cfg.point_id, device=device,
                       outcome="diverged" if "diverged" in metrics else "ok",
                       diverged_reason=metrics.get("diverged", ""))
+        return report
+
+    def on_epoch(metrics: dict, make_checkpoint) -> None:
         with tempfile.TemporaryDirectory() as d:
             state = make_checkpoint()
             torch.save(state, Path(d) / "state.pt")
             if state["samples"] is not None:
                 np.save(Path(d) / "samples.npy", state["samples"].numpy())
-            tune.report(report, checkpoint=Checkpoint.from_directory(d))
+            tune.report(as_report(metrics), checkpoint=Checkpoint.from_directory(d))
 
+    if resume is not None and (resume["epoch"] >= cfg.epochs or _diverged(resume["history"])):
+        # The trial had finished, but the driver died before Tune recorded it: report
+        # its final metrics again instead of training anything.
+        tune.report(as_report(resume["history"][-1]))
+        return
     run_trial(cfg, images, scorer, device, resume=resume, on_epoch=on_epoch)
+
+
+def _diverged(history: list[dict]) -> bool:
+    return bool(history) and "diverged" in history[-1]
 
 
 # --------------------------------------------------------------------------- results callback
@@ -230,11 +240,10 @@ def _make_callback_class():
             curves = pd.DataFrame(list(self.curves.values()), columns=["point_id", *CURVE_KEYS])
             write_curves(curves.sort_values(["point_id", "epoch"]), Path(self.run_dir))
             self.last_flush, self.dirty = time.time(), False
-            self.counts = _count(rows)
             return rows
 
         def progress_line(self, trials) -> str:
-            c = self.counts if not self.dirty else _count(self.rows(trials))
+            c = _count(self.rows(trials))
             finished = c["ok"] + c["diverged"] + c["error"]
             if self.done_at_start is None:
                 self.done_at_start = finished
@@ -327,26 +336,6 @@ def _best_epoch(curve_rows: list[dict]) -> dict:
 
 
 # --------------------------------------------------------------------------- run directory
-def read_manifest(run_dir: Path) -> dict:
-    path = Path(run_dir) / MANIFEST
-    if not Path(run_dir).is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a gansweep run directory (no {MANIFEST})")
-    try:
-        m = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: damaged manifest ({e}); the results tables beside it are intact")
-    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"{path}: not a gansweep run manifest (format {MANIFEST_FORMAT} expected)")
-    return m
-
-
-def write_manifest(run_dir: Path, manifest: dict) -> None:
-    write_atomic(Path(run_dir) / MANIFEST,
-                 lambda p: Path(p).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
-
-
 def load_run_preset(run_dir: Path) -> Preset:
     m = read_manifest(run_dir)
     return load_preset(Path(run_dir) / "sweep.yaml", m["preset"])
@@ -389,8 +378,9 @@ def _ray_init(rt: Runtime) -> None:
     import ray
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # Tune's own console tables are replaced by the one-line progress of ResultsCallback.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # Tune's own console tables are replaced by the one-line progress of ResultsCallback
+    # (the legacy reporter at verbose=0 prints nothing).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
     if rt.address:
@@ -418,18 +408,21 @@ def _prepare_trainable(preset: Preset, rt: Runtime, device: str, download: bool 
     from ray import tune
 
     from models.classifier import load_classifier
-    from models.metrics import FeatureStats
+    from models.metrics import FeatureStats, all_metrics
     from sweep.data import load_mnist, to_model_space
 
     mnist = load_mnist(rt.data_root, download=download)
     clf, sha = load_classifier()
-    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images))[1])
+    probs, feats = clf.predict(to_model_space(mnist.test_images))
+    ref = FeatureStats.of(feats)
+    # what the real test set scores: the report's yardstick for every histogram
+    reference_scores = all_metrics(probs, feats, ref)
     n = max(t.n_train for t in preset.trials)
     fn = tune.with_parameters(trainable, images=mnist.train_images[:n].contiguous(),
                               clf_state=clf.state_dict(), clf_sha=sha, ref_mean=ref.mean,
                               ref_cov=ref.cov, threads=rt.threads, device=device)
     resources = {"cpu": rt.cpus_per_trial, "gpu": rt.gpus_per_trial}
-    return tune.with_resources(fn, resources), sha
+    return tune.with_resources(fn, resources), sha, reference_scores
 
 
 def _run_config(run_dir: Path, manifest: dict, rt: Runtime, slots: int, quiet: bool):
@@ -465,7 +458,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
     device = "cuda" if rt.gpus_per_trial > 0 else "cpu"
     # Read the data and the classifier before creating anything: a missing dataset
     # or a bad classifier must leave no half-made run directory behind.
-    trainable_fn, sha = _prepare_trainable(preset, rt, device, download)
+    trainable_fn, sha, reference_scores = _prepare_trainable(preset, rt, device, download)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_file, run_dir / "sweep.yaml")
@@ -473,6 +466,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         "format": MANIFEST_FORMAT, "name": run_dir.name, "preset": preset.name,
         "n_trials": len(preset.trials), "counts": preset.counts(), "tune_path": tune_path,
         "runtime": asdict(rt), "device": device, "classifier_sha256": sha,
+        "reference_scores": reference_scores,
         "gansweep_version": __version__, "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sessions": [],
     }
@@ -490,14 +484,19 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         trainable_fn,
         param_space={"point": tune.grid_search([t.as_dict() for t in order])},
         tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None,
-                                    reuse_actors=True),
+                                    reuse_actors=True, trial_dirname_creator=_trial_dirname),
         run_config=_run_config(run_dir, manifest, rt, slots, quiet),
     )
     if not quiet:
         print(f"[gansweep] run {run_dir} : preset {preset.name}, {len(preset.trials)} trials, "
               f"{slots} at a time, {rt.cpus_per_trial:g} CPU / {rt.gpus_per_trial:g} GPU each", flush=True)
+    t_fit = time.time()
     tuner.fit()
-    return _finish_session(run_dir, t0, 0.0, slots, quiet)
+    return _finish_session(run_dir, t0, t_fit, 0.0, slots, quiet)
+
+
+def _trial_dirname(trial) -> str:
+    return f"{TrialConfig(**trial.config['point']).point_id}-{trial.trial_id}"
 
 
 def _check_experiment_state(tune_path: str, run_dir: Path) -> None:
@@ -527,7 +526,7 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
     _check_experiment_state(manifest["tune_path"], run_dir)
     banked = banked_compute(run_dir)
-    trainable_fn, sha = _prepare_trainable(preset, rt, manifest["device"], download)
+    trainable_fn, sha, _ = _prepare_trainable(preset, rt, manifest["device"], download)
     if sha != manifest["classifier_sha256"]:
         raise UserError(f"the classifier changed since this run started (sha256 {sha[:12]} vs "
                         f"{manifest['classifier_sha256'][:12]}): its scores would not be comparable")
@@ -540,8 +539,9 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
     if not quiet:
         print(f"[gansweep] resuming {run_dir}: {len(preset.trials)} trials, {slots} at a time"
               + (" (errored trials skipped)" if skip_errored else ""), flush=True)
+    t_fit = time.time()
     tuner.fit()
-    return _finish_session(run_dir, t0, banked, slots, quiet)
+    return _finish_session(run_dir, t0, t_fit, banked, slots, quiet)
 
 
 def banked_compute(run_dir: Path) -> float:
@@ -553,7 +553,7 @@ def banked_compute(run_dir: Path) -> float:
     return float(per_epoch.groupby(curves["point_id"]).max().sum())
 
 
-def _finish_session(run_dir: Path, t0: float, banked_before: float, slots: int,
+def _finish_session(run_dir: Path, t0: float, t_fit: float, banked_before: float, slots: int,
                     quiet: bool) -> dict:
     """Record the session's wall time and harness overhead in the manifest and print them.
 
@@ -566,7 +566,8 @@ def _finish_session(run_dir: Path, t0: float, banked_before: float, slots: int,
     overhead = max(0.0, 1.0 - compute / (wall * slots)) if wall > 0 else 0.0
     counts = df["status"].value_counts().to_dict()
     summary = {"started": datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds"),
-               "wall_seconds": round(wall, 2), "compute_seconds": round(compute, 2),
+               "wall_seconds": round(wall, 2), "startup_seconds": round(t_fit - t0, 2),
+               "compute_seconds": round(compute, 2),
                "slots": slots, "overhead_share": round(overhead, 4),
                "counts": {k: int(counts.get(k, 0)) for k in ("ok", "diverged", "error", "pending")}}
     manifest = read_manifest(run_dir)
@@ -574,7 +575,8 @@ def _finish_session(run_dir: Path, t0: float, banked_before: float, slots: int,
     write_manifest(run_dir, manifest)
     if not quiet:
         print(f"[gansweep] done in {_fmt_s(wall)}: {summary['counts']}; harness overhead "
-              f"{overhead:.1%} of {slots} slot(s) x wall (training + scoring {compute:.0f}s)", flush=True)
+              f"{overhead:.1%} of {slots} slot(s) x wall (training + scoring {compute:.0f}s, "
+              f"start-up {t_fit - t0:.0f}s)", flush=True)
         print(f"[gansweep] results: {run_dir / RESULTS}", flush=True)
     return summary
 

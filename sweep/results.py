@@ -18,12 +18,17 @@ the old one, so a reader (or a crash, or a full disk) never sees half a table.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from sweep.errors import UserError
+
+MANIFEST = "gansweep.json"
+MANIFEST_FORMAT = "gansweep-run/1"
 RESULTS = "results.parquet"
 RESULTS_CSV = "results.csv"
 CURVES = "curves.parquet"
@@ -71,3 +76,23 @@ def read_results(run_dir: Path) -> pd.DataFrame:
 def read_curves(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / CURVES
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a gansweep run directory (no {MANIFEST})")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: damaged manifest ({e}); the results tables beside it are intact")
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise UserError(f"{path}: not a gansweep run manifest (format {MANIFEST_FORMAT} expected)")
+    return m
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    write_atomic(Path(run_dir) / MANIFEST,
+                 lambda p: Path(p).write_text(json.dumps(manifest, indent=2, sort_keys=True)))

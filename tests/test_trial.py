@@ -57,7 +57,6 @@ def test_same_seed_same_result_other_seed_other_result(mnist, scorer):
 def test_resume_from_checkpoint_is_bit_identical(mnist, scorer, tmp_path):
     cfg = TrialConfig(family="ebgan", **{**TINY, "epochs": 3})
     straight = run_trial(cfg, mnist.train_images, scorer).history
-    saved = {}
 
     def keep_epoch_1(m, ck):
         if m["epoch"] == 1:

@@ -1,0 +1,51 @@
+"""Read a run directory into DataFrames (usable from a notebook).
+
+    from analysis.load import load_run
+    run = load_run("runs/mini-20261123-101500")
+    run.results.groupby("family")["i_prime"].median()
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweep.errors import UserError
+from sweep.results import RESULTS, read_curves, read_manifest
+
+
+@dataclass(frozen=True)
+class Run:
+    run_dir: Path
+    manifest: dict  # gansweep.json: preset, runtime, versions, sessions, reference scores
+    results: pd.DataFrame  # one row per grid point (sweep/results.py)
+    curves: pd.DataFrame  # one row per (grid point, epoch)
+
+    def samples(self, point_id: str) -> np.ndarray | None:
+        """The 64 final samples of a finished trial, (64, 32, 32) uint8, or None."""
+        path = self.run_dir / "samples" / f"{point_id}.npy"
+        if not path.is_file():
+            return None
+        arr = np.load(path, allow_pickle=False)  # never unpickle what a run directory holds
+        return arr if arr.dtype == np.uint8 and arr.ndim == 3 else None
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    path = run_dir / RESULTS
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {RESULTS} (the run has not written results yet)")
+    try:
+        results = pd.read_parquet(path)
+        curves = read_curves(run_dir)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise UserError(f"{path}: unreadable results table ({type(e).__name__})") from None
+    missing = {"point_id", "family", "status", "i_prime"} - set(results.columns)
+    if missing:
+        raise UserError(f"{path}: not a gansweep results table (missing {sorted(missing)[0]!r})")
+    if results.empty:
+        raise UserError(f"{path}: the results table is empty")
+    return Run(run_dir, manifest, results, curves)

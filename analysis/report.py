@@ -1,0 +1,168 @@
+"""One offline HTML report of a run: the paper's figures, the stability table, budgets.
+
+    gansweep report runs/mini-20261123-101500 [--out DIR]
+
+Writes into DIR (default RUN_DIR/report): report.html (every image embedded, no
+network needed), figure2.png, figure3.png, figure4.png, budget.png, curves.png,
+and the tables as CSV (stability.csv, tests.csv, figure2_counts.csv, budget.csv).
+A partial sweep gets a report too; it says how complete it is.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis import figures
+from analysis.load import Run, load_run
+from analysis.stats import (FAILURE_I_PRIME, FAMILY_LABEL, budget_table, ebgan_vs_gan_tests,
+                            figure2_counts, finished_scores, stability_table)
+from sweep.results import write_atomic
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(v, int):
+        return f"{v:,}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame, cls: str) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _settings(results: pd.DataFrame) -> pd.DataFrame:
+    from sweep.config import SETTINGS
+
+    rows = []
+    for s in SETTINGS:
+        if s in results.columns:
+            vals = sorted({str(v) for v in results[s]})
+            rows.append({"setting": s, "value": ", ".join(vals)})
+    return pd.DataFrame(rows)
+
+
+def _headline(run: Run, tests: pd.DataFrame) -> str:
+    df = run.results
+    parts = []
+    for fam in ("gan", "ebgan", "ebgan_pt"):
+        s = finished_scores(df[df["family"] == fam])
+        if len(s):
+            parts.append(f"{FAMILY_LABEL[fam]}: median I' {s.median():.2f}, "
+                         f"{(s < FAILURE_I_PRIME).mean():.0%} of {len(s)} finished runs below {FAILURE_I_PRIME:g}")
+    text = "; ".join(parts) + "."
+    for t in tests.itertuples(index=False):
+        text += (f" {t.comparison}: a random {t.comparison.split(' vs ')[0]} run outscores a random GAN run "
+                 f"with probability {t.prob_a_beats_b:.2f} (Mann-Whitney p = {t.p_value:.2g}).")
+    return text
+
+
+def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    run = load_run(run_dir)
+    out = out or run.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    df, m = run.results, run.manifest
+    real = (m.get("reference_scores") or {}).get("i_prime")
+
+    stab = stability_table(df)
+    tests = ebgan_vs_gan_tests(df)
+    best = figures.best_runs(df)
+    samples = {pid: run.samples(pid) for pid in best["point_id"]}
+    pngs = {
+        "figure2": _png(figures.figure2(df, real)),
+        "figure3": _png(figures.figure3(df, real)),
+        "figure4": _png(figures.figure4(df, {k: v for k, v in samples.items() if v is not None})),
+        "budget": _png(figures.budget_figure(df, real)),
+        "curves": _png(figures.curves_figure(run.curves, df)),
+    }
+    for name, data in pngs.items():
+        write_atomic(out / f"{name}.png", lambda p, d=data: Path(p).write_bytes(d))
+    tables = {"stability": stab, "tests": tests, "figure2_counts": figure2_counts(df),
+              "budget": budget_table(df)}
+    for name, t in tables.items():
+        write_atomic(out / f"{name}.csv", lambda p, t=t: t.to_csv(p, index=False))
+
+    counts = df["status"].value_counts()
+    n = len(df)
+    finished = int(counts.get("ok", 0) + counts.get("diverged", 0))
+    complete = (f"{finished:,} of {n:,} trials finished (ok {int(counts.get('ok', 0)):,}, diverged "
+                f"{int(counts.get('diverged', 0)):,}); errored {int(counts.get('error', 0)):,}, "
+                f"pending {int(counts.get('pending', 0)):,}")
+    sessions = "; ".join(f"{s['started']}: {s['wall_seconds'] / 60:.1f} min wall, harness overhead "
+                         f"{s['overhead_share']:.1%}" for s in m.get("sessions", [])) or "none finished yet"
+
+    def img(name: str, alt: str) -> str:
+        b64 = base64.b64encode(pngs[name]).decode()
+        return f'<figure id="{name}"><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"></figure>'
+
+    best_tbl = best.reset_index()[["family", "point_id", "i_prime", "inception_score", "fid",
+                                   "classes_covered"]] if len(best) else pd.DataFrame()
+    ref_line = (f"The real MNIST test set scores I' = {real:.2f}, IS = "
+                f"{m['reference_scores']['inception_score']:.2f} with this classifier (dotted lines)."
+                if real else "")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>gansweep report: {html.escape(m['name'])}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1400px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }}
+h1 {{ margin-bottom: 0.2em; }} h2 {{ margin-top: 1.8em; border-bottom: 1px solid #ddd; }}
+.meta {{ color: #555; }} .headline {{ background: #f4f7fb; padding: 0.8em 1em; border-left: 4px solid #1f77b4; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
+table {{ border-collapse: collapse; font-size: 0.88em; margin: 0.6em 0; }}
+th, td {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f0f0f0; }} td:first-child, th:first-child {{ text-align: left; }}
+</style></head><body>
+<h1>gansweep report: {html.escape(m['name'])}</h1>
+<p class="meta">preset <b>{html.escape(m['preset'])}</b> · {complete} · created {html.escape(m['created'])}
+· gansweep {html.escape(m['gansweep_version'])} ({html.escape(m['git_commit'])})
+· classifier sha256 {html.escape(m['classifier_sha256'][:16])}…</p>
+<p class="headline" id="headline">{html.escape(_headline(run, tests))}</p>
+<p>The question of the EBGAN paper (section 4.1): are EBGANs trained more reliably than GANs over
+the same grid of architectures and optimizers? Each histogram shows, for each family, the percent
+of its finished runs whose final I' falls in each bin. {ref_line}</p>
+<h2>Figure 2: I' histograms</h2>{img('figure2', "Figure 2: I' histograms")}
+<h2>Figure 3: GAN runs by optimizer and learning rate</h2>{img('figure3', 'Figure 3: GAN sub-grids')}
+<h2>Figure 4: best run of each family</h2>{img('figure4', 'Figure 4: samples')}
+{_table(best_tbl, 'best')}
+<h2>Stability</h2>
+<p>Per family, then per GAN (optimD, optimG, lr) sub-grid. failure_share: share of finished runs with
+I' &lt; {FAILURE_I_PRIME:g}. IS, FID and classes: medians over runs that finished without diverging.</p>
+{_table(stab, 'stability')}
+<h3>EBGAN vs GAN, two-sample test</h3>
+<p>Two-sided Mann-Whitney U test on final I' (diverged runs as 0). prob_a_beats_b = U / (n_a n_b).</p>
+{_table(tests, 'tests') if len(tests) else '<p>Needs finished runs of both GAN and an EBGAN family.</p>'}
+<h2>Budget: expected best I' of k random runs</h2>{img('budget', 'Budget curve')}
+<h2>Training curves</h2>{img('curves', 'Training curves')}
+<h2>Settings and conventions</h2>
+{_table(_settings(df), 'settings')}
+<ul>
+<li>I' = E<sub>x</sub> KL(p(y) || p(y|x)) from the fixed classifier, probabilities clamped at prob_eps;
+each run is scored on n_eval samples from fixed noise after its last epoch.</li>
+<li>Diverged runs (NaN or inf in a loss or a sample) count as I' = 0; errored and pending runs are not plotted.</li>
+<li>Histogram bins: 0 to 14 in steps of 0.5, the same in every panel; higher scores fall in the last bin.</li>
+<li>Figure 4 shows the 64 fixed-noise samples each trial saves at its last evaluation.</li>
+<li>Sessions: {html.escape(sessions)}.</li>
+</ul>
+</body></html>
+"""
+    write_atomic(out / "report.html", lambda p: Path(p).write_text(page, encoding="utf-8"))
+    return out / "report.html"

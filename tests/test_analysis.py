@@ -1,0 +1,216 @@
+"""The analysis package on synthetic results tables with known values."""
+import itertools
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import figures
+from analysis.report import build_report
+from analysis.stats import (I_PRIME_EDGES, budget_table, ebgan_vs_gan_tests, expected_best_of_k,
+                            figure2_counts, mann_whitney, stability_table)
+from sweep.config import TrialConfig
+from sweep.results import MANIFEST_FORMAT, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def row(family, i_prime, status="ok", nLayerG=2, nLayerD=2, optimD="adam", optimG="adam", lr=0.001,
+        seed=0, sizeG=400):
+    cfg = TrialConfig(family=family, nLayerG=nLayerG, nLayerD=nLayerD, optimD=optimD, optimG=optimG,
+                      lr=lr, seed=seed, sizeG=sizeG)
+    nan = math.nan
+    ok = status == "ok"
+    return {"point_id": cfg.point_id, **cfg.as_dict(), "status": status,
+            "tune_status": {"ok": "TERMINATED", "diverged": "TERMINATED", "error": "ERROR"}.get(status, "PENDING"),
+            "i_prime": i_prime if ok else nan, "inception_score": 1 + i_prime if ok else nan,
+            "fid": 100.0 - i_prime if ok else nan, "classes_covered": 5 if ok else nan,
+            "epochs_done": 2 if status in ("ok", "diverged") else 0}
+
+
+def synthetic() -> pd.DataFrame:
+    rows = [
+        # GAN, sub-grid adam/adam/0.001: I' 0.2, 0.7, 3.1 (nLayerG 5), one diverged, one error
+        row("gan", 0.2, nLayerG=2), row("gan", 0.7, nLayerG=3), row("gan", 3.1, nLayerG=5),
+        row("gan", 0, status="diverged", nLayerG=4), row("gan", 0, status="error", nLayerD=3),
+        # GAN, sub-grid sgd/sgd/0.01: 0.1, 0.1 and one pending
+        row("gan", 0.1, optimD="sgd", optimG="sgd", lr=0.01),
+        row("gan", 0.1, optimD="sgd", optimG="sgd", lr=0.01, nLayerD=4),
+        row("gan", 0, status="pending", optimD="sgd", optimG="sgd", lr=0.01, nLayerD=5),
+        # EBGAN: 2.2, 2.4, 5.0 (nLayerD 5), 15.0 (past the last edge)
+        row("ebgan", 2.2), row("ebgan", 2.4, nLayerG=3), row("ebgan", 5.0, nLayerD=5),
+        row("ebgan", 15.0, nLayerG=4, nLayerD=4),
+    ]
+    return pd.DataFrame(rows)
+
+
+def make_run(tmp_path, df, name="syn") -> Path:
+    run = tmp_path / name
+    run.mkdir()
+    (run / "gansweep.json").write_text(json.dumps({
+        "format": MANIFEST_FORMAT, "name": name, "preset": "synthetic", "created": "2026-11-23T00:00:00",
+        "gansweep_version": "0.1.0", "git_commit": "abc", "classifier_sha256": "f" * 64,
+        "reference_scores": {"i_prime": 13.3, "inception_score": 9.8}, "sessions": []}))
+    write_results(df, run)
+    curves = pd.DataFrame([{"point_id": r.point_id, "epoch": e, "i_prime": r.i_prime * e / 2}
+                           for r in df.itertuples() if r.status == "ok" for e in (1, 2)])
+    curves.to_parquet(run / "curves.parquet")
+    (run / "samples").mkdir()
+    rng = np.random.default_rng(0)
+    for pid in df.loc[df.status == "ok", "point_id"]:
+        np.save(run / "samples" / f"{pid}.npy", rng.integers(0, 256, (64, 32, 32), dtype=np.uint8))
+    return run
+
+
+def counts_of(table, panel, family):
+    t = table[(table.panel.str.startswith(panel)) & (table.family == family)]
+    return dict(zip(t.bin_lo, t["count"]))
+
+
+def test_figure2_bin_counts():
+    t = figure2_counts(synthetic())
+    assert len(I_PRIME_EDGES) == 29  # 0, 0.5, ..., 14
+    gan_a = counts_of(t, "(a)", "gan")
+    # finished GAN runs: 0.2, 0.7, 3.1, diverged (0), 0.1, 0.1 -> bins 0: 4, 0.5: 1, 3.0: 1
+    assert {k: v for k, v in gan_a.items() if v} == {0.0: 4, 0.5: 1, 3.0: 1}
+    gan_b = counts_of(t, "(b)", "gan")  # nLayerG 5 gone
+    assert {k: v for k, v in gan_b.items() if v} == {0.0: 4, 0.5: 1}
+    gan_c = counts_of(t, "(c)", "gan")  # also the diverged nLayerG 4 and nLayerD 4 runs gone
+    assert {k: v for k, v in gan_c.items() if v} == {0.0: 2, 0.5: 1}
+    eb_a = counts_of(t, "(a)", "ebgan")
+    assert {k: v for k, v in eb_a.items() if v} == {2.0: 2, 5.0: 1, 13.5: 1}  # 15 clipped in
+    pct = t[(t.panel.str.startswith("(a)")) & (t.family == "ebgan")]["percent"]
+    assert pct.sum() == pytest.approx(100.0) and pct.max() == pytest.approx(50.0)
+
+
+def test_figure2_panels_draw_those_percentages():
+    fig = figures.figure2(synthetic(), real_i_prime=13.3)
+    assert len(fig.axes) == 3
+    ax_a = fig.axes[0]
+    steps = [p for p in ax_a.patches if p.get_fill()]
+    heights = {tuple(np.round(p.get_data().values, 6)) for p in steps}
+    gan_expected = np.zeros(28)
+    gan_expected[[0, 1, 6]] = [4 / 6 * 100, 1 / 6 * 100, 1 / 6 * 100]
+    assert tuple(np.round(gan_expected, 6)) in heights
+    assert [t.get_text() for t in ax_a.get_legend().get_texts()] == ["GAN (n=6)", "EBGAN (n=4)"]
+    assert all(np.array_equal(p.get_data().edges, I_PRIME_EDGES) for ax in fig.axes for p in ax.patches)
+
+
+def test_figure3_one_panel_per_gan_subgrid():
+    fig = figures.figure3(synthetic())
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["optimD adam, optimG adam, lr 0.001  (n=5)", "optimD sgd, optimG sgd, lr 0.01  (n=3)"]
+    # each panel carries the EBGAN reference outline (unfilled) beside the GAN histogram
+    for ax in fig.axes:
+        if ax.get_visible():
+            assert sum(not p.get_fill() for p in ax.patches) >= 1
+
+
+def test_stability_table_numbers():
+    s = stability_table(synthetic()).set_index("group")
+    gan = s.loc["GAN"]
+    assert (gan.runs, gan.finished, gan.diverged, gan.errored, gan.pending) == (8, 6, 1, 1, 1)
+    # finished GAN scores: 0.2, 0.7, 3.1, 0 (diverged), 0.1, 0.1
+    assert gan.i_prime_median == pytest.approx(0.15)
+    assert gan.i_prime_q1 == pytest.approx(np.quantile([0, .1, .1, .2, .7, 3.1], 0.25))
+    assert gan.failure_share == pytest.approx(5 / 6)
+    assert gan.is_median == pytest.approx(1.2)  # 1 + median of ok scores (0.2, 0.7, 3.1, 0.1, 0.1)
+    eb = s.loc["EBGAN"]
+    assert (eb.runs, eb.finished, eb.failure_share, eb.i_prime_median) == (4, 4, 0.0, pytest.approx(3.7))
+    sub = s.loc["GAN D:sgd G:sgd lr 0.01"]
+    assert (sub.runs, sub.finished, sub.pending) == (3, 2, 1)
+
+
+def test_mann_whitney_by_hand():
+    # x all below y: U = 0; mean 4.5, var 3*3/12*7 = 5.25, z = (4.5 - 0.5)/sqrt(5.25)
+    u, p = mann_whitney([1, 2, 3], [4, 5, 6])
+    assert u == 0
+    assert p == pytest.approx(math.erfc(4.0 / math.sqrt(5.25) / math.sqrt(2)))
+    assert mann_whitney([1, 2, 3], [1, 2, 3])[1] == pytest.approx(1.0)
+    t = ebgan_vs_gan_tests(synthetic())
+    assert t.iloc[0]["comparison"] == "EBGAN vs GAN" and t.iloc[0]["n_a"] == 4 and t.iloc[0]["n_b"] == 6
+    # pairs an EBGAN run wins: 2.2 and 2.4 beat 5 of the 6 GAN scores (not 3.1), 5.0 and 15 beat all 6
+    assert t.iloc[0]["prob_a_beats_b"] == pytest.approx(22 / 24)
+
+
+def test_budget_curve_equals_brute_force():
+    x = [0.3, 2.0, 0.0, 5.5, 1.1, 1.1]
+    got = expected_best_of_k(x)
+    for k in range(1, 7):
+        combos = list(itertools.combinations(x, k))
+        assert got[k - 1] == pytest.approx(np.mean([max(c) for c in combos]))
+    assert got[0] == pytest.approx(np.mean(x)) and got[-1] == pytest.approx(5.5)
+    b = budget_table(synthetic())
+    assert len(b) == 6 + 4 and b[b.family == "ebgan"]["expected_best_i_prime"].iloc[-1] == 15.0
+
+
+def test_report_files_and_contents(tmp_path):
+    run = make_run(tmp_path, synthetic())
+    out = build_report(run)
+    html = out.read_text()
+    assert out == run / "report" / "report.html"
+    for name in ("figure2", "figure3", "figure4", "budget", "curves"):
+        assert (run / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f'<figure id="{name}"><img' in html
+    assert html.count("data:image/png;base64,") == 5 and "http" not in html.replace("http-equiv", "")
+    for cls in ("best", "stability", "tests", "settings"):
+        assert f'<table class="{cls}">' in html
+    assert "10 of 12 trials finished (ok 9, diverged 1); errored 1, pending 1" in html
+    stab = pd.read_csv(run / "report" / "stability.csv")
+    assert list(stab.group) == ["GAN", "EBGAN", "GAN D:adam G:adam lr 0.001", "GAN D:sgd G:sgd lr 0.01"]
+    counts = pd.read_csv(run / "report" / "figure2_counts.csv")
+    assert len(counts) == 3 * 2 * 28
+
+
+def test_report_command_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(empty)], capture_output=True,
+                       text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "not a gansweep run directory" in r.stderr
+    run = make_run(tmp_path, synthetic(), "nores")
+    (run / "results.parquet").write_bytes(b"garbage")
+    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(run)], capture_output=True,
+                       text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "unreadable results table" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_partial_sweep_still_reports(tmp_path):
+    df = synthetic()
+    df.loc[df.family == "ebgan", "status"] = "pending"
+    run = make_run(tmp_path, df, "partial")
+    html = build_report(run).read_text()
+    assert "6 of 12 trials finished" in html
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    run = make_run(tmp_path, synthetic())
+    out = build_report(run)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", out.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for name in ("figure2", "figure3", "figure4", "budget", "curves"):
+        assert f'id="{name}"' in dom.stdout
+    assert dom.stdout.count("<table") == 4
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1400,3000", f"--screenshot={shot}", out.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)  # (3000, 1400, 3|4) floats in [0, 1]
+    assert img.shape[0] == 3000 and img.shape[1] == 1400
+    dark = (img[..., :3].mean(axis=2) < 0.5).mean()
+    assert dark > 0.01  # figures and text were drawn, not a blank page

@@ -1,0 +1,166 @@
+"""The Ray Tune engine on a real local Ray instance: rows, columns, kill + resume, status."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep.config import FIELD_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+# Ten tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT), 3 epochs each: a few seconds a trial,
+# long enough to kill the driver while some trials are done and some are not.
+SWEEP = """
+presets:
+  t:
+    seeds: [0]
+    settings: {epochs: 3, batch_size: 32, n_train: 2048, n_eval: 200}
+    grids:
+      gan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
+            optimD: [adam], optimG: [adam, sgd], lr: [0.001, 0.0001]}
+      ebgan: {nLayerG: [2], nLayerD: [2, 3], sizeG: [32], sizeD: [16], dropoutD: [false, true],
+              optimD: [adam], optimG: [adam], lr: [0.001]}
+      ebgan_pt: {nLayerG: [2], nLayerD: [2, 3], sizeG: [32], sizeD: [16], dropoutD: [true],
+                 optimD: [adam], optimG: [adam], lr: [0.001]}
+"""
+N_POINTS = 10
+RESULT_COLUMNS = {"point_id", "status", "tune_status", "epochs_done", "best_epoch", "i_prime",
+                  "inception_score", "fid", "classes_covered", "kl_uniform", "loss_d", "loss_g",
+                  "best_i_prime", "best_inception_score", "best_fid", "best_classes_covered",
+                  "best_kl_uniform", "best_loss_d", "best_loss_g", "train_seconds", "eval_seconds",
+                  "wall_seconds", "diverged_reason", "error", "device", "trial_id",
+                  "classifier_sha256", "gansweep_version", "git_commit", "run_name", "preset"}
+
+
+def cli(*args, cwd, timeout=300, env=None):
+    return subprocess.run([sys.executable, "-m", "sweep.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def sweep_file(tmp_path, data_root, monkeypatch):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(SWEEP)
+    monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    return f
+
+
+def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
+    r = cli("run", "--config", sweep_file, "--preset", "t", "--name", "a", "--storage",
+            tmp_path / "runs", "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "10/10 finished (ok 10" in r.stdout and "harness overhead" in r.stdout
+    run = tmp_path / "runs" / "a"
+    df = pd.read_parquet(run / "results.parquet")
+    assert len(df) == N_POINTS and df["point_id"].is_unique
+    assert set(df.columns) == RESULT_COLUMNS | set(FIELD_NAMES)
+    assert (df["status"] == "ok").all() and (df["epochs_done"] == 3).all()
+    assert df["family"].value_counts().to_dict() == {"gan": 4, "ebgan": 4, "ebgan_pt": 2}
+    assert df["i_prime"].notna().all() and df["inception_score"].between(1, 10).all()
+    assert (df["best_epoch"].between(1, 3)).all()
+    assert (df["best_i_prime"] >= df["i_prime"] - 1e-12).all()
+    assert (df["n_train"] == 2048).all() and (df["energy_norm"] == "l2").all()
+    assert (df["classifier_sha256"].str.len() == 64).all()
+    csv = pd.read_csv(run / "results.csv")
+    assert len(csv) == N_POINTS and list(csv.columns) == list(df.columns)
+    curves = pd.read_parquet(run / "curves.parquet")
+    assert len(curves) == 3 * N_POINTS and not curves.duplicated(["point_id", "epoch"]).any()
+    # final metrics of the table equal the curve's last epoch
+    last = curves[curves.epoch == 3].set_index("point_id")["i_prime"]
+    assert (df.set_index("point_id")["i_prime"] - last).abs().max() < 1e-12
+    assert len(list((run / "samples").glob("*.npy"))) == N_POINTS
+    m = json.loads((run / "gansweep.json").read_text())
+    assert m["n_trials"] == N_POINTS and len(m["sessions"]) == 1
+    assert m["reference_scores"]["inception_score"] > 9.5
+    assert 0 <= m["sessions"][0]["overhead_share"] < 1
+
+    st = cli("status", run, cwd=tmp_path)
+    assert st.returncode == 0
+    assert "ok 10  diverged 0  error 0  pending 0  (running 0)" in st.stdout
+
+
+def _wait_for(pred, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        got = pred()
+        if got is not None:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
+    run = tmp_path / "runs" / "k"
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--config", str(sweep_file),
+                             "--preset", "t", "--name", "k", "--storage", str(tmp_path / "runs"),
+                             "--num-cpus", "2", "--quiet"], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def two_done():
+        try:
+            df = pd.read_parquet(run / "results.parquet")
+        except Exception:
+            return None
+        return df if (df.status == "ok").sum() >= 2 else None
+
+    before = _wait_for(two_done, 240, "two finished trials")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its whole local Ray instance
+    proc.wait(timeout=30)
+    finished = before[before.status == "ok"].set_index("point_id")
+    assert 2 <= len(finished) < N_POINTS
+
+    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = pd.read_parquet(run / "results.parquet")
+    assert len(after) == N_POINTS and after["point_id"].is_unique
+    assert set(after["point_id"]) == set(before["point_id"])
+    assert (after["status"] == "ok").all() and (after["epochs_done"] == 3).all()
+    # trials that had finished were not trained again: same scores, same training seconds
+    a = after.set_index("point_id").loc[finished.index]
+    assert (a["train_seconds"] == finished["train_seconds"]).all()
+    assert (a["i_prime"] == finished["i_prime"]).all()
+    curves = pd.read_parquet(run / "curves.parquet")
+    assert len(curves) == 3 * N_POINTS and not curves.duplicated(["point_id", "epoch"]).any()
+    m = json.loads((run / "gansweep.json").read_text())
+    assert len(m["sessions"]) == 1  # the killed session never finished; the resume did
+
+
+def test_damaged_experiment_state_is_refused(tmp_path, sweep_file):
+    r = cli("run", "--config", sweep_file, "--preset", "t", "--name", "d", "--storage",
+            tmp_path / "runs", "--num-cpus", "2", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "d"
+    results_before = (run / "results.parquet").read_bytes()
+    newest = sorted((run / "tune").glob("experiment_state-*.json"))[-1]
+    newest.write_text(newest.read_text()[: len(newest.read_text()) // 2])  # truncated mid-write
+    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "damaged experiment state" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert (run / "results.parquet").read_bytes() == results_before
+
+
+def test_status_and_resume_refuse_foreign_directories(tmp_path):
+    (tmp_path / "foreign").mkdir()
+    for cmd in ("status", "resume", "report"):
+        r = cli(cmd, tmp_path / "foreign", cwd=tmp_path)
+        assert r.returncode == 2 and "not a gansweep run directory" in r.stderr, (cmd, r.stderr)
+        assert r.stderr.count("\n") == 1
+    r = cli("status", tmp_path / "missing", cwd=tmp_path)
+    assert r.returncode == 2 and "no such run directory" in r.stderr
+
+
+def test_cluster_run_refuses_node_local_storage(tmp_path, sweep_file):
+    r = cli("run", "--config", sweep_file, "--preset", "t", "--address", "127.0.0.1:1",
+            "--storage", tmp_path / "runs", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "node-local filesystem" in r.stderr and "s3://" in r.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,119 @@
+"""sweep.yaml: preset counts, and every kind of bad file refused with one line and exit 2."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweep.grid import ConfigError, estimate_flops, load_preset
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP = REPO / "sweep.yaml"
+
+
+def test_paper_preset_is_table_1():
+    p = load_preset(SWEEP, "paper")
+    assert p.counts() == {"gan": 6144, "ebgan": 512, "ebgan_pt": 512}
+    assert len({t.point_id for t in p.trials}) == 7168
+    gan = [t for t in p.trials if t.family == "gan"]
+    assert {(t.optimD, t.optimG, t.lr) for t in gan} == {
+        (d, g, lr) for d in ("adam", "sgd") for g in ("adam", "sgd") for lr in (0.01, 0.001, 0.0001)}
+    assert all(t.optimD == t.optimG == "adam" and t.lr == 0.001 for t in p.trials if t.family != "gan")
+    assert {t.nLayerD for t in p.trials} == {2, 3, 4, 5}
+    assert {t.sizeG for t in p.trials} == {400, 800, 1600, 3200}
+
+
+def test_mini_and_smoke_presets():
+    mini = load_preset(SWEEP, "mini")
+    assert mini.counts() == {"gan": 48, "ebgan": 8, "ebgan_pt": 8}
+    gan = [t for t in mini.trials if t.family == "gan"]
+    assert len({(t.optimD, t.optimG, t.lr) for t in gan}) == 12  # every Figure 3 sub-grid
+    smoke = load_preset(SWEEP, "smoke")
+    assert smoke.counts() == {"gan": 1, "ebgan": 2, "ebgan_pt": 2}
+
+
+def test_plan_command_prints_counts():
+    r = subprocess.run([sys.executable, "-m", "sweep.cli", "plan", "--preset", "paper"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[2:6]}
+    assert rows == {"gan": "6144", "ebgan": "512", "ebgan_pt": "512", "total": "7168"}
+
+
+def test_flop_estimate_by_hand():
+    from sweep.config import TrialConfig
+
+    t = TrialConfig(family="gan", nLayerG=2, nLayerD=2, sizeG=10, sizeD=5, z_dim=4, epochs=1,
+                    n_train=8, batch_size=4, n_eval=10)
+    pg = 4 * 10 + 10 * 1024
+    pd = 1024 * 5 + 5
+    assert estimate_flops(t) == 2 * 8 * (3 * pg + 8 * pd) + 2 * 10 * (pg + 9.6e6)
+
+
+GOOD = """
+presets:
+  p:
+    seeds: [0]
+    settings: {epochs: 1}
+    grids:
+      gan: {nLayerG: [2], nLayerD: [2], sizeG: [8], sizeD: [8], dropoutD: [false],
+            optimD: [adam], optimG: [adam], lr: [0.001]}
+"""
+
+BAD = [
+    ("presets: [unclosed", "malformed YAML"),
+    ("- just\n- a list\n", "non-empty 'presets' mapping"),
+    (GOOD + "extra: 1\n", "unknown top-level key 'extra'"),
+    (GOOD.replace("settings: {epochs: 1}", "settings: {epochs: 1, epochz: 2}"), "settings.epochz: unknown setting"),
+    (GOOD.replace("settings: {epochs: 1}", "settings: {epochs: one}"), "settings.epochs: expected int"),
+    (GOOD.replace("settings: {epochs: 1}", "settings: {epochs: 0}"), "settings.epochs"),
+    (GOOD.replace("lr: [0.001]", "lr: [-0.1]"), "grids.gan.lr[0]: must be positive"),
+    (GOOD.replace("lr: [0.001]", "lr: [0]"), "grids.gan.lr[0]: must be positive"),
+    (GOOD.replace("sizeG: [8]", "sizeG: []"), "grids.gan.sizeG: empty axis"),
+    (GOOD.replace("sizeG: [8]", "sizeG: 8"), "grids.gan.sizeG: expected a list"),
+    (GOOD.replace("sizeG: [8], ", ""), "grids.gan.sizeG: missing axis"),
+    (GOOD.replace("nLayerG: [2]", "nLayerG: [2, 2.5]"), "grids.gan.nLayerG[1]: expected int"),
+    (GOOD.replace("nLayerG: [2]", "nLayerG: [1]"), "grids.gan.nLayerG"),
+    (GOOD.replace("dropoutD: [false]", "dropoutD: [no_thanks]"), "grids.gan.dropoutD[0]: expected bool"),
+    (GOOD.replace("optimD: [adam]", "optimD: [rmsprop]"), "optimD"),
+    (GOOD.replace("gan:", "wgan:"), "grids.wgan: unknown family"),
+    (GOOD.replace("gan: {", "gan: {depth: [3], "), "grids.gan.depth: unknown axis"),
+    (GOOD.replace("seeds: [0]", "seeds: []"), "seeds: expected a non-empty list"),
+    (GOOD.replace("seeds: [0]", "seeds: [0, 0]"), "seeds: duplicate seeds"),
+    (GOOD.replace("lr: [0.001]", "lr: [0.001, 0.001]"), "grids.gan.lr: duplicate values"),
+    (GOOD.replace("gan:", "ebgan:").replace("optimD: [adam]", "optimD: [sgd]"),
+     "EBGANs use adam/adam with lr 0.001"),
+    (GOOD.replace("gan:", "ebgan:").replace("lr: [0.001]", "lr: [0.01]"), "lr: EBGANs use"),
+    (GOOD.replace("seeds: [0]", "seedz: [0]"), "seedz: unknown key"),
+]
+
+
+@pytest.mark.parametrize("text,fragment", BAD)
+def test_bad_sweep_files_one_line_exit_2(tmp_path, capsys, text, fragment):
+    from sweep.cli import main
+
+    f = tmp_path / "sweep.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_preset(f, "p")
+    assert fragment in str(e.value)
+    # the command line: one line on stderr, exit status 2, nothing on stdout
+    for cmd in ("plan", "run"):
+        assert main([cmd, "--config", str(f), "--preset", "p"]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and fragment in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # nothing written
+
+
+def test_paper_rules_can_be_lifted(tmp_path):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(GOOD.replace("gan:", "ebgan:").replace("optimD: [adam]", "optimD: [sgd]")
+                 .replace("seeds: [0]", "seeds: [0]\n    paper_rules: false"))
+    assert load_preset(f, "p").trials[0].optimD == "sgd"
+
+
+def test_unknown_preset_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, mini, smoke"):
+        load_preset(SWEEP, "nope")
+    with pytest.raises(ConfigError, match="no such sweep file"):
+        load_preset(tmp_path / "none.yaml", "p")
