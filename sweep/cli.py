@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("resume", help="carry on a sweep whose driver stopped")
     rs.add_argument("run_dir")
-    rs.add_argument("--skip-errored", action="store_true", help="do not retry errored trials")
+    errored = rs.add_mutually_exclusive_group()
+    errored.add_argument("--skip-errored", action="store_true", help="do not retry errored trials")
+    errored.add_argument("--restart-errored", action="store_true",
+                         help="retry errored trials from scratch, not from their last checkpoint")
     rs.add_argument("--address", default=None)
     rs.add_argument("--num-cpus", type=int, default=None)
     rs.add_argument("--quiet", action="store_true")
@@ -138,9 +141,8 @@ def _device(name: str) -> str:
 def cmd_trial(a) -> int:
     import torch
 
-    from models.classifier import load_classifier
-    from models.metrics import FeatureStats, Scorer
-    from sweep.data import load_mnist, to_model_space
+    from sweep.data import load_mnist
+    from sweep.scoring import build_scorer
     from sweep.trial import run_trial, summarize
 
     fields = {n: getattr(a, n) for n in AXES + ("seed",) + SETTINGS}
@@ -153,9 +155,7 @@ def cmd_trial(a) -> int:
         torch.set_num_threads(a.threads)
     out = Path(a.out or f"runs/trial-{datetime.now():%Y%m%d-%H%M%S}")
     mnist = load_mnist(a.data_root, a.download)
-    clf, sha = load_classifier(device=device)
-    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images, device))[1])
-    scorer = Scorer(clf, ref, sha)
+    scorer, _ = build_scorer(mnist.test_images, device)
     print(f"[gansweep] {cfg.point_id} on {device}, {cfg.epochs} epoch(s) of {cfg.n_train} images",
           flush=True)
     t0 = time.time()
@@ -168,7 +168,8 @@ def cmd_trial(a) -> int:
 
     outcome = run_trial(cfg, mnist.train_images, scorer, device, on_epoch=on_epoch)
     summary = {"point_id": cfg.point_id, **cfg.as_dict(), **summarize(outcome),
-               "wall_seconds": time.time() - t0, "device": device, "classifier_sha256": sha}
+               "wall_seconds": time.time() - t0, "device": device,
+               "classifier_sha256": scorer.classifier_sha256}
     _write_trial_outputs(out, summary, outcome)
     print(f"[gansweep] {outcome.status}: I' {summary['i_prime']:.3f}, IS "
           f"{summary['inception_score']:.2f}, FID {summary['fid']:.2f} in "
@@ -236,25 +237,26 @@ def load_images(path: str):
 
 
 def cmd_score(a) -> int:
-    from models.classifier import load_classifier
-    from models.metrics import FeatureStats, Scorer
-    from sweep.data import load_mnist, to_model_space
+    from sweep.data import load_mnist
+    from sweep.scoring import build_scorer
 
     images = load_images(a.images)  # validate before the slow loads
     mnist = load_mnist(a.data_root, a.download)
-    clf, sha = load_classifier()
-    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images))[1])
-    metrics = Scorer(clf, ref, sha).score(images)
-    print(json.dumps({"n": int(images.shape[0]), **metrics, "classifier_sha256": sha}))
+    scorer, _ = build_scorer(mnist.test_images)
+    metrics = scorer.score(images)
+    print(json.dumps({"n": int(images.shape[0]), **metrics,
+                      "classifier_sha256": scorer.classifier_sha256}))
     return 0
 
 
 def cmd_classifier(a) -> int:
     import torch
 
-    from models.classifier import WEIGHTS_PATH, accuracy, file_sha256, load_classifier, train_classifier
+    from models.classifier import (WEIGHTS_PATH, accuracy, file_sha256, load_classifier,
+                                   train_classifier)
     from sweep.data import load_mnist, to_model_space
     from sweep.results import write_atomic
+    from sweep.scoring import REFERENCE_PATH, compute_reference, images_sha256, save_reference
 
     mnist = load_mnist(a.data_root, a.download)
     test_x = to_model_space(mnist.test_images)
@@ -270,7 +272,11 @@ def cmd_classifier(a) -> int:
                                   mnist.test_labels, epochs=a.epochs)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda p: torch.save(model.state_dict(), p))
-    print(f"test accuracy {acc:.4%}; wrote {out}\nsha256 {file_sha256(out)}  "
+    sha = file_sha256(out)
+    if out == WEIGHTS_PATH:  # pin the FID reference of the new weights beside them
+        ref, scores = compute_reference(model, mnist.test_images)
+        save_reference(REFERENCE_PATH, ref, scores, sha, images_sha256(mnist.test_images))
+    print(f"test accuracy {acc:.4%}; wrote {out}\nsha256 {sha}  "
           "(set models/classifier.py WEIGHTS_SHA256 to this value to pin it)")
     return 0
 
@@ -333,8 +339,8 @@ def cmd_resume(a) -> int:
         raise UserError("--num-cpus must be >= 1")
     overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus),
                                    ("data_root", a.data_root)) if v is not None}
-    resume_sweep(Path(a.run_dir), overrides, skip_errored=a.skip_errored, download=a.download,
-                 quiet=a.quiet)
+    resume_sweep(Path(a.run_dir), overrides, skip_errored=a.skip_errored,
+                 restart_errored=a.restart_errored, download=a.download, quiet=a.quiet)
     return 0
 
 

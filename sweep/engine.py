@@ -75,7 +75,21 @@ def git_commit() -> str:
 
 
 # --------------------------------------------------------------------------- trainable
-_SCORERS: dict = {}  # per worker process: built once, reused by every trial the actor runs
+# Per worker process, built once and reused by every trial the (reused) actor runs.
+_SCORERS: dict = {}
+_DATASETS: dict = {}
+
+
+def _dataset(images, n_train: int, device: str) -> torch.Tensor:
+    """MNIST in model space on the trial's device, converted once per worker and size."""
+    from sweep.trial import prepare_data
+
+    key = (n_train, device)
+    if key not in _DATASETS:
+        _DATASETS.clear()  # one size at a time: a preset uses one n_train
+        # a private, writable copy of the read-only object-store array
+        _DATASETS[key] = prepare_data(torch.from_numpy(images[:n_train].copy()), n_train, device)
+    return _DATASETS[key]
 
 
 def _scorer(device: str, clf_state: dict, clf_sha: str, ref_mean, ref_cov):
@@ -106,8 +120,13 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     resume = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume = torch.load(Path(d) / "state.pt", map_location=device, weights_only=True)
+        try:
+            with ckpt.as_directory() as d:
+                resume = torch.load(Path(d) / "state.pt", map_location=device, weights_only=True)
+        except Exception as e:  # a damaged checkpoint: say so; never start over silently
+            raise RuntimeError(
+                f"the checkpoint of {cfg.point_id} cannot be read ({type(e).__name__}); "
+                "`gansweep resume RUN_DIR --restart-errored` retrains such trials from scratch") from None
 
     def as_report(metrics: dict) -> dict:
         report = {k: v for k, v in metrics.items() if k != "diverged"}
@@ -129,7 +148,8 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         # its final metrics again instead of training anything.
         tune.report(as_report(resume["history"][-1]))
         return
-    run_trial(cfg, images, scorer, device, resume=resume, on_epoch=on_epoch)
+    run_trial(cfg, _dataset(images, cfg.n_train, device), scorer, device, resume=resume,
+              on_epoch=on_epoch)
 
 
 def _diverged(history: list[dict]) -> bool:
@@ -236,9 +256,17 @@ def _make_callback_class():
 
         def flush(self, trials):
             rows = self.rows(trials)
-            write_results(pd.DataFrame(rows), Path(self.run_dir))
             curves = pd.DataFrame(list(self.curves.values()), columns=["point_id", *CURVE_KEYS])
-            write_curves(curves.sort_values(["point_id", "epoch"]), Path(self.run_dir))
+            try:
+                write_results(pd.DataFrame(rows), Path(self.run_dir))
+                write_curves(curves.sort_values(["point_id", "epoch"]), Path(self.run_dir))
+            except OSError as e:
+                # e.g. a full disk: the previous tables stay intact (atomic writes) and the
+                # sweep goes on; the next flush tries again.
+                self.last_flush = time.time()
+                print(f"[gansweep] warning: could not write the results tables ({e}); "
+                      "retrying at the next update", file=sys.stderr, flush=True)
+                return rows
             self.last_flush, self.dirty = time.time(), False
             return rows
 
@@ -374,6 +402,19 @@ def check_storage(storage: str, address: str | None, shared_storage: bool) -> No
             "every node must reach it: use an NFS path, s3:// or gs:// (or --shared-storage if it is shared)")
 
 
+def _local_only(rt: Runtime) -> None:
+    """Keep a private single-machine Ray instance on the loopback interface.
+
+    Ray binds its gRPC servers to every interface unless the node IP is the
+    loopback address, and `ray.init` replaces 127.0.0.1 with the machine's
+    external address unless multi-node support is off; this is Ray's own switch
+    for that (its default on macOS and Windows). It must be set before Ray is
+    imported, so run/resume call this first; a cluster run (--address) leaves it.
+    """
+    if rt.address is None:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def _ray_init(rt: Runtime) -> None:
     import ray
 
@@ -386,9 +427,10 @@ def _ray_init(rt: Runtime) -> None:
     if rt.address:
         ray.init(address=rt.address, log_to_driver=False, logging_level="ERROR")
     else:
-        # A private single-machine instance: no dashboard, every port on loopback.
-        ray.init(num_cpus=rt.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        # A private single-machine instance: no dashboard, every port on loopback
+        # (with _local_only above).
+        ray.init(num_cpus=rt.num_cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
 
 
 def _slots(rt: Runtime, n_trials: int) -> int:
@@ -404,21 +446,25 @@ def _slots(rt: Runtime, n_trials: int) -> int:
 
 
 def _prepare_trainable(preset: Preset, rt: Runtime, device: str, download: bool = False):
-    """MNIST, classifier and FID reference statistics, loaded once on the driver."""
+    """MNIST, classifier and FID reference statistics, loaded once on the driver; starts Ray.
+
+    Returns (trainable, classifier sha256, scores of the real MNIST test set).
+    Data and classifier are read before Ray starts, so a missing dataset or a bad
+    classifier fails before anything is started or written.
+    """
     from ray import tune
 
     from models.classifier import load_classifier
-    from models.metrics import FeatureStats, all_metrics
-    from sweep.data import load_mnist, to_model_space
+    from sweep.data import load_mnist
+    from sweep.scoring import load_reference
 
     mnist = load_mnist(rt.data_root, download=download)
     clf, sha = load_classifier()
-    probs, feats = clf.predict(to_model_space(mnist.test_images))
-    ref = FeatureStats.of(feats)
-    # what the real test set scores: the report's yardstick for every histogram
-    reference_scores = all_metrics(probs, feats, ref)
+    ref, reference_scores = load_reference(clf, sha, mnist.test_images)
+    _ray_init(rt)
     n = max(t.n_train for t in preset.trials)
-    fn = tune.with_parameters(trainable, images=mnist.train_images[:n].contiguous(),
+    # numpy, not a tensor: the object store hands numpy arrays to workers without a copy
+    fn = tune.with_parameters(trainable, images=mnist.train_images[:n].numpy(),
                               clf_state=clf.state_dict(), clf_sha=sha, ref_mean=ref.mean,
                               ref_cov=ref.cov, threads=rt.threads, device=device)
     resources = {"cpu": rt.cpus_per_trial, "gpu": rt.gpus_per_trial}
@@ -447,6 +493,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
               download: bool = False, quiet: bool = False) -> dict:
     """Start a new sweep in run_dir; returns the session summary (wall, overhead, counts)."""
     t0 = time.time()
+    _local_only(rt)
     if (run_dir / MANIFEST).exists():
         raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
                         "or pick another --name")
@@ -476,7 +523,6 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
 
     from ray import tune
 
-    _ray_init(rt)
     slots = _slots(rt, len(preset.trials))
     # Longest trials first: the sweep's tail is then short trials, not one long straggler.
     order = sorted(preset.trials, key=estimate_flops, reverse=True)
@@ -519,11 +565,18 @@ def _check_experiment_state(tune_path: str, run_dir: Path) -> None:
 
 
 def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
-                 download: bool = False, quiet: bool = False) -> dict:
+                 restart_errored: bool = False, download: bool = False, quiet: bool = False) -> dict:
+    """Carry on a run: finished trials stay, unfinished ones continue from their checkpoints.
+
+    Errored trials are retried from their last checkpoint, or from scratch with
+    restart_errored (e.g. when that checkpoint is damaged), or left as they are
+    with skip_errored.
+    """
     t0 = time.time()
     manifest = read_manifest(run_dir)
     preset = load_run_preset(run_dir)
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
+    _local_only(rt)
     _check_experiment_state(manifest["tune_path"], run_dir)
     banked = banked_compute(run_dir)
     trainable_fn, sha, _ = _prepare_trainable(preset, rt, manifest["device"], download)
@@ -532,13 +585,16 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
                         f"{manifest['classifier_sha256'][:12]}): its scores would not be comparable")
     from ray import tune
 
-    _ray_init(rt)
     slots = _slots(rt, len(preset.trials))
     tuner = tune.Tuner.restore(manifest["tune_path"], trainable=trainable_fn,
-                               resume_unfinished=True, resume_errored=not skip_errored)
+                               resume_unfinished=True,
+                               resume_errored=not skip_errored and not restart_errored,
+                               restart_errored=restart_errored and not skip_errored)
     if not quiet:
-        print(f"[gansweep] resuming {run_dir}: {len(preset.trials)} trials, {slots} at a time"
-              + (" (errored trials skipped)" if skip_errored else ""), flush=True)
+        how = (" (errored trials skipped)" if skip_errored else
+               " (errored trials restarted from scratch)" if restart_errored else "")
+        print(f"[gansweep] resuming {run_dir}: {len(preset.trials)} trials, {slots} at a time{how}",
+              flush=True)
     t_fit = time.time()
     tuner.fit()
     return _finish_session(run_dir, t0, t_fit, banked, slots, quiet)

@@ -87,10 +87,19 @@ class _Progress:
     samples: torch.Tensor | None = None
 
 
-def run_trial(cfg: TrialConfig, train_images_u8: torch.Tensor, scorer: Scorer,
+def prepare_data(train_images_u8: torch.Tensor, n_train: int, device) -> torch.Tensor:
+    """uint8 (N, 28, 28) MNIST -> the first n_train images as (n_train, 1024) floats on device."""
+    return to_model_space(train_images_u8[:n_train], device).flatten(1)
+
+
+def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
               device: str | torch.device = "cpu", *, resume: dict | None = None,
               on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None) -> TrialOutcome:
-    """Train one grid point. `train_images_u8`: uint8 (N, 28, 28) MNIST training images.
+    """Train one grid point.
+
+    train_images: uint8 (N, 28, 28) MNIST training images, or the output of
+    `prepare_data` (float (>= n_train, 1024) on `device`), which a process running
+    many trials prepares once.
 
     on_epoch(metrics, make_checkpoint) is called after each scored epoch;
     make_checkpoint() returns a dict of tensors and plain values that `resume`
@@ -103,7 +112,10 @@ def run_trial(cfg: TrialConfig, train_images_u8: torch.Tensor, scorer: Scorer,
     opt_d = make_optimizer(cfg.optimD, d.parameters(), cfg)
     hp = LossParams(margin=cfg.margin, pt_weight=cfg.pt_weight)
 
-    data = to_model_space(train_images_u8[:cfg.n_train], device).flatten(1)  # (n_train, 1024)
+    if train_images.dtype == torch.uint8:
+        data = prepare_data(train_images, cfg.n_train, device)  # (n_train, 1024) in [-1, 1]
+    else:
+        data = train_images[:cfg.n_train]
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
     eval_z = sample_noise(cfg, cfg.n_eval, eval_gen, device)  # fixed for the whole trial

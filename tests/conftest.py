@@ -32,13 +32,9 @@ def mnist(data_root):
 
 @pytest.fixture(scope="session")
 def scorer(mnist):
-    from models.classifier import load_classifier
-    from models.metrics import FeatureStats, Scorer
-    from sweep.data import to_model_space
+    from sweep.scoring import build_scorer
 
-    clf, sha = load_classifier()
-    ref = FeatureStats.of(clf.predict(to_model_space(mnist.test_images))[1])
-    return Scorer(clf, ref, sha)
+    return build_scorer(mnist.test_images)[0]
 
 
 @pytest.fixture(autouse=True)

@@ -2,17 +2,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from helpers import LOOPBACK, REPO, cli, listening_addresses, results_with, start, wait_for
 from sweep.config import FIELD_NAMES
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
 
 # Ten tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT), 3 epochs each: a few seconds a trial,
@@ -37,11 +33,6 @@ RESULT_COLUMNS = {"point_id", "status", "tune_status", "epochs_done", "best_epoc
                   "best_kl_uniform", "best_loss_d", "best_loss_g", "train_seconds", "eval_seconds",
                   "wall_seconds", "diverged_reason", "error", "device", "trial_id",
                   "classifier_sha256", "gansweep_version", "git_commit", "run_name", "preset"}
-
-
-def cli(*args, cwd, timeout=300, env=None):
-    return subprocess.run([sys.executable, "-m", "sweep.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout, env=env)
 
 
 @pytest.fixture
@@ -87,31 +78,14 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
     assert "ok 10  diverged 0  error 0  pending 0  (running 0)" in st.stdout
 
 
-def _wait_for(pred, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        got = pred()
-        if got is not None:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     run = tmp_path / "runs" / "k"
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--config", str(sweep_file),
-                             "--preset", "t", "--name", "k", "--storage", str(tmp_path / "runs"),
-                             "--num-cpus", "2", "--quiet"], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def two_done():
-        try:
-            df = pd.read_parquet(run / "results.parquet")
-        except Exception:
-            return None
-        return df if (df.status == "ok").sum() >= 2 else None
-
-    before = _wait_for(two_done, 240, "two finished trials")
+    proc = start("run", "--config", sweep_file, "--preset", "t", "--name", "k", "--storage",
+                 tmp_path / "runs", "--num-cpus", "2", "--quiet", cwd=tmp_path)
+    before = wait_for(lambda: results_with(run, 2), 240, "two finished trials")
+    # while it runs: every port of the local Ray instance listens on loopback only
+    addresses = listening_addresses(proc.pid)
+    assert addresses and addresses <= LOOPBACK, addresses
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its whole local Ray instance
     proc.wait(timeout=30)
     finished = before[before.status == "ok"].set_index("point_id")

@@ -89,3 +89,20 @@ def test_real_mnist_scores_high_and_one_digit_collapses(mnist, scorer):
     assert ones["inception_score"] < 1.2
     assert ones["classes_covered"] == 1
     assert ones["fid"] > 50 * (real["fid"] + 1)
+
+
+def test_pinned_fid_reference_matches_a_recomputation(mnist):
+    from models.classifier import load_classifier
+    from sweep.scoring import REFERENCE_PATH, compute_reference, images_sha256, load_reference
+
+    clf, sha = load_classifier()
+    state = torch.load(REFERENCE_PATH, weights_only=True)
+    assert state["classifier_sha256"] == sha and state["data_sha256"] == images_sha256(mnist.test_images)
+    pinned, pinned_scores = load_reference(clf, sha, mnist.test_images)
+    fresh, fresh_scores = compute_reference(clf, mnist.test_images)
+    assert torch.allclose(pinned.mean, fresh.mean, atol=1e-6)
+    assert torch.allclose(pinned.cov, fresh.cov, rtol=1e-5, atol=1e-6)
+    assert pinned_scores["inception_score"] == pytest.approx(fresh_scores["inception_score"], rel=1e-6)
+    # a copy of MNIST that differs is not matched against the pinned statistics
+    other, _ = load_reference(clf, sha, mnist.test_images[:5000])
+    assert not torch.allclose(other.mean, pinned.mean)

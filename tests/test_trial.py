@@ -116,3 +116,25 @@ def test_trial_command_writes_metrics_and_samples(tmp_path, data_root):
     png = (out / "samples.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "curves.csv").read_text().count("\n") == 2  # header + one epoch
+
+
+def test_data_root_order(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from sweep.data import resolve_root
+
+    monkeypatch.setenv("GANSWEEP_DATA", str(tmp_path / "env"))
+    assert resolve_root(tmp_path / "flag") == tmp_path / "flag"  # --data-root wins
+    assert resolve_root(None) == tmp_path / "env"  # then $GANSWEEP_DATA
+    monkeypatch.delenv("GANSWEEP_DATA")
+    assert resolve_root(None) == Path("~/.cache/gansweep").expanduser()  # then the cache
+
+
+def test_data_is_padded_and_scaled(mnist):
+    from sweep.data import to_model_space
+
+    x = to_model_space(mnist.train_images[:8])
+    assert x.shape == (8, 1, 32, 32) and x.dtype == torch.float32
+    assert x.min().item() == -1.0 and x.max().item() == 1.0
+    assert (x[:, :, :2, :] == -1).all() and (x[:, :, :, -2:] == -1).all()  # 2-pixel background border
+    assert torch.equal(x[0, 0, 2:30, 2:30], mnist.train_images[0].float() / 127.5 - 1)

@@ -1,0 +1,85 @@
+"""Helpers for the tests that drive `gansweep` as a user would: subprocesses, real Ray, real files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweep.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def start(*args, cwd) -> subprocess.Popen:
+    """A background `gansweep` in its own session, so the test can kill it and its Ray instance."""
+    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=cwd,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def wait_for(pred, timeout: float, what: str):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        got = pred()
+        if got is not None:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def results_with(run: Path, ok_at_least: int):
+    """The results table once it shows at least `ok_at_least` finished trials, else None."""
+    try:
+        df = pd.read_parquet(run / "results.parquet")
+    except Exception:
+        return None
+    return df if (df.status == "ok").sum() >= ok_at_least else None
+
+
+def session_pids(session_id: int, name_part: str = "") -> list[int]:
+    """Processes of a session (optionally whose command line contains name_part)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[3]) != session_id:
+                continue
+            if name_part and name_part not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            out.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def listening_addresses(session_id: int) -> set[str]:
+    """Local addresses of the TCP sockets in LISTEN state held by processes of a session."""
+    inodes = set()
+    for pid in session_pids(session_id):
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                found.add(f[1].split(":")[0])
+    return found
+
+
+# 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp{,6} print them
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
