@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="counts by state and results so far (starts nothing)")
     st.add_argument("run_dir")
 
+    b = sub.add_parser("bench", help="measure the harness against the machine and a plain loop")
+    b.add_argument("--out", default="bench.json", help="where to write the results as JSON")
+    _add_config_arg(b)
+    b.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA)")
+
     rp = sub.add_parser("report", help="figures, tables and report.html of a run")
     rp.add_argument("run_dir")
     rp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
@@ -373,7 +378,21 @@ def cmd_report(a) -> int:
     return 0
 
 
-COMMANDS = {"trial": cmd_trial, "score": cmd_score, "classifier": cmd_classifier, "plan": cmd_plan,
+def cmd_bench(a) -> int:
+    from sweep.bench import format_table, run_bench
+    from sweep.data import load_mnist
+    from sweep.grid import load_preset
+
+    load_preset(a.config, "mini")  # the sweep file must hold a valid mini preset
+    load_mnist(a.data_root)  # fail now, not after minutes of benchmarking
+    res = run_bench(Path(a.config), a.data_root, Path(a.out),
+                    log=lambda m: print(f"[gansweep bench] {m}", flush=True))
+    print(format_table(res))
+    print(f"[gansweep bench] wrote {a.out}")
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "trial": cmd_trial, "score": cmd_score, "classifier": cmd_classifier, "plan": cmd_plan,
             "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}
 
 

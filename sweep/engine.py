@@ -111,6 +111,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
 
     from sweep.trial import run_trial
 
+    started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
     cfg = TrialConfig(**config["point"])
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
@@ -132,7 +133,8 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         report = {k: v for k, v in metrics.items() if k != "diverged"}
         report.update(point_id=cfg.point_id, device=device,
                       outcome="diverged" if "diverged" in metrics else "ok",
-                      diverged_reason=metrics.get("diverged", ""))
+                      diverged_reason=metrics.get("diverged", ""), started_at=started_at,
+                      reported_at=time.time())
         return report
 
     def on_epoch(metrics: dict, make_checkpoint) -> None:

@@ -1,0 +1,48 @@
+"""The benchmark's arithmetic (its timings are read, never asserted: docs/performance.md)."""
+import torch
+
+from sweep.bench import format_table, linear_macs, targets, train_flops_per_sample
+from sweep.config import TrialConfig
+
+
+def test_flop_count_by_hand():
+    cfg = TrialConfig(family="ebgan", nLayerG=2, sizeG=10, nLayerD=2, sizeD=5, z_dim=4)
+    mg = 4 * 10 + 10 * 1024  # G: z -> 10 -> 1024
+    md = 1024 * 5 + 5 * 1024  # D: encoder 1024 -> 5, decoder 5 -> 1024
+    assert train_flops_per_sample(cfg) == 2 * (3 * mg + 8 * md)
+    assert linear_macs(torch.nn.Sequential(torch.nn.Linear(3, 7), torch.nn.ReLU(), torch.nn.Linear(7, 2))) == 35
+
+
+def fake_result(**over):
+    res = {"machine": "test", "matmul_gflops_1_thread": 100.0,
+           "throughput": {n: {"point": n, "steps": 1, "ours_samples_per_s": 10.0, "reference_samples_per_s": 8.0,
+                              "speedup": 1.25, "train_gflop_per_sample": 1.0, "ours_gflops": 10.0,
+                              "mfu": 0.55, "reference_mfu": 0.1} for n in ("smallest", "middle", "largest")},
+           "harness": {"trials": 8, "bare_wall_s_2_processes": 40.0, "run_wall_s_2_concurrent": 50.0,
+                       "fixed_before_first_trial_s": 6.0, "fixed_after_last_trial_s": 3.0,
+                       "per_trial_overhead_s": 0.2, "bare_trial_s": 10.0, "mini_trials": 64,
+                       "mini_projected_overhead_share": 0.029, "subset_overhead_share": 0.2},
+           "scaling": {"run_wall_s_1_concurrent": 90.0, "run_wall_s_2_concurrent": 50.0,
+                       "speedup_2_vs_1_wall": 1.8, "speedup_2_vs_1": 1.9}}
+    res.update(over)
+    res["targets"] = targets(res)
+    return res
+
+
+def test_targets_are_read_against_their_goals():
+    res = fake_result()
+    met = {t["target"]: t["met"] for t in res["targets"]}
+    assert all(met.values()) and len(met) == 6
+    res["throughput"]["smallest"]["speedup"] = 1.1  # below the 1.2 goal
+    res["harness"]["mini_projected_overhead_share"] = 0.031  # above 3%
+    met = {t["target"]: t["met"] for t in targets(res)}
+    assert met["training step vs reference, smallest"] is False
+    assert met["harness overhead share, mini sweep (projected)"] is False
+    assert sum(met.values()) == 4
+
+
+def test_table_prints_every_target():
+    text = format_table(fake_result())
+    assert text.count(" yes") == 6
+    assert "per trial: 0.20s" in text and "2.9% of its wall time" in text
+    assert "1.90x while trials run" in text
