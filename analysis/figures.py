@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from analysis.stats import (FAMILY_LABEL, FIGURE2_PANELS, I_PRIME_EDGES, SUBGRID,  # noqa: E402
                             budget_table, families, finished_scores, histogram_percent)
 
-COLORS = {"gan": "#d62728", "ebgan": "#1f77b4", "ebgan_pt": "#2ca02c"}
+COLORS = {"gan": "#d62728", "ebgan": "#1f77b4", "ebgan_pt": "#2ca02c", "began": "#9467bd"}
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
                      "axes.grid": True, "grid.alpha": 0.25, "font.size": 9})
 
@@ -149,20 +149,25 @@ def budget_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Fi
     return fig
 
 
-def curves_figure(curves: pd.DataFrame, results: pd.DataFrame) -> plt.Figure:
-    """Median I' per epoch of each family, with the interquartile band."""
+def curves_figure(curves: pd.DataFrame, results: pd.DataFrame, metric: str = "i_prime",
+                  label: str = "I'", title: str = "Training curves") -> plt.Figure:
+    """Median of a per-epoch metric for each family, with the interquartile band."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    if not curves.empty:
+    if not curves.empty and metric in curves.columns:
         fam_of = results.set_index("point_id")["family"]
-        c = curves.assign(family=curves["point_id"].map(fam_of)).dropna(subset=["i_prime"])
+        c = curves.assign(family=curves["point_id"].map(fam_of)).dropna(subset=[metric])
         for fam, sub in c.groupby("family", sort=False):
-            g = sub.groupby("epoch")["i_prime"]
-            q = g.quantile([0.25, 0.5, 0.75]).unstack()
+            q = sub.groupby("epoch")[metric].quantile([0.25, 0.5, 0.75]).unstack()
             ax.plot(q.index, q[0.5], marker="o", color=COLORS.get(fam), label=FAMILY_LABEL.get(fam, fam))
             ax.fill_between(q.index, q[0.25], q[0.75], color=COLORS.get(fam), alpha=0.15)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("I' (median, interquartile band)")
-    ax.set_title("Training curves")
-    ax.legend(frameon=False)
+    ax.set_ylabel(f"{label} (median, interquartile band)")
+    ax.set_title(title)
+    if ax.lines:
+        ax.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def has_began_curves(curves: pd.DataFrame) -> bool:
+    return not curves.empty and "m_global" in curves.columns and curves["m_global"].notna().any()

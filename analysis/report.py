@@ -63,7 +63,7 @@ def _settings(results: pd.DataFrame) -> pd.DataFrame:
 def _headline(run: Run, tests: pd.DataFrame) -> str:
     df = run.results
     parts = []
-    for fam in ("gan", "ebgan", "ebgan_pt"):
+    for fam in ("gan", "ebgan", "ebgan_pt", "began"):
         s = finished_scores(df[df["family"] == fam])
         if len(s):
             parts.append(f"{FAMILY_LABEL[fam]}: median I' {s.median():.2f}, "
@@ -93,6 +93,9 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         "budget": _png(figures.budget_figure(df, real)),
         "curves": _png(figures.curves_figure(run.curves, df)),
     }
+    if figures.has_began_curves(run.curves):  # BEGAN's convergence measure, lower is better
+        pngs["m_global"] = _png(figures.curves_figure(
+            run.curves, df, "m_global", "M_global", "BEGAN convergence measure M_global"))
     for name, data in pngs.items():
         write_atomic(out / f"{name}.png", lambda p, d=data: Path(p).write_bytes(d))
     tables = {"stability": stab, "tests": tests, "figure2_counts": figure2_counts(df),
@@ -152,6 +155,7 @@ I' &lt; {FAILURE_I_PRIME:g}. IS, FID and classes: medians over runs that finishe
 {_table(tests, 'tests') if len(tests) else '<p>Needs finished runs of both GAN and an EBGAN family.</p>'}
 <h2>Budget: expected best I' of k random runs</h2>{img('budget', 'Budget curve')}
 <h2>Training curves</h2>{img('curves', 'Training curves')}
+{img('m_global', 'BEGAN M_global curves') if 'm_global' in pngs else ''}
 <h2>Settings and conventions</h2>
 {_table(_settings(df), 'settings')}
 <ul>

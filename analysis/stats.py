@@ -20,8 +20,8 @@ import pandas as pd
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0
 FINISHED = ("ok", "diverged")
-FAMILY_ORDER = ("gan", "ebgan", "ebgan_pt")
-FAMILY_LABEL = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT"}
+FAMILY_ORDER = ("gan", "ebgan", "ebgan_pt", "began")
+FAMILY_LABEL = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN"}
 SUBGRID = ["optimD", "optimG", "lr"]
 
 
@@ -119,7 +119,7 @@ def mann_whitney(x, y) -> tuple[float, float]:
 def ebgan_vs_gan_tests(df: pd.DataFrame) -> pd.DataFrame:
     gan = finished_scores(df[df["family"] == "gan"])
     rows = []
-    for fam in ("ebgan", "ebgan_pt"):
+    for fam in ("ebgan", "ebgan_pt", "began"):
         other = finished_scores(df[df["family"] == fam])
         if len(other) and len(gan):
             u, p = mann_whitney(other, gan)

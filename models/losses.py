@@ -13,6 +13,12 @@ Formulas (../shared/PAPER.md):
             (the non-saturating generator loss of Goodfellow et al. 2014)
   EBGAN     L_D = D(x) + [m - D(G(z))]^+;  L_G = D(G(z))      (per sample, batch mean)
   EBGAN-PT  EBGAN, plus pt_weight * f_PT(S) in L_G only, S = encoder codes of G(z)
+  BEGAN     L_D = L(x) - k_t L(G(z));  L_G = L(G(z)), L = the pixel-wise L1 energy;
+            after each step k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z))), 0, 1), k_0 = 0
+
+Stateful families (BEGAN's k_t) keep their state in a `Balance` object that the
+loop creates once per trial (`Family.new_state`), passes to both losses, steps
+after every G update (`Family.update`) and saves with the checkpoint.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ class LossParams:
 
     margin: float  # EBGAN hinge margin m (the paper: 10, not tuned)
     pt_weight: float  # weight of the pulling-away term in L_G (the paper: 0.1)
+    gamma: float = 0.5  # BEGAN diversity ratio gamma = E[L(G(z))] / E[L(x)] it steers to
+    lambda_k: float = 0.001  # BEGAN proportional gain of the k_t update
 
 
 def pulling_away_term(s: torch.Tensor) -> torch.Tensor:
@@ -49,37 +57,72 @@ def pulling_away_term(s: torch.Tensor) -> torch.Tensor:
     return off_diag_sq_sum / (n * (n - 1))
 
 
+# --- BEGAN's equilibrium -------------------------------------------------------
+def began_k_update(k, l_real, l_fake, gamma: float, lambda_k: float):
+    """k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z))), 0, 1)."""
+    return torch.clamp(k + lambda_k * (gamma * l_real - l_fake), 0.0, 1.0)
+
+
+def began_m_global(l_real, l_fake, gamma: float):
+    """The convergence measure M_global = L(x) + |gamma L(x) - L(G(z))|."""
+    return l_real + torch.abs(gamma * l_real - l_fake)
+
+
+class Balance:
+    """BEGAN's k_t, a 0-d tensor on the trial's device (no host sync per step)."""
+
+    def __init__(self, device, k: float = 0.0):
+        self.k = torch.tensor(float(k), device=device)
+
+    def step(self, real: DOut, fake: DOut, hp: LossParams) -> dict[str, torch.Tensor]:
+        l_real, l_fake = real.score.detach().mean(), fake.score.detach().mean()
+        m_global = began_m_global(l_real, l_fake, hp.gamma)
+        self.k = began_k_update(self.k, l_real, l_fake, hp.gamma, hp.lambda_k)
+        return {"m_global": m_global, "k_t": self.k}
+
+
 # --- GAN ---------------------------------------------------------------------
-def gan_d_loss(real: DOut, fake: DOut, hp: LossParams) -> torch.Tensor:
+def gan_d_loss(real: DOut, fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
     # -log sigma(a) = softplus(-a); -log(1 - sigma(a)) = softplus(a)
     return F.softplus(-real.score).mean() + F.softplus(fake.score).mean()
 
 
-def gan_g_loss(fake: DOut, hp: LossParams) -> torch.Tensor:
+def gan_g_loss(fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
     return F.softplus(-fake.score).mean()
 
 
 # --- EBGAN -------------------------------------------------------------------
-def ebgan_d_loss(real: DOut, fake: DOut, hp: LossParams) -> torch.Tensor:
+def ebgan_d_loss(real: DOut, fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
     return (real.score + torch.clamp(hp.margin - fake.score, min=0.0)).mean()
 
 
-def ebgan_g_loss(fake: DOut, hp: LossParams) -> torch.Tensor:
+def ebgan_g_loss(fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
     return fake.score.mean()
 
 
-def ebgan_pt_g_loss(fake: DOut, hp: LossParams) -> torch.Tensor:
+def ebgan_pt_g_loss(fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
     assert fake.code is not None, "EBGAN-PT needs an auto-encoder discriminator"
     return fake.score.mean() + hp.pt_weight * pulling_away_term(fake.code)
+
+
+# --- BEGAN -------------------------------------------------------------------
+def began_d_loss(real: DOut, fake: DOut, hp: LossParams, state: Balance) -> torch.Tensor:
+    return real.score.mean() - state.k * fake.score.mean()
+
+
+def began_g_loss(fake: DOut, hp: LossParams, state: Balance) -> torch.Tensor:
+    return fake.score.mean()
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
     discriminator: str  # "mlp" (a logit) or "autoencoder" (an energy)
-    d_loss: Callable[[DOut, DOut, LossParams], torch.Tensor]
-    g_loss: Callable[[DOut, LossParams], torch.Tensor]
+    d_loss: Callable[..., torch.Tensor]  # (real, fake, hp, state) -> scalar
+    g_loss: Callable[..., torch.Tensor]  # (fake, hp, state) -> scalar
     description: str
+    energy: str = "l2"  # the energy the family's paper uses ("auto" energy_norm resolves to it)
+    new_state: Callable[..., Balance] | None = None  # (device) -> state, for stateful families
 
 
 FAMILIES: dict[str, Family] = {
@@ -91,6 +134,9 @@ FAMILIES: dict[str, Family] = {
                "EBGAN, auto-encoder energy with hinge margin m"),
         Family("ebgan_pt", "autoencoder", ebgan_d_loss, ebgan_pt_g_loss,
                "EBGAN with the pulling-away term in the generator loss"),
+        Family("began", "autoencoder", began_d_loss, began_g_loss,
+               "BEGAN, pixel-wise L1 energy, k_t balanced by proportional control",
+               energy="l1", new_state=Balance),
     )
 }
 

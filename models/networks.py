@@ -89,11 +89,12 @@ class AutoEncoderDiscriminator(nn.Module):
       "l2"         the Euclidean norm per sample (the paper's formula; default)
       "l2_squared" its square (sum of squared errors)
       "mse"        the mean squared error per pixel (what many public ports use)
+      "l1"         the mean absolute error per pixel (BEGAN's L(v) = |v - D(v)|)
     The code used by the pulling-away term is the encoder output, i.e. exactly
     the decoder's input (after ReLU and, with dropoutD, after dropout).
     """
 
-    NORMS = ("l2", "l2_squared", "mse")
+    NORMS = ("l2", "l2_squared", "mse", "l1")
 
     def __init__(self, n_layers: int, size: int, dropout: float, energy_norm: str,
                  init_std: float = 0.002):
@@ -111,6 +112,8 @@ class AutoEncoderDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> DOut:
         code = self.encoder(x)  # (N, sizeD)
         recon = self.decoder(code)  # (N, 1024)
+        if self.energy_norm == "l1":
+            return DOut((recon - x).abs().mean(dim=1), code)  # (N,)
         sq = (recon - x).pow(2).sum(dim=1)  # (N,)
         if self.energy_norm == "l2":
             # sqrt has an infinite gradient at 0; the epsilon only matters for a

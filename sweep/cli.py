@@ -14,6 +14,7 @@ is one line on stderr and exit status 2; nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -58,11 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trial", help="train and score one grid point (no Ray)")
-    defaults = TrialConfig()
+    # the declared defaults (an instance would hold energy_norm resolved for its own family)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
     types = {"int": int, "float": float, "bool": _bool, "str": str}
     for name in AXES + ("seed",) + SETTINGS:
-        t.add_argument(f"--{name}", type=types[FIELD_TYPES[name]], default=getattr(defaults, name),
-                       help=f"default: {getattr(defaults, name)}")
+        t.add_argument(f"--{name}", type=types[FIELD_TYPES[name]], default=defaults[name],
+                       help=f"default: {defaults[name]}")
     t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--out", default=None, help="output folder (default: runs/trial-<time>)")

@@ -16,7 +16,7 @@ AXES = ("family", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", 
 @dataclass(frozen=True)
 class TrialConfig:
     # --- grid axes (Table 1) ---
-    family: str = "ebgan"  # gan | ebgan | ebgan_pt
+    family: str = "ebgan"  # gan | ebgan | ebgan_pt | began
     nLayerG: int = 3  # linear layers in G (2..5 in the paper)
     nLayerD: int = 2  # linear layers in D; for EBGANs encoder + 1 decoder layer
     sizeG: int = 400  # units per hidden layer of G
@@ -37,9 +37,11 @@ class TrialConfig:
     adam_beta1: float = 0.5  # Adam beta1 (the DCGAN / EBGAN code value)
     adam_beta2: float = 0.999  # Adam beta2
     sgd_momentum: float = 0.0  # SGD momentum (plain SGD unless set)
-    energy_norm: str = "l2"  # EBGAN energy: l2 (||.||, the formula) | l2_squared | mse
+    energy_norm: str = "auto"  # auto (the family's paper: EBGAN l2, BEGAN l1) | l2 | l2_squared | mse | l1
     margin: float = 10.0  # EBGAN hinge margin m (the paper: 10, not tuned)
     pt_weight: float = 0.1  # weight of the pulling-away term (the paper: 0.1)
+    began_gamma: float = 0.5  # BEGAN diversity ratio gamma (the BEGAN paper: 0.3 to 0.7)
+    began_lambda_k: float = 0.001  # BEGAN gain of the k_t update (the BEGAN paper: 0.001)
     n_eval: int = 10000  # generated samples scored after every epoch (fixed noise)
     eval_every: int = 1  # score every this many epochs (the last epoch is always scored)
     prob_eps: float = 1e-12  # probability clamp inside I' and IS
@@ -49,6 +51,11 @@ class TrialConfig:
         problems = validate(self)
         if problems:
             raise ValueError(problems[0])
+        if self.energy_norm == "auto":
+            # Stored resolved, so every result row names the energy actually used.
+            from models.losses import get_family
+
+            object.__setattr__(self, "energy_norm", get_family(self.family).energy)
 
     def replace(self, **changes) -> "TrialConfig":
         return dataclasses.replace(self, **changes)
@@ -69,11 +76,11 @@ FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
 SETTINGS = tuple(n for n in FIELD_NAMES if n not in AXES and n != "seed")
 
 CHOICES = {
-    "family": ("gan", "ebgan", "ebgan_pt"),
+    "family": ("gan", "ebgan", "ebgan_pt", "began"),
     "optimD": ("adam", "sgd"),
     "optimG": ("adam", "sgd"),
     "z_dist": ("uniform", "normal"),
-    "energy_norm": ("l2", "l2_squared", "mse"),
+    "energy_norm": ("auto", "l2", "l2_squared", "mse", "l1"),
 }
 # (minimum, maximum or None) for numeric fields; checked before anything runs.
 BOUNDS = {
@@ -83,6 +90,7 @@ BOUNDS = {
     "dropout_rate": (0.0, 0.99), "adam_beta1": (0.0, 0.9999), "adam_beta2": (0.0, 0.9999),
     "sgd_momentum": (0.0, 0.9999), "margin": (0.0, None), "pt_weight": (0.0, None),
     "prob_eps": (1e-30, 0.01), "coverage_min_frac": (0.0, 1.0),
+    "began_gamma": (0.0, 1.0), "began_lambda_k": (0.0, 1.0),
 }
 
 

@@ -185,6 +185,9 @@ def _make_callback_class():
             self.expected = load_run_preset(rd).trials
             curves = read_curves(rd)
             self.curves = {(r["point_id"], int(r["epoch"])): r for r in curves.to_dict("records")}
+            # After a driver crash the last few epochs may be in Tune's per-trial result.json
+            # but not yet in curves.parquet: those logs are the record, so merge them in.
+            self.curves.update(curves_from_tune_logs(self.manifest["tune_path"]))
             # compute seconds each point had already banked (for this session's overhead)
             self.seen_compute = {}
             for (pid, _), r in self.curves.items():
@@ -289,8 +292,28 @@ def _make_callback_class():
 
 
 CURVE_KEYS = ("epoch", "outcome", "i_prime", "inception_score", "fid", "classes_covered",
-              "kl_uniform", "loss_d", "loss_g", "d_real", "d_fake", "train_seconds",
-              "eval_seconds")
+              "kl_uniform", "loss_d", "loss_g", "d_real", "d_fake", "m_global", "k_t",
+              "train_seconds", "eval_seconds")
+
+
+def curves_from_tune_logs(tune_path: str) -> dict[tuple[str, int], dict]:
+    """(point_id, epoch) -> curve row, from every trial's result.json (local storage only).
+
+    A retried or resumed trial may log an epoch twice; the later line wins. A line
+    cut short by a killed driver is skipped.
+    """
+    out: dict[tuple[str, int], dict] = {}
+    if "://" in tune_path:
+        return out
+    for log in sorted(Path(tune_path).glob("*/result.json")):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+                key = (r["point_id"], int(r["epoch"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            out[key] = {"point_id": key[0], **{k: r.get(k) for k in CURVE_KEYS}}
+    return out
 
 
 def _compute_s(row: dict) -> float:

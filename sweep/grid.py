@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from sweep.config import AXES, FIELD_TYPES, SETTINGS, TrialConfig, paper_rule_violation
+from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, TrialConfig, paper_rule_violation
 from sweep.errors import UserError
 
 PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids"}
@@ -131,8 +131,8 @@ def parse_preset(name: str, body, where: str) -> Preset:
     trials: list[TrialConfig] = []
     for family, axes in grids.items():
         g = f"grids.{family}"
-        if family not in ("gan", "ebgan", "ebgan_pt"):
-            fail(g, "unknown family; families are gan, ebgan, ebgan_pt")
+        if family not in CHOICES["family"]:
+            fail(g, f"unknown family; families are {', '.join(CHOICES['family'])}")
         if not isinstance(axes, dict):
             fail(g, "expected a mapping of axis: [values]")
         for axis in axes:

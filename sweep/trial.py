@@ -110,7 +110,9 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
     fam, g, d = build_models(cfg, device)
     opt_g = make_optimizer(cfg.optimG, g.parameters(), cfg)
     opt_d = make_optimizer(cfg.optimD, d.parameters(), cfg)
-    hp = LossParams(margin=cfg.margin, pt_weight=cfg.pt_weight)
+    hp = LossParams(margin=cfg.margin, pt_weight=cfg.pt_weight, gamma=cfg.began_gamma,
+                    lambda_k=cfg.began_lambda_k)
+    state = fam.new_state(device) if fam.new_state else None  # BEGAN's k_t
 
     if train_images.dtype == torch.uint8:
         data = prepare_data(train_images, cfg.n_train, device)  # (n_train, 1024) in [-1, 1]
@@ -127,6 +129,8 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
         opt_g.load_state_dict(resume["opt_G"])
         opt_d.load_state_dict(resume["opt_D"])
         gen.set_state(resume["rng"])
+        if state is not None:
+            state.k = resume["k"].to(device)
         p = _Progress(resume["epoch"], list(resume["history"]), resume["train_seconds"],
                       resume["eval_seconds"], resume.get("samples"))
 
@@ -134,7 +138,8 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
         return {"G": g.state_dict(), "D": d.state_dict(), "opt_G": opt_g.state_dict(),
                 "opt_D": opt_d.state_dict(), "rng": gen.get_state(), "epoch": p.epoch,
                 "history": p.history, "train_seconds": p.train_seconds,
-                "eval_seconds": p.eval_seconds, "samples": p.samples, "config": cfg.as_dict()}
+                "eval_seconds": p.eval_seconds, "samples": p.samples, "config": cfg.as_dict(),
+                "k": state.k if state is not None else None}
 
     n_steps = cfg.n_train // cfg.batch_size  # the last incomplete batch is dropped (BN, PT need > 1)
     d_params = list(d.parameters())
@@ -142,7 +147,7 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
         t0 = time.perf_counter()
         g.train(), d.train()
         perm = torch.randperm(cfg.n_train, generator=gen, device=device)
-        sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)) summed over steps
+        sums = torch.zeros(5, device=device)  # loss_d, loss_g, D(x), D(G(z)), M_global over steps
         bad = torch.zeros((), dtype=torch.bool, device=device)
         for step in range(n_steps):
             x = data[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]]  # (B, 1024)
@@ -150,7 +155,7 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
             fake = g(z)  # (B, 1024)
 
             real_out, fake_out = d(x), d(fake.detach())
-            loss_d = fam.d_loss(real_out, fake_out, hp)
+            loss_d = fam.d_loss(real_out, fake_out, hp, state)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -158,15 +163,19 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
             # G step through the same fake; D's weights need no gradient here.
             for prm in d_params:
                 prm.requires_grad_(False)
-            loss_g = fam.g_loss(d(fake), hp)
+            fake_out_g = d(fake)
+            loss_g = fam.g_loss(fake_out_g, hp, state)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
             for prm in d_params:
                 prm.requires_grad_(True)
+            # BEGAN: M_global of this step, then k_t moves towards the equilibrium
+            m_global = state.step(real_out, fake_out_g, hp)["m_global"] if state is not None \
+                else torch.zeros((), device=device)
 
-            step_vals = torch.stack([loss_d.detach(), loss_g.detach(),
-                                     real_out.score.detach().mean(), fake_out.score.detach().mean()])
+            step_vals = torch.stack([loss_d.detach(), loss_g.detach(), real_out.score.detach().mean(),
+                                     fake_out.score.detach().mean(), m_global])
             sums += step_vals
             bad |= ~torch.isfinite(step_vals).all()
             if (step + 1) % DIVERGENCE_CHECK_EVERY == 0 and bad.item():
@@ -175,7 +184,9 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
         p.epoch += 1
         means = (sums / n_steps).tolist()
         metrics = {"epoch": p.epoch, "loss_d": means[0], "loss_g": means[1],
-                   "d_real": means[2], "d_fake": means[3]}
+                   "d_real": means[2], "d_fake": means[3],
+                   "m_global": means[4] if state is not None else math.nan,
+                   "k_t": state.k.item() if state is not None else math.nan}
         if bad.item():
             return _diverged(p, metrics, "non-finite loss", on_epoch, checkpoint)
 
@@ -225,4 +236,4 @@ def summarize(outcome: TrialOutcome) -> dict:
 
 
 METRIC_KEYS = ("i_prime", "inception_score", "fid", "classes_covered", "kl_uniform",
-               "loss_d", "loss_g")
+               "loss_d", "loss_g", "m_global", "k_t")

@@ -214,3 +214,20 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert img.shape[0] == 3000 and img.shape[1] == 1400
     dark = (img[..., :3].mean(axis=2) < 0.5).mean()
     assert dark > 0.01  # figures and text were drawn, not a blank page
+
+
+def test_began_runs_get_their_histogram_test_and_m_global_curves(tmp_path):
+    df = pd.concat([synthetic(), pd.DataFrame([row("began", 4.0), row("began", 6.0, nLayerG=3)])],
+                   ignore_index=True)
+    run = make_run(tmp_path, df, "began")
+    curves = pd.read_parquet(run / "curves.parquet")
+    began_ids = set(df.loc[df.family == "began", "point_id"])
+    curves["m_global"] = [0.3 / r.epoch if r.point_id in began_ids else math.nan for r in curves.itertuples()]
+    curves.to_parquet(run / "curves.parquet")
+    html = build_report(run).read_text()
+    assert '<figure id="m_global"><img' in html and (run / "report" / "m_global.png").exists()
+    tests = pd.read_csv(run / "report" / "tests.csv").set_index("comparison")
+    assert tests.loc["BEGAN vs GAN", "n_a"] == 2 and tests.loc["BEGAN vs GAN", "prob_a_beats_b"] == 1.0
+    counts = figure2_counts(df)
+    began_a = counts[(counts.panel.str.startswith("(a)")) & (counts.family == "began")]
+    assert dict(zip(began_a.bin_lo[began_a["count"] > 0], began_a["count"][began_a["count"] > 0])) == {4.0: 1, 6.0: 1}

@@ -11,7 +11,7 @@ from sweep.config import FIELD_NAMES
 
 pytestmark = pytest.mark.ray
 
-# Ten tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT), 3 epochs each: a few seconds a trial,
+# Eleven tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT + 1 BEGAN), 3 epochs each: a few seconds a trial,
 # long enough to kill the driver while some trials are done and some are not.
 SWEEP = """
 presets:
@@ -25,12 +25,15 @@ presets:
               optimD: [adam], optimG: [adam], lr: [0.001]}
       ebgan_pt: {nLayerG: [2], nLayerD: [2, 3], sizeG: [32], sizeD: [16], dropoutD: [true],
                  optimD: [adam], optimG: [adam], lr: [0.001]}
+      began: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
+              optimD: [adam], optimG: [adam], lr: [0.0001]}
 """
-N_POINTS = 10
+N_POINTS = 11
 RESULT_COLUMNS = {"point_id", "status", "tune_status", "epochs_done", "best_epoch", "i_prime",
                   "inception_score", "fid", "classes_covered", "kl_uniform", "loss_d", "loss_g",
                   "best_i_prime", "best_inception_score", "best_fid", "best_classes_covered",
-                  "best_kl_uniform", "best_loss_d", "best_loss_g", "train_seconds", "eval_seconds",
+                  "best_kl_uniform", "best_loss_d", "best_loss_g", "m_global", "k_t", "best_m_global",
+                  "best_k_t", "train_seconds", "eval_seconds",
                   "wall_seconds", "diverged_reason", "error", "device", "trial_id",
                   "classifier_sha256", "gansweep_version", "git_commit", "run_name", "preset"}
 
@@ -48,17 +51,19 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
     r = cli("run", "--config", sweep_file, "--preset", "t", "--name", "a", "--storage",
             tmp_path / "runs", "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "10/10 finished (ok 10" in r.stdout and "harness overhead" in r.stdout
+    assert "11/11 finished (ok 11" in r.stdout and "harness overhead" in r.stdout
     run = tmp_path / "runs" / "a"
     df = pd.read_parquet(run / "results.parquet")
     assert len(df) == N_POINTS and df["point_id"].is_unique
     assert set(df.columns) == RESULT_COLUMNS | set(FIELD_NAMES)
     assert (df["status"] == "ok").all() and (df["epochs_done"] == 3).all()
-    assert df["family"].value_counts().to_dict() == {"gan": 4, "ebgan": 4, "ebgan_pt": 2}
+    assert df["family"].value_counts().to_dict() == {"gan": 4, "ebgan": 4, "ebgan_pt": 2, "began": 1}
+    began = df[df.family == "began"].iloc[0]
+    assert began.energy_norm == "l1" and 0 <= began.k_t <= 1 and began.m_global > 0
     assert df["i_prime"].notna().all() and df["inception_score"].between(1, 10).all()
     assert (df["best_epoch"].between(1, 3)).all()
     assert (df["best_i_prime"] >= df["i_prime"] - 1e-12).all()
-    assert (df["n_train"] == 2048).all() and (df["energy_norm"] == "l2").all()
+    assert (df["n_train"] == 2048).all() and (df.loc[df.family != "began", "energy_norm"] == "l2").all()
     assert (df["classifier_sha256"].str.len() == 64).all()
     csv = pd.read_csv(run / "results.csv")
     assert len(csv) == N_POINTS and list(csv.columns) == list(df.columns)
@@ -75,13 +80,15 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
 
     st = cli("status", run, cwd=tmp_path)
     assert st.returncode == 0
-    assert "ok 10  diverged 0  error 0  pending 0  (running 0)" in st.stdout
+    assert "ok 11  diverged 0  error 0  pending 0  (running 0)" in st.stdout
 
 
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     run = tmp_path / "runs" / "k"
+    # one trial at a time: the sweep then lasts long enough (11 trials x ~3 s) to be caught
+    # with some trials finished and most not, whatever the machine's speed
     proc = start("run", "--config", sweep_file, "--preset", "t", "--name", "k", "--storage",
-                 tmp_path / "runs", "--num-cpus", "2", "--quiet", cwd=tmp_path)
+                 tmp_path / "runs", "--num-cpus", "2", "--max-concurrent", "1", "--quiet", cwd=tmp_path)
     before = wait_for(lambda: results_with(run, 2), 240, "two finished trials")
     # while it runs: every port of the local Ray instance listens on loopback only
     addresses = listening_addresses(proc.pid)

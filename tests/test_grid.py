@@ -29,7 +29,10 @@ def test_mini_and_smoke_presets():
     gan = [t for t in mini.trials if t.family == "gan"]
     assert len({(t.optimD, t.optimG, t.lr) for t in gan}) == 12  # every Figure 3 sub-grid
     smoke = load_preset(SWEEP, "smoke")
-    assert smoke.counts() == {"gan": 1, "ebgan": 2, "ebgan_pt": 2}
+    assert smoke.counts() == {"gan": 1, "ebgan": 2, "ebgan_pt": 2, "began": 1}
+    began = load_preset(SWEEP, "began")
+    assert began.counts() == {"began": 8, "ebgan": 8, "gan": 4}
+    assert all(t.energy_norm == "l1" and t.began_gamma == 0.5 for t in began.trials if t.family == "began")
 
 
 def test_plan_command_prints_counts():
@@ -113,7 +116,7 @@ def test_paper_rules_can_be_lifted(tmp_path):
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, mini, smoke"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, mini, smoke, began"):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")

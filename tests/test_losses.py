@@ -95,6 +95,53 @@ def test_initialisation_scales():
 
 
 def test_family_registry():
-    assert set(FAMILIES) == {"gan", "ebgan", "ebgan_pt"}
+    assert set(FAMILIES) == {"gan", "ebgan", "ebgan_pt", "began"}
     with pytest.raises(ValueError, match="unknown family"):
         get_family("wgan")
+
+
+# --- BEGAN -------------------------------------------------------------------
+def test_began_k_update_and_m_global_by_hand():
+    from models.losses import began_k_update, began_m_global
+
+    t = torch.tensor
+    # k = 0.5 + 0.1 (0.5 * 2 - 0.4) = 0.56; M_global = 2 + |0.5 * 2 - 0.4| = 2.6
+    assert began_k_update(t(0.5), t(2.0), t(0.4), gamma=0.5, lambda_k=0.1).item() == pytest.approx(0.56)
+    assert began_m_global(t(2.0), t(0.4), gamma=0.5).item() == pytest.approx(2.6)
+    # the clip, both ends: 0.99 + 1 * (1 - 0) = 1.99 -> 1; 0 + 0.001 (0.05 - 5) < 0 -> 0
+    assert began_k_update(t(0.99), t(1.0), t(0.0), gamma=1.0, lambda_k=1.0).item() == 1.0
+    assert began_k_update(t(0.0), t(0.1), t(5.0), gamma=0.5, lambda_k=0.001).item() == 0.0
+    # M_global when G overshoots: L(G) above gamma L(x) counts the same as below it
+    assert began_m_global(t(1.0), t(0.9), gamma=0.5).item() == pytest.approx(1.4)
+
+
+def test_began_losses_and_balance_steps():
+    from models.losses import Balance
+
+    hp = LossParams(margin=10.0, pt_weight=0.1, gamma=0.5, lambda_k=0.1)
+    bal = Balance("cpu", k=0.25)
+    real = DOut(torch.tensor([1.0, 3.0]), None)  # L(x) = 2
+    fake = DOut(torch.tensor([4.0, 8.0]), None)  # L(G(z)) = 6
+    began = get_family("began")
+    assert began.d_loss(real, fake, hp, bal).item() == pytest.approx(2 - 0.25 * 6)
+    assert began.g_loss(fake, hp, bal).item() == pytest.approx(6.0)
+    out = bal.step(real, DOut(torch.tensor([0.2, 0.6]), None), hp)  # L(G) = 0.4
+    assert out["m_global"].item() == pytest.approx(2 + abs(1 - 0.4))
+    assert bal.k.item() == pytest.approx(0.25 + 0.1 * (1 - 0.4))
+    bal.step(real, fake, hp)  # 0.31 + 0.1 (1 - 6) < 0
+    assert bal.k.item() == 0.0
+
+
+def test_l1_energy_is_the_mean_absolute_error():
+    d = AutoEncoderDiscriminator(2, 8, 0.0, "l1")
+    torch.nn.init.zeros_(d.decoder.weight)
+    x = torch.full((3, 1024), -0.5)
+    assert torch.allclose(d(x).score, torch.full((3,), 0.5))
+
+
+def test_energy_norm_auto_resolves_per_family():
+    from sweep.config import TrialConfig
+
+    assert TrialConfig(family="began").energy_norm == "l1"
+    assert TrialConfig(family="ebgan").energy_norm == "l2"
+    assert TrialConfig(family="began", energy_norm="mse").energy_norm == "mse"  # BEGAN's eta = 2

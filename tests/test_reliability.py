@@ -211,3 +211,20 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, env):
         assert sum(failures) >= 1, failures
     finally:
         cluster.shutdown()
+
+
+def test_curves_are_rebuilt_from_tune_logs(tmp_path):
+    """Epochs logged by Tune but not yet in curves.parquet when the driver died are kept."""
+    from sweep.engine import curves_from_tune_logs
+
+    trial = tmp_path / "tune" / "ebgan-x-0001"
+    trial.mkdir(parents=True)
+    lines = [{"point_id": "p", "epoch": 1, "i_prime": 0.5, "train_seconds": 1.0},
+             {"point_id": "p", "epoch": 2, "i_prime": 0.7, "train_seconds": 2.0},
+             {"point_id": "p", "epoch": 2, "i_prime": 0.8, "train_seconds": 2.5}]  # retried epoch
+    text = "\n".join(json.dumps(x) for x in lines) + '\n{"point_id": "p", "epo'  # cut short
+    (trial / "result.json").write_text(text)
+    rows = curves_from_tune_logs(str(tmp_path / "tune"))
+    assert sorted(rows) == [("p", 1), ("p", 2)]
+    assert rows[("p", 2)]["i_prime"] == 0.8 and rows[("p", 2)]["train_seconds"] == 2.5
+    assert curves_from_tune_logs("s3://bucket/run/tune") == {}

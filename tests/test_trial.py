@@ -10,11 +10,17 @@ import torch
 from sweep.config import TrialConfig
 from sweep.trial import build_models, run_trial, summarize
 
+def strip(history):
+    """Epoch metrics without wall times, NaN as None (NaN != NaN once it went through a file)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.items()
+             if not k.endswith("seconds")} for e in history]
+
+
 TINY = dict(nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, n_train=64, batch_size=32, n_eval=100,
             epochs=1, seed=3)
 
 
-@pytest.mark.parametrize("family", ["gan", "ebgan", "ebgan_pt"])
+@pytest.mark.parametrize("family", ["gan", "ebgan", "ebgan_pt", "began"])
 def test_one_training_step_of_each_family(family, mnist, scorer):
     cfg = TrialConfig(family=family, **{**TINY, "n_train": 32})  # exactly one step
     torch.manual_seed(cfg.seed)
@@ -30,6 +36,10 @@ def test_one_training_step_of_each_family(family, mnist, scorer):
     assert out.samples.shape == (64, 32, 32) and out.samples.dtype == torch.uint8
     if family != "gan":
         assert h["d_real"] > 0 and h["d_fake"] > 0  # energies are non-negative norms
+    if family == "began":  # one step from k_0 = 0: k_1 = clip(0.001 (0.5 L(x) - L(G(z))), 0, 1)
+        assert 0.0 <= h["k_t"] <= 0.001 and h["m_global"] >= h["d_real"]
+    else:
+        assert math.isnan(h["k_t"]) and math.isnan(h["m_global"])
 
 
 def test_one_step_changes_both_networks(mnist, scorer):
@@ -49,13 +59,13 @@ def test_same_seed_same_result_other_seed_other_result(mnist, scorer):
     a = run_trial(cfg, mnist.train_images, scorer).history
     b = run_trial(cfg, mnist.train_images, scorer).history
     c = run_trial(cfg.replace(seed=4), mnist.train_images, scorer).history
-    strip = lambda h: [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in h]
     assert strip(a) == strip(b)
     assert strip(a) != strip(c)
 
 
-def test_resume_from_checkpoint_is_bit_identical(mnist, scorer, tmp_path):
-    cfg = TrialConfig(family="ebgan", **{**TINY, "epochs": 3})
+@pytest.mark.parametrize("family", ["ebgan", "began"])
+def test_resume_from_checkpoint_is_bit_identical(family, mnist, scorer, tmp_path):
+    cfg = TrialConfig(family=family, **{**TINY, "epochs": 3})
     straight = run_trial(cfg, mnist.train_images, scorer).history
 
     def keep_epoch_1(m, ck):
@@ -66,7 +76,6 @@ def test_resume_from_checkpoint_is_bit_identical(mnist, scorer, tmp_path):
     state_cfg = TrialConfig(**state["config"])
     assert state_cfg.epochs == 1 and state["epoch"] == 1
     resumed = run_trial(cfg, mnist.train_images, scorer, resume=state).history
-    strip = lambda h: [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in h]
     assert strip(resumed) == strip(straight)
     assert len(resumed) == 3
 
