@@ -104,8 +104,15 @@ def _scorer(device: str, clf_state: dict, clf_sha: str, ref_mean, ref_cov):
     return _SCORERS[key]
 
 
-def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, threads, device):
-    """One grid point inside a Tune worker: config = {"point": TrialConfig fields}."""
+def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, threads, device,
+              finished: dict):
+    """One grid point inside a Tune worker: config = {"point": TrialConfig fields}.
+
+    finished: point_id -> final report of the points RUN_DIR's tables already record
+    as finished (filled on resume). Tune's experiment state is saved periodically, so
+    after a driver crash it can hold an older checkpoint of a trial that had in fact
+    finished; such a trial reports its recorded result instead of training again.
+    """
     from ray import tune
     from ray.tune import Checkpoint
 
@@ -113,6 +120,9 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
 
     started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
     cfg = TrialConfig(**config["point"])
+    if cfg.point_id in finished:
+        tune.report(finished[cfg.point_id])
+        return
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
@@ -199,6 +209,8 @@ def _make_callback_class():
             self.last_flush = self.last_progress = 0.0
             self.dirty = True
             (rd / "samples").mkdir(exist_ok=True)
+            # points finished in an earlier session keep the samples they saved then
+            self.finished_before = set(finished_reports(rd))
 
         # Tune hooks -------------------------------------------------------
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -237,6 +249,8 @@ def _make_callback_class():
             if ckpt is None:
                 return
             pid = TrialConfig(**trial.config["point"]).point_id
+            if pid in self.finished_before:
+                return
             try:
                 with ckpt.as_directory() as d:
                     src = Path(d) / "samples.npy"
@@ -470,7 +484,35 @@ def _slots(rt: Runtime, n_trials: int) -> int:
     return max(1, min(slots, n_trials))
 
 
-def _prepare_trainable(preset: Preset, rt: Runtime, device: str, download: bool = False):
+def finished_reports(run_dir: Path) -> dict[str, dict]:
+    """point_id -> the final report of every point the tables record as ok or diverged."""
+    try:
+        results = read_results(run_dir)
+    except Exception:  # no table yet: nothing is known to be finished
+        return {}
+    curves = read_curves(run_dir)
+    done = results[results["status"].isin(["ok", "diverged"])]
+    if done.empty or curves.empty:
+        return {}
+    last = curves.sort_values("epoch").groupby("point_id").tail(1).set_index("point_id")
+    out = {}
+    for row in done.itertuples(index=False):
+        if row.point_id in last.index and int(last.loc[row.point_id, "epoch"]) == row.epochs_done:
+            rep = {k: _plain(v) for k, v in last.loc[row.point_id].items()}
+            rep.update(point_id=row.point_id, epoch=int(rep["epoch"]), device=row.device,
+                       diverged_reason=row.diverged_reason,
+                       outcome="diverged" if row.status == "diverged" else "ok")
+            out[row.point_id] = rep
+    return out
+
+
+def _plain(v):
+    """numpy scalars -> Python values (Tune's loggers want plain JSON types)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _prepare_trainable(preset: Preset, rt: Runtime, device: str, download: bool = False,
+                       finished: dict | None = None):
     """MNIST, classifier and FID reference statistics, loaded once on the driver; starts Ray.
 
     Returns (trainable, classifier sha256, scores of the real MNIST test set).
@@ -491,7 +533,8 @@ def _prepare_trainable(preset: Preset, rt: Runtime, device: str, download: bool 
     # numpy, not a tensor: the object store hands numpy arrays to workers without a copy
     fn = tune.with_parameters(trainable, images=mnist.train_images[:n].numpy(),
                               clf_state=clf.state_dict(), clf_sha=sha, ref_mean=ref.mean,
-                              ref_cov=ref.cov, threads=rt.threads, device=device)
+                              ref_cov=ref.cov, threads=rt.threads, device=device,
+                              finished=finished or {})
     resources = {"cpu": rt.cpus_per_trial, "gpu": rt.gpus_per_trial}
     return tune.with_resources(fn, resources), sha, reference_scores
 
@@ -604,7 +647,8 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
     _local_only(rt)
     _check_experiment_state(manifest["tune_path"], run_dir)
     banked = banked_compute(run_dir)
-    trainable_fn, sha, _ = _prepare_trainable(preset, rt, manifest["device"], download)
+    trainable_fn, sha, _ = _prepare_trainable(preset, rt, manifest["device"], download,
+                                              finished=finished_reports(run_dir))
     if sha != manifest["classifier_sha256"]:
         raise UserError(f"the classifier changed since this run started (sha256 {sha[:12]} vs "
                         f"{manifest['classifier_sha256'][:12]}): its scores would not be comparable")
