@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import UserError
-from sweep.results import RESULTS, read_curves, read_manifest
+from sweep.results import read_curves, read_run_results
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,9 @@ class Run:
 
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    path = run_dir / RESULTS
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no {RESULTS} (the run has not written results yet)")
+    manifest, results = read_run_results(run_dir)
     try:
-        results = pd.read_parquet(path)
         curves = read_curves(run_dir)
     except Exception as e:  # pyarrow raises several types for damaged files
-        raise UserError(f"{path}: unreadable results table ({type(e).__name__})") from None
-    missing = {"point_id", "family", "status", "i_prime"} - set(results.columns)
-    if missing:
-        raise UserError(f"{path}: not a gansweep results table (missing {sorted(missing)[0]!r})")
-    if results.empty:
-        raise UserError(f"{path}: the results table is empty")
+        raise UserError(f"{run_dir / 'curves.parquet'}: unreadable curves table ({type(e).__name__})") from None
     return Run(run_dir, manifest, results, curves)

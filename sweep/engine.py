@@ -41,7 +41,7 @@ from sweep.config import TrialConfig
 from sweep.errors import UserError
 from sweep.grid import Preset, estimate_flops, load_preset
 from sweep.results import (MANIFEST, MANIFEST_FORMAT, RESULTS, read_curves, read_manifest, read_results,
-                           write_atomic, write_curves, write_manifest, write_results)
+                           read_run_results, write_atomic, write_curves, write_manifest, write_results)
 from sweep.trial import METRIC_KEYS
 
 FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
@@ -708,12 +708,4 @@ def _finish_session(run_dir: Path, t0: float, t_fit: float, banked_before: float
 
 def sweep_status(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """(manifest, results table) of a run, read from disk; starts nothing."""
-    manifest = read_manifest(run_dir)
-    path = Path(run_dir) / RESULTS
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no {RESULTS} yet")
-    try:
-        df = read_results(run_dir)
-    except Exception as e:  # pyarrow raises several types for damaged files
-        raise UserError(f"{path}: unreadable results table ({type(e).__name__})") from None
-    return manifest, df
+    return read_run_results(run_dir)

@@ -96,3 +96,21 @@ def read_manifest(run_dir: Path) -> dict:
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     write_atomic(Path(run_dir) / MANIFEST,
                  lambda p: Path(p).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+
+
+def read_run_results(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """(manifest, results table) of a run directory, validated; bad ones are one UserError line."""
+    manifest = read_manifest(run_dir)
+    path = Path(run_dir) / RESULTS
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {RESULTS} (the run has not written results yet)")
+    try:
+        results = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise UserError(f"{path}: unreadable results table ({type(e).__name__})") from None
+    missing = {"point_id", "family", "status", "i_prime"} - set(results.columns)
+    if missing:
+        raise UserError(f"{path}: not a gansweep results table (missing {sorted(missing)[0]!r})")
+    if results.empty:
+        raise UserError(f"{path}: the results table is empty")
+    return manifest, results
