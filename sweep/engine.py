@@ -193,6 +193,7 @@ def _make_callback_class():
             rd = Path(self.run_dir)
             self.manifest = read_manifest(rd)
             self.expected = load_run_preset(rd).trials
+            self.cost = {t.point_id: estimate_flops(t) for t in self.expected}  # for the ETA
             curves = read_curves(rd)
             self.curves = {(r["point_id"], int(r["epoch"])): r for r in curves.to_dict("records")}
             # After a driver crash the last few epochs may be in Tune's per-trial result.json
@@ -290,13 +291,17 @@ def _make_callback_class():
             return rows
 
         def progress_line(self, trials) -> str:
-            c = _count(self.rows(trials))
+            rows = self.rows(trials)
+            c = _count(rows)
             finished = c["ok"] + c["diverged"] + c["error"]
+            done = {r["point_id"] for r in rows if r["status"] != "pending"}
             if self.done_at_start is None:
-                self.done_at_start = finished
+                self.done_at_start = done
             elapsed = time.time() - self.t_start
-            done_now = finished - self.done_at_start
-            left = len(self.expected) - finished
+            # ETA by counted FLOPs, not trial counts: the longest trials run first, so a
+            # count-based rate would promise hours at the start of a minutes-long sweep.
+            done_now = sum(self.cost[p] for p in done - self.done_at_start)
+            left = sum(v for p, v in self.cost.items() if p not in done)
             eta = "?" if done_now == 0 else _fmt_s(elapsed / done_now * left)
             return (f"[gansweep] {finished}/{len(self.expected)} finished (ok {c['ok']}, "
                     f"diverged {c['diverged']}, errored {c['error']}) | running {c['running']} | "
