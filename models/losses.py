@@ -117,7 +117,7 @@ def began_g_loss(fake: DOut, hp: LossParams, state: Balance) -> torch.Tensor:
 @dataclass(frozen=True)
 class Family:
     name: str
-    discriminator: str  # "mlp" (a logit) or "autoencoder" (an energy)
+    discriminator: str  # "logit" (a classifier) or "autoencoder" (an energy)
     d_loss: Callable[..., torch.Tensor]  # (real, fake, hp, state) -> scalar
     g_loss: Callable[..., torch.Tensor]  # (fake, hp, state) -> scalar
     description: str
@@ -128,7 +128,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("gan", "mlp", gan_d_loss, gan_g_loss,
+        Family("gan", "logit", gan_d_loss, gan_g_loss,
                "GAN, non-saturating generator loss"),
         Family("ebgan", "autoencoder", ebgan_d_loss, ebgan_g_loss,
                "EBGAN, auto-encoder energy with hinge margin m"),

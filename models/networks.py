@@ -1,5 +1,7 @@
 """Fully-connected networks of the EBGAN paper's MNIST grid search (section 4.1).
 
+(`arch: mlp`; the DCGAN-style conv nets of `arch: dcgan` are in models/dcgan.py.)
+
 Images are flattened 32x32 MNIST digits (1024 values in [-1, 1]). The layer
 counts follow Table 1 of the paper:
 
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 IMAGE_DIM = 32 * 32  # padded MNIST, flattened
+ENERGY_NORMS = ("l2", "l2_squared", "mse", "l1")
 
 
 class DOut(NamedTuple):
@@ -94,15 +97,13 @@ class AutoEncoderDiscriminator(nn.Module):
     the decoder's input (after ReLU and, with dropoutD, after dropout).
     """
 
-    NORMS = ("l2", "l2_squared", "mse", "l1")
-
     def __init__(self, n_layers: int, size: int, dropout: float, energy_norm: str,
                  init_std: float = 0.002):
         super().__init__()
         if n_layers < 2:
             raise ValueError("nLayerD must be >= 2 (one encoder and one decoder layer)")
-        if energy_norm not in self.NORMS:
-            raise ValueError(f"energy_norm must be one of {self.NORMS}, got {energy_norm!r}")
+        if energy_norm not in ENERGY_NORMS:
+            raise ValueError(f"energy_norm must be one of {ENERGY_NORMS}, got {energy_norm!r}")
         sizes = [IMAGE_DIM] + [size] * (n_layers - 1)
         self.encoder = nn.Sequential(*_hidden_stack(sizes, bn_first=False, dropout=dropout))
         self.decoder = nn.Linear(size, IMAGE_DIM)
@@ -112,18 +113,25 @@ class AutoEncoderDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> DOut:
         code = self.encoder(x)  # (N, sizeD)
         recon = self.decoder(code)  # (N, 1024)
-        if self.energy_norm == "l1":
-            return DOut((recon - x).abs().mean(dim=1), code)  # (N,)
-        sq = (recon - x).pow(2).sum(dim=1)  # (N,)
-        if self.energy_norm == "l2":
-            # sqrt has an infinite gradient at 0; the epsilon only matters for a
-            # perfect reconstruction, which never happens in practice.
-            energy = torch.sqrt(sq + 1e-12)
-        elif self.energy_norm == "l2_squared":
-            energy = sq
-        else:
-            energy = sq / IMAGE_DIM
-        return DOut(energy, code)
+        return DOut(reconstruction_energy(recon, x, self.energy_norm), code)
+
+
+def reconstruction_energy(recon: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample energy of an auto-encoder D: (N, 1024) and (N, 1024) -> (N,).
+
+    Shared by the fully-connected and the DCGAN auto-encoders, so both read
+    energy_norm the same way (see AutoEncoderDiscriminator for the choices).
+    """
+    if norm == "l1":
+        return (recon - x).abs().mean(dim=1)
+    sq = (recon - x).pow(2).sum(dim=1)  # (N,)
+    if norm == "l2":
+        # sqrt has an infinite gradient at 0; the epsilon only matters for a
+        # perfect reconstruction, which never happens in practice.
+        return torch.sqrt(sq + 1e-12)
+    if norm == "l2_squared":
+        return sq
+    return sq / IMAGE_DIM
 
 
 def count_params(module: nn.Module) -> int:

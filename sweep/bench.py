@@ -40,16 +40,12 @@ STEPS = {"smallest": 300, "middle": 60, "largest": 30}  # the largest with fewer
 
 
 # --------------------------------------------------------------------------- (b) and (c)
-def linear_macs(module: torch.nn.Module) -> int:
-    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
-
-
 def train_flops_per_sample(cfg: TrialConfig) -> float:
-    """3 G passes (forward, two backward) and 8 D passes (see sweep/grid.py), 2 FLOPs a MAC."""
-    from sweep.trial import build_models
+    """3 G passes (forward, two backward) and 8 D passes (sweep/grid.py), 2 FLOPs a MAC."""
+    from sweep.grid import network_macs
 
-    _, g, d = build_models(cfg, torch.device("cpu"))
-    return 2.0 * (3 * linear_macs(g) + 8 * linear_macs(d))
+    mg, md = network_macs(cfg)
+    return 2.0 * (3 * mg + 8 * md)
 
 
 def ours_samples_per_s(cfg: TrialConfig, images, scorer) -> float:

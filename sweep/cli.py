@@ -295,13 +295,13 @@ def cmd_plan(a) -> int:
     counts = preset.counts()
     flops = {}
     for t in preset.trials:
-        flops[t.family] = flops.get(t.family, 0.0) + estimate_flops(t)
+        flops[t.model] = flops.get(t.model, 0.0) + estimate_flops(t)
     total = sum(flops.values())
     print(f"preset {preset.name}: {preset.description}")
-    print(f"{'family':<10} {'trials':>7} {'TFLOP':>10}")
-    for fam, n in counts.items():
-        print(f"{fam:<10} {n:>7} {flops[fam] / 1e12:>10.1f}")
-    print(f"{'total':<10} {len(preset.trials):>7} {total / 1e12:>10.1f}")
+    print(f"{'model':<15} {'trials':>7} {'TFLOP':>10}")
+    for model, n in counts.items():
+        print(f"{model:<15} {n:>7} {flops[model] / 1e12:>10.1f}")
+    print(f"{'total':<15} {len(preset.trials):>7} {total / 1e12:>10.1f}")
     hours = total / (a.gflops * 1e9) / 3600
     print(f"estimated cost: {hours:.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
           f"(settings: {json.dumps(preset.settings)})")
@@ -353,6 +353,7 @@ def cmd_resume(a) -> int:
 
 def cmd_status(a) -> int:
     from sweep.engine import sweep_status
+    from sweep.results import with_models
 
     manifest, df = sweep_status(Path(a.run_dir))
     counts = df["status"].value_counts()
@@ -361,11 +362,11 @@ def cmd_status(a) -> int:
           f"{len(df)} grid points")
     print("  " + "  ".join(f"{s} {int(counts.get(s, 0))}" for s in ("ok", "diverged", "error", "pending"))
           + f"  (running {running})")
-    done = df[df["status"].isin(["ok", "diverged"])]
+    done = with_models(df[df["status"].isin(["ok", "diverged"])])
     if len(done):
-        print(f"  {'family':<10} {'finished':>8} {'median I_':>9} {'best I_':>8}")
-        for fam, g in done.groupby("family", sort=False):
-            print(f"  {fam:<10} {len(g):>8} {g['i_prime'].median():>9.3f} {g['i_prime'].max():>8.3f}")
+        print(f"  {'model':<15} {'finished':>8} {'median I_':>9} {'best I_':>8}")
+        for model, g in done.groupby("model", sort=False):
+            print(f"  {model:<15} {len(g):>8} {g['i_prime'].median():>9.3f} {g['i_prime'].max():>8.3f}")
     for s in manifest.get("sessions", []):
         print(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
               f"{s['overhead_share']:.1%}")

@@ -1,7 +1,8 @@
 """One trial's fully resolved configuration: the grid point plus every setting.
 
 Table 1 of the paper gives the grid axes (family, nLayerG, nLayerD, sizeG,
-sizeD, dropoutD, optimD, optimG, lr). Everything the paper leaves open is a
+sizeD, dropoutD, optimD, optimG, lr); `arch` adds DCGAN-style convolutional
+networks beside the paper's fully-connected ones. Everything the paper leaves open is a
 named setting below with its documented default; every field is stored in
 every result row, so any score can be traced to exactly what produced it.
 """
@@ -10,17 +11,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-AXES = ("family", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr")
+AXES = ("family", "arch", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr")
 
 
 @dataclass(frozen=True)
 class TrialConfig:
     # --- grid axes (Table 1) ---
     family: str = "ebgan"  # gan | ebgan | ebgan_pt | began
-    nLayerG: int = 3  # linear layers in G (2..5 in the paper)
-    nLayerD: int = 2  # linear layers in D; for EBGANs encoder + 1 decoder layer
-    sizeG: int = 400  # units per hidden layer of G
-    sizeD: int = 128  # units per hidden layer of D
+    arch: str = "mlp"  # mlp (the paper's fully-connected nets) | dcgan (models/dcgan.py)
+    nLayerG: int = 3  # weight layers in G (2..5 in the paper; dcgan: 2..6)
+    nLayerD: int = 2  # weight layers in D; mlp EBGANs: encoder + 1 decoder layer (dcgan: see models/dcgan.py)
+    sizeG: int = 400  # units per hidden layer of G (dcgan: channels of its widest layer)
+    sizeD: int = 128  # units per hidden layer of D (dcgan: channels of its widest layer)
     dropoutD: bool = False  # dropout after D's hidden layers
     optimD: str = "adam"  # adam | sgd
     optimG: str = "adam"  # adam | sgd
@@ -64,11 +66,22 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
     @property
+    def model(self) -> str:
+        """What the report compares: the family, plus the arch when it is not mlp."""
+        return model_name(self.family, self.arch)
+
+    @property
     def point_id(self) -> str:
         """A readable, unique name for the grid point (family, axes, seed)."""
-        return (f"{self.family}-G{self.nLayerG}x{self.sizeG}-D{self.nLayerD}x{self.sizeD}"
+        arch = "" if self.arch == "mlp" else f"-{self.arch}"  # mlp ids predate the arch axis
+        return (f"{self.family}{arch}-G{self.nLayerG}x{self.sizeG}-D{self.nLayerD}x{self.sizeD}"
                 f"-{'drop' if self.dropoutD else 'nodrop'}-{self.optimD}.{self.optimG}"
                 f"-lr{self.lr:g}-s{self.seed}")
+
+
+def model_name(family: str, arch: str) -> str:
+    """"ebgan" for the paper's fully-connected EBGAN, "ebgan-dcgan" for the conv one."""
+    return family if arch == "mlp" else f"{family}-{arch}"
 
 
 FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
@@ -77,6 +90,7 @@ SETTINGS = tuple(n for n in FIELD_NAMES if n not in AXES and n != "seed")
 
 CHOICES = {
     "family": ("gan", "ebgan", "ebgan_pt", "began"),
+    "arch": ("mlp", "dcgan"),
     "optimD": ("adam", "sgd"),
     "optimG": ("adam", "sgd"),
     "z_dist": ("uniform", "normal"),
@@ -113,10 +127,17 @@ def validate(cfg: TrialConfig) -> list[str]:
                 out.append(f"{name}: {value!r} is outside [{lo}, {hi if hi is not None else 'inf'}]")
     if not out and not cfg.lr > 0:
         out.append(f"lr: must be positive, got {cfg.lr!r}")
+    if not out and cfg.arch == "dcgan":
+        for name in ("nLayerG", "nLayerD"):
+            if getattr(cfg, name) > DCGAN_MAX_LAYERS:
+                out.append(f"{name}: dcgan nets halve the 32x32 image once per layer, so at most "
+                           f"{DCGAN_MAX_LAYERS} layers, got {getattr(cfg, name)}")
     if not out and cfg.batch_size > cfg.n_train:
         out.append(f"batch_size: {cfg.batch_size} is larger than n_train {cfg.n_train}")
     return out
 
+
+DCGAN_MAX_LAYERS = 6  # equals models.dcgan.MAX_LAYERS (tests/test_trial.py checks)
 
 PAPER_EBGAN_RULES = "EBGANs use adam/adam with lr 0.001 and margin 10 in the paper"
 

@@ -4,7 +4,9 @@
 
 A sweep file holds named presets (top-level keys starting with "_" may hold
 YAML anchors that presets reuse). Each preset has one grid per family (the
-Table 1 axes, each a non-empty list), `seeds` (repeats are a grid axis), and
+Table 1 axes, each a non-empty list, and `arch`, [mlp] when left out) or a list
+of grids for a family (e.g. one per arch, since sizeG/sizeD count units for
+mlp and channels for dcgan), `seeds` (repeats are a grid axis), and
 `settings` (training budget, data subset, evaluation sample count, ...; any
 TrialConfig setting, see sweep/config.py). `paper_rules: true` (the default)
 refuses EBGAN points the paper does not allow (adam/adam, lr 0.001, m = 10).
@@ -25,6 +27,9 @@ from sweep.errors import UserError
 
 PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids"}
 GRID_AXES = tuple(a for a in AXES if a != "family")
+# Axes a grid may leave out, and the values they then take. Table 1 has no arch
+# axis, so grids written from the paper (and older sweep files) mean arch: [mlp].
+OPTIONAL_AXES = {"arch": ["mlp"]}
 
 
 class ConfigError(UserError):
@@ -39,9 +44,10 @@ class Preset:
     settings: dict  # the preset's settings block as written
 
     def counts(self) -> dict[str, int]:
+        """Trials per model (family, or family-arch for non-mlp archs), in grid order."""
         out: dict[str, int] = {}
         for t in self.trials:
-            out[t.family] = out.get(t.family, 0) + 1
+            out[t.model] = out.get(t.model, 0) + 1
         return out
 
 
@@ -129,42 +135,61 @@ def parse_preset(name: str, body, where: str) -> Preset:
     if not isinstance(grids, dict) or not grids:
         fail("grids", "expected a non-empty mapping family: axes")
     trials: list[TrialConfig] = []
-    for family, axes in grids.items():
-        g = f"grids.{family}"
+    for family, family_grids in grids.items():
         if family not in CHOICES["family"]:
-            fail(g, f"unknown family; families are {', '.join(CHOICES['family'])}")
-        if not isinstance(axes, dict):
-            fail(g, "expected a mapping of axis: [values]")
-        for axis in axes:
-            if axis not in GRID_AXES:
-                fail(f"{g}.{axis}", f"unknown axis; axes are: {', '.join(GRID_AXES)}")
-        for axis in GRID_AXES:
-            if axis not in axes:
-                fail(f"{g}.{axis}", "missing axis")
-            values = axes[axis]
-            if not isinstance(values, list):
-                fail(f"{g}.{axis}", f"expected a list of values, got {values!r}")
-            if not values:
-                fail(f"{g}.{axis}", "empty axis: give at least one value")
-            for i, v in enumerate(values):
-                if not _type_ok(v, FIELD_TYPES[axis]):
-                    fail(f"{g}.{axis}[{i}]", f"expected {FIELD_TYPES[axis]}, got {v!r}")
-                if axis == "lr" and not v > 0:
-                    fail(f"{g}.{axis}[{i}]", f"must be positive, got {v!r}")
-            if len(set(values)) != len(values):
-                fail(f"{g}.{axis}", "duplicate values")
-        for combo in itertools.product(*(axes[a] for a in GRID_AXES), seeds):
-            point = dict(zip(GRID_AXES + ("seed",), combo), family=family)
-            point["lr"] = float(point["lr"])
-            fields = {**point, **{k: (float(v) if FIELD_TYPES[k] == "float" else v)
-                                  for k, v in settings.items()}}
-            cfg = _make(fields, fail, g)
-            if paper_rules:
-                why = paper_rule_violation(cfg)
-                if why:
-                    fail(g, f"{why}; set paper_rules: false to explore beyond the paper")
-            trials.append(cfg)
+            fail(f"grids.{family}", f"unknown family; families are {', '.join(CHOICES['family'])}")
+        # A family's grid may be a list of grids: one per arch, whose sizes mean different things.
+        if isinstance(family_grids, list):
+            if not family_grids:
+                fail(f"grids.{family}", "empty list: give at least one grid")
+            parts = [(f"grids.{family}[{i}]", axes) for i, axes in enumerate(family_grids)]
+        else:
+            parts = [(f"grids.{family}", family_grids)]
+        seen: dict[str, str] = {}
+        for g, axes in parts:
+            for cfg in _expand(family, axes, seeds, settings, g, fail):
+                if cfg.point_id in seen:
+                    fail(g, f"point {cfg.point_id} is also in {seen[cfg.point_id]}")
+                seen[cfg.point_id] = g
+                if paper_rules:
+                    why = paper_rule_violation(cfg)
+                    if why:
+                        fail(g, f"{why}; set paper_rules: false to explore beyond the paper")
+                trials.append(cfg)
     return Preset(name, str(body.get("description", "")), tuple(trials), dict(settings))
+
+
+def _expand(family: str, axes, seeds: list, settings: dict, g: str, fail) -> list[TrialConfig]:
+    """Every point of one grid (axes: axis -> list of values), checked axis by axis."""
+    if not isinstance(axes, dict):
+        fail(g, "expected a mapping of axis: [values]")
+    for axis in axes:
+        if axis not in GRID_AXES:
+            fail(f"{g}.{axis}", f"unknown axis; axes are: {', '.join(GRID_AXES)}")
+    axes = {**OPTIONAL_AXES, **axes}
+    for axis in GRID_AXES:
+        if axis not in axes:
+            fail(f"{g}.{axis}", "missing axis")
+        values = axes[axis]
+        if not isinstance(values, list):
+            fail(f"{g}.{axis}", f"expected a list of values, got {values!r}")
+        if not values:
+            fail(f"{g}.{axis}", "empty axis: give at least one value")
+        for i, v in enumerate(values):
+            if not _type_ok(v, FIELD_TYPES[axis]):
+                fail(f"{g}.{axis}[{i}]", f"expected {FIELD_TYPES[axis]}, got {v!r}")
+            if axis == "lr" and not v > 0:
+                fail(f"{g}.{axis}[{i}]", f"must be positive, got {v!r}")
+        if len(set(values)) != len(values):
+            fail(f"{g}.{axis}", "duplicate values")
+    out = []
+    for combo in itertools.product(*(axes[a] for a in GRID_AXES), seeds):
+        point = dict(zip(GRID_AXES + ("seed",), combo), family=family)
+        point["lr"] = float(point["lr"])
+        fields = {**point, **{k: (float(v) if FIELD_TYPES[k] == "float" else v)
+                              for k, v in settings.items()}}
+        out.append(_make(fields, fail, g))
+    return out
 
 
 def _make(fields: dict, fail, where: str) -> TrialConfig:
@@ -178,20 +203,41 @@ def _make(fields: dict, fail, where: str) -> TrialConfig:
         raise  # unreachable: fail raises
 
 
-def estimate_flops(cfg: TrialConfig) -> float:
-    """Approximate FLOPs of one trial (training + scoring), from parameter counts.
+def network_macs(cfg: TrialConfig) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass of G and of D, per sample.
 
-    Per training sample (multiply-accumulates of a dense layer = its weights):
-    G forward (PG); D step: D forward on real and fake, backward on both (6 PD);
-    G step: D forward and backward to its input only (2 PD), G backward (2 PG).
-    Scoring: G forward and the classifier (~9.6 M MACs) per evaluated sample.
+    A dense layer costs its weight count; a 4x4 (transposed) convolution costs
+    cin * cout * 16 per pixel of its smaller side (models/dcgan.py).
     """
-    z, img = cfg.z_dim, 1024
-    pg = z * cfg.sizeG + (cfg.nLayerG - 2) * cfg.sizeG ** 2 + cfg.sizeG * img
-    pd_hidden = img * cfg.sizeD + (cfg.nLayerD - 2) * cfg.sizeD ** 2
-    pd = pd_hidden + (cfg.sizeD if cfg.family == "gan" else cfg.sizeD * img)
+    img = 1024
+    if cfg.arch == "mlp":
+        pg = cfg.z_dim * cfg.sizeG + (cfg.nLayerG - 2) * cfg.sizeG ** 2 + cfg.sizeG * img
+        pd_hidden = img * cfg.sizeD + (cfg.nLayerD - 2) * cfg.sizeD ** 2
+        return pg, pd_hidden + (cfg.sizeD if cfg.family == "gan" else cfg.sizeD * img)
+    # dcgan: G doubles the side from s up to 32 (a transposed conv costs per input
+    # pixel), D halves it from 32 down to s (a conv costs per output pixel).
+    sg = 32 >> (cfg.nLayerG - 1)
+    wg = [max(cfg.sizeG >> i, 1) for i in range(cfg.nLayerG - 1)] + [1]
+    pg = cfg.z_dim * wg[0] * sg * sg + sum(a * b * 16 * (sg << i) ** 2
+                                           for i, (a, b) in enumerate(zip(wg[:-1], wg[1:])))
+    wd = [1] + [max(cfg.sizeD >> i, 1) for i in range(cfg.nLayerD - 1)][::-1]
+    enc = sum(a * b * 16 * (32 >> (i + 1)) ** 2 for i, (a, b) in enumerate(zip(wd[:-1], wd[1:])))
+    sd = 32 >> (cfg.nLayerD - 1)
+    # a GAN D ends in one linear layer; an auto-encoder's decoder mirrors its encoder
+    return pg, enc + (wd[-1] * sd * sd if cfg.family == "gan" else enc)
+
+
+def estimate_flops(cfg: TrialConfig) -> float:
+    """Approximate FLOPs of one trial (training + scoring), from MAC counts.
+
+    Per training sample: G forward (MG); D step: D forward on real and fake,
+    backward on both (6 MD); G step: D forward and backward to its input only
+    (2 MD), G backward (2 MG). Scoring: G forward and the classifier (~9.6 M
+    MACs) per evaluated sample. Batch norm and activations are not counted.
+    """
+    mg, md = network_macs(cfg)
     samples = cfg.epochs * (cfg.n_train // cfg.batch_size) * cfg.batch_size
-    train = 2 * samples * (3 * pg + 8 * pd)
+    train = 2 * samples * (3 * mg + 8 * md)
     evals = -(-cfg.epochs // cfg.eval_every)
-    score = 2 * evals * cfg.n_eval * (pg + 9.6e6)
+    score = 2 * evals * cfg.n_eval * (mg + 9.6e6)
     return float(train + score)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep.config import model_name
 from sweep.errors import UserError
 
 MANIFEST = "gansweep.json"
@@ -96,6 +97,15 @@ def read_manifest(run_dir: Path) -> dict:
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     write_atomic(Path(run_dir) / MANIFEST,
                  lambda p: Path(p).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+
+
+def with_models(df: pd.DataFrame) -> pd.DataFrame:
+    """df with a `model` column, family[-arch] (tables written before the arch axis are mlp)."""
+    if "model" in df.columns:
+        return df
+    arch = df["arch"] if "arch" in df.columns else pd.Series("mlp", index=df.index)
+    model = [model_name(f, a) for f, a in zip(df["family"], arch)]
+    return df.assign(model=pd.Series(model, index=df.index, dtype=object))
 
 
 def read_run_results(run_dir: Path) -> tuple[dict, pd.DataFrame]:

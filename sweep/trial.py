@@ -3,8 +3,9 @@
     gansweep trial --family ebgan --nLayerG 3 --nLayerD 2 --sizeG 400 --sizeD 128 --epochs 1
 
 This is the only training loop in gansweep: every family (GAN, EBGAN,
-EBGAN-PT) runs through `run_trial`, which the command line calls directly and
-the Ray engine (sweep/engine.py) wraps. The loop:
+EBGAN-PT, BEGAN) on either arch (mlp, dcgan) runs through `run_trial`, which
+the command line calls directly and the Ray engine (sweep/engine.py) wraps.
+The loop:
 
   * holds the training images as one tensor on the trial's device (no DataLoader);
   * per step: a D update on a real batch and G(z).detach(), then a G update
@@ -25,6 +26,7 @@ from typing import Callable
 import torch
 
 from models.losses import LossParams, get_family
+from models.dcgan import ConvAutoEncoderDiscriminator, ConvDiscriminator, ConvGenerator
 from models.metrics import Scorer
 from models.networks import AutoEncoderDiscriminator, Generator, MLPDiscriminator
 from sweep.config import TrialConfig
@@ -37,14 +39,23 @@ DIVERGENCE_CHECK_EVERY = 50
 N_KEPT_SAMPLES = 64  # samples kept per evaluation for sample grids (Figure 4)
 
 
+# arch -> (generator, logit discriminator, auto-encoder discriminator) classes; all
+# take and return flattened (N, 1024) images, so nothing below depends on the arch.
+ARCHS = {
+    "mlp": (Generator, MLPDiscriminator, AutoEncoderDiscriminator),
+    "dcgan": (ConvGenerator, ConvDiscriminator, ConvAutoEncoderDiscriminator),
+}
+
+
 def build_models(cfg: TrialConfig, device: torch.device):
     fam = get_family(cfg.family)
-    g = Generator(cfg.nLayerG, cfg.sizeG, cfg.z_dim)
+    gen_cls, logit_cls, ae_cls = ARCHS[cfg.arch]
+    g = gen_cls(cfg.nLayerG, cfg.sizeG, cfg.z_dim)
     dropout = cfg.dropout_rate if cfg.dropoutD else 0.0
-    if fam.discriminator == "mlp":
-        d = MLPDiscriminator(cfg.nLayerD, cfg.sizeD, dropout)
+    if fam.discriminator == "logit":
+        d = logit_cls(cfg.nLayerD, cfg.sizeD, dropout)
     else:
-        d = AutoEncoderDiscriminator(cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm)
+        d = ae_cls(cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm)
     return fam, g.to(device), d.to(device)
 
 

@@ -11,16 +11,20 @@ from sweep.config import FIELD_NAMES
 
 pytestmark = pytest.mark.ray
 
-# Eleven tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT + 1 BEGAN), 3 epochs each: a few seconds a trial,
-# long enough to kill the driver while some trials are done and some are not.
+# Twelve tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT + 1 BEGAN on the paper's nets, 1 GAN on DCGAN
+# nets), 3 epochs each: a few seconds a trial, long enough to kill the driver while some trials
+# are done and some are not.
 SWEEP = """
 presets:
   t:
     seeds: [0]
     settings: {epochs: 3, batch_size: 32, n_train: 2048, n_eval: 200}
     grids:
-      gan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
-            optimD: [adam], optimG: [adam, sgd], lr: [0.001, 0.0001]}
+      gan:
+        - {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
+           optimD: [adam], optimG: [adam, sgd], lr: [0.001, 0.0001]}
+        - {arch: [dcgan], nLayerG: [5], nLayerD: [5], sizeG: [16], sizeD: [16], dropoutD: [false],
+           optimD: [adam], optimG: [adam], lr: [0.0002]}
       ebgan: {nLayerG: [2], nLayerD: [2, 3], sizeG: [32], sizeD: [16], dropoutD: [false, true],
               optimD: [adam], optimG: [adam], lr: [0.001]}
       ebgan_pt: {nLayerG: [2], nLayerD: [2, 3], sizeG: [32], sizeD: [16], dropoutD: [true],
@@ -28,7 +32,7 @@ presets:
       began: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
               optimD: [adam], optimG: [adam], lr: [0.0001]}
 """
-N_POINTS = 11
+N_POINTS = 12
 RESULT_COLUMNS = {"point_id", "status", "tune_status", "epochs_done", "best_epoch", "i_prime",
                   "inception_score", "fid", "classes_covered", "kl_uniform", "loss_d", "loss_g",
                   "best_i_prime", "best_inception_score", "best_fid", "best_classes_covered",
@@ -51,13 +55,15 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
     r = cli("run", "--config", sweep_file, "--preset", "t", "--name", "a", "--storage",
             tmp_path / "runs", "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "11/11 finished (ok 11" in r.stdout and "harness overhead" in r.stdout
+    assert "12/12 finished (ok 12" in r.stdout and "harness overhead" in r.stdout
     run = tmp_path / "runs" / "a"
     df = pd.read_parquet(run / "results.parquet")
     assert len(df) == N_POINTS and df["point_id"].is_unique
     assert set(df.columns) == RESULT_COLUMNS | set(FIELD_NAMES)
     assert (df["status"] == "ok").all() and (df["epochs_done"] == 3).all()
-    assert df["family"].value_counts().to_dict() == {"gan": 4, "ebgan": 4, "ebgan_pt": 2, "began": 1}
+    assert df["family"].value_counts().to_dict() == {"gan": 5, "ebgan": 4, "ebgan_pt": 2, "began": 1}
+    assert df.loc[df.arch == "dcgan", "point_id"].tolist() == [
+        "gan-dcgan-G5x16-D5x16-nodrop-adam.adam-lr0.0002-s0"]
     began = df[df.family == "began"].iloc[0]
     assert began.energy_norm == "l1" and 0 <= began.k_t <= 1 and began.m_global > 0
     assert df["i_prime"].notna().all() and df["inception_score"].between(1, 10).all()
@@ -80,12 +86,12 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
 
     st = cli("status", run, cwd=tmp_path)
     assert st.returncode == 0
-    assert "ok 11  diverged 0  error 0  pending 0  (running 0)" in st.stdout
+    assert "ok 12  diverged 0  error 0  pending 0  (running 0)" in st.stdout
 
 
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     run = tmp_path / "runs" / "k"
-    # one trial at a time: the sweep then lasts long enough (11 trials x ~3 s) to be caught
+    # one trial at a time: the sweep then lasts long enough (12 trials x ~3 s) to be caught
     # with some trials finished and most not, whatever the machine's speed
     proc = start("run", "--config", sweep_file, "--preset", "t", "--name", "k", "--storage",
                  tmp_path / "runs", "--num-cpus", "2", "--max-concurrent", "1", "--quiet", cwd=tmp_path)

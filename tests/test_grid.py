@@ -29,10 +29,35 @@ def test_mini_and_smoke_presets():
     gan = [t for t in mini.trials if t.family == "gan"]
     assert len({(t.optimD, t.optimG, t.lr) for t in gan}) == 12  # every Figure 3 sub-grid
     smoke = load_preset(SWEEP, "smoke")
-    assert smoke.counts() == {"gan": 1, "ebgan": 2, "ebgan_pt": 2, "began": 1}
+    assert smoke.counts() == {"gan": 1, "ebgan": 2, "ebgan_pt": 2, "began": 1, "began-dcgan": 1}
     began = load_preset(SWEEP, "began")
-    assert began.counts() == {"began": 8, "ebgan": 8, "gan": 4}
+    assert began.counts() == {"began": 16, "ebgan": 8, "gan": 4}
     assert all(t.energy_norm == "l1" and t.began_gamma == 0.5 for t in began.trials if t.family == "began")
+
+
+def test_dcgan_preset():
+    p = load_preset(SWEEP, "dcgan")
+    assert p.counts() == {"gan-dcgan": 8, "gan": 4, "ebgan-dcgan": 4, "ebgan": 8, "ebgan_pt-dcgan": 4,
+                          "began-dcgan": 4}
+    dc = [t for t in p.trials if t.arch == "dcgan"]
+    assert {(t.nLayerG, t.nLayerD, t.sizeG, t.sizeD) for t in dc} == {
+        (g, d, 64, 64) for g in (4, 5) for d in (4, 5)}
+    assert {t.lr for t in dc if t.family == "gan"} == {0.001, 0.0002}
+    assert {(t.family, t.lr) for t in dc if t.family != "gan"} == {
+        ("ebgan", 0.001), ("ebgan_pt", 0.001), ("began", 0.001)}
+    assert all(t.arch == "mlp" and t.sizeG == 400 for t in p.trials if t.model in ("gan", "ebgan"))
+
+
+def test_arch_defaults_to_mlp_and_a_family_may_list_grids(tmp_path):
+    assert all(t.arch == "mlp" for t in load_preset(SWEEP, "paper").trials)  # Table 1 has no arch axis
+    f = tmp_path / "sweep.yaml"
+    f.write_text(GOOD.replace("gan: {", "gan:\n        - {arch: [dcgan, mlp], ")
+                 .replace("lr: [0.001]}", "lr: [0.001]}\n        - {nLayerG: [3], nLayerD: [2], sizeG: [8], "
+                          "sizeD: [8], dropoutD: [false], optimD: [adam], optimG: [adam], lr: [0.001]}"))
+    p = load_preset(f, "p")
+    assert [t.point_id for t in p.trials] == [
+        "gan-dcgan-G2x8-D2x8-nodrop-adam.adam-lr0.001-s0", "gan-G2x8-D2x8-nodrop-adam.adam-lr0.001-s0",
+        "gan-G3x8-D2x8-nodrop-adam.adam-lr0.001-s0"]
 
 
 def test_plan_command_prints_counts():
@@ -88,6 +113,18 @@ BAD = [
      "EBGANs use adam/adam with lr 0.001"),
     (GOOD.replace("gan:", "ebgan:").replace("lr: [0.001]", "lr: [0.01]"), "lr: EBGANs use"),
     (GOOD.replace("seeds: [0]", "seedz: [0]"), "seedz: unknown key"),
+    (GOOD.replace("gan: {", "gan: {arch: [cnn], "), "grids.gan.arch: 'cnn' is not one of mlp, dcgan"),
+    (GOOD.replace("gan: {", "gan: {arch: [dcgan], ").replace("nLayerG: [2]", "nLayerG: [7]"),
+     "grids.gan.nLayerG: dcgan nets halve the 32x32 image once per layer, so at most 6"),
+    (GOOD.replace("gan: {", "gan: [{").replace("lr: [0.001]}", "lr: [0.001]}, 3]"),
+     "grids.gan[1]: expected a mapping of axis: [values]"),
+    (GOOD.replace("gan: {", "gan: [{").replace("lr: [0.001]}", "lr: [0.001]}, {nLayerG: [2], nLayerD: [2], "
+                                              "sizeG: [8], sizeD: [8], dropoutD: [false], optimD: [adam], "
+                                              "optimG: [adam], lr: [0.001]}]"),
+     "grids.gan[1]: point gan-G2x8-D2x8-nodrop-adam.adam-lr0.001-s0 is also in grids.gan[0]"),
+    (GOOD.replace("gan: {nLayerG: [2], nLayerD: [2], sizeG: [8], sizeD: [8], dropoutD: [false],\n"
+                  "            optimD: [adam], optimG: [adam], lr: [0.001]}", "gan: []"),
+     "grids.gan: empty list"),
 ]
 
 
@@ -116,7 +153,7 @@ def test_paper_rules_can_be_lifted(tmp_path):
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, mini, smoke, began"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, mini, smoke, began, dcgan"):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")
