@@ -20,8 +20,9 @@ import pandas as pd
 
 from analysis import figures
 from analysis.load import Run, load_run
-from analysis.stats import (FAILURE_I_PRIME, FAMILY_LABEL, budget_table, ebgan_vs_gan_tests,
-                            figure2_counts, finished_scores, stability_table)
+from analysis.stats import (FAILURE_I_PRIME, budget_table, ebgan_vs_gan_tests, figure2_counts,
+                            finished_scores, model_label, models, of_model, stability_table,
+                            with_models)
 from sweep.results import write_atomic
 
 
@@ -63,14 +64,15 @@ def _settings(results: pd.DataFrame) -> pd.DataFrame:
 def _headline(run: Run, tests: pd.DataFrame) -> str:
     df = run.results
     parts = []
-    for fam in ("gan", "ebgan", "ebgan_pt", "began"):
-        s = finished_scores(df[df["family"] == fam])
+    for m in models(df):
+        s = finished_scores(of_model(df, m))
         if len(s):
-            parts.append(f"{FAMILY_LABEL[fam]}: median I' {s.median():.2f}, "
+            parts.append(f"{model_label(m)}: median I' {s.median():.2f}, "
                          f"{(s < FAILURE_I_PRIME).mean():.0%} of {len(s)} finished runs below {FAILURE_I_PRIME:g}")
     text = "; ".join(parts) + "."
     for t in tests.itertuples(index=False):
-        text += (f" {t.comparison}: a random {t.comparison.split(' vs ')[0]} run outscores a random GAN run "
+        a, b = t.comparison.split(" vs ")
+        text += (f" {t.comparison}: a random {a} run outscores a random {b} run "
                  f"with probability {t.prob_a_beats_b:.2f} (Mann-Whitney p = {t.p_value:.2g}).")
     return text
 
@@ -79,7 +81,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     run = load_run(run_dir)
     out = out or run.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    df, m = run.results, run.manifest
+    df, m = with_models(run.results), run.manifest
     real = (m.get("reference_scores") or {}).get("i_prime")
 
     stab = stability_table(df)
@@ -116,7 +118,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         b64 = base64.b64encode(pngs[name]).decode()
         return f'<figure id="{name}"><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"></figure>'
 
-    best_tbl = best.reset_index()[["family", "point_id", "i_prime", "inception_score", "fid",
+    best_tbl = best.reset_index()[["model", "point_id", "i_prime", "inception_score", "fid",
                                    "classes_covered"]] if len(best) else pd.DataFrame()
     ref_line = (f"The real MNIST test set scores I' = {real:.2f}, IS = "
                 f"{m['reference_scores']['inception_score']:.2f} with this classifier (dotted lines)."
@@ -140,18 +142,21 @@ th {{ background: #f0f0f0; }} td:first-child, th:first-child {{ text-align: left
 · classifier sha256 {html.escape(m['classifier_sha256'][:16])}…</p>
 <p class="headline" id="headline">{html.escape(_headline(run, tests))}</p>
 <p>The question of the EBGAN paper (section 4.1): are EBGANs trained more reliably than GANs over
-the same grid of architectures and optimizers? Each histogram shows, for each family, the percent
-of its finished runs whose final I' falls in each bin. {ref_line}</p>
+the same grid of architectures and optimizers? Each histogram shows, for each model (a family on
+the paper's fully-connected nets, or on DCGAN-style conv nets, hatched), the percent of its finished
+runs whose final I' falls in each bin. {ref_line}</p>
 <h2>Figure 2: I' histograms</h2>{img('figure2', "Figure 2: I' histograms")}
 <h2>Figure 3: GAN runs by optimizer and learning rate</h2>{img('figure3', 'Figure 3: GAN sub-grids')}
-<h2>Figure 4: best run of each family</h2>{img('figure4', 'Figure 4: samples')}
+<h2>Figure 4: best run of each model</h2>{img('figure4', 'Figure 4: samples')}
 {_table(best_tbl, 'best')}
 <h2>Stability</h2>
-<p>Per family, then per GAN (optimD, optimG, lr) sub-grid. failure_share: share of finished runs with
+<p>Per model, then per GAN (optimD, optimG, lr) sub-grid. failure_share: share of finished runs with
 I' &lt; {FAILURE_I_PRIME:g}. IS, FID and classes: medians over runs that finished without diverging.</p>
 {_table(stab, 'stability')}
 <h3>EBGAN vs GAN, two-sample test</h3>
-<p>Two-sided Mann-Whitney U test on final I' (diverged runs as 0). prob_a_beats_b = U / (n_a n_b).</p>
+<p>Two-sided Mann-Whitney U test on final I' (diverged runs as 0), each energy-based model against
+the GAN of the same arch, and DCGAN nets against the fully-connected ones of their family.
+prob_a_beats_b = U / (n_a n_b).</p>
 {_table(tests, 'tests') if len(tests) else '<p>Needs finished runs of both GAN and an EBGAN family.</p>'}
 <h2>Budget: expected best I' of k random runs</h2>{img('budget', 'Budget curve')}
 <h2>Training curves</h2>{img('curves', 'Training curves')}

@@ -9,6 +9,8 @@ Conventions (documented in the report too):
     every panel and every report share them); scores above 14 fall in the last bin.
   * A run has *failed* when its I' is below `FAILURE_I_PRIME` = 1.0 (the real MNIST
     test set scores 13.3 with the committed classifier, one digit class alone 0.03).
+  * Runs are compared by *model*: the family for the paper's fully-connected nets
+    ("ebgan"), family-arch for the others ("ebgan-dcgan"; sweep/config.py).
 """
 from __future__ import annotations
 
@@ -17,23 +19,50 @@ import math
 import numpy as np
 import pandas as pd
 
+from sweep.config import model_name
+from sweep.results import with_models  # noqa: F401  (re-exported: analysis code and notebooks use it)
+
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0
 FINISHED = ("ok", "diverged")
 FAMILY_ORDER = ("gan", "ebgan", "ebgan_pt", "began")
 FAMILY_LABEL = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN"}
+ARCH_LABEL = {"dcgan": "DCGAN"}
 SUBGRID = ["optimD", "optimG", "lr"]
+
+
+def family_of(model: str) -> str:
+    return model.split("-", 1)[0]
+
+
+def arch_of(model: str) -> str:
+    return model.split("-", 1)[1] if "-" in model else "mlp"
+
+
+def model_label(model: str) -> str:
+    """"EBGAN" for the paper's nets, "EBGAN (DCGAN)" for the conv ones."""
+    fam, arch = family_of(model), arch_of(model)
+    text = FAMILY_LABEL.get(fam, fam)
+    return text if arch == "mlp" else f"{text} ({ARCH_LABEL.get(arch, arch)})"
+
+
+def models(df: pd.DataFrame) -> list[str]:
+    """The models present, by family (FAMILY_ORDER), the paper's mlp before other archs."""
+    present = set(with_models(df)["model"])
+    fam_rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    return sorted(present, key=lambda m: (fam_rank.get(family_of(m), len(fam_rank)), family_of(m),
+                                          arch_of(m) != "mlp", arch_of(m)))
+
+
+def of_model(df: pd.DataFrame, model: str) -> pd.DataFrame:
+    df = with_models(df)
+    return df[df["model"] == model]
 
 
 def finished_scores(df: pd.DataFrame, col: str = "i_prime") -> pd.Series:
     """Scores of the finished runs, diverged ones as 0."""
     fin = df[df["status"].isin(FINISHED)]
     return fin[col].where(fin["status"] == "ok", 0.0).fillna(0.0)
-
-
-def families(df: pd.DataFrame) -> list[str]:
-    present = set(df["family"])
-    return [f for f in FAMILY_ORDER if f in present] + sorted(present - set(FAMILY_ORDER))
 
 
 def histogram_percent(scores: pd.Series | np.ndarray, edges=I_PRIME_EDGES) -> tuple[np.ndarray, np.ndarray]:
@@ -52,14 +81,14 @@ FIGURE2_PANELS = {
 
 
 def figure2_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Long table: panel, family, bin_lo, bin_hi, count, percent (what Figure 2 draws)."""
+    """Long table: panel, model, bin_lo, bin_hi, count, percent (what Figure 2 draws)."""
     rows = []
     for panel, select in FIGURE2_PANELS.items():
         sub = select(df)
-        for fam in families(df):
-            counts, pct = histogram_percent(finished_scores(sub[sub["family"] == fam]))
+        for m in models(df):
+            counts, pct = histogram_percent(finished_scores(of_model(sub, m)))
             for i, (c, p) in enumerate(zip(counts, pct)):
-                rows.append({"panel": panel, "family": fam, "bin_lo": I_PRIME_EDGES[i],
+                rows.append({"panel": panel, "model": m, "bin_lo": I_PRIME_EDGES[i],
                              "bin_hi": I_PRIME_EDGES[i + 1], "count": int(c), "percent": float(p)})
     return pd.DataFrame(rows)
 
@@ -83,11 +112,12 @@ def _summary(sub: pd.DataFrame) -> dict:
 
 
 def stability_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per family, then one per GAN (optimD, optimG, lr) sub-grid."""
-    rows = [{"group": FAMILY_LABEL.get(f, f), **_summary(df[df["family"] == f])} for f in families(df)]
-    gan = df[df["family"] == "gan"]
-    for (od, og, lr), sub in gan.groupby(SUBGRID, sort=True):
-        rows.append({"group": f"GAN D:{od} G:{og} lr {lr:g}", **_summary(sub)})
+    """One row per model, then one per GAN model's (optimD, optimG, lr) sub-grid."""
+    ms = models(df)
+    rows = [{"group": model_label(m), **_summary(of_model(df, m))} for m in ms]
+    for m in (m for m in ms if family_of(m) == "gan"):
+        for (od, og, lr), sub in of_model(df, m).groupby(SUBGRID, sort=True):
+            rows.append({"group": f"{model_label(m)} D:{od} G:{og} lr {lr:g}", **_summary(sub)})
     return pd.DataFrame(rows)
 
 
@@ -117,15 +147,19 @@ def mann_whitney(x, y) -> tuple[float, float]:
 
 
 def ebgan_vs_gan_tests(df: pd.DataFrame) -> pd.DataFrame:
-    gan = finished_scores(df[df["family"] == "gan"])
+    """Each energy-based model against the GAN of the same arch; then, where a family
+    was run on both, its DCGAN nets against its fully-connected ones."""
+    ms = models(df)
+    pairs = [(m, model_name("gan", arch_of(m))) for m in ms if family_of(m) != "gan"]
+    pairs += [(m, family_of(m)) for m in ms if arch_of(m) != "mlp"]
     rows = []
-    for fam in ("ebgan", "ebgan_pt", "began"):
-        other = finished_scores(df[df["family"] == fam])
-        if len(other) and len(gan):
-            u, p = mann_whitney(other, gan)
-            rows.append({"comparison": f"{FAMILY_LABEL[fam]} vs GAN", "n_a": len(other), "n_b": len(gan),
-                         "median_a": float(other.median()), "median_b": float(gan.median()),
-                         "prob_a_beats_b": u / (len(other) * len(gan)), "p_value": p})
+    for a, b in pairs:
+        sa, sb = finished_scores(of_model(df, a)), finished_scores(of_model(df, b))
+        if len(sa) and len(sb):
+            u, p = mann_whitney(sa, sb)
+            rows.append({"comparison": f"{model_label(a)} vs {model_label(b)}", "n_a": len(sa), "n_b": len(sb),
+                         "median_a": float(sa.median()), "median_b": float(sb.median()),
+                         "prob_a_beats_b": u / (len(sa) * len(sb)), "p_value": p})
     return pd.DataFrame(rows)
 
 
@@ -152,8 +186,8 @@ def expected_best_of_k(scores) -> np.ndarray:
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for fam in families(df):
-        s = finished_scores(df[df["family"] == fam])
+    for m in models(df):
+        s = finished_scores(of_model(df, m))
         for k, e in enumerate(expected_best_of_k(s), start=1):
-            rows.append({"family": fam, "k": k, "expected_best_i_prime": e})
+            rows.append({"model": m, "k": k, "expected_best_i_prime": e})
     return pd.DataFrame(rows)

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def row(family, i_prime, status="ok", nLayerG=2, nLayerD=2, optimD="adam", optimG="adam", lr=0.001,
-        seed=0, sizeG=400):
-    cfg = TrialConfig(family=family, nLayerG=nLayerG, nLayerD=nLayerD, optimD=optimD, optimG=optimG,
-                      lr=lr, seed=seed, sizeG=sizeG)
+        seed=0, sizeG=400, arch="mlp"):
+    cfg = TrialConfig(family=family, arch=arch, nLayerG=nLayerG, nLayerD=nLayerD, optimD=optimD,
+                      optimG=optimG, lr=lr, seed=seed, sizeG=sizeG)
     nan = math.nan
     ok = status == "ok"
     return {"point_id": cfg.point_id, **cfg.as_dict(), "status": status,
@@ -68,8 +68,8 @@ def make_run(tmp_path, df, name="syn") -> Path:
     return run
 
 
-def counts_of(table, panel, family):
-    t = table[(table.panel.str.startswith(panel)) & (table.family == family)]
+def counts_of(table, panel, model):
+    t = table[(table.panel.str.startswith(panel)) & (table.model == model)]
     return dict(zip(t.bin_lo, t["count"]))
 
 
@@ -85,7 +85,7 @@ def test_figure2_bin_counts():
     assert {k: v for k, v in gan_c.items() if v} == {0.0: 2, 0.5: 1}
     eb_a = counts_of(t, "(a)", "ebgan")
     assert {k: v for k, v in eb_a.items() if v} == {2.0: 2, 5.0: 1, 13.5: 1}  # 15 clipped in
-    pct = t[(t.panel.str.startswith("(a)")) & (t.family == "ebgan")]["percent"]
+    pct = t[(t.panel.str.startswith("(a)")) & (t.model == "ebgan")]["percent"]
     assert pct.sum() == pytest.approx(100.0) and pct.max() == pytest.approx(50.0)
 
 
@@ -147,7 +147,7 @@ def test_budget_curve_equals_brute_force():
         assert got[k - 1] == pytest.approx(np.mean([max(c) for c in combos]))
     assert got[0] == pytest.approx(np.mean(x)) and got[-1] == pytest.approx(5.5)
     b = budget_table(synthetic())
-    assert len(b) == 6 + 4 and b[b.family == "ebgan"]["expected_best_i_prime"].iloc[-1] == 15.0
+    assert len(b) == 6 + 4 and b[b.model == "ebgan"]["expected_best_i_prime"].iloc[-1] == 15.0
 
 
 def test_report_files_and_contents(tmp_path):
@@ -229,5 +229,57 @@ def test_began_runs_get_their_histogram_test_and_m_global_curves(tmp_path):
     tests = pd.read_csv(run / "report" / "tests.csv").set_index("comparison")
     assert tests.loc["BEGAN vs GAN", "n_a"] == 2 and tests.loc["BEGAN vs GAN", "prob_a_beats_b"] == 1.0
     counts = figure2_counts(df)
-    began_a = counts[(counts.panel.str.startswith("(a)")) & (counts.family == "began")]
+    began_a = counts[(counts.panel.str.startswith("(a)")) & (counts.model == "began")]
     assert dict(zip(began_a.bin_lo[began_a["count"] > 0], began_a["count"][began_a["count"] > 0])) == {4.0: 1, 6.0: 1}
+
+
+def with_dcgan() -> pd.DataFrame:
+    """synthetic() plus DCGAN runs: GAN 0.4 and 6.2 (sub-grid adam/adam/0.0002), EBGAN 7.0,
+    7.5 and a diverged one, BEGAN 3.3."""
+    extra = [row("gan", 0.4, arch="dcgan", lr=0.0002), row("gan", 6.2, arch="dcgan", lr=0.0002, nLayerG=4),
+             row("ebgan", 7.0, arch="dcgan"), row("ebgan", 7.5, arch="dcgan", nLayerD=4),
+             row("ebgan", 0, status="diverged", arch="dcgan", nLayerG=6),
+             row("began", 3.3, arch="dcgan")]
+    return pd.concat([synthetic(), pd.DataFrame(extra)], ignore_index=True)
+
+
+def test_dcgan_runs_are_their_own_models_everywhere():
+    df = with_dcgan()
+    t = figure2_counts(df)
+    assert list(dict.fromkeys(t.model)) == ["gan", "gan-dcgan", "ebgan", "ebgan-dcgan", "began-dcgan"]
+    assert {k: v for k, v in counts_of(t, "(a)", "ebgan-dcgan").items() if v} == {0.0: 1, 7.0: 1, 7.5: 1}
+    assert {k: v for k, v in counts_of(t, "(b)", "ebgan-dcgan").items() if v} == {7.0: 1, 7.5: 1}
+    # the paper's GAN keeps exactly its own runs
+    assert {k: v for k, v in counts_of(t, "(a)", "gan").items() if v} == {0.0: 4, 0.5: 1, 3.0: 1}
+    s = stability_table(df).set_index("group")
+    assert list(s.index) == ["GAN", "GAN (DCGAN)", "EBGAN", "EBGAN (DCGAN)", "BEGAN (DCGAN)",
+                             "GAN D:adam G:adam lr 0.001", "GAN D:sgd G:sgd lr 0.01",
+                             "GAN (DCGAN) D:adam G:adam lr 0.0002"]
+    eb = s.loc["EBGAN (DCGAN)"]
+    assert (eb.runs, eb.finished, eb.diverged, eb.i_prime_median) == (3, 3, 1, pytest.approx(7.0))
+    assert eb.failure_share == pytest.approx(1 / 3)
+    tests = ebgan_vs_gan_tests(df).set_index("comparison")
+    assert list(tests.index) == ["EBGAN vs GAN", "EBGAN (DCGAN) vs GAN (DCGAN)",
+                                 "BEGAN (DCGAN) vs GAN (DCGAN)", "GAN (DCGAN) vs GAN",
+                                 "EBGAN (DCGAN) vs EBGAN"]
+    # EBGAN-DCGAN {7, 7.5, 0} vs GAN-DCGAN {0.4, 6.2}: 7 and 7.5 win both, 0 loses both -> 4 of 6
+    assert tests.loc["EBGAN (DCGAN) vs GAN (DCGAN)", "prob_a_beats_b"] == pytest.approx(4 / 6)
+    assert tests.loc["BEGAN (DCGAN) vs GAN (DCGAN)", "prob_a_beats_b"] == pytest.approx(1 / 2)
+    assert tests.loc["EBGAN (DCGAN) vs EBGAN", "n_b"] == 4
+    b = budget_table(df)
+    assert b[b.model == "gan-dcgan"]["expected_best_i_prime"].tolist() == pytest.approx([3.3, 6.2])
+    fig = figures.figure2(df)
+    legend = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["GAN (n=6)", "GAN (DCGAN) (n=2)", "EBGAN (n=4)", "EBGAN (DCGAN) (n=3)",
+                      "BEGAN (DCGAN) (n=1)"]
+    titles = [ax.get_title() for ax in figures.figure3(df).axes if ax.get_visible()]
+    assert titles[-1] == "GAN (DCGAN): optimD adam, optimG adam, lr 0.0002  (n=2)" and len(titles) == 3
+    assert list(figures.best_runs(df).index) == ["gan", "gan-dcgan", "ebgan", "ebgan-dcgan", "began-dcgan"]
+
+
+def test_tables_from_before_the_arch_axis_read_as_mlp(tmp_path):
+    df = synthetic().drop(columns=["arch"])
+    run = make_run(tmp_path, df, "old")
+    html = build_report(run).read_text()
+    assert "GAN: median I&#x27; 0.15" in html or "GAN: median I' 0.15" in html
+    assert list(pd.read_csv(run / "report" / "stability.csv").group)[:2] == ["GAN", "EBGAN"]
