@@ -9,7 +9,9 @@ Figures compare *models*: a family on the paper's fully-connected nets ("EBGAN")
 or on another arch ("EBGAN (DCGAN)"); each keeps its family's colour, DCGAN
 nets drawn hatched / dashed.
 
-Figure 2: I' histograms, percent of each model's runs per bin, three panels.
+Figure 2: I' histograms, percent of each model's runs per bin, three panels; the
+          paper's fully-connected models overlaid (as the paper draws GAN vs EBGAN).
+Models:   every model's histogram in its own panel, against the GAN of its arch.
 Figure 3: one panel per GAN (optimD, optimG, lr) sub-grid, EBGAN as reference.
 Figure 4: samples of the best run (highest final I') of each model. The samples
           are the 64 images from fixed noise that every trial saves at its last
@@ -27,9 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.stats import (FIGURE2_PANELS, I_PRIME_EDGES, SUBGRID, arch_of,  # noqa: E402
-                            budget_table, family_of, finished_scores, histogram_percent, model_label,
-                            models, of_model, with_models)
+from analysis.stats import (FAILURE_I_PRIME, FIGURE2_PANELS, I_PRIME_EDGES, SUBGRID,  # noqa: E402
+                            arch_of, budget_table, family_of, finished_scores, histogram_percent,
+                            model_label, models, of_model, with_models)
+from sweep.config import model_name  # noqa: E402
 
 COLORS = {"gan": "#d62728", "ebgan": "#1f77b4", "ebgan_pt": "#2ca02c", "began": "#9467bd"}
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
@@ -65,17 +68,56 @@ def _axes_labels(ax, real_i_prime: float | None):
         ax.axvline(min(real_i_prime, I_PRIME_EDGES[-1]), color="k", linestyle=":", linewidth=1)
 
 
+def figure2_models(df: pd.DataFrame) -> list[str]:
+    """The models Figure 2 overlays: the paper's fully-connected ones (all models when none)."""
+    ms = models(df)
+    return [m for m in ms if arch_of(m) == "mlp"] or ms
+
+
 def figure2(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, (title, select) in zip(axes, FIGURE2_PANELS.items()):
         sub = select(df)
-        for m in models(df):
+        for m in figure2_models(df):
             _hist(ax, finished_scores(of_model(sub, m)), m)
         ax.set_title(title)
         _axes_labels(ax, real_i_prime)
         ax.legend(loc="upper right", frameon=False)
     fig.suptitle("Figure 2: I' of finished runs, GAN vs EBGAN and the other families" +
                  ("  (dotted: real MNIST test set)" if real_i_prime else ""))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def reference_of(model: str, present: list[str]) -> str | None:
+    """What a model's histogram is drawn against: the GAN of its arch (a GAN: the EBGAN of its arch)."""
+    ref = model_name("ebgan" if family_of(model) == "gan" else "gan", arch_of(model))
+    return ref if ref in present and ref != model else None
+
+
+def models_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
+    """Small multiples: every model's I' histogram (all runs) in its own panel, against a reference."""
+    df = with_models(df)
+    ms = models(df)
+    ncol = min(4, max(1, len(ms)))
+    nrow = max(1, math.ceil(len(ms) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, m in zip(axes.flat, ms):
+        s = finished_scores(of_model(df, m))
+        _hist(ax, s, m, n_label=False)
+        ref = reference_of(m, ms)
+        if ref:
+            _hist(ax, finished_scores(of_model(df, ref)), ref, n_label=False, reference=True)
+            ax.legend(loc="upper right", frameon=False, fontsize=7.5)
+        median = f"median {s.median():.2f}, {(s < FAILURE_I_PRIME).mean():.0%} below {FAILURE_I_PRIME:g}" \
+            if len(s) else "no finished runs"
+        ax.set_title(f"{model_label(m)} (n={len(s)})\n{median}", fontsize=8.5)
+        _axes_labels(ax, real_i_prime)
+        ax.label_outer()
+    for ax in list(axes.flat)[len(ms):]:
+        ax.set_visible(False)
+    fig.suptitle("Every model's I' histogram (all runs), outlined against the GAN of the same arch")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 

@@ -3,7 +3,7 @@
     gansweep report runs/mini-20261123-101500 [--out DIR]
 
 Writes into DIR (default RUN_DIR/report): report.html (every image embedded, no
-network needed), figure2.png, figure3.png, figure4.png, budget.png, curves.png,
+network needed), figure2.png, models.png, figure3.png, figure4.png, budget.png, curves.png,
 and the tables as CSV (stability.csv, tests.csv, figure2_counts.csv, budget.csv).
 A partial sweep gets a report too; it says how complete it is.
 """
@@ -90,6 +90,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     samples = {pid: run.samples(pid) for pid in best["point_id"]}
     pngs = {
         "figure2": _png(figures.figure2(df, real)),
+        "models": _png(figures.models_figure(df, real)),
         "figure3": _png(figures.figure3(df, real)),
         "figure4": _png(figures.figure4(df, {k: v for k, v in samples.items() if v is not None})),
         "budget": _png(figures.budget_figure(df, real)),
@@ -146,6 +147,10 @@ the same grid of architectures and optimizers? Each histogram shows, for each mo
 the paper's fully-connected nets, or on DCGAN-style conv nets, hatched), the percent of its finished
 runs whose final I' falls in each bin. {ref_line}</p>
 <h2>Figure 2: I' histograms</h2>{img('figure2', "Figure 2: I' histograms")}
+<h2>Every model</h2>
+<p>One panel per model (all runs), its histogram filled, the GAN of the same arch outlined (for a
+GAN: the EBGAN of its arch). Figure 2 overlays only the paper's fully-connected models.</p>
+{img('models', "Every model's I' histogram")}
 <h2>Figure 3: GAN runs by optimizer and learning rate</h2>{img('figure3', 'Figure 3: GAN sub-grids')}
 <h2>Figure 4: best run of each model</h2>{img('figure4', 'Figure 4: samples')}
 {_table(best_tbl, 'best')}

@@ -155,10 +155,10 @@ def test_report_files_and_contents(tmp_path):
     out = build_report(run)
     html = out.read_text()
     assert out == run / "report" / "report.html"
-    for name in ("figure2", "figure3", "figure4", "budget", "curves"):
+    for name in ("figure2", "models", "figure3", "figure4", "budget", "curves"):
         assert (run / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f'<figure id="{name}"><img' in html
-    assert html.count("data:image/png;base64,") == 5 and "http" not in html.replace("http-equiv", "")
+    assert html.count("data:image/png;base64,") == 6 and "http" not in html.replace("http-equiv", "")
     for cls in ("best", "stability", "tests", "settings"):
         assert f'<table class="{cls}">' in html
     assert "10 of 12 trials finished (ok 9, diverged 1); errored 1, pending 1" in html
@@ -202,7 +202,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", out.as_uri()], capture_output=True,
                          text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for name in ("figure2", "figure3", "figure4", "budget", "curves"):
+    for name in ("figure2", "models", "figure3", "figure4", "budget", "curves"):
         assert f'id="{name}"' in dom.stdout
     assert dom.stdout.count("<table") == 4
     shot = tmp_path / "shot.png"
@@ -268,10 +268,21 @@ def test_dcgan_runs_are_their_own_models_everywhere():
     assert tests.loc["EBGAN (DCGAN) vs EBGAN", "n_b"] == 4
     b = budget_table(df)
     assert b[b.model == "gan-dcgan"]["expected_best_i_prime"].tolist() == pytest.approx([3.3, 6.2])
+    # Figure 2 overlays the paper's fully-connected models; every model gets its own panel
     fig = figures.figure2(df)
     legend = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["GAN (n=6)", "GAN (DCGAN) (n=2)", "EBGAN (n=4)", "EBGAN (DCGAN) (n=3)",
-                      "BEGAN (DCGAN) (n=1)"]
+    assert legend == ["GAN (n=6)", "EBGAN (n=4)"]
+    panels = [ax for ax in figures.models_figure(df).axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == [
+        "GAN (n=6)\nmedian 0.15, 83% below 1", "GAN (DCGAN) (n=2)\nmedian 3.30, 50% below 1",
+        "EBGAN (n=4)\nmedian 3.70, 0% below 1", "EBGAN (DCGAN) (n=3)\nmedian 7.00, 33% below 1",
+        "BEGAN (DCGAN) (n=1)\nmedian 3.30, 0% below 1"]
+    # each panel: the model filled, its reference outlined (GAN -> EBGAN, others -> GAN, same arch)
+    refs = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in panels]
+    assert refs == [["GAN", "EBGAN"], ["GAN (DCGAN)", "EBGAN (DCGAN)"], ["EBGAN", "GAN"],
+                    ["EBGAN (DCGAN)", "GAN (DCGAN)"], ["BEGAN (DCGAN)", "GAN (DCGAN)"]]
+    filled = [p for p in panels[3].patches if p.get_fill()]
+    assert [tuple(np.round(p.get_data().values[[0, 14, 15]], 4)) for p in filled] == [(33.3333, 33.3333, 33.3333)]
     titles = [ax.get_title() for ax in figures.figure3(df).axes if ax.get_visible()]
     assert titles[-1] == "GAN (DCGAN): optimD adam, optimG adam, lr 0.0002  (n=2)" and len(titles) == 3
     assert list(figures.best_runs(df).index) == ["gan", "gan-dcgan", "ebgan", "ebgan-dcgan", "began-dcgan"]
