@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -138,20 +139,23 @@ def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.7 * nrow), sharex=True, sharey=True,
                              squeeze=False)
     several = len({key[0] for key, _ in panels}) > 1
-    ref = finished_scores(of_model(df, "ebgan"))  # the paper's EBGAN, the same in every panel
+    ms = models(df)
+    legend_done = set()
     for ax, ((m, od, og, lr), sub) in zip(axes.flat, panels):
         _hist(ax, finished_scores(sub), m, n_label=False)
-        if len(ref):
-            _hist(ax, ref, "ebgan", n_label=False, reference=True)
-        name = f"{model_label(m)}: " if several else ""
+        ref = reference_of(m, ms)  # the EBGAN of the same arch, the same in each of its panels
+        if ref:
+            _hist(ax, finished_scores(of_model(df, ref)), ref, n_label=False, reference=True)
+        if m not in legend_done:  # one legend per GAN model, on its first panel
+            ax.legend(loc="upper right", frameon=False, fontsize=7.5)
+            legend_done.add(m)
+        name = f"{model_label(m)}\n" if several else ""
         ax.set_title(f"{name}optimD {od}, optimG {og}, lr {lr:g}  (n={len(sub)})", fontsize=8.5)
         _axes_labels(ax, real_i_prime)
         ax.label_outer()
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    if panels:
-        axes.flat[0].legend(loc="upper right", frameon=False, fontsize=8)
-    fig.suptitle(f"Figure 3: GAN runs by (optimD, optimG, lr), EBGAN (n={len(ref)}) as reference")
+    fig.suptitle("Figure 3: GAN runs by (optimD, optimG, lr), the EBGAN of the same arch as reference")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
 
@@ -167,20 +171,24 @@ def best_runs(df: pd.DataFrame) -> pd.DataFrame:
 def figure4(df: pd.DataFrame, samples: dict[str, np.ndarray]) -> plt.Figure:
     """samples: point_id -> (64, 32, 32) uint8, for the best runs."""
     best = best_runs(df)
-    fig, axes = plt.subplots(1, max(1, len(best)), figsize=(4.2 * max(1, len(best)), 4.6), squeeze=False)
+    ncol = min(4, max(1, len(best)))  # rows of at most 4 grids stay readable on a page
+    nrow = max(1, math.ceil(len(best) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 4.8 * nrow), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.set_axis_off()
     for ax, (m, row) in zip(axes.flat, best.iterrows()):
         imgs = samples.get(row["point_id"])
-        ax.set_axis_off()
+        unit = "" if arch_of(m) == "mlp" else "ch"  # dcgan sizes are channels, not units
         if imgs is None:
             ax.text(0.5, 0.5, "samples not saved", ha="center", va="center")
         else:
             ax.imshow(tile(imgs), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"{model_label(m)}: I' {row['i_prime']:.2f}\n"
-                     f"G {row['nLayerG']}x{row['sizeG']}, D {row['nLayerD']}x{row['sizeD']}, "
+                     f"G {row['nLayerG']}x{row['sizeG']}{unit}, D {row['nLayerD']}x{row['sizeD']}{unit}, "
                      f"{'dropout' if row['dropoutD'] else 'no dropout'}, "
                      f"{row['optimD']}/{row['optimG']} lr {row['lr']:g}", fontsize=8.5)
     fig.suptitle("Figure 4: samples of the best run of each model (final epoch, fixed noise)")
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 
 
@@ -220,10 +228,13 @@ def curves_figure(curves: pd.DataFrame, results: pd.DataFrame, metric: str = "i_
     if not curves.empty and metric in curves.columns:
         model_of = with_models(results).set_index("point_id")["model"]
         c = curves.assign(model=curves["point_id"].map(model_of)).dropna(subset=[metric, "model"])
-        for m in (m for m in models(results) if m in set(c["model"])):
+        drawn = [m for m in models(results) if m in set(c["model"])]
+        alpha = 0.15 if len(drawn) <= 3 else 0.07  # many overlapping bands: keep the medians readable
+        for m in drawn:
             q = c[c["model"] == m].groupby("epoch")[metric].quantile([0.25, 0.5, 0.75]).unstack()
             ax.plot(q.index, q[0.5], marker="o", color=_color(m), label=model_label(m), **_style(m))
-            ax.fill_between(q.index, q[0.25], q[0.75], color=_color(m), alpha=0.15)
+            ax.fill_between(q.index, q[0.25], q[0.75], color=_color(m), alpha=alpha)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{label} (median, interquartile band)")
     ax.set_title(title)

@@ -284,7 +284,10 @@ def test_dcgan_runs_are_their_own_models_everywhere():
     filled = [p for p in panels[3].patches if p.get_fill()]
     assert [tuple(np.round(p.get_data().values[[0, 14, 15]], 4)) for p in filled] == [(33.3333, 33.3333, 33.3333)]
     titles = [ax.get_title() for ax in figures.figure3(df).axes if ax.get_visible()]
-    assert titles[-1] == "GAN (DCGAN): optimD adam, optimG adam, lr 0.0002  (n=2)" and len(titles) == 3
+    assert titles[-1] == "GAN (DCGAN)\noptimD adam, optimG adam, lr 0.0002  (n=2)" and len(titles) == 3
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else None
+               for ax in figures.figure3(df).axes if ax.get_visible()]
+    assert legends == [["GAN", "EBGAN"], None, ["GAN (DCGAN)", "EBGAN (DCGAN)"]]
     assert list(figures.best_runs(df).index) == ["gan", "gan-dcgan", "ebgan", "ebgan-dcgan", "began-dcgan"]
 
 
