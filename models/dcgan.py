@@ -41,14 +41,14 @@ SIDE = 32
 MAX_LAYERS = 6  # 32 halves five times down to 1x1: five stride-2 layers plus one
 
 
-def _side(n_layers: int) -> int:
+def smallest_side(n_layers: int) -> int:
     """Side of the smallest feature map of a net with n_layers weight layers."""
     if not 2 <= n_layers <= MAX_LAYERS:
         raise ValueError(f"dcgan nets have 2..{MAX_LAYERS} layers, got {n_layers}")
     return SIDE >> (n_layers - 1)
 
 
-def _widths(size: int, n: int) -> list[int]:
+def channel_widths(size: int, n: int) -> list[int]:
     """n channel counts, widest first, halving (never below 1): 64, 4 -> [64, 32, 16, 8]."""
     return [max(size >> i, 1) for i in range(n)]
 
@@ -86,8 +86,8 @@ def _decoder(widths: list[int], dropout: float) -> nn.Sequential:
 class ConvGenerator(nn.Module):
     def __init__(self, n_layers: int, size: int, z_dim: int):
         super().__init__()
-        self.side = _side(n_layers)
-        widths = _widths(size, n_layers - 1)  # channels of the n_layers - 1 maps before the image
+        self.side = smallest_side(n_layers)
+        widths = channel_widths(size, n_layers - 1)  # channels of the n_layers - 1 maps before the image
         self.width0 = widths[0]
         self.project = nn.Linear(z_dim, widths[0] * self.side * self.side)
         self.stem = nn.Sequential(nn.BatchNorm2d(widths[0]), nn.ReLU())
@@ -120,8 +120,8 @@ class ConvDiscriminator(nn.Module):
 
     def __init__(self, n_layers: int, size: int, dropout: float):
         super().__init__()
-        side = _side(n_layers)
-        widths = _widths(size, n_layers - 1)[::-1]  # narrowest first, sizeD last
+        side = smallest_side(n_layers)
+        widths = channel_widths(size, n_layers - 1)[::-1]  # narrowest first, sizeD last
         self.body = _encoder(widths, dropout)
         self.out = nn.Linear(widths[-1] * side * side, 1)
         _init(self)
@@ -142,8 +142,8 @@ class ConvAutoEncoderDiscriminator(nn.Module):
         super().__init__()
         if energy_norm not in ENERGY_NORMS:
             raise ValueError(f"energy_norm must be one of {ENERGY_NORMS}, got {energy_norm!r}")
-        _side(n_layers)
-        widths = _widths(size, n_layers - 1)[::-1]
+        smallest_side(n_layers)
+        widths = channel_widths(size, n_layers - 1)[::-1]
         self.encoder = _encoder(widths, dropout)
         self.decoder = _decoder(widths[::-1], dropout)
         self.energy_norm = energy_norm

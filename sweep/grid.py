@@ -214,15 +214,18 @@ def network_macs(cfg: TrialConfig) -> tuple[int, int]:
         pg = cfg.z_dim * cfg.sizeG + (cfg.nLayerG - 2) * cfg.sizeG ** 2 + cfg.sizeG * img
         pd_hidden = img * cfg.sizeD + (cfg.nLayerD - 2) * cfg.sizeD ** 2
         return pg, pd_hidden + (cfg.sizeD if cfg.family == "gan" else cfg.sizeD * img)
-    # dcgan: G doubles the side from s up to 32 (a transposed conv costs per input
-    # pixel), D halves it from 32 down to s (a conv costs per output pixel).
-    sg = 32 >> (cfg.nLayerG - 1)
-    wg = [max(cfg.sizeG >> i, 1) for i in range(cfg.nLayerG - 1)] + [1]
+    # dcgan, with the nets' own shape rules: G doubles the side from s up to 32 (a
+    # transposed conv costs per input pixel), D halves it from 32 down to s (a conv
+    # costs per output pixel).
+    from models.dcgan import channel_widths, smallest_side
+
+    sg = smallest_side(cfg.nLayerG)
+    wg = channel_widths(cfg.sizeG, cfg.nLayerG - 1) + [1]
     pg = cfg.z_dim * wg[0] * sg * sg + sum(a * b * 16 * (sg << i) ** 2
                                            for i, (a, b) in enumerate(zip(wg[:-1], wg[1:])))
-    wd = [1] + [max(cfg.sizeD >> i, 1) for i in range(cfg.nLayerD - 1)][::-1]
+    wd = [1] + channel_widths(cfg.sizeD, cfg.nLayerD - 1)[::-1]
     enc = sum(a * b * 16 * (32 >> (i + 1)) ** 2 for i, (a, b) in enumerate(zip(wd[:-1], wd[1:])))
-    sd = 32 >> (cfg.nLayerD - 1)
+    sd = smallest_side(cfg.nLayerD)
     # a GAN D ends in one linear layer; an auto-encoder's decoder mirrors its encoder
     return pg, enc + (wd[-1] * sd * sd if cfg.family == "gan" else enc)
 
