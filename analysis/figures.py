@@ -69,6 +69,19 @@ def _axes_labels(ax, real_i_prime: float | None):
         ax.axvline(min(real_i_prime, I_PRIME_EDGES[-1]), color="k", linestyle=":", linewidth=1)
 
 
+def _panels(n: int, width: float, height: float, **subplots_kw) -> tuple[plt.Figure, list]:
+    """A figure of n panels of width x height inches, at most 4 a row (wider rows stop being
+    readable on a page); returns the figure and its n axes in reading order, spare cells hidden."""
+    ncol = min(4, max(1, n))
+    nrow = max(1, math.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False,
+                             **subplots_kw)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def figure2_models(df: pd.DataFrame) -> list[str]:
     """The models Figure 2 overlays: the paper's fully-connected ones (all models when none)."""
     ms = models(df)
@@ -100,11 +113,8 @@ def models_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Fi
     """Small multiples: every model's I' histogram (all runs) in its own panel, against a reference."""
     df = with_models(df)
     ms = models(df)
-    ncol = min(4, max(1, len(ms)))
-    nrow = max(1, math.ceil(len(ms) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), sharex=True, sharey=True,
-                             squeeze=False)
-    for ax, m in zip(axes.flat, ms):
+    fig, axes = _panels(len(ms), 3.4, 2.8, sharex=True, sharey=True)
+    for ax, m in zip(axes, ms):
         s = finished_scores(of_model(df, m))
         _hist(ax, s, m, n_label=False)
         ref = reference_of(m, ms)
@@ -116,8 +126,6 @@ def models_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Fi
         ax.set_title(f"{model_label(m)} (n={len(s)})\n{median}", fontsize=8.5)
         _axes_labels(ax, real_i_prime)
         ax.label_outer()
-    for ax in list(axes.flat)[len(ms):]:
-        ax.set_visible(False)
     fig.suptitle("Every model's I' histogram (all runs), outlined against the GAN of the same arch")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
@@ -134,14 +142,11 @@ def figure3_panels(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
 def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
     df = with_models(df)
     panels = figure3_panels(df)
-    ncol = 4 if len(panels) > 4 else max(1, len(panels))
-    nrow = max(1, math.ceil(len(panels) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.7 * nrow), sharex=True, sharey=True,
-                             squeeze=False)
+    fig, axes = _panels(len(panels), 3.4, 2.7, sharex=True, sharey=True)
     several = len({key[0] for key, _ in panels}) > 1
     ms = models(df)
     legend_done = set()
-    for ax, ((m, od, og, lr), sub) in zip(axes.flat, panels):
+    for ax, ((m, od, og, lr), sub) in zip(axes, panels):
         _hist(ax, finished_scores(sub), m, n_label=False)
         ref = reference_of(m, ms)  # the EBGAN of the same arch, the same in each of its panels
         if ref:
@@ -153,8 +158,6 @@ def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
         ax.set_title(f"{name}optimD {od}, optimG {og}, lr {lr:g}  (n={len(sub)})", fontsize=8.5)
         _axes_labels(ax, real_i_prime)
         ax.label_outer()
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
     fig.suptitle("Figure 3: GAN runs by (optimD, optimG, lr), the EBGAN of the same arch as reference")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
@@ -171,13 +174,9 @@ def best_runs(df: pd.DataFrame) -> pd.DataFrame:
 def figure4(df: pd.DataFrame, samples: dict[str, np.ndarray]) -> plt.Figure:
     """samples: point_id -> (64, 32, 32) uint8, for the best runs."""
     best = best_runs(df)
-    ncol = min(4, max(1, len(best)))  # rows of at most 4 grids stay readable on a page
-    nrow = max(1, math.ceil(len(best) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 4.8 * nrow), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat:
+    fig, axes = _panels(len(best), 4.2, 4.8, layout="constrained")
+    for ax, (m, row) in zip(axes, best.iterrows()):
         ax.set_axis_off()
-    for ax, (m, row) in zip(axes.flat, best.iterrows()):
         imgs = samples.get(row["point_id"])
         unit = "" if arch_of(m) == "mlp" else "ch"  # dcgan sizes are channels, not units
         if imgs is None:
