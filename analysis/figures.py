@@ -82,6 +82,21 @@ def _panels(n: int, width: float, height: float, **subplots_kw) -> tuple[plt.Fig
     return fig, flat[:n]
 
 
+def _label_outer(axes: list) -> None:
+    """Axis labels on the outer panels only, as Axes.label_outer, except that a panel with
+    no panel below it (its column ends early) keeps its x labels."""
+    cells = {(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in axes}
+    for ax in axes:
+        ss = ax.get_subplotspec()
+        row, col = ss.rowspan.start, ss.colspan.start
+        below = (row + 1, col) in cells
+        ax.tick_params(labelbottom=not below, labelleft=col == 0)
+        if below:
+            ax.set_xlabel("")
+        if col > 0:
+            ax.set_ylabel("")
+
+
 def figure2_models(df: pd.DataFrame) -> list[str]:
     """The models Figure 2 overlays: the paper's fully-connected ones (all models when none)."""
     ms = models(df)
@@ -125,7 +140,7 @@ def models_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Fi
             if len(s) else "no finished runs"
         ax.set_title(f"{model_label(m)} (n={len(s)})\n{median}", fontsize=8.5)
         _axes_labels(ax, real_i_prime)
-        ax.label_outer()
+    _label_outer(axes)
     fig.suptitle("Every model's I' histogram (all runs), outlined against the GAN of the same arch")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
@@ -157,7 +172,7 @@ def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
         name = f"{model_label(m)}\n" if several else ""
         ax.set_title(f"{name}optimD {od}, optimG {og}, lr {lr:g}  (n={len(sub)})", fontsize=8.5)
         _axes_labels(ax, real_i_prime)
-        ax.label_outer()
+    _label_outer(axes)
     fig.suptitle("Figure 3: GAN runs by (optimD, optimG, lr), the EBGAN of the same arch as reference")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig

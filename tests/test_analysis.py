@@ -277,6 +277,8 @@ def test_dcgan_runs_are_their_own_models_everywhere():
         "GAN (n=6)\nmedian 0.15, 83% below 1", "GAN (DCGAN) (n=2)\nmedian 3.30, 50% below 1",
         "EBGAN (n=4)\nmedian 3.70, 0% below 1", "EBGAN (DCGAN) (n=3)\nmedian 7.00, 33% below 1",
         "BEGAN (DCGAN) (n=1)\nmedian 3.30, 0% below 1"]
+    # 5 panels, 4 a row: x labels under each column's last panel (three of them in the top row)
+    assert [bool(ax.get_xlabel()) for ax in panels] == [False, True, True, True, True]
     # each panel: the model filled, its reference outlined (GAN -> EBGAN, others -> GAN, same arch)
     refs = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in panels]
     assert refs == [["GAN", "EBGAN"], ["GAN (DCGAN)", "EBGAN (DCGAN)"], ["EBGAN", "GAN"],
