@@ -2,7 +2,7 @@
 
     from analysis.load import load_run
     run = load_run("runs/mini-20261123-101500")
-    run.results.groupby("family")["i_prime"].median()
+    run.results.groupby("model")["i_prime"].median()   # model: family, or family-arch
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import UserError
-from sweep.results import read_curves, read_run_results
+from sweep.results import read_curves, read_run_results, with_models
 
 
 @dataclass(frozen=True)
 class Run:
     run_dir: Path
     manifest: dict  # gansweep.json: preset, runtime, versions, sessions, reference scores
-    results: pd.DataFrame  # one row per grid point (sweep/results.py)
+    results: pd.DataFrame  # one row per grid point (sweep/results.py), plus its `model`
     curves: pd.DataFrame  # one row per (grid point, epoch)
 
     def samples(self, point_id: str) -> np.ndarray | None:
@@ -39,4 +39,4 @@ def load_run(run_dir: str | Path) -> Run:
         curves = read_curves(run_dir)
     except Exception as e:  # pyarrow raises several types for damaged files
         raise UserError(f"{run_dir / 'curves.parquet'}: unreadable curves table ({type(e).__name__})") from None
-    return Run(run_dir, manifest, results, curves)
+    return Run(run_dir, manifest, with_models(results), curves)

@@ -21,8 +21,7 @@ import pandas as pd
 from analysis import figures
 from analysis.load import Run, load_run
 from analysis.stats import (FAILURE_I_PRIME, budget_table, ebgan_vs_gan_tests, figure2_counts,
-                            finished_scores, model_label, models, of_model, stability_table,
-                            with_models)
+                            finished_scores, model_label, models, of_model, stability_table)
 from sweep.results import write_atomic
 
 
@@ -81,7 +80,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     run = load_run(run_dir)
     out = out or run.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    df, m = with_models(run.results), run.manifest
+    df, m = run.results, run.manifest  # load_run adds the model column
     real = (m.get("reference_scores") or {}).get("i_prime")
 
     stab = stability_table(df)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.config import model_name
-from sweep.results import with_models  # noqa: F401  (re-exported: analysis code and notebooks use it)
+from sweep.results import with_models
 
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0
@@ -82,6 +82,7 @@ FIGURE2_PANELS = {
 
 def figure2_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Long table: panel, model, bin_lo, bin_hi, count, percent (what Figure 2 draws)."""
+    df = with_models(df)  # derive the model column once, not in every of_model call
     rows = []
     for panel, select in FIGURE2_PANELS.items():
         sub = select(df)
@@ -113,6 +114,7 @@ def _summary(sub: pd.DataFrame) -> dict:
 
 def stability_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per model, then one per GAN model's (optimD, optimG, lr) sub-grid."""
+    df = with_models(df)  # derive the model column once, not in every of_model call
     ms = models(df)
     rows = [{"group": model_label(m), **_summary(of_model(df, m))} for m in ms]
     for m in (m for m in ms if family_of(m) == "gan"):
@@ -149,6 +151,7 @@ def mann_whitney(x, y) -> tuple[float, float]:
 def ebgan_vs_gan_tests(df: pd.DataFrame) -> pd.DataFrame:
     """Each energy-based model against the GAN of the same arch; then, where a family
     was run on both, its DCGAN nets against its fully-connected ones."""
+    df = with_models(df)  # derive the model column once, not in every of_model call
     ms = models(df)
     pairs = [(m, model_name("gan", arch_of(m))) for m in ms if family_of(m) != "gan"]
     pairs += [(m, family_of(m)) for m in ms if arch_of(m) != "mlp"]
@@ -185,6 +188,7 @@ def expected_best_of_k(scores) -> np.ndarray:
 
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame:
+    df = with_models(df)  # derive the model column once, not in every of_model call
     rows = []
     for m in models(df):
         s = finished_scores(of_model(df, m))
