@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def mnist_root() -> Path:
     env = os.environ.get("GANSWEEP_DATA")
-    root = Path(env) if env else REPO.parent / "shared" / "mnist"
+    # Absolute: tests start gansweep in temporary folders with GANSWEEP_DATA set to this,
+    # and the README's `export GANSWEEP_DATA=../shared/mnist` is relative to the checkout.
+    root = (Path(env).expanduser() if env else REPO.parent / "shared" / "mnist").resolve()
     if not (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
         pytest.exit(f"tests need MNIST: {root}/MNIST/raw not found (set GANSWEEP_DATA)", returncode=2)
     return root

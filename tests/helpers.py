@@ -18,18 +18,26 @@ def cli(*args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
 
 
 def start(*args, cwd) -> subprocess.Popen:
-    """A background `gansweep` in its own session, so the test can kill it and its Ray instance."""
-    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=cwd,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    """A background `gansweep` in its own session, so the test can kill it and its Ray instance.
+    Its stderr goes to cwd/gansweep.stderr, which wait_for quotes if it exits early."""
+    err = Path(cwd) / "gansweep.stderr"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=cwd,
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=f)
+    proc.stderr_path = err
+    return proc
 
 
-def wait_for(pred, timeout: float, what: str):
+def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    """pred()'s first non-None value; fails at the timeout, or at once if proc has exited."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         got = pred()
         if got is not None:
             return got
+        if proc is not None and proc.poll() is not None:
+            tail = proc.stderr_path.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"gansweep exited with {proc.returncode} before {what}: {tail}")
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 

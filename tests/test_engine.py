@@ -95,7 +95,7 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     # with some trials finished and most not, whatever the machine's speed
     proc = start("run", "--config", sweep_file, "--preset", "t", "--name", "k", "--storage",
                  tmp_path / "runs", "--num-cpus", "2", "--max-concurrent", "1", "--quiet", cwd=tmp_path)
-    before = wait_for(lambda: results_with(run, 2), 240, "two finished trials")
+    before = wait_for(lambda: results_with(run, 2), 240, "two finished trials", proc)
     # while it runs: every port of the local Ray instance listens on loopback only
     addresses = listening_addresses(proc.pid)
     assert addresses and addresses <= LOOPBACK, addresses

@@ -75,7 +75,7 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, env):
         except (ValueError, FileNotFoundError):
             return None
 
-    wait_for(two_epochs_reported, 240, "two reported epochs")
+    wait_for(two_epochs_reported, 240, "two reported epochs", proc)
     workers = session_pids(proc.pid, "ray::ImplicitFunc")
     assert workers, "no trial worker found"
     for pid in workers:
@@ -118,7 +118,7 @@ def test_damaged_checkpoint_is_an_error_then_restart_errored_finishes(tmp_path, 
     proc = start("run", "--preset", "one", "--name", "c", "--storage", tmp_path / "runs",
                  "--num-cpus", "2", "--quiet", cwd=tmp_path)
     wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000001/state.pt")) else None,
-             240, "a second checkpoint")
+             240, "a second checkpoint", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     for state in (run / "tune").glob("*/checkpoint_*/state.pt"):
@@ -200,7 +200,7 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, env):
             dirs = {p.parent for p in (run / "tune").glob("*/checkpoint_*")}
             return True if len(dirs) >= 2 else None
 
-        wait_for(two_trials_checkpointed, 240, "two trials under way")
+        wait_for(two_trials_checkpointed, 240, "two trials under way", proc)
         assert results_with(run, 6) is None  # the sweep is still going
         cluster.remove_node(worker, allow_graceful=False)
         assert proc.wait(timeout=600) == 0
