@@ -13,7 +13,8 @@ Figure 2: I' histograms, percent of each model's runs per bin, three panels; the
           paper's fully-connected models overlaid (as the paper draws GAN vs EBGAN).
 Models:   every model's histogram in its own panel, against the GAN of its arch.
 Figure 3: one panel per GAN (optimD, optimG, lr) sub-grid, EBGAN as reference.
-Figure 4: samples of the best run (highest final I') of each model. The samples
+Figure 4: samples of the best run (highest final I' among the runs that draw digits,
+          digit_share >= 0.5) of each model. The samples
           are the 64 images from fixed noise that every trial saves at its last
           evaluation (RUN_DIR/samples/<point_id>.npy), so no generator is rebuilt.
 Budget:   expected best I' among k runs drawn at random from a model's grid.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.patches
 import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; never needs a display
@@ -30,9 +32,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.stats import (FAILURE_I_PRIME, FIGURE2_PANELS, I_PRIME_EDGES, SUBGRID,  # noqa: E402
-                            arch_of, budget_table, family_of, finished_scores, histogram_percent,
-                            model_label, models, of_model, with_models)
+from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, FIGURE2_PANELS, FINISHED,  # noqa: E402
+                            I_PRIME_EDGES, SUBGRID, arch_of, budget_table, draws_digits,
+                            family_of, finished_scores, has_digit_share, histogram_percent,
+                            model_label, models, non_digit_scores, of_model, with_models)
 from sweep.config import model_name  # noqa: E402
 
 COLORS = {"gan": "#d62728", "ebgan": "#1f77b4", "ebgan_pt": "#2ca02c", "began": "#9467bd"}
@@ -49,16 +52,33 @@ def _style(model: str) -> dict:
     return {} if arch_of(model) == "mlp" else {"linestyle": "--"}
 
 
-def _hist(ax, scores, model: str, n_label: bool = True, reference: bool = False):
+def _hist(ax, runs: pd.DataFrame, model: str, n_label: bool = True, reference: bool = False):
+    """One model's I' histogram of `runs` (percent of its finished runs per bin). Filled, the
+    part of each bin that is non-digit runs is stacked at its foot, cross-hatched in black."""
+    scores = finished_scores(runs)
     _, pct = histogram_percent(scores)
     text = f"{model_label(model)} (n={len(scores)})" if n_label else model_label(model)
     if reference:
         ax.stairs(pct, I_PRIME_EDGES, color=_color(model), linewidth=1.6, label=text, **_style(model))
-    else:
-        hatch = None if arch_of(model) == "mlp" else "///"
-        ax.stairs(pct, I_PRIME_EDGES, fill=True, alpha=0.45 if hatch is None else 0.25, hatch=hatch,
-                  color=_color(model), label=text)
-        ax.stairs(pct, I_PRIME_EDGES, color=_color(model), linewidth=1.0, **_style(model))
+        return
+    hatch = None if arch_of(model) == "mlp" else "///"
+    ax.stairs(pct, I_PRIME_EDGES, fill=True, alpha=0.45 if hatch is None else 0.25, hatch=hatch,
+              color=_color(model), label=text)
+    ax.stairs(pct, I_PRIME_EDGES, color=_color(model), linewidth=1.0, **_style(model))
+    non_digit, _ = histogram_percent(non_digit_scores(runs))
+    if non_digit.any():
+        ax.stairs(100.0 * non_digit / len(scores), I_PRIME_EDGES, fill=False, hatch="xxxx",
+                  edgecolor=_color(model), linewidth=0.0)
+
+
+def _non_digit_legend(ax, **kw) -> None:
+    """The legend, with one entry for the cross-hatched non-digit stacks when a panel has any."""
+    handles, labels = ax.get_legend_handles_labels()
+    if any(p.get_hatch() == "xxxx" for p in ax.patches):
+        handles.append(matplotlib.patches.Patch(facecolor="none", edgecolor="0.3", hatch="xxxx"))
+        labels.append(f"of which non-digit runs (digit_share < {DIGITS_RUN_SHARE:g})")
+    if handles:
+        ax.legend(handles, labels, **kw)
 
 
 def _axes_labels(ax, real_i_prime: float | None):
@@ -108,10 +128,10 @@ def figure2(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
     for ax, (title, select) in zip(axes, FIGURE2_PANELS.items()):
         sub = select(df)
         for m in figure2_models(df):
-            _hist(ax, finished_scores(of_model(sub, m)), m)
+            _hist(ax, of_model(sub, m), m)
         ax.set_title(title)
         _axes_labels(ax, real_i_prime)
-        ax.legend(loc="upper right", frameon=False)
+        _non_digit_legend(ax, loc="upper right", frameon=False)
     fig.suptitle("Figure 2: I' of finished runs, GAN vs EBGAN and the other families" +
                  ("  (dotted: real MNIST test set)" if real_i_prime else ""))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -130,14 +150,17 @@ def models_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Fi
     ms = models(df)
     fig, axes = _panels(len(ms), 3.4, 2.8, sharex=True, sharey=True)
     for ax, m in zip(axes, ms):
-        s = finished_scores(of_model(df, m))
-        _hist(ax, s, m, n_label=False)
+        runs = of_model(df, m)
+        s = finished_scores(runs)
+        _hist(ax, runs, m, n_label=False)
         ref = reference_of(m, ms)
         if ref:
-            _hist(ax, finished_scores(of_model(df, ref)), ref, n_label=False, reference=True)
-            ax.legend(loc="upper right", frameon=False, fontsize=7.5)
+            _hist(ax, of_model(df, ref), ref, n_label=False, reference=True)
+        _non_digit_legend(ax, loc="upper right", frameon=False, fontsize=7.5)
         median = f"median {s.median():.2f}, {(s < FAILURE_I_PRIME).mean():.0%} below {FAILURE_I_PRIME:g}" \
             if len(s) else "no finished runs"
+        if len(s) and has_digit_share(df):
+            median += f", {draws_digits(runs).mean():.0%} draw digits"
         ax.set_title(f"{model_label(m)} (n={len(s)})\n{median}", fontsize=8.5)
         _axes_labels(ax, real_i_prime)
     _label_outer(axes)
@@ -162,12 +185,12 @@ def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
     ms = models(df)
     legend_done = set()
     for ax, ((m, od, og, lr), sub) in zip(axes, panels):
-        _hist(ax, finished_scores(sub), m, n_label=False)
+        _hist(ax, sub, m, n_label=False)
         ref = reference_of(m, ms)  # the EBGAN of the same arch, the same in each of its panels
         if ref:
-            _hist(ax, finished_scores(of_model(df, ref)), ref, n_label=False, reference=True)
+            _hist(ax, of_model(df, ref), ref, n_label=False, reference=True)
         if m not in legend_done:  # one legend per GAN model, on its first panel
-            ax.legend(loc="upper right", frameon=False, fontsize=7.5)
+            _non_digit_legend(ax, loc="upper right", frameon=False, fontsize=7.5)
             legend_done.add(m)
         name = f"{model_label(m)}\n" if several else ""
         ax.set_title(f"{name}optimD {od}, optimG {og}, lr {lr:g}  (n={len(sub)})", fontsize=8.5)
@@ -179,30 +202,53 @@ def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
 
 
 def best_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The run with the highest final I' of each model (ok runs only), indexed by model."""
+    """The run with the highest final I' of each model among its ok runs that draw digits
+    (digit_share >= DIGITS_RUN_SHARE), indexed by model. A model none of whose runs draws
+    digits has no row. Tables scored before the digit test: the highest I' of all ok runs."""
     df = with_models(df)
     ok = df[df["status"] == "ok"].dropna(subset=["i_prime"])
+    if has_digit_share(df):
+        ok = ok[ok["digit_share"] >= DIGITS_RUN_SHARE]
     best = ok.loc[ok.groupby("model")["i_prime"].idxmax()]
     return best.set_index("model").loc[[m for m in models(df) if m in best["model"].values]]
 
 
 def figure4(df: pd.DataFrame, samples: dict[str, np.ndarray]) -> plt.Figure:
-    """samples: point_id -> (64, 32, 32) uint8, for the best runs."""
+    """samples: point_id -> (64, 32, 32) uint8, for the best runs. Every model with finished
+    runs gets a panel; one whose runs draw no digits says so instead of showing noise."""
+    df = with_models(df)
     best = best_runs(df)
-    fig, axes = _panels(len(best), 4.2, 4.8, layout="constrained")
-    for ax, (m, row) in zip(axes, best.iterrows()):
+    scored = has_digit_share(df)
+    shown = [m for m in models(df) if df.loc[df["model"] == m, "status"].isin(FINISHED).any()]
+    fig, axes = _panels(max(len(shown), 1), 4.2, 4.8, layout="constrained")
+    if not shown:
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "no finished runs yet", ha="center", va="center")
+    for ax, m in zip(axes, shown):
         ax.set_axis_off()
+        if m not in best.index:
+            ok = of_model(df, m).query("status == 'ok'")
+            top = f"; the highest is {ok['digit_share'].max():.2f}" if len(ok) else ""
+            ax.text(0.5, 0.5, f"no run draws digits:\nnone of {len(ok)} ok runs has\n"
+                              f"digit_share >= {DIGITS_RUN_SHARE:g}{top}",
+                    ha="center", va="center", fontsize=10, wrap=True)
+            ax.set_title(model_label(m), fontsize=8.5)
+            continue
+        row = best.loc[m]
         imgs = samples.get(row["point_id"])
         unit = "" if arch_of(m) == "mlp" else "ch"  # dcgan sizes are channels, not units
         if imgs is None:
             ax.text(0.5, 0.5, "samples not saved", ha="center", va="center")
         else:
             ax.imshow(tile(imgs), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"{model_label(m)}: I' {row['i_prime']:.2f}\n"
+        share = f", digit_share {row['digit_share']:.2f}" if scored else ", digit_share not measured"
+        ax.set_title(f"{model_label(m)}: I' {row['i_prime']:.2f}{share}\n"
                      f"G {row['nLayerG']}x{row['sizeG']}{unit}, D {row['nLayerD']}x{row['sizeD']}{unit}, "
                      f"{'dropout' if row['dropoutD'] else 'no dropout'}, "
                      f"{row['optimD']}/{row['optimG']} lr {row['lr']:g}", fontsize=8.5)
-    fig.suptitle("Figure 4: samples of the best run of each model (final epoch, fixed noise)")
+    rule = (f"among runs with digit_share >= {DIGITS_RUN_SHARE:g}" if scored
+            else "scored before the digit test: by I' alone")
+    fig.suptitle(f"Figure 4: samples of the best run of each model, {rule} (final epoch, fixed noise)")
     return fig
 
 

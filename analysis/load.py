@@ -32,6 +32,18 @@ class Run:
         return arr if arr.dtype == np.uint8 and arr.ndim == 3 else None
 
 
+def one_scorer(results: pd.DataFrame, where: Path) -> str:
+    """The classifier sha256 every row was scored by; rows scored by different classifiers
+    are refused (I' depends on the classifier: such scores cannot share a histogram)."""
+    shas = sorted(results["classifier_sha256"].dropna().unique()) if "classifier_sha256" in results else []
+    if len(shas) > 1:
+        counts = results["classifier_sha256"].value_counts()
+        raise UserError(f"{where}: rows scored by {len(shas)} different classifiers ({shas[0][:12]}... "
+                        f"{counts[shas[0]]} rows, {shas[1][:12]}... {counts[shas[1]]} rows); "
+                        "report each classifier's runs separately")
+    return shas[0] if shas else ""
+
+
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     manifest, results = read_run_results(run_dir)

@@ -19,9 +19,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from analysis import figures
-from analysis.load import Run, load_run
-from analysis.stats import (FAILURE_I_PRIME, budget_table, ebgan_vs_gan_tests, figure2_counts,
-                            finished_scores, model_label, models, of_model, stability_table)
+from analysis.load import Run, load_run, one_scorer
+from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, budget_table, draws_digits,
+                            ebgan_vs_gan_tests, figure2_counts, finished_scores, has_digit_share,
+                            model_label, models, of_model, stability_table)
 from sweep.results import write_atomic
 
 
@@ -63,11 +64,15 @@ def _settings(results: pd.DataFrame) -> pd.DataFrame:
 def _headline(run: Run, tests: pd.DataFrame) -> str:
     df = run.results
     parts = []
+    scored = has_digit_share(df)
     for m in models(df):
-        s = finished_scores(of_model(df, m))
+        runs = of_model(df, m)
+        s = finished_scores(runs)
         if len(s):
+            digits = f", {draws_digits(runs).mean():.0%} draw digits" if scored else ""
             parts.append(f"{model_label(m)}: median I' {s.median():.2f}, "
-                         f"{(s < FAILURE_I_PRIME).mean():.0%} of {len(s)} finished runs below {FAILURE_I_PRIME:g}")
+                         f"{(s < FAILURE_I_PRIME).mean():.0%} of {len(s)} finished runs below "
+                         f"{FAILURE_I_PRIME:g}{digits}")
     text = "; ".join(parts) + "."
     for t in tests.itertuples(index=False):
         a, b = t.comparison.split(" vs ")
@@ -78,6 +83,7 @@ def _headline(run: Run, tests: pd.DataFrame) -> str:
 
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
     run = load_run(run_dir)
+    one_scorer(run.results, run.run_dir)  # before anything is written
     out = out or run.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     df, m = run.results, run.manifest  # load_run adds the model column
@@ -118,8 +124,9 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         b64 = base64.b64encode(pngs[name]).decode()
         return f'<figure id="{name}"><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"></figure>'
 
-    best_tbl = best.reset_index()[["model", "point_id", "i_prime", "inception_score", "fid",
-                                   "classes_covered"]] if len(best) else pd.DataFrame()
+    best_cols = ["model", "point_id", "i_prime", "inception_score", "fid", "classes_covered"] + \
+        (["digit_share"] if has_digit_share(df) else [])
+    best_tbl = best.reset_index()[best_cols] if len(best) else pd.DataFrame()
     ref_line = (f"The real MNIST test set scores I' = {real:.2f}, IS = "
                 f"{m['reference_scores']['inception_score']:.2f} with this classifier (dotted lines)."
                 if real else "")
@@ -155,7 +162,8 @@ GAN: the EBGAN of its arch). Figure 2 overlays only the paper's fully-connected 
 {_table(best_tbl, 'best')}
 <h2>Stability</h2>
 <p>Per model, then per GAN (optimD, optimG, lr) sub-grid. failure_share: share of finished runs with
-I' &lt; {FAILURE_I_PRIME:g}. IS, FID and classes: medians over runs that finished without diverging.</p>
+I' &lt; {FAILURE_I_PRIME:g}. IS, FID, classes and digit_share: medians over runs that finished without
+diverging. draws_digits_share: share of finished runs with digit_share &ge; {DIGITS_RUN_SHARE:g}.</p>
 {_table(stab, 'stability')}
 <h3>EBGAN vs GAN, two-sample test</h3>
 <p>Two-sided Mann-Whitney U test on final I' (diverged runs as 0), each energy-based model against
@@ -172,7 +180,12 @@ prob_a_beats_b = U / (n_a n_b).</p>
 each run is scored on n_eval samples from fixed noise after its last epoch.</li>
 <li>Diverged runs (NaN or inf in a loss or a sample) count as I' = 0; errored and pending runs are not plotted.</li>
 <li>Histogram bins: 0 to 14 in steps of 0.5, the same in every panel; higher scores fall in the last bin.</li>
-<li>Figure 4 shows the 64 fixed-noise samples each trial saves at its last evaluation.</li>
+<li>digit_share: the share of a run's scored samples whose top class probability reaches the
+classifier's pinned digit threshold (set to accept 99% of the real MNIST test set). A run draws digits
+when its digit_share is at least {DIGITS_RUN_SHARE:g}; the cross-hatched foot of each histogram bar is
+the runs that finished but do not, whatever their I'.</li>
+<li>Figure 4 shows the 64 fixed-noise samples each trial saves at its last evaluation, for the run with
+the highest I' among those that draw digits.</li>
 <li>Sessions: {html.escape(sessions)}.</li>
 </ul>
 </body></html>

@@ -11,6 +11,11 @@ Conventions (documented in the report too):
     test set scores 13.3 with the committed classifier, one digit class alone 0.03).
   * Runs are compared by *model*: the family for the paper's fully-connected nets
     ("ebgan"), family-arch for the others ("ebgan-dcgan"; sweep/config.py).
+  * A run *draws digits* when at least DIGITS_RUN_SHARE = 0.5 of its scored samples
+    pass the classifier's digit test (`digit_share`, models/classifier.py). A finished
+    run that does not is a *non-digit* run: whatever its I', it draws something else
+    (noise, blobs, scraps), and the histograms hatch its share of each bin. Tables
+    scored before digit_share existed have no such column: nothing is hatched then.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from sweep.results import with_models
 
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0
+DIGITS_RUN_SHARE = 0.5
 FINISHED = ("ok", "diverged")
 FAMILY_ORDER = ("gan", "ebgan", "ebgan_pt", "began")
 FAMILY_LABEL = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN"}
@@ -65,6 +71,30 @@ def finished_scores(df: pd.DataFrame, col: str = "i_prime") -> pd.Series:
     return fin[col].where(fin["status"] == "ok", 0.0).fillna(0.0)
 
 
+def has_digit_share(df: pd.DataFrame) -> bool:
+    """Whether the table was scored with the digit test (older tables lack the column)."""
+    return "digit_share" in df.columns and df["digit_share"].notna().any()
+
+
+def draws_digits(df: pd.DataFrame) -> pd.Series:
+    """Per finished run (index of finished_scores): True when it is ok and its final
+    digit_share reaches DIGITS_RUN_SHARE; diverged runs draw nothing."""
+    fin = df[df["status"].isin(FINISHED)]
+    if "digit_share" not in fin.columns:
+        return pd.Series(False, index=fin.index)
+    return (fin["status"] == "ok") & (fin["digit_share"] >= DIGITS_RUN_SHARE)
+
+
+def non_digit_scores(df: pd.DataFrame) -> pd.Series:
+    """finished_scores of the ok runs whose digit_share is below DIGITS_RUN_SHARE (a run
+    without a digit_share, from an older table, is not counted as non-digit)."""
+    s = finished_scores(df)
+    if "digit_share" not in df.columns:
+        return s.iloc[:0]
+    fin = df.loc[s.index]
+    return s[(fin["status"] == "ok") & (fin["digit_share"] < DIGITS_RUN_SHARE)]
+
+
 def histogram_percent(scores: pd.Series | np.ndarray, edges=I_PRIME_EDGES) -> tuple[np.ndarray, np.ndarray]:
     """(counts per bin, percent of the runs per bin); values past the edges are clipped in."""
     x = np.clip(np.asarray(scores, dtype=float), edges[0], edges[-1])
@@ -81,20 +111,25 @@ FIGURE2_PANELS = {
 
 
 def figure2_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Long table: panel, model, bin_lo, bin_hi, count, percent (what Figure 2 draws)."""
+    """Long table: panel, model, bin_lo, bin_hi, count, percent, non_digit_count (what Figure 2
+    draws: the count of a bin's runs that finished ok without drawing digits)."""
     df = with_models(df)  # derive the model column once, not in every of_model call
     rows = []
     for panel, select in FIGURE2_PANELS.items():
         sub = select(df)
         for m in models(df):
-            counts, pct = histogram_percent(finished_scores(of_model(sub, m)))
+            runs = of_model(sub, m)
+            counts, pct = histogram_percent(finished_scores(runs))
+            non_digit, _ = histogram_percent(non_digit_scores(runs))
             for i, (c, p) in enumerate(zip(counts, pct)):
                 rows.append({"panel": panel, "model": m, "bin_lo": I_PRIME_EDGES[i],
-                             "bin_hi": I_PRIME_EDGES[i + 1], "count": int(c), "percent": float(p)})
+                             "bin_hi": I_PRIME_EDGES[i + 1], "count": int(c), "percent": float(p),
+                             "non_digit_count": int(non_digit[i])})
     return pd.DataFrame(rows)
 
 
-def _summary(sub: pd.DataFrame) -> dict:
+def _summary(sub: pd.DataFrame, scored: bool) -> dict:
+    """scored: the table has digit_share (has_digit_share of the whole table)."""
     s = finished_scores(sub)
     fin = sub[sub["status"].isin(FINISHED)]
     ok = sub[sub["status"] == "ok"]
@@ -109,6 +144,9 @@ def _summary(sub: pd.DataFrame) -> dict:
         "is_median": float(ok["inception_score"].median()) if len(ok) else math.nan,
         "fid_median": float(ok["fid"].median()) if len(ok) else math.nan,
         "classes_median": float(ok["classes_covered"].median()) if len(ok) else math.nan,
+        # the digit test: NaN for tables scored before it existed
+        "digit_share_median": float(ok["digit_share"].median()) if len(ok) and scored else math.nan,
+        "draws_digits_share": float(draws_digits(sub).mean()) if len(fin) and scored else math.nan,
     }
 
 
@@ -116,10 +154,11 @@ def stability_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per model, then one per GAN model's (optimD, optimG, lr) sub-grid."""
     df = with_models(df)  # derive the model column once, not in every of_model call
     ms = models(df)
-    rows = [{"group": model_label(m), **_summary(of_model(df, m))} for m in ms]
+    scored = has_digit_share(df)
+    rows = [{"group": model_label(m), **_summary(of_model(df, m), scored)} for m in ms]
     for m in (m for m in ms if family_of(m) == "gan"):
         for (od, og, lr), sub in of_model(df, m).groupby(SUBGRID, sort=True):
-            rows.append({"group": f"{model_label(m)} D:{od} G:{og} lr {lr:g}", **_summary(sub)})
+            rows.append({"group": f"{model_label(m)} D:{od} G:{og} lr {lr:g}", **_summary(sub, scored)})
     return pd.DataFrame(rows)
 
 

@@ -299,3 +299,89 @@ def test_tables_from_before_the_arch_axis_read_as_mlp(tmp_path):
     html = build_report(run).read_text()
     assert "GAN: median I&#x27; 0.15" in html or "GAN: median I' 0.15" in html
     assert list(pd.read_csv(run / "report" / "stability.csv").group)[:2] == ["GAN", "EBGAN"]
+
+
+# --------------------------------------------------------------------------- the digit test
+def with_digit_shares() -> pd.DataFrame:
+    """synthetic() scored with the digit test. GAN: the 3.1 run draws noise (0.05), the 0.7 run
+    digits (0.8), the rest nothing (0.0). EBGAN: 2.2 -> 0.9, 2.4 -> 0.95, 5.0 -> 0.3, 15.0 -> 0.6."""
+    df = synthetic()
+    share = {("gan", 0.7): 0.8, ("gan", 3.1): 0.05, ("ebgan", 2.2): 0.9, ("ebgan", 2.4): 0.95,
+             ("ebgan", 5.0): 0.3, ("ebgan", 15.0): 0.6}
+    df["digit_share"] = [share.get((r.family, r.i_prime), 0.0) if r.status == "ok" else math.nan
+                         for r in df.itertuples()]
+    return df
+
+
+def test_best_runs_are_runs_that_draw_digits():
+    best = figures.best_runs(with_digit_shares())
+    assert best.loc["gan", "i_prime"] == 0.7  # not the 3.1 noise run
+    assert best.loc["ebgan", "i_prime"] == 15.0
+    df = with_digit_shares()
+    df.loc[df.family == "ebgan", "digit_share"] = 0.2
+    assert list(figures.best_runs(df).index) == ["gan"]
+    fig = figures.figure4(df, {})
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split(":")[0] for ax in panels] == ["GAN", "EBGAN"]
+    assert "digit_share 0.80" in panels[0].get_title()
+    texts = [t.get_text() for t in panels[1].texts]
+    assert texts == ["no run draws digits:\nnone of 4 ok runs has\ndigit_share >= 0.5; the highest is 0.20"]
+    assert "among runs with digit_share >= 0.5" in fig.get_suptitle()
+
+
+def test_histograms_count_and_hatch_non_digit_runs():
+    df = with_digit_shares()
+    t = figure2_counts(df)
+    gan = t[(t.panel.str.startswith("(a)")) & (t.model == "gan")]
+    # non-digit ok GAN runs: 0.2, 0.1, 0.1 (bin 0) and 3.1 (bin 3.0); the diverged one is not counted
+    assert {r.bin_lo: r.non_digit_count for r in gan.itertuples() if r.non_digit_count} == {0.0: 3, 3.0: 1}
+    eb = t[(t.panel.str.startswith("(a)")) & (t.model == "ebgan")]
+    assert {r.bin_lo: r.non_digit_count for r in eb.itertuples() if r.non_digit_count} == {5.0: 1}
+    fig = figures.figure2(df)
+    hatched = [p for p in fig.axes[0].patches if p.get_hatch() == "xxxx"]
+    expected = np.zeros(28)
+    expected[[0, 6]] = [3 / 6 * 100, 1 / 6 * 100]  # percent of the GAN's 6 finished runs
+    assert any(np.allclose(p.get_data().values, expected) for p in hatched)
+    assert len(hatched) == 2  # GAN and EBGAN
+    legend = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["GAN (n=6)", "EBGAN (n=4)", "of which non-digit runs (digit_share < 0.5)"]
+    # tables without digit_share hatch nothing
+    assert not any(p.get_hatch() == "xxxx" for p in figures.figure2(synthetic()).axes[0].patches)
+    assert (figure2_counts(synthetic())["non_digit_count"] == 0).all()
+
+
+def test_stability_table_digit_columns():
+    s = stability_table(with_digit_shares()).set_index("group")
+    # GAN ok runs' shares 0, 0.8, 0.05, 0, 0; 1 of 6 finished runs draws digits
+    assert s.loc["GAN", "digit_share_median"] == 0.0
+    assert s.loc["GAN", "draws_digits_share"] == pytest.approx(1 / 6)
+    assert s.loc["EBGAN", "digit_share_median"] == pytest.approx(0.75)
+    assert s.loc["EBGAN", "draws_digits_share"] == pytest.approx(3 / 4)
+    assert s.loc["GAN D:adam G:adam lr 0.001", "draws_digits_share"] == pytest.approx(1 / 4)
+    old = stability_table(synthetic())  # scored before the digit test: unknown, not zero
+    assert old["digit_share_median"].isna().all() and old["draws_digits_share"].isna().all()
+
+
+def test_report_shows_digit_shares(tmp_path):
+    run = make_run(tmp_path, with_digit_shares(), "digits")
+    html = build_report(run).read_text()
+    assert "GAN: median I&#x27; 0.15, 83% of 6 finished runs below 1, 17% draw digits" in html
+    best = html.split('<table class="best">')[1].split("</table>")[0]
+    assert "<th>classes_covered</th><th>digit_share</th></tr>" in best
+    rows = [r.split("<td>")[1:] for r in best.split("<tr>")[2:]]  # model, point_id, i_prime, ...
+    assert [(r[0].split("<")[0], r[2].split("<")[0], r[-1].split("<")[0]) for r in rows] == \
+        [("gan", "0.7", "0.8"), ("ebgan", "15", "0.6")]
+
+
+def test_report_refuses_rows_of_two_classifiers(tmp_path):
+    df = with_digit_shares()
+    df["classifier_sha256"] = ["a" * 64] * 5 + ["b" * 64] * (len(df) - 5)
+    run = make_run(tmp_path, df, "mixed")
+    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(run)], capture_output=True,
+                       text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "2 different classifiers (aaaaaaaaaaaa... 5 rows, bbbbbbbbbbbb... 7 rows)" in r.stderr
+    assert not (run / "report").exists()
+    df["classifier_sha256"] = "a" * 64  # one classifier: reported
+    run = make_run(tmp_path, df, "single")
+    assert build_report(run).exists()
