@@ -8,6 +8,8 @@ p(y|x) as an (N, 10) tensor, or penultimate features (N, d).
   FID  = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))   on classifier features
   classes_covered  digit classes that are the argmax of >= coverage_min_frac of the samples
   kl_uniform       KL( histogram of argmax classes || uniform over the 10 digits )
+  digit_share      share of samples the classifier accepts as digits: top probability
+                   >= its pinned threshold (models/classifier.py DIGIT_THRESHOLD)
 
 I' is unbounded (log 1/p(y|x) grows without limit for confident classifiers),
 so probabilities are clamped at `eps` (default 1e-12) before any log: the clamp
@@ -21,6 +23,9 @@ from dataclasses import dataclass
 import torch
 
 N_CLASSES = 10
+# Every score of a set of samples, in the order tables show them: the one list the
+# results rows, curves and reports derive their metric columns from.
+SCORE_KEYS = ("i_prime", "inception_score", "fid", "classes_covered", "kl_uniform", "digit_share")
 
 
 def _clamped(probs: torch.Tensor, eps: float) -> torch.Tensor:
@@ -56,6 +61,11 @@ def kl_to_uniform(probs: torch.Tensor) -> float:
     h = class_histogram(probs)
     nz = h[h > 0]  # 0 log 0 = 0
     return (nz * (nz * N_CLASSES).log()).sum().item()
+
+
+def digit_share(probs: torch.Tensor, threshold: float) -> float:
+    """Share of samples whose top class probability reaches `threshold` (accepted as digits)."""
+    return (probs.max(dim=1).values >= threshold).double().mean().item()
 
 
 @dataclass(frozen=True)
@@ -94,14 +104,15 @@ class ScoreSettings:
 
 
 def all_metrics(probs: torch.Tensor, features: torch.Tensor, reference: FeatureStats,
-                settings: ScoreSettings = ScoreSettings()) -> dict[str, float]:
-    """Every metric for one set of samples, as plain floats (ints for counts)."""
+                digit_threshold: float, settings: ScoreSettings = ScoreSettings()) -> dict[str, float]:
+    """Every metric for one set of samples (SCORE_KEYS), as plain floats (ints for counts)."""
     return {
         "i_prime": modified_inception_score(probs, settings.eps),
         "inception_score": inception_score(probs, settings.eps),
         "fid": frechet_distance(FeatureStats.of(features), reference),
         "classes_covered": classes_covered(probs, settings.coverage_min_frac),
         "kl_uniform": kl_to_uniform(probs),
+        "digit_share": digit_share(probs, digit_threshold),
     }
 
 
@@ -109,18 +120,19 @@ class Scorer:
     """The one scoring path: samples -> classifier -> every metric.
 
     Holds the fixed classifier, the reference feature statistics of the real
-    MNIST test set (for FID) and the score settings. Trials, `gansweep score`
-    and the benchmarks all go through `score`.
+    MNIST test set (for FID) and the classifier's pinned digit threshold. Trials,
+    `gansweep score` and the benchmarks all go through `score`; a trial passes the
+    score settings of its own config (prob_eps, coverage_min_frac).
     """
 
     def __init__(self, classifier: torch.nn.Module, reference: FeatureStats,
-                 classifier_sha256: str, settings: ScoreSettings = ScoreSettings()):
+                 classifier_sha256: str, digit_threshold: float):
         self.classifier = classifier.eval()
         self.reference = reference
         self.classifier_sha256 = classifier_sha256
-        self.settings = settings
+        self.digit_threshold = digit_threshold
 
-    def score(self, images: torch.Tensor) -> dict[str, float]:
+    def score(self, images: torch.Tensor, settings: ScoreSettings = ScoreSettings()) -> dict[str, float]:
         """images: (N, 1, 32, 32) float in [-1, 1] on the classifier's device."""
         probs, feats = self.classifier.predict(images)
-        return all_metrics(probs, feats, self.reference, self.settings)
+        return all_metrics(probs, feats, self.reference, self.digit_threshold, settings)

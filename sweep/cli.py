@@ -77,11 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("classifier", help="train or check the fixed MNIST classifier")
     csub = c.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    ct = csub.add_parser("train", help="train on the full MNIST training set")
-    ct.add_argument("--epochs", type=int, default=4)
+    ct = csub.add_parser("train", help="train on the full MNIST training set, with outlier exposure")
+    ct.add_argument("--epochs", type=int, default=None, help="passes over the training digits (default: "
+                                                             "TRAIN_EPOCHS of models/classifier.py, "
+                                                             "which made the committed weights)")
     ct.add_argument("--out", default=None, help="weights file (default: the committed one)")
     _add_data_args(ct)
-    cc = csub.add_parser("check", help="test-set accuracy and sha256 of the committed weights")
+    cc = csub.add_parser("check", help="accuracy, and scores of real digits and of every outlier kind")
+    cc.add_argument("--weights", default=None,
+                    help="another classifier file to check (default: the committed, pinned one)")
+    cc.add_argument("--json", default=None, help="also write the rows to this JSON file")
     _add_data_args(cc)
 
     pl = sub.add_parser("plan", help="trial counts per family and estimated cost")
@@ -169,7 +174,8 @@ def cmd_trial(a) -> int:
 
     def on_epoch(m, _ckpt):
         print(f"  epoch {m['epoch']}: I' {m['i_prime']:.3f}  IS {m['inception_score']:.2f}  "
-              f"FID {m['fid']:.2f}  classes {m['classes_covered']}  loss_d {m['loss_d']:.4f}  "
+              f"FID {m['fid']:.2f}  classes {m['classes_covered']}  digits {m['digit_share']:.0%}  "
+              f"loss_d {m['loss_d']:.4f}  "
               f"loss_g {m['loss_g']:.4f}  ({m['train_seconds']:.1f}s train, "
               f"{m['eval_seconds']:.1f}s score)", flush=True)
 
@@ -252,6 +258,7 @@ def cmd_score(a) -> int:
     scorer, _ = build_scorer(mnist.test_images)
     metrics = scorer.score(images)
     print(json.dumps({"n": int(images.shape[0]), **metrics,
+                      "digit_threshold": scorer.digit_threshold,
                       "classifier_sha256": scorer.classifier_sha256}))
     return 0
 
@@ -259,33 +266,57 @@ def cmd_score(a) -> int:
 def cmd_classifier(a) -> int:
     import torch
 
-    from models.classifier import (WEIGHTS_PATH, accuracy, file_sha256, load_classifier,
-                                   train_classifier)
+    from models.classifier import (TRAIN_EPOCHS, WEIGHTS_PATH, accuracy, digit_threshold,
+                                   file_sha256, train_classifier)
     from sweep.data import load_mnist, to_model_space
     from sweep.results import write_atomic
-    from sweep.scoring import REFERENCE_PATH, compute_reference, images_sha256, save_reference
+    from sweep.scoring import (REFERENCE_PATH, build_scorer, check_scorer, compute_reference,
+                               images_sha256, save_reference)
 
+    weights = Path(a.weights) if a.action == "check" and a.weights else None
+    if weights is not None and not weights.is_file():
+        raise UserError(f"--weights {weights}: no such file")
+    epochs = TRAIN_EPOCHS if a.action == "check" or a.epochs is None else a.epochs
+    if epochs < 1:
+        raise UserError("gansweep classifier train: --epochs must be >= 1")
     mnist = load_mnist(a.data_root, a.download)
     test_x = to_model_space(mnist.test_images)
     if a.action == "check":
-        clf, sha = load_classifier()
-        acc = accuracy(clf, test_x, mnist.test_labels)
-        print(json.dumps({"weights": str(WEIGHTS_PATH), "sha256": sha, "test_accuracy": acc}))
+        scorer, _ = build_scorer(mnist.test_images, weights=weights)
+        acc = accuracy(scorer.classifier, test_x, mnist.test_labels)
+        rows = check_scorer(scorer, mnist)
+        print(f"classifier {weights or WEIGHTS_PATH}\nsha256 {scorer.classifier_sha256}\n"
+              f"test accuracy {acc:.2%}; digit test: top probability >= {scorer.digit_threshold:.4f}")
+        print(format_check(rows))
+        if a.json:
+            doc = {"weights": str(weights or WEIGHTS_PATH), "sha256": scorer.classifier_sha256,
+                   "test_accuracy": acc, "digit_threshold": scorer.digit_threshold, "sets": rows}
+            write_atomic(Path(a.json), lambda p: Path(p).write_text(json.dumps(doc, indent=2)))
         return 0
-    if a.epochs < 1:
-        raise UserError("gansweep classifier train: --epochs must be >= 1")
     out = Path(a.out) if a.out else WEIGHTS_PATH
     model, acc = train_classifier(to_model_space(mnist.train_images), mnist.train_labels, test_x,
-                                  mnist.test_labels, epochs=a.epochs)
+                                  mnist.test_labels, epochs=epochs)
+    threshold = digit_threshold(model, test_x)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda p: torch.save(model.state_dict(), p))
     sha = file_sha256(out)
     if out == WEIGHTS_PATH:  # pin the FID reference of the new weights beside them
-        ref, scores = compute_reference(model, mnist.test_images)
+        ref, scores = compute_reference(model, mnist.test_images, threshold)
         save_reference(REFERENCE_PATH, ref, scores, sha, images_sha256(mnist.test_images))
-    print(f"test accuracy {acc:.4%}; wrote {out}\nsha256 {sha}  "
-          "(set models/classifier.py WEIGHTS_SHA256 to this value to pin it)")
+    print(f"test accuracy {acc:.4%}; wrote {out}\nsha256 {sha}\ndigit threshold {threshold!r}\n"
+          "(to pin them, set WEIGHTS_SHA256 and DIGIT_THRESHOLD in models/classifier.py)")
     return 0
+
+
+def format_check(rows: list[dict]) -> str:
+    """The rows of `classifier check` as an aligned text table."""
+    lines = [f"{'set':<22} {'group':<20} {'n':>5} {'I_':>7} {'IS':>6} {'FID':>9} {'classes':>7} "
+             f"{'digit_share':>11}"]
+    for r in rows:
+        lines.append(f"{r['set']:<22} {r['group']:<20} {r['n']:>5} {r['i_prime']:>7.3f} "
+                     f"{r['inception_score']:>6.2f} {r['fid']:>9.1f} {r['classes_covered']:>7} "
+                     f"{r['digit_share']:>11.3f}")
+    return "\n".join(lines)
 
 
 def cmd_plan(a) -> int:
@@ -364,9 +395,14 @@ def cmd_status(a) -> int:
           + f"  (running {running})")
     done = with_models(df[df["status"].isin(["ok", "diverged"])])
     if len(done):
-        print(f"  {'model':<15} {'finished':>8} {'median I_':>9} {'best I_':>8}")
+        from analysis.stats import draws_digits, has_digit_share
+
+        scored = has_digit_share(done)
+        print(f"  {'model':<15} {'finished':>8} {'median I_':>9} {'best I_':>8}"
+              + (f" {'draw digits':>11}" if scored else ""))
         for model, g in done.groupby("model", sort=False):
-            print(f"  {model:<15} {len(g):>8} {g['i_prime'].median():>9.3f} {g['i_prime'].max():>8.3f}")
+            print(f"  {model:<15} {len(g):>8} {g['i_prime'].median():>9.3f} {g['i_prime'].max():>8.3f}"
+                  + (f" {draws_digits(g).mean():>11.0%}" if scored else ""))
     for s in manifest.get("sessions", []):
         print(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
               f"{s['overhead_share']:.1%}")

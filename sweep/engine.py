@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.metrics import SCORE_KEYS
 from sweep import __version__
 from sweep.config import TrialConfig
 from sweep.errors import UserError
@@ -93,14 +94,14 @@ def _dataset(images, n_train: int, device: str) -> torch.Tensor:
 
 
 def _scorer(device: str, clf_state: dict, clf_sha: str, ref_mean, ref_cov):
-    from models.classifier import MnistCNN
+    from models.classifier import DIGIT_THRESHOLD, MnistCNN
     from models.metrics import FeatureStats, Scorer
 
     key = (device, clf_sha)
     if key not in _SCORERS:
         clf = MnistCNN()
         clf.load_state_dict(clf_state)
-        _SCORERS[key] = Scorer(clf.to(device), FeatureStats(ref_mean, ref_cov), clf_sha)
+        _SCORERS[key] = Scorer(clf.to(device), FeatureStats(ref_mean, ref_cov), clf_sha, DIGIT_THRESHOLD)
     return _SCORERS[key]
 
 
@@ -323,9 +324,8 @@ def _make_callback_class():
 
 
 RESTORED_HISTORY = "restored_history"  # report key: JSON list of the restored checkpoint's epochs
-CURVE_KEYS = ("epoch", "outcome", "i_prime", "inception_score", "fid", "classes_covered",
-              "kl_uniform", "loss_d", "loss_g", "d_real", "d_fake", "m_global", "k_t",
-              "train_seconds", "eval_seconds")
+CURVE_KEYS = ("epoch", "outcome", *SCORE_KEYS, "loss_d", "loss_g", "d_real", "d_fake", "m_global",
+              "k_t", "train_seconds", "eval_seconds")
 
 
 def curves_from_tune_logs(tune_path: str) -> dict[tuple[str, int], dict]:

@@ -7,7 +7,7 @@ not run yet are `pending`), with the fully resolved config beside the scores:
     status            ok | diverged | error | pending
     tune_status       Ray Tune's own state (PENDING, RUNNING, TERMINATED, ERROR)
     epochs_done, best_epoch, the final metrics (i_prime, inception_score, fid,
-    classes_covered, kl_uniform, loss_d, loss_g) and the same at the best epoch
+    classes_covered, kl_uniform, digit_share, loss_d, loss_g) and the same at the best epoch
     (best_i_prime, ...), train_seconds, eval_seconds, wall_seconds,
     classifier_sha256, gansweep_version, git_commit, device, error, trial_id
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from models.classifier import WEIGHTS_PATH, load_classifier
+from models import outliers
+from models.classifier import DIGIT_THRESHOLD, WEIGHTS_PATH, digit_threshold, load_classifier
 from models.metrics import FeatureStats, Scorer, all_metrics
 from sweep.data import to_model_space
 
@@ -24,11 +25,12 @@ def images_sha256(images_u8: torch.Tensor) -> str:
     return hashlib.sha256(images_u8.contiguous().numpy().tobytes()).hexdigest()
 
 
-def compute_reference(clf, test_images_u8: torch.Tensor) -> tuple[FeatureStats, dict]:
+def compute_reference(clf, test_images_u8: torch.Tensor,
+                      threshold: float = DIGIT_THRESHOLD) -> tuple[FeatureStats, dict]:
     device = next(clf.parameters()).device
     probs, feats = clf.predict(to_model_space(test_images_u8, device))
     ref = FeatureStats.of(feats.cpu())
-    return ref, all_metrics(probs, feats.cpu(), ref)
+    return ref, all_metrics(probs, feats.cpu(), ref, threshold)
 
 
 def save_reference(path: Path, ref: FeatureStats, scores: dict, clf_sha: str, data_sha: str) -> None:
@@ -39,8 +41,8 @@ def save_reference(path: Path, ref: FeatureStats, scores: dict, clf_sha: str, da
     write_atomic(path, lambda p: torch.save(state, p))
 
 
-def load_reference(clf, clf_sha: str, test_images_u8: torch.Tensor,
-                   path: Path = REFERENCE_PATH) -> tuple[FeatureStats, dict]:
+def load_reference(clf, clf_sha: str, test_images_u8: torch.Tensor, path: Path = REFERENCE_PATH,
+                   threshold: float = DIGIT_THRESHOLD) -> tuple[FeatureStats, dict]:
     """(reference feature stats, scores of the real test set), from the pinned file if it matches."""
     data_sha = images_sha256(test_images_u8)
     if path.is_file():
@@ -50,11 +52,46 @@ def load_reference(clf, clf_sha: str, test_images_u8: torch.Tensor,
                 return FeatureStats(st["mean"], st["cov"]), dict(st["scores"])
         except Exception:  # a damaged cache is recomputed, never trusted
             pass
-    return compute_reference(clf, test_images_u8)
+    return compute_reference(clf, test_images_u8, threshold)
 
 
-def build_scorer(test_images_u8: torch.Tensor, device="cpu") -> tuple[Scorer, dict]:
-    """(Scorer on device, scores of the real MNIST test set)."""
-    clf, sha = load_classifier(device=device)
-    ref, scores = load_reference(clf, sha, test_images_u8)
-    return Scorer(clf, ref, sha), scores
+def build_scorer(test_images_u8: torch.Tensor, device="cpu",
+                 weights: Path | None = None) -> tuple[Scorer, dict]:
+    """(Scorer on device, scores of the real MNIST test set).
+
+    weights: another classifier file to compare with the pinned one (`gansweep
+    classifier check --weights`); its digit threshold is derived from the test set
+    the same way the pinned one was.
+    """
+    clf, sha = load_classifier(weights, device=device)
+    threshold = DIGIT_THRESHOLD if weights is None else \
+        digit_threshold(clf, to_model_space(test_images_u8, device))
+    ref, scores = load_reference(clf, sha, test_images_u8, threshold=threshold)
+    return Scorer(clf, ref, sha, threshold), scores
+
+
+# What `gansweep classifier check` scores: real digits that must score well or like one
+# class, then every outlier kind, trained-on and held-out, which must score like non-digits.
+CHECK_N = 1000  # samples per outlier kind
+CHECK_SEED = 20261124  # outliers for the check: not the training stream's seed
+
+
+def check_sets(mnist, n: int = CHECK_N, seed: int = CHECK_SEED) -> list[tuple[str, str, torch.Tensor]]:
+    """(name, group, images (N, 1, 32, 32) in [-1, 1]) for every set the check scores.
+
+    The outliers cut up *test* digits, which the classifier never trained on."""
+    test = to_model_space(mnist.test_images)
+    labels = mnist.test_labels
+    sets = [("MNIST test set", "real", test), ("test 1s only", "real", test[labels == 1]),
+            ("test digits 0-4", "real", test[labels <= 4])]
+    for group, kinds in (("outlier, trained on", outliers.TRAIN), ("outlier, held out", outliers.HELD_OUT)):
+        for i, kind in enumerate(kinds):
+            sets.append((kind, group, outliers.make(kind, n, test, seed + i)))
+    return sets
+
+
+def check_scorer(scorer: Scorer, mnist, n: int = CHECK_N) -> list[dict]:
+    """One row of scores per check set (see check_sets)."""
+    device = next(scorer.classifier.parameters()).device
+    return [{"set": name, "group": group, "n": int(x.shape[0]), **scorer.score(x.to(device))}
+            for name, group, x in check_sets(mnist, n)]

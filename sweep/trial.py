@@ -27,7 +27,7 @@ import torch
 
 from models.losses import LossParams, get_family
 from models.dcgan import ConvAutoEncoderDiscriminator, ConvDiscriminator, ConvGenerator
-from models.metrics import Scorer
+from models.metrics import SCORE_KEYS, Scorer, ScoreSettings
 from models.networks import AutoEncoderDiscriminator, Generator, MLPDiscriminator
 from sweep.config import TrialConfig
 from sweep.data import to_model_space
@@ -132,6 +132,7 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
     eval_z = sample_noise(cfg, cfg.n_eval, eval_gen, device)  # fixed for the whole trial
+    score_settings = ScoreSettings(eps=cfg.prob_eps, coverage_min_frac=cfg.coverage_min_frac)
 
     p = _Progress()
     if resume is not None:
@@ -209,7 +210,7 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
             if not torch.isfinite(samples).all():
                 p.eval_seconds += time.perf_counter() - t1
                 return _diverged(p, metrics, "non-finite samples", on_epoch, checkpoint)
-            metrics.update(scorer.score(samples.view(-1, 1, 32, 32)))
+            metrics.update(scorer.score(samples.view(-1, 1, 32, 32), score_settings))
             p.samples = to_uint8(samples[:N_KEPT_SAMPLES])
             p.eval_seconds += time.perf_counter() - t1
             metrics.update(train_seconds=p.train_seconds, eval_seconds=p.eval_seconds)
@@ -222,8 +223,7 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
 def _diverged(p: _Progress, metrics: dict, reason: str, on_epoch, checkpoint) -> TrialOutcome:
     # Keep what was measured: the losses up to the divergence are reported with
     # NaN scores, and the earlier epochs' scores stay in the history.
-    metrics.update({k: math.nan for k in ("i_prime", "inception_score", "fid",
-                                          "classes_covered", "kl_uniform")})
+    metrics.update({k: math.nan for k in SCORE_KEYS})
     metrics.update(train_seconds=p.train_seconds, eval_seconds=p.eval_seconds, diverged=reason)
     p.history.append(metrics)
     if on_epoch is not None:
@@ -246,5 +246,4 @@ def summarize(outcome: TrialOutcome) -> dict:
     return out
 
 
-METRIC_KEYS = ("i_prime", "inception_score", "fid", "classes_covered", "kl_uniform",
-               "loss_d", "loss_g", "m_global", "k_t")
+METRIC_KEYS = (*SCORE_KEYS, "loss_d", "loss_g", "m_global", "k_t")

@@ -76,8 +76,16 @@ def test_score_prints_metrics_json(tmp_path, mnist, data_root):
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["n"] == 500 and m["classes_covered"] == 1 and m["i_prime"] < 0.2
+    assert m["digit_share"] > 0.95  # one class, but digits: the digit test passes them
+    from models.classifier import DIGIT_THRESHOLD
+
+    assert m["digit_threshold"] == DIGIT_THRESHOLD
     # the same images as floats in [-1, 1], 32 x 32, score the same
     padded = np.pad(ones.astype(np.float32) / 127.5 - 1, ((0, 0), (2, 2), (2, 2)), constant_values=-1)
     np.save(f, padded)
     m2 = json.loads(gansweep("score", "--images", f, "--data-root", data_root).stdout)
     assert m2["i_prime"] == pytest.approx(m["i_prime"], rel=1e-4)
+    # uniform noise: not digits, and I' near 0 (the first scorer gave noise a top probability of 0.98)
+    np.save(f, np.random.default_rng(0).uniform(-1, 1, (500, 32, 32)).astype(np.float32))
+    m3 = json.loads(gansweep("score", "--images", f, "--data-root", data_root).stdout)
+    assert m3["digit_share"] < 0.05 and m3["i_prime"] < 0.5

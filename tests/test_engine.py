@@ -37,7 +37,7 @@ RESULT_COLUMNS = {"point_id", "status", "tune_status", "epochs_done", "best_epoc
                   "inception_score", "fid", "classes_covered", "kl_uniform", "loss_d", "loss_g",
                   "best_i_prime", "best_inception_score", "best_fid", "best_classes_covered",
                   "best_kl_uniform", "best_loss_d", "best_loss_g", "m_global", "k_t", "best_m_global",
-                  "best_k_t", "train_seconds", "eval_seconds",
+                  "best_k_t", "digit_share", "best_digit_share", "train_seconds", "eval_seconds",
                   "wall_seconds", "diverged_reason", "error", "device", "trial_id",
                   "classifier_sha256", "gansweep_version", "git_commit", "run_name", "preset"}
 
@@ -76,8 +76,10 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
     curves = pd.read_parquet(run / "curves.parquet")
     assert len(curves) == 3 * N_POINTS and not curves.duplicated(["point_id", "epoch"]).any()
     # final metrics of the table equal the curve's last epoch
-    last = curves[curves.epoch == 3].set_index("point_id")["i_prime"]
-    assert (df.set_index("point_id")["i_prime"] - last).abs().max() < 1e-12
+    last = curves[curves.epoch == 3].set_index("point_id")
+    for k in ("i_prime", "digit_share"):
+        assert (df.set_index("point_id")[k] - last[k]).abs().max() < 1e-12, k
+    assert df["digit_share"].between(0, 1).all() and df["best_digit_share"].notna().all()
     assert len(list((run / "samples").glob("*.npy"))) == N_POINTS
     m = json.loads((run / "gansweep.json").read_text())
     assert m["n_trials"] == N_POINTS and len(m["sessions"]) == 1

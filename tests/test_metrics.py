@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.metrics import (FeatureStats, classes_covered, frechet_distance, inception_score,
-                            kl_to_uniform, modified_inception_score)
+from models.metrics import (FeatureStats, classes_covered, digit_share, frechet_distance,
+                            inception_score, kl_to_uniform, modified_inception_score)
 
 EPS = 1e-12
 LOG_EPS = math.log(EPS / (1 + 9 * EPS))  # log of a clamped zero after renormalisation
@@ -53,6 +53,14 @@ def test_coverage_threshold():
     # KL(hist || uniform) = sum h log(10 h)
     h = np.array([0.96, 0.03, 0.01])
     assert kl_to_uniform(p) == pytest.approx(float((h * np.log(10 * h)).sum()))
+
+
+def test_digit_share_counts_confident_samples():
+    # top probabilities 0.95, 0.9, 0.5, 0.1 (uniform): at threshold 0.9 two of four pass
+    p = torch.tensor([[0.95] + [0.05 / 9] * 9, [0.1] * 8 + [0.9, 0.0], [0.5, 0.5] + [0.0] * 8, [0.1] * 10])
+    assert digit_share(p, 0.9) == 0.5
+    assert digit_share(p, 0.95) == 0.25  # the threshold itself passes
+    assert digit_share(p, 0.1) == 1.0 and digit_share(p, 0.96) == 0.0
 
 
 def test_frechet_distance():

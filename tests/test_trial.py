@@ -25,6 +25,30 @@ TINY_DCGAN = dict(arch="dcgan", nLayerG=4, nLayerD=4, sizeG=16, sizeD=8)
 FAMILIES = ["gan", "ebgan", "ebgan_pt", "began"]
 
 
+def test_score_settings_come_from_the_trial_config(mnist, scorer):
+    """prob_eps and coverage_min_frac are recorded in every row, so the scores must use them
+    (the first version always scored at the defaults: prob_eps 1e-4 recorded I' at 1e-12)."""
+    from models.metrics import ScoreSettings
+    from sweep.data import to_model_space
+
+    real = to_model_space(mnist.test_images[:500])
+
+    class RealDigits:  # the real scorer, shown real digits, with whatever settings the trial passes
+        def score(self, images, *args):
+            return scorer.score(real, *args)
+
+    base = TrialConfig(family="gan", **{**TINY, "n_train": 128, "n_eval": 100})
+    default = run_trial(base, mnist.train_images, RealDigits()).history[-1]
+    loose = run_trial(base.replace(prob_eps=1e-4, coverage_min_frac=0.3), mnist.train_images,
+                      RealDigits()).history[-1]
+    want = scorer.score(real, ScoreSettings(eps=1e-4, coverage_min_frac=0.3))
+    assert loose["i_prime"] == want["i_prime"] and loose["classes_covered"] == want["classes_covered"]
+    assert default["i_prime"] == scorer.score(real)["i_prime"]
+    # confident digits: the clamp at 1e-4 caps log 1/p(y|x), and no digit holds 30% of the argmaxes
+    assert loose["i_prime"] < default["i_prime"] - 1.0
+    assert (loose["classes_covered"], default["classes_covered"]) == (0, 10)
+
+
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_one_training_step_of_each_family_and_arch(family, arch, mnist, scorer):
