@@ -8,7 +8,7 @@ Conventions (documented in the report too):
   * I' histograms use the fixed edges `I_PRIME_EDGES` (0 to 14 in steps of 0.5, so
     every panel and every report share them); scores above 14 fall in the last bin.
   * A run has *failed* when its I' is below `FAILURE_I_PRIME` = 1.0 (the real MNIST
-    test set scores 13.3 with the committed classifier, one digit class alone 0.03).
+    test set scores 11.0 with the committed classifier, one digit class alone 0.03).
   * Runs are compared by *model*: the family for the paper's fully-connected nets
     ("ebgan"), family-arch for the others ("ebgan-dcgan"; sweep/config.py).
   * A run *draws digits* when at least DIGITS_RUN_SHARE = 0.5 of its scored samples
