@@ -273,15 +273,15 @@ def cmd_classifier(a) -> int:
     from sweep.scoring import (REFERENCE_PATH, build_scorer, check_scorer, compute_reference,
                                images_sha256, save_reference)
 
-    weights = Path(a.weights) if a.action == "check" and a.weights else None
-    if weights is not None and not weights.is_file():
-        raise UserError(f"--weights {weights}: no such file")
-    epochs = TRAIN_EPOCHS if a.action == "check" or a.epochs is None else a.epochs
-    if epochs < 1:
+    # validate before the slow loads
+    if a.action == "check" and a.weights and not Path(a.weights).is_file():
+        raise UserError(f"--weights {a.weights}: no such file")
+    if a.action == "train" and a.epochs is not None and a.epochs < 1:
         raise UserError("gansweep classifier train: --epochs must be >= 1")
     mnist = load_mnist(a.data_root, a.download)
     test_x = to_model_space(mnist.test_images)
     if a.action == "check":
+        weights = Path(a.weights) if a.weights else None
         scorer, _ = build_scorer(mnist.test_images, weights=weights)
         acc = accuracy(scorer.classifier, test_x, mnist.test_labels)
         rows = check_scorer(scorer, mnist)
@@ -295,7 +295,7 @@ def cmd_classifier(a) -> int:
         return 0
     out = Path(a.out) if a.out else WEIGHTS_PATH
     model, acc = train_classifier(to_model_space(mnist.train_images), mnist.train_labels, test_x,
-                                  mnist.test_labels, epochs=epochs)
+                                  mnist.test_labels, epochs=a.epochs or TRAIN_EPOCHS)
     threshold = digit_threshold(model, test_x)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda p: torch.save(model.state_dict(), p))
