@@ -23,7 +23,10 @@ from analysis.load import Run, load_run, one_scorer
 from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, budget_table, draws_digits,
                             ebgan_vs_gan_tests, figure2_counts, finished_scores, has_digit_share,
                             model_label, models, of_model, stability_table)
+from sweep.errors import UserError
+from sweep.ledger import check_run
 from sweep.results import write_atomic
+from sweep.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -81,9 +84,20 @@ def _headline(run: Run, tests: pd.DataFrame) -> str:
     return text
 
 
+def check_tables(run: Run) -> None:
+    """Refuse (one line) a run whose tables break the ledger's rules: a histogram of such
+    rows would count unfinished runs as finished."""
+    problems = check_run(run.run_dir, run.results, run.curves)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"{run.run_dir}: the tables break the ledger's rules: {problems[0]}{more}; "
+                        f"`gansweep status {run.run_dir} --check` lists them")
+
+
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
     run = load_run(run_dir)
     one_scorer(run.results, run.run_dir)  # before anything is written
+    check_tables(run)
     out = out or run.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     df, m = run.results, run.manifest  # load_run adds the model column
@@ -113,10 +127,14 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
 
     counts = df["status"].value_counts()
     n = len(df)
-    finished = int(counts.get("ok", 0) + counts.get("diverged", 0))
-    complete = (f"{finished:,} of {n:,} trials finished (ok {int(counts.get('ok', 0)):,}, diverged "
-                f"{int(counts.get('diverged', 0)):,}); errored {int(counts.get('error', 0)):,}, "
-                f"pending {int(counts.get('pending', 0)):,}")
+    finished = int(sum(counts.get(s, 0) for s in FINISHED))
+    complete = (f"{finished:,} of {n:,} trials finished (ok {int(counts.get(OK, 0)):,}, diverged "
+                f"{int(counts.get(DIVERGED, 0)):,}); errored {int(counts.get(ERROR, 0)):,}, "
+                f"pending {int(counts.get(PENDING, 0)):,}")
+    partial = "" if finished == n else (
+        f'<p class="partial" id="partial"><b>Partial run</b>: {n - finished:,} of {n:,} grid points have '
+        "not finished, so every figure and table below describes only the finished ones. "
+        f"<code>gansweep resume {html.escape(str(run.run_dir))}</code> finishes them.</p>")
     sessions = "; ".join(f"{s['started']}: {s['wall_seconds'] / 60:.1f} min wall, harness overhead "
                          f"{s['overhead_share']:.1%}" for s in m.get("sessions", [])) or "none finished yet"
 
@@ -137,7 +155,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1400px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }}
 h1 {{ margin-bottom: 0.2em; }} h2 {{ margin-top: 1.8em; border-bottom: 1px solid #ddd; }}
-.meta {{ color: #555; }} .headline {{ background: #f4f7fb; padding: 0.8em 1em; border-left: 4px solid #1f77b4; }}
+.meta {{ color: #555; }} .partial {{ background: #fff4e5; padding: 0.6em 1em; border-left: 4px solid #e08a00; }} .headline {{ background: #f4f7fb; padding: 0.8em 1em; border-left: 4px solid #1f77b4; }}
 figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 table {{ border-collapse: collapse; font-size: 0.88em; margin: 0.6em 0; }}
 th, td {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
@@ -147,7 +165,7 @@ th {{ background: #f0f0f0; }} td:first-child, th:first-child {{ text-align: left
 <p class="meta">preset <b>{html.escape(m['preset'])}</b> · {complete} · created {html.escape(m['created'])}
 · gansweep {html.escape(m['gansweep_version'])} ({html.escape(m['git_commit'])})
 · classifier sha256 {html.escape(m['classifier_sha256'][:16])}…</p>
-<p class="headline" id="headline">{html.escape(_headline(run, tests))}</p>
+{partial}<p class="headline" id="headline">{html.escape(_headline(run, tests))}</p>
 <p>The question of the EBGAN paper (section 4.1): are EBGANs trained more reliably than GANs over
 the same grid of architectures and optimizers? Each histogram shows, for each model (a family on
 the paper's fully-connected nets, or on DCGAN-style conv nets, hatched), the percent of its finished

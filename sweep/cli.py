@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sweep.config import AXES, FIELD_TYPES, SETTINGS, TrialConfig
-from sweep.errors import UserError
+from sweep.errors import Interrupted, UserError
 
 EXIT_USAGE = 2
 
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="counts by state and results so far (starts nothing)")
     st.add_argument("run_dir")
+    st.add_argument("--check", action="store_true",
+                    help="also check the tables against the ledger's rules (sweep/ledger.py); "
+                         "exit 1 naming the offending points if one is broken")
 
     b = sub.add_parser("bench", help="measure the harness against the machine and a plain loop")
     b.add_argument("--out", default="bench.json", help="where to write the results as JSON")
@@ -154,8 +157,9 @@ def cmd_trial(a) -> int:
     import torch
 
     from sweep.data import load_mnist
+    from sweep.ledger import summarize
     from sweep.scoring import build_scorer
-    from sweep.trial import run_trial, summarize
+    from sweep.trial import run_trial
 
     fields = {n: getattr(a, n) for n in AXES + ("seed",) + SETTINGS}
     try:
@@ -180,7 +184,7 @@ def cmd_trial(a) -> int:
               f"{m['eval_seconds']:.1f}s score)", flush=True)
 
     outcome = run_trial(cfg, mnist.train_images, scorer, device, on_epoch=on_epoch)
-    summary = {"point_id": cfg.point_id, **cfg.as_dict(), **summarize(outcome),
+    summary = {"point_id": cfg.point_id, **cfg.as_dict(), **summarize(cfg, outcome.history),
                "wall_seconds": time.time() - t0, "device": device,
                "classifier_sha256": scorer.classifier_sha256}
     _write_trial_outputs(out, summary, outcome)
@@ -340,7 +344,8 @@ def cmd_plan(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from sweep.engine import Runtime, run_sweep
+    from sweep.cluster import Runtime
+    from sweep.engine import run_sweep
     from sweep.grid import load_preset
 
     preset = load_preset(a.config, a.preset)
@@ -384,16 +389,18 @@ def cmd_resume(a) -> int:
 
 def cmd_status(a) -> int:
     from sweep.engine import sweep_status
+    from sweep.ledger import count
     from sweep.results import with_models
+    from sweep.schema import FINISHED, PENDING, STATUSES
 
     manifest, df = sweep_status(Path(a.run_dir))
-    counts = df["status"].value_counts()
-    running = int((df["tune_status"] == "RUNNING").sum())
+    c = count(df.to_dict("records"))
     print(f"run {manifest['name']} (preset {manifest['preset']}, created {manifest['created']}): "
           f"{len(df)} grid points")
-    print("  " + "  ".join(f"{s} {int(counts.get(s, 0))}" for s in ("ok", "diverged", "error", "pending"))
-          + f"  (running {running})")
-    done = with_models(df[df["status"].isin(["ok", "diverged"])])
+    print("  " + "  ".join(f"{s} {c[s]}" for s in STATUSES) + f"  (running {c['running']})"
+          + (f"; {c['partial']} of the {c[PENDING]} pending stopped part-way and resume from their "
+             "checkpoints" if c["partial"] else ""))
+    done = with_models(df[df["status"].isin(FINISHED)])
     if len(done):
         from analysis.stats import draws_digits, has_digit_share
 
@@ -404,8 +411,25 @@ def cmd_status(a) -> int:
             print(f"  {model:<15} {len(g):>8} {g['i_prime'].median():>9.3f} {g['i_prime'].max():>8.3f}"
                   + (f" {draws_digits(g).mean():>11.0%}" if scored else ""))
     for s in manifest.get("sessions", []):
+        stopped = f", stopped by {s['stopped_by']}" if s.get("stopped_by") else ""
         print(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
-              f"{s['overhead_share']:.1%}")
+              f"{s['overhead_share']:.1%}{stopped}")
+    if a.check:
+        return _check(Path(a.run_dir), df)
+    return 0
+
+
+def _check(run_dir: Path, results) -> int:
+    from sweep.ledger import check_run
+    from sweep.results import read_curves
+
+    problems = check_run(run_dir, results, read_curves(run_dir))
+    if problems:
+        print(f"  check: {len(problems)} rule(s) broken (sweep/ledger.py):")
+        for p in problems:
+            print(f"    - {p}")
+        return 1
+    print(f"  check: all {len(results)} rows keep the ledger's rules (sweep/ledger.py)")
     return 0
 
 
@@ -445,9 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, DataError, ClassifierError) as e:
         print(f"gansweep: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as e:  # a sweep stopped by a signal, its tables consistent
+        print(f"gansweep: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
-        print("gansweep: interrupted; a sweep can be continued with `gansweep resume RUN_DIR`",
-              file=sys.stderr)
+        print("gansweep: interrupted", file=sys.stderr)
         return 130
 
 

@@ -1,5 +1,14 @@
-"""Errors that reach the user as one line and exit status 2 (see sweep/cli.py)."""
+"""Errors that end a command with one line on stderr and no traceback (see sweep/cli.py)."""
 
 
 class UserError(Exception):
-    """Bad input from the user: the message is the whole story, no traceback."""
+    """Bad input from the user: the message is the whole story; exit status 2."""
+
+
+class Interrupted(Exception):
+    """A sweep stopped by a signal after saving what it had: the message says how far it got
+    and how to continue; exit status 128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status

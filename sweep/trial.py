@@ -31,6 +31,7 @@ from models.metrics import SCORE_KEYS, Scorer, ScoreSettings
 from models.networks import AutoEncoderDiscriminator, Generator, MLPDiscriminator
 from sweep.config import TrialConfig
 from sweep.data import to_model_space
+from sweep.schema import DIVERGED, OK
 
 # How often (in steps) the loop checks its on-device non-finite flag. A check
 # is a device sync; every 50 steps costs nothing measurable and bounds the work
@@ -81,7 +82,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class TrialOutcome:
-    status: str  # "ok" or "diverged"
+    status: str  # OK or DIVERGED (sweep/schema.py)
     history: list[dict]  # one dict of metrics per scored epoch
     samples: torch.Tensor | None  # (64, 32, 32) uint8 from the last scored epoch
     train_seconds: float
@@ -217,7 +218,7 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
             p.history.append(metrics)
             if on_epoch is not None:
                 on_epoch(metrics, checkpoint)
-    return TrialOutcome("ok", p.history, p.samples, p.train_seconds, p.eval_seconds)
+    return TrialOutcome(OK, p.history, p.samples, p.train_seconds, p.eval_seconds)
 
 
 def _diverged(p: _Progress, metrics: dict, reason: str, on_epoch, checkpoint) -> TrialOutcome:
@@ -228,22 +229,4 @@ def _diverged(p: _Progress, metrics: dict, reason: str, on_epoch, checkpoint) ->
     p.history.append(metrics)
     if on_epoch is not None:
         on_epoch(metrics, checkpoint)
-    return TrialOutcome("diverged", p.history, p.samples, p.train_seconds, p.eval_seconds, reason)
-
-
-def summarize(outcome: TrialOutcome) -> dict:
-    """Final- and best-epoch metrics of a trial (best = highest I')."""
-    scored = [h for h in outcome.history if not math.isnan(h.get("i_prime", math.nan))]
-    out = {"status": outcome.status, "epochs_done": outcome.history[-1]["epoch"] if outcome.history else 0,
-           "train_seconds": outcome.train_seconds, "eval_seconds": outcome.eval_seconds,
-           "diverged_reason": outcome.reason}
-    final = outcome.history[-1] if outcome.history else {}
-    best = max(scored, key=lambda h: h["i_prime"]) if scored else {}
-    for k in METRIC_KEYS:
-        out[k] = final.get(k, math.nan)
-        out[f"best_{k}"] = best.get(k, math.nan)
-    out["best_epoch"] = best.get("epoch", 0)
-    return out
-
-
-METRIC_KEYS = (*SCORE_KEYS, "loss_d", "loss_g", "m_global", "k_t")
+    return TrialOutcome(DIVERGED, p.history, p.samples, p.train_seconds, p.eval_seconds, reason)

@@ -24,14 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 def row(family, i_prime, status="ok", nLayerG=2, nLayerD=2, optimD="adam", optimG="adam", lr=0.001,
         seed=0, sizeG=400, arch="mlp"):
     cfg = TrialConfig(family=family, arch=arch, nLayerG=nLayerG, nLayerD=nLayerD, optimD=optimD,
-                      optimG=optimG, lr=lr, seed=seed, sizeG=sizeG)
+                      optimG=optimG, lr=lr, seed=seed, sizeG=sizeG, epochs=2)
     nan = math.nan
     ok = status == "ok"
     return {"point_id": cfg.point_id, **cfg.as_dict(), "status": status,
             "tune_status": {"ok": "TERMINATED", "diverged": "TERMINATED", "error": "ERROR"}.get(status, "PENDING"),
             "i_prime": i_prime if ok else nan, "inception_score": 1 + i_prime if ok else nan,
             "fid": 100.0 - i_prime if ok else nan, "classes_covered": 5 if ok else nan,
-            "epochs_done": 2 if status in ("ok", "diverged") else 0}
+            "epochs_done": 2 if status in ("ok", "diverged") else 0,
+            "diverged_reason": "non-finite loss" if status == "diverged" else ""}
 
 
 def synthetic() -> pd.DataFrame:
@@ -58,8 +59,9 @@ def make_run(tmp_path, df, name="syn") -> Path:
         "gansweep_version": "0.1.0", "git_commit": "abc", "classifier_sha256": "f" * 64,
         "reference_scores": {"i_prime": 13.3, "inception_score": 9.8}, "sessions": []}))
     write_results(df, run)
+    # a valid ledger (sweep/ledger.py): finished points have both epochs, the last one the row's I'
     curves = pd.DataFrame([{"point_id": r.point_id, "epoch": e, "i_prime": r.i_prime * e / 2}
-                           for r in df.itertuples() if r.status == "ok" for e in (1, 2)])
+                           for r in df.itertuples() if r.status in ("ok", "diverged") for e in (1, 2)])
     curves.to_parquet(run / "curves.parquet")
     (run / "samples").mkdir()
     rng = np.random.default_rng(0)
@@ -183,10 +185,27 @@ def test_report_command_errors(tmp_path):
 
 def test_partial_sweep_still_reports(tmp_path):
     df = synthetic()
-    df.loc[df.family == "ebgan", "status"] = "pending"
+    ebgan = df.family == "ebgan"
+    df.loc[ebgan, ["status", "tune_status", "epochs_done"]] = ["pending", "PENDING", 0]
+    df.loc[ebgan, ["i_prime", "inception_score", "fid", "classes_covered"]] = math.nan
     run = make_run(tmp_path, df, "partial")
     html = build_report(run).read_text()
     assert "6 of 12 trials finished" in html
+    assert '<p class="partial" id="partial"><b>Partial run</b>: 6 of 12 grid points' in html
+    whole = synthetic().query("status in ['ok', 'diverged']").reset_index(drop=True)
+    assert 'id="partial"' not in build_report(make_run(tmp_path, whole, "whole")).read_text()
+
+
+def test_report_refuses_tables_that_break_the_ledger(tmp_path):
+    """What an interrupted sweep used to write: a point stopped after 1 of its 2 epochs, `ok`."""
+    df = synthetic()
+    df.loc[0, "epochs_done"] = 1
+    run = make_run(tmp_path, df, "lying")
+    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(run)], capture_output=True,
+                       text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "1 ok row(s) did not train every epoch: gan-G2x400-D2x128-nodrop-adam.adam-lr0.001-s0" in r.stderr
+    assert "--check" in r.stderr and not (run / "report").exists()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

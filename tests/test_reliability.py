@@ -169,7 +169,7 @@ def test_security_defaults_in_the_code():
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, (path, line)
-    assert "include_dashboard=False" in sources[REPO / "sweep" / "engine.py"]
+    assert "include_dashboard=False" in sources[REPO / "sweep" / "cluster.py"]
 
 
 TWO_NODES = """
@@ -219,7 +219,7 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, env):
 
 def test_curves_are_rebuilt_from_tune_logs(tmp_path):
     """Epochs logged by Tune but not yet in curves.parquet when the driver died are kept."""
-    from sweep.engine import curves_from_tune_logs
+    from sweep.ledger import curves_from_tune_logs
 
     trial = tmp_path / "tune" / "ebgan-x-0001"
     trial.mkdir(parents=True)
@@ -237,7 +237,8 @@ def test_curves_are_rebuilt_from_tune_logs(tmp_path):
 def test_an_epoch_whose_report_was_lost_is_filled_from_the_restored_checkpoint(tmp_path):
     """Tune restored a checkpoint of epoch 3 whose result never reached the driver (seen in CI):
     Tune's log has epochs 1, 2, 4, 5; the report of epoch 4 carries the restored history."""
-    from sweep.engine import RESTORED_HISTORY, curves_from_tune_logs
+    from sweep.ledger import curves_from_tune_logs
+    from sweep.schema import RESTORED_HISTORY
 
     trial = tmp_path / "tune" / "ebgan-x-0001"
     trial.mkdir(parents=True)
@@ -255,7 +256,7 @@ def test_an_epoch_whose_report_was_lost_is_filled_from_the_restored_checkpoint(t
 
 def test_finished_points_report_their_recorded_result(tmp_path):
     """What a resumed trial that the tables record as finished reports instead of training."""
-    from sweep.engine import finished_reports
+    from sweep.ledger import finished_reports
 
     results = pd.DataFrame([
         {"point_id": "a", "status": "ok", "epochs_done": 2, "device": "cpu", "diverged_reason": ""},

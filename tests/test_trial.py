@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from sweep.config import TrialConfig
-from sweep.trial import build_models, run_trial, summarize
+from sweep.ledger import summarize
+from sweep.trial import build_models, run_trial
+
 
 def strip(history):
     """Epoch metrics without wall times, NaN as None (NaN != NaN once it went through a file)."""
@@ -120,8 +122,9 @@ def test_divergence_is_a_result(mnist, scorer):
     assert out.status == "diverged"
     assert out.reason in ("non-finite loss", "non-finite samples")
     assert len(out.history) >= 1 and out.history[-1]["epoch"] >= 1
-    s = summarize(out)
-    assert s["status"] == "diverged" and math.isnan(s["i_prime"])
+    s = summarize(cfg, out.history)
+    assert s["status"] == "diverged" and math.isnan(s["i_prime"]) and s["diverged_reason"] == out.reason
+    assert s["epochs_done"] == out.history[-1]["epoch"]
 
 
 def test_eval_every_scores_only_those_epochs(mnist, scorer):

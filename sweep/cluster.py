@@ -1,0 +1,132 @@
+"""Where a sweep runs: the runtime options, Ray's start-up and shutdown, storage checks.
+
+A private single-machine Ray instance (the default) listens on loopback only; a
+cluster run (`--address`) joins an existing Ray cluster, whose nodes must all
+reach the run's storage. Ray is imported only inside functions, after
+`set_environment` has set the variables it reads at import time.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweep.errors import UserError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a sweep runs (not what it computes): never changes a score's meaning."""
+
+    cpus_per_trial: float = 1.0  # CPUs reserved per trial; also torch's thread count
+    gpus_per_trial: float = 0.0  # GPU fraction per trial (e.g. 0.25 packs 4 trials a GPU)
+    max_concurrent: int = 0  # at most this many trials at once (0: as resources allow)
+    max_failures: int = 2  # retries of a failing trial, each from its last checkpoint
+    address: str | None = None  # an existing Ray cluster ("auto", "ray://...", host:port)
+    num_cpus: int | None = None  # CPUs of the local Ray instance (None: all)
+    data_root: str | None = None  # where MNIST is read (see sweep/data.py)
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_trial))
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_trial > 0 else "cpu"
+
+
+def set_environment(rt: Runtime) -> None:
+    """Ray's and Tune's switches, set before Ray is imported.
+
+    * Ray binds its gRPC servers to every interface unless the node IP is the
+      loopback address, and `ray.init` replaces 127.0.0.1 with the machine's external
+      address unless multi-node support is off; this is Ray's own switch for that (its
+      default on macOS and Windows). A cluster run (--address) leaves it.
+    * Tune's auto loggers are off (the callbacks are chosen in sweep/engine.py), and its
+      console tables are replaced by the ledger's one-line progress.
+    * Tune's own SIGINT handler is off: sweep/signals.py handles SIGINT, SIGTERM and
+      SIGHUP alike and asks Tune to stop through the same path.
+    """
+    if rt.address is None:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+
+def ray_init(rt: Runtime) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Ray's own processes (GCS, raylet, agents) share the driver's process group, so a
+    # lost terminal's SIGHUP reaches them too and would kill the node under a sweep that
+    # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
+    # while they start, then sweep/signals.py handles it in the driver alone.
+    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        if rt.address:
+            ray.init(address=rt.address, log_to_driver=False, logging_level="ERROR")
+        else:
+            # A private single-machine instance: no dashboard, every port on loopback.
+            ray.init(num_cpus=rt.num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+    finally:
+        signal.signal(signal.SIGHUP, hup)
+
+
+def shutdown() -> None:
+    """Stop the local Ray instance (or leave the cluster) before the interpreter exits:
+    letting atexit do it can print native-code noise after our last line."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def slots(rt: Runtime, n_trials: int) -> int:
+    """How many trials run at once on the Ray instance at hand."""
+    import ray
+
+    res = ray.cluster_resources()
+    n = int(res.get("CPU", 1) // rt.cpus_per_trial) if rt.cpus_per_trial > 0 else n_trials
+    if rt.gpus_per_trial > 0:
+        n = min(n, int(res.get("GPU", 0) // rt.gpus_per_trial))
+    if rt.max_concurrent:
+        n = min(n, rt.max_concurrent)
+    return max(1, min(n, n_trials))
+
+
+# --------------------------------------------------------------------------- storage
+SHARED_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+             "fuse.gcsfuse", "fuse.s3fs", "fuse.juicefs", "fuse.sshfs", "wekafs")
+
+
+def _local_fs_type(path: Path) -> str:
+    """The filesystem type of the mount holding path (from /proc/mounts; '' if unknown)."""
+    try:
+        mounts = [ln.split() for ln in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return ""
+    path = path.resolve()
+    best, fstype = "", ""
+    for parts in mounts:
+        if len(parts) >= 3 and (str(path) == parts[1] or str(path).startswith(parts[1].rstrip("/") + "/")):
+            if len(parts[1]) > len(best):
+                best, fstype = parts[1], parts[2]
+    return fstype
+
+
+def check_storage(storage: str, address: str | None, shared_storage: bool) -> None:
+    """Refuse, on a cluster, a storage path that only the head node can see."""
+    if "://" in storage or address is None or shared_storage:
+        return
+    probe = Path(storage)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fstype = _local_fs_type(probe)
+    if fstype not in SHARED_FS:
+        raise UserError(
+            f"--storage {storage} is on a node-local filesystem ({fstype or 'unknown'}); on a cluster "
+            "every node must reach it: use an NFS path, s3:// or gs:// (or --shared-storage if it is shared)")

@@ -1,0 +1,440 @@
+"""The run's truth: planned grid points + trial reports -> results rows and curves. No Ray.
+
+    ledger = Ledger.open(run_dir)            # the plan, the curves so far, Tune's logs merged
+    ledger.ingest(report)                    # one epoch of one point (what the trial loop reports)
+    rows = ledger.rows({point_id: TrialState(...)})
+    problems = check_tables(results, curves, plan)   # what `gansweep status --check` runs
+
+The Tune callback (sweep/callback.py) only forwards Tune's hooks here, and
+`gansweep trial` builds its summary with the same `summarize`, so the rules
+below are the only place that decides what a row says:
+
+  1. every planned point has exactly one results row, and no other point has one;
+  2. a row is `ok` only if epochs_done == epochs and its final scores are finite;
+  3. a `diverged` row carries a reason;
+  4. a point that did not finish is `pending` (never started, or stopped part-way)
+     or `error`; only finished rows (ok, diverged) carry final and best scores;
+  5. epochs_done never exceeds the point's epochs;
+  6. curves hold each (point, epoch) at most once, only for planned points, and a
+     finished point's curve is exactly its scored epochs, ending at epochs_done,
+     whose I' is the row's.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from models.metrics import SCORE_KEYS
+from sweep.config import FIELD_NAMES, TrialConfig
+from sweep.grid import estimate_flops, load_preset
+from sweep.results import (read_curves, read_manifest, read_results, write_atomic, write_curves,
+                           write_results)
+from sweep.schema import (CURVE_COLUMNS, CURVE_KEYS, DIVERGED, ERROR, FINISHED, METRIC_KEYS, OK, PENDING,
+                          RESTORED_HISTORY, RESULT_COLUMNS, STATUSES, TUNE_ERROR, TUNE_NOT_CREATED,
+                          TUNE_RUNNING, TUNE_TERMINATED)
+
+FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
+
+
+def plan(run_dir: Path) -> tuple[TrialConfig, ...]:
+    """The grid points a run directory was started with (its own copy of the sweep file)."""
+    m = read_manifest(run_dir)
+    return load_preset(Path(run_dir) / "sweep.yaml", m["preset"]).trials
+
+
+# --------------------------------------------------------------------------- one point
+def epoch_report(metrics: dict) -> dict:
+    """One epoch's metrics from `run_trial` -> a report: `outcome` and `diverged_reason`
+    replace the loop's `diverged` key (Tune's loggers want flat, typed values)."""
+    report = {k: v for k, v in metrics.items() if k != "diverged"}
+    report.update(outcome=DIVERGED if "diverged" in metrics else OK,
+                  diverged_reason=metrics.get("diverged", ""))
+    return report
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def judge(cfg: TrialConfig, tune_status: str, last: dict) -> tuple[str, str]:
+    """(status, diverged_reason) of a point from Tune's state and its last report.
+
+    The one place a status is decided (rules 2-4 of the module docstring).
+    """
+    if tune_status == TUNE_ERROR:
+        return ERROR, ""
+    if tune_status != TUNE_TERMINATED or not last:
+        return PENDING, ""
+    if last.get("outcome") == DIVERGED:
+        return DIVERGED, last.get("diverged_reason") or "diverged (no reason recorded)"
+    if int(last.get("epoch") or 0) < cfg.epochs:
+        return PENDING, ""  # Tune stopped it part-way (an interrupted sweep): not finished
+    bad = [k for k in SCORE_KEYS if not _finite(last.get(k))]
+    if bad:
+        return DIVERGED, f"non-finite scores ({', '.join(bad)})"
+    return OK, ""
+
+
+def best_epoch(curve: list[dict]) -> dict:
+    """The report of the epoch with the highest finite I' ({} if none was scored)."""
+    scored = [r for r in curve if _finite(r.get("i_prime"))]
+    return max(scored, key=lambda r: r["i_prime"]) if scored else {}
+
+
+def _float(v) -> float:
+    return float(v) if v is not None else math.nan
+
+
+def point_metrics(status: str, last: dict, curve: list[dict]) -> dict:
+    """epochs_done, the final METRIC_KEYS, best_epoch and best_ METRIC_KEYS of one point.
+    Only finished points carry scores (rule 4): an unfinished one's are NaN."""
+    finished = status in FINISHED
+    best = best_epoch(curve) if finished else {}
+    out = {"epochs_done": int(last.get("epoch") or 0)}
+    out.update({k: _float(last.get(k)) if finished else math.nan for k in METRIC_KEYS})
+    out["best_epoch"] = int(best.get("epoch", 0))
+    out.update({f"best_{k}": _float(best.get(k)) for k in METRIC_KEYS})
+    return out
+
+
+def summarize(cfg: TrialConfig, history: list[dict]) -> dict:
+    """The results-row view of one finished `run_trial` (as `gansweep trial` writes it)."""
+    reports = [epoch_report(h) for h in history]
+    last = reports[-1] if reports else {}
+    status, reason = judge(cfg, TUNE_TERMINATED, last)
+    return {"status": status, **point_metrics(status, last, reports), "diverged_reason": reason,
+            "train_seconds": float(last.get("train_seconds", 0.0)),
+            "eval_seconds": float(last.get("eval_seconds", 0.0))}
+
+
+@dataclass(frozen=True)
+class TrialState:
+    """What the ledger needs of one Tune trial (sweep/callback.py reads it off Ray's Trial)."""
+
+    tune_status: str  # PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    last_result: dict  # the trial's last report ({} before its first)
+    trial_id: str = ""
+    error: str = ""  # last line of the trial's error file, for ERROR
+
+
+def point_row(cfg: TrialConfig, trial: TrialState | None, curve: list[dict], manifest: dict) -> dict:
+    """The results row of one planned point, with every RESULT_COLUMNS key."""
+    tune_status = trial.tune_status if trial is not None else TUNE_NOT_CREATED
+    last = trial.last_result if trial is not None else {}
+    status, reason = judge(cfg, tune_status, last)
+    row = {"point_id": cfg.point_id, **cfg.as_dict(), "status": status, "tune_status": tune_status}
+    row.update(point_metrics(status, last, curve))
+    row.update(train_seconds=float(last.get("train_seconds") or 0.0),
+               eval_seconds=float(last.get("eval_seconds") or 0.0),
+               wall_seconds=float(last.get("time_total_s") or 0.0),
+               diverged_reason=reason, error=trial.error if status == ERROR else "",
+               device=last.get("device") or "", trial_id=trial.trial_id if trial is not None else "",
+               classifier_sha256=manifest["classifier_sha256"],
+               gansweep_version=manifest["gansweep_version"], git_commit=manifest["git_commit"],
+               run_name=manifest["name"], preset=manifest["preset"])
+    return {k: row[k] for k in RESULT_COLUMNS}
+
+
+def scored_epochs(cfg: TrialConfig, status: str, epochs_done: int) -> list[int]:
+    """The epochs a finished point reports: every eval_every-th, its last, and the one it
+    diverged in."""
+    eps = [e for e in range(1, epochs_done + 1) if e % cfg.eval_every == 0 or e == cfg.epochs]
+    if status == DIVERGED and epochs_done and (not eps or eps[-1] != epochs_done):
+        eps.append(epochs_done)
+    return eps
+
+
+# --------------------------------------------------------------------------- recovery
+def curve_row(report: dict) -> tuple[tuple[str, int], dict]:
+    key = (report["point_id"], int(report["epoch"]))
+    return key, {"point_id": key[0], **{k: report.get(k) for k in CURVE_KEYS}}
+
+
+def restored_curve_rows(report: dict) -> list[tuple[tuple[str, int], dict]]:
+    """The curve rows a report carries from the checkpoint its trial was restored from.
+
+    A worker killed right after saving a checkpoint can leave Tune restoring it although
+    that epoch's report never reached the driver: the first report after a restore
+    carries the restored history, so no epoch goes missing from the curves.
+    """
+    if RESTORED_HISTORY not in report:
+        return []
+    pid = report["point_id"]
+    return [curve_row({**h, "point_id": pid}) for h in json.loads(report[RESTORED_HISTORY])]
+
+
+def curves_from_tune_logs(tune_path: str) -> dict[tuple[str, int], dict]:
+    """(point_id, epoch) -> curve row, from every trial's result.json (local storage only).
+
+    A retried or resumed trial may log an epoch twice; the later line wins. A line
+    cut short by a killed driver is skipped.
+    """
+    out: dict[tuple[str, int], dict] = {}
+    if "://" in tune_path:
+        return out
+    for log in sorted(Path(tune_path).glob("*/result.json")):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+                key, row = curve_row(r)
+                restored = restored_curve_rows(r)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            for k, old in restored:
+                out.setdefault(k, old)
+            out[key] = row
+    return out
+
+
+def _plain(v):
+    """numpy scalars -> Python values (Tune's loggers want plain JSON types)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def finished_reports(run_dir: Path) -> dict[str, dict]:
+    """point_id -> the final report of every point the tables record as finished.
+
+    On resume, a trial whose point is in here reports this instead of training
+    (Tune's experiment state can be older than the tables after a driver crash).
+    """
+    try:
+        results = read_results(run_dir)
+        curves = read_curves(run_dir)
+    except Exception:  # no table yet (or an unreadable one): nothing is known to be finished
+        return {}
+    done = results[results["status"].isin(FINISHED)]
+    if done.empty or curves.empty:
+        return {}
+    last = curves.sort_values("epoch").groupby("point_id").tail(1).set_index("point_id")
+    out = {}
+    for row in done.itertuples(index=False):
+        if row.point_id in last.index and int(last.loc[row.point_id, "epoch"]) == row.epochs_done:
+            rep = {k: _plain(v) for k, v in last.loc[row.point_id].items()}
+            rep.update(point_id=row.point_id, epoch=int(rep["epoch"]), device=row.device,
+                       diverged_reason=row.diverged_reason,
+                       outcome=DIVERGED if row.status == DIVERGED else OK)
+            out[row.point_id] = rep
+    return out
+
+
+# --------------------------------------------------------------------------- the ledger
+def count(rows: list[dict]) -> dict[str, int]:
+    """Rows per status, plus `running` (Tune is training it now) and `partial` (pending with
+    some epochs done: an interrupted point that resumes from its checkpoint)."""
+    c = {s: 0 for s in STATUSES}
+    c.update(running=0, partial=0)
+    for r in rows:
+        c[r["status"]] += 1
+        c["running"] += r["tune_status"] == TUNE_RUNNING
+        c["partial"] += r["status"] == PENDING and r["epochs_done"] > 0
+    return c
+
+
+def fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _compute_s(row: dict) -> float:
+    t = (row.get("train_seconds") or 0.0) + (row.get("eval_seconds") or 0.0)
+    return 0.0 if math.isnan(t) else float(t)
+
+
+class Ledger:
+    """Rows and curves of one run directory, kept current from trial reports."""
+
+    def __init__(self, run_dir: Path, planned: tuple[TrialConfig, ...], manifest: dict,
+                 curves: dict[tuple[str, int], dict] | None = None):
+        self.run_dir, self.planned, self.manifest = Path(run_dir), planned, manifest
+        self.curves: dict[tuple[str, int], dict] = dict(curves or {})
+        self.cost = {t.point_id: estimate_flops(t) for t in planned}  # for the ETA
+        # compute seconds each point had banked before this session (for its overhead)
+        self.seen_compute: dict[str, float] = {}
+        for (pid, _), r in self.curves.items():
+            self.seen_compute[pid] = max(self.seen_compute.get(pid, 0.0), _compute_s(r))
+        self.session_compute = 0.0
+        self.t_start = time.time()
+        self.done_at_start: set[str] | None = None
+        self.last_flush, self.dirty = 0.0, True
+        # points finished in an earlier session keep the samples they saved then
+        self.finished_before = set(finished_reports(self.run_dir))
+
+    @classmethod
+    def open(cls, run_dir: Path) -> "Ledger":
+        """The ledger of an existing run directory: its plan, curves.parquet, and the epochs
+        Tune logged that the curves had not caught up with when the driver died."""
+        manifest = read_manifest(run_dir)
+        curves = {k: row for k, row in (curve_row(r) for r in read_curves(run_dir).to_dict("records"))}
+        curves.update(curves_from_tune_logs(manifest["tune_path"]))
+        return cls(run_dir, plan(run_dir), manifest, curves)
+
+    # ---------------------------------------------------------------- reports in
+    def ingest(self, report: dict) -> None:
+        """One epoch of one point, as the trial reported it."""
+        for key, row in restored_curve_rows(report):
+            self.curves.setdefault(key, row)
+        key, row = curve_row(report)
+        self.curves[key] = row
+        c = _compute_s(row)
+        self.session_compute += max(0.0, c - self.seen_compute.get(key[0], 0.0))
+        self.seen_compute[key[0]] = c
+        self.dirty = True
+
+    def save_samples(self, point_id: str, src: Path) -> None:
+        """Keep a finished point's last samples (a convenience: never fails the sweep)."""
+        if point_id in self.finished_before or not src.exists():
+            return
+        try:
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            write_atomic(self.run_dir / "samples" / f"{point_id}.npy", lambda p: shutil.copyfile(src, p))
+        except OSError as e:
+            print(f"[gansweep] warning: could not copy samples of {point_id}: {e}", file=sys.stderr)
+
+    # ---------------------------------------------------------------- tables out
+    def _curves_by_point(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for (pid, _), row in sorted(self.curves.items()):
+            out.setdefault(pid, []).append(row)
+        return out
+
+    def rows(self, trials: dict[str, TrialState]) -> list[dict]:
+        """One row per planned point, in plan order."""
+        by_point = self._curves_by_point()
+        return [point_row(cfg, trials.get(cfg.point_id), by_point.get(cfg.point_id, []), self.manifest)
+                for cfg in self.planned]
+
+    def curves_frame(self, rows: list[dict]) -> pd.DataFrame:
+        """The curves table: a finished point keeps its epochs up to epochs_done (a retry from
+        scratch that diverged earlier leaves no stale later epochs behind)."""
+        done = {r["point_id"]: r["epochs_done"] for r in rows if r["status"] in FINISHED}
+        keep = [row for (pid, ep), row in sorted(self.curves.items()) if ep <= done.get(pid, ep)]
+        return pd.DataFrame(keep, columns=list(CURVE_COLUMNS))
+
+    def flush(self, trials: dict[str, TrialState]) -> list[dict]:
+        """Write results and curves (atomically); returns the rows."""
+        rows = self.rows(trials)
+        try:
+            write_results(pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), self.run_dir)
+            write_curves(self.curves_frame(rows), self.run_dir)
+        except OSError as e:
+            # e.g. a full disk: the previous tables stay intact (atomic writes) and the
+            # sweep goes on; the next flush tries again.
+            self.last_flush = time.time()
+            print(f"[gansweep] warning: could not write the results tables ({e}); "
+                  "retrying at the next update", file=sys.stderr, flush=True)
+            return rows
+        self.last_flush, self.dirty = time.time(), False
+        return rows
+
+    def maybe_flush(self, trials: dict[str, TrialState]) -> None:
+        if self.dirty and time.time() - self.last_flush >= FLUSH_EVERY_S:
+            self.flush(trials)
+
+    # ---------------------------------------------------------------- progress
+    def progress_line(self, trials: dict[str, TrialState]) -> str:
+        rows = self.rows(trials)
+        c = count(rows)
+        done = {r["point_id"] for r in rows if r["status"] != PENDING}
+        if self.done_at_start is None:
+            self.done_at_start = done
+        elapsed = time.time() - self.t_start
+        # ETA by counted FLOPs, not trial counts: the longest trials run first, so a
+        # count-based rate would promise hours at the start of a minutes-long sweep.
+        done_now = sum(self.cost[p] for p in done - self.done_at_start)
+        left = sum(v for p, v in self.cost.items() if p not in done)
+        eta = "?" if done_now == 0 else fmt_s(elapsed / done_now * left)
+        finished = c[OK] + c[DIVERGED] + c[ERROR]
+        return (f"[gansweep] {finished}/{len(self.planned)} finished (ok {c[OK]}, "
+                f"diverged {c[DIVERGED]}, errored {c[ERROR]}) | running {c['running']} | "
+                f"pending {c[PENDING] - c['running']} | {fmt_s(elapsed)} elapsed | ETA {eta}")
+
+
+# --------------------------------------------------------------------------- checks
+def _row_config(row: dict) -> TrialConfig | None:
+    """The config a row records beside its scores (every row carries its own; None if unusable)."""
+    try:
+        return TrialConfig(**{k: _plain(row[k]) for k in FIELD_NAMES if k in row})
+    except (TypeError, ValueError):
+        return None
+
+
+def check_tables(results: pd.DataFrame, curves: pd.DataFrame,
+                 planned: tuple[TrialConfig, ...] | None = None) -> list[str]:
+    """Every broken rule of the module docstring, one line each naming the point(s); [] if none.
+
+    Each row is checked against the config it records; `planned` (the run's sweep file)
+    adds rule 1's "every planned point, and only those".
+    """
+    problems: list[str] = []
+
+    def names(ids) -> str:
+        ids = sorted(map(str, ids))
+        return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+    def rule(what: str, bad) -> None:
+        if len(bad):
+            problems.append(f"{len(bad)} {what}: {names(bad)}")
+
+    # rule 1: one row per point (and per planned point)
+    ids = results["point_id"].tolist()
+    rule("point(s) have more than one row", sorted({p for p in ids if ids.count(p) > 1})
+         if len(ids) != len(set(ids)) else [])
+    if planned is not None:
+        planned_ids = {c.point_id for c in planned}
+        rule("planned point(s) have no row", sorted(planned_ids - set(ids)))
+        rule("row(s) are not in the plan", sorted(set(ids) - planned_ids))
+    rule("row(s) have an unknown status", [p for p, s in zip(ids, results["status"]) if s not in STATUSES])
+    rows = [r for r in results.to_dict("records") if r["status"] in STATUSES]
+    cfgs = {r["point_id"]: _row_config(r) for r in rows}
+    rule("row(s) record no valid config", [p for p, c in cfgs.items() if c is None])
+    rows = [r for r in rows if cfgs[r["point_id"]] is not None]
+
+    def finite_scores(r: dict) -> list[bool]:
+        return [_finite(_plain(r[k])) for k in SCORE_KEYS if k in r]
+
+    ok_rows = [r for r in rows if r["status"] == OK]
+    rule("ok row(s) did not train every epoch",  # rule 2
+         [r["point_id"] for r in ok_rows if r["epochs_done"] != cfgs[r["point_id"]].epochs])
+    rule("ok row(s) have non-finite final scores", [r["point_id"] for r in ok_rows if not all(finite_scores(r))])
+    rule("diverged row(s) carry no reason",  # rule 3
+         [r["point_id"] for r in rows if r["status"] == DIVERGED and not r.get("diverged_reason")])
+    rule("unfinished row(s) carry final scores",  # rule 4
+         [r["point_id"] for r in rows if r["status"] not in FINISHED and any(finite_scores(r))])
+    rule("row(s) have more epochs than planned",  # rule 5
+         [r["point_id"] for r in rows if r["epochs_done"] > cfgs[r["point_id"]].epochs])
+
+    # rule 6: the curves
+    got, last_ip = {}, {}
+    if len(curves):
+        key = curves[["point_id", "epoch"]]
+        rule("(point, epoch) pair(s) appear more than once in the curves",
+             sorted({f"{p}@{e}" for p, e in key[key.duplicated()].itertuples(index=False)}))
+        rule("curve point(s) have no results row", sorted(set(curves["point_id"]) - set(ids)))
+        got = curves.groupby("point_id")["epoch"].apply(lambda s: sorted(int(e) for e in s)).to_dict()
+        last_ip = curves.sort_values("epoch").groupby("point_id")["i_prime"].last().to_dict()
+    wrong, differs = [], []
+    for r in rows:
+        pid = r["point_id"]
+        if r["status"] not in FINISHED:
+            continue
+        if got.get(pid, []) != scored_epochs(cfgs[pid], r["status"], int(r["epochs_done"])):
+            wrong.append(pid)
+        elif r["status"] == OK and not math.isclose(last_ip.get(pid, math.nan), r["i_prime"],
+                                                      rel_tol=1e-9, abs_tol=1e-12):
+            differs.append(pid)
+    rule("finished point(s) whose curve is not exactly their scored epochs", wrong)
+    rule("ok row(s) whose I' differs from their curve's last epoch", differs)
+    return problems
+
+
+def check_run(run_dir: Path, results: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
+    """check_tables of a run directory, against its plan when its sweep file is there."""
+    planned = plan(run_dir) if (Path(run_dir) / "sweep.yaml").is_file() else None
+    return check_tables(results, curves, planned)

@@ -1,0 +1,77 @@
+"""Stopping a sweep on a signal, the same way for the three that stop jobs:
+
+    SIGINT   Ctrl-C in the terminal                 exit 130
+    SIGTERM  `kill`, Slurm's scancel, Kubernetes    exit 143
+    SIGHUP   the terminal or SSH session went away  exit 129
+
+The first signal only records itself; Tune's loop (sweep/callback.py) then asks
+Tune to stop through Tune's own stop path (its SIGUSR1 handler): Tune saves its
+experiment state and stops the running trials, whose last checkpoints stay for
+`gansweep resume`. The ledger writes the tables one last time, with every point
+that did not finish `pending`, and `gansweep` exits with the resume line. A
+second signal forces: it exits at once (tables are only ever replaced
+atomically, so they hold the last flush, which is consistent).
+
+Signal dispositions belong to the process, so the request is one process-wide
+object, STOP.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequest:
+    def __init__(self):
+        self.signum: int | None = None
+        self._forwarded = False
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        """Handle SIGNALS from now on (main thread only, as Python requires)."""
+        self.signum, self._forwarded = None, False
+        for s in SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum  # acted on by forward_to_tune / the engine, never here
+            return
+        os.write(2, f"gansweep: {signal.Signals(signum).name} again: stopped at once; the tables hold "
+                    "their last update and `gansweep resume RUN_DIR` continues\n".encode())
+        os._exit(128 + signum)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + (self.signum or 0)
+
+    def forward_to_tune(self) -> None:
+        """Ask a running Tune loop to stop, once (call from the loop, on the main thread).
+
+        tune.run installs a SIGUSR1 handler that sets its `experiment interrupted` event;
+        calling it directly is Tune's graceful stop without a second, asynchronous signal.
+        """
+        if self.signum is None or self._forwarded:
+            return
+        handler = signal.getsignal(signal.SIGUSR1)
+        if callable(handler):
+            self._forwarded = True
+            handler(signal.SIGUSR1, None)
+
+
+STOP = StopRequest()
