@@ -28,15 +28,16 @@ import matplotlib.patches
 import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, FIGURE2_PANELS, FINISHED,  # noqa: E402
+from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, FIGURE2_PANELS,
                             I_PRIME_EDGES, SUBGRID, arch_of, budget_table, draws_digits,
                             family_of, finished_scores, has_digit_share, histogram_percent,
                             model_label, models, non_digit_scores, of_model, with_models)
-from sweep.config import model_name  # noqa: E402
+from sweep.config import model_name
+from sweep.schema import FINISHED, OK
 
 COLORS = {"gan": "#d62728", "ebgan": "#1f77b4", "ebgan_pt": "#2ca02c", "began": "#9467bd"}
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
@@ -206,7 +207,7 @@ def best_runs(df: pd.DataFrame) -> pd.DataFrame:
     (digit_share >= DIGITS_RUN_SHARE), indexed by model. A model none of whose runs draws
     digits has no row. Tables scored before the digit test: the highest I' of all ok runs."""
     df = with_models(df)
-    ok = df[df["status"] == "ok"].dropna(subset=["i_prime"])
+    ok = df[df["status"] == OK].dropna(subset=["i_prime"])
     if has_digit_share(df):
         ok = ok[ok["digit_share"] >= DIGITS_RUN_SHARE]
     best = ok.loc[ok.groupby("model")["i_prime"].idxmax()]

@@ -26,11 +26,11 @@ import pandas as pd
 
 from sweep.config import model_name
 from sweep.results import with_models
+from sweep.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0
 DIGITS_RUN_SHARE = 0.5
-FINISHED = ("ok", "diverged")
 FAMILY_ORDER = ("gan", "ebgan", "ebgan_pt", "began")
 FAMILY_LABEL = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN"}
 ARCH_LABEL = {"dcgan": "DCGAN"}
@@ -68,7 +68,7 @@ def of_model(df: pd.DataFrame, model: str) -> pd.DataFrame:
 def finished_scores(df: pd.DataFrame, col: str = "i_prime") -> pd.Series:
     """Scores of the finished runs, diverged ones as 0."""
     fin = df[df["status"].isin(FINISHED)]
-    return fin[col].where(fin["status"] == "ok", 0.0).fillna(0.0)
+    return fin[col].where(fin["status"] == OK, 0.0).fillna(0.0)
 
 
 def has_digit_share(df: pd.DataFrame) -> bool:
@@ -82,7 +82,7 @@ def draws_digits(df: pd.DataFrame) -> pd.Series:
     fin = df[df["status"].isin(FINISHED)]
     if "digit_share" not in fin.columns:
         return pd.Series(False, index=fin.index)
-    return (fin["status"] == "ok") & (fin["digit_share"] >= DIGITS_RUN_SHARE)
+    return (fin["status"] == OK) & (fin["digit_share"] >= DIGITS_RUN_SHARE)
 
 
 def non_digit_scores(df: pd.DataFrame) -> pd.Series:
@@ -92,7 +92,7 @@ def non_digit_scores(df: pd.DataFrame) -> pd.Series:
     if "digit_share" not in df.columns:
         return s.iloc[:0]
     fin = df.loc[s.index]
-    return s[(fin["status"] == "ok") & (fin["digit_share"] < DIGITS_RUN_SHARE)]
+    return s[(fin["status"] == OK) & (fin["digit_share"] < DIGITS_RUN_SHARE)]
 
 
 def histogram_percent(scores: pd.Series | np.ndarray, edges=I_PRIME_EDGES) -> tuple[np.ndarray, np.ndarray]:
@@ -132,13 +132,13 @@ def _summary(sub: pd.DataFrame, scored: bool) -> dict:
     """scored: the table has digit_share (has_digit_share of the whole table)."""
     s = finished_scores(sub)
     fin = sub[sub["status"].isin(FINISHED)]
-    ok = sub[sub["status"] == "ok"]
+    ok = sub[sub["status"] == OK]
     q = s.quantile([0.25, 0.5, 0.75]) if len(s) else pd.Series([math.nan] * 3, index=[0.25, 0.5, 0.75])
     return {
         "runs": len(sub), "finished": len(fin),
-        "diverged": int((sub["status"] == "diverged").sum()),
-        "errored": int((sub["status"] == "error").sum()),
-        "pending": int((sub["status"] == "pending").sum()),
+        "diverged": int((sub["status"] == DIVERGED).sum()),
+        "errored": int((sub["status"] == ERROR).sum()),
+        "pending": int((sub["status"] == PENDING).sum()),
         "i_prime_q1": q[0.25], "i_prime_median": q[0.5], "i_prime_q3": q[0.75],
         "failure_share": float((s < FAILURE_I_PRIME).mean()) if len(s) else math.nan,
         "is_median": float(ok["inception_score"].median()) if len(ok) else math.nan,

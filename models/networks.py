@@ -133,6 +133,3 @@ def reconstruction_energy(recon: torch.Tensor, x: torch.Tensor, norm: str) -> to
         return sq
     return sq / IMAGE_DIM
 
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

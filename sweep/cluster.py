@@ -7,12 +7,14 @@ reach the run's storage. Ray is imported only inside functions, after
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.errors import UserError
+from sweep.results import RESULTS
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ def ray_init(rt: Runtime) -> None:
                      logging_level="ERROR")
     finally:
         signal.signal(signal.SIGHUP, hup)
+    from sweep.signals import STOP
+
+    if STOP.active:
+        STOP.install()  # ray.init replaced the driver's SIGTERM handler: take it back
 
 
 def shutdown() -> None:
@@ -130,3 +136,22 @@ def check_storage(storage: str, address: str | None, shared_storage: bool) -> No
         raise UserError(
             f"--storage {storage} is on a node-local filesystem ({fstype or 'unknown'}); on a cluster "
             "every node must reach it: use an NFS path, s3:// or gs:// (or --shared-storage if it is shared)")
+
+
+def check_experiment_state(tune_path: str, run_dir: Path) -> None:
+    """Tuner.restore silently starts over when the newest state is damaged: refuse instead."""
+    if "://" in tune_path:
+        return  # remote storage: Tune reads it; nothing local to check
+    p = Path(tune_path)
+    states = sorted(p.glob("experiment_state-*.json"))
+    if not (p / "tuner.pkl").exists() or not states:
+        raise UserError(f"{run_dir}: Ray Tune's experiment state is missing under {p}; finished "
+                        f"results are in {run_dir / RESULTS}. Start a new run to redo the rest.")
+    newest = states[-1]
+    try:
+        json.loads(newest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        older = f"; an older state remains: move {newest.name} aside and resume again" if len(states) > 1 else \
+            "; no older state exists"
+        raise UserError(f"{newest}: damaged experiment state ({type(e).__name__}); nothing was "
+                        f"started and {run_dir / RESULTS} is intact{older}")

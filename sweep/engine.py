@@ -19,7 +19,6 @@ connects the two, sweep/cluster.py starts Ray, sweep/signals.py stops it cleanly
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
@@ -35,10 +34,10 @@ from sweep import __version__, cluster
 from sweep.cluster import Runtime
 from sweep.errors import Interrupted, UserError
 from sweep.grid import Preset, estimate_flops
-from sweep.ledger import Ledger, count, finished_reports, fmt_s, plan
-from sweep.results import (MANIFEST, MANIFEST_FORMAT, RESULTS, read_curves, read_manifest, read_results,
-                           read_run_results, write_manifest)
-from sweep.schema import DIVERGED, ERROR, OK, PENDING, STATUSES
+from sweep.ledger import Ledger, banked_compute, finished_reports, fmt_s, interrupted_line, plan
+from sweep.results import (MANIFEST, MANIFEST_FORMAT, RESULTS, read_manifest, read_results, read_run_results,
+                           write_manifest)
+from sweep.schema import STATUSES
 from sweep.signals import STOP
 
 # Tune's log lines about a stop it was asked for: the engine says it in one line instead.
@@ -147,25 +146,6 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         return _finish_session(run_dir, t0, t_fit, 0.0, slots, quiet)
 
 
-def check_experiment_state(tune_path: str, run_dir: Path) -> None:
-    """Tuner.restore silently starts over when the newest state is damaged: refuse instead."""
-    if "://" in tune_path:
-        return  # remote storage: Tune reads it; nothing local to check
-    p = Path(tune_path)
-    states = sorted(p.glob("experiment_state-*.json"))
-    if not (p / "tuner.pkl").exists() or not states:
-        raise UserError(f"{run_dir}: Ray Tune's experiment state is missing under {p}; finished "
-                        f"results are in {run_dir / RESULTS}. Start a new run to redo the rest.")
-    newest = states[-1]
-    try:
-        json.loads(newest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        older = f"; an older state remains: move {newest.name} aside and resume again" if len(states) > 1 else \
-            "; no older state exists"
-        raise UserError(f"{newest}: damaged experiment state ({type(e).__name__}); nothing was "
-                        f"started and {run_dir / RESULTS} is intact{older}")
-
-
 def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
                  restart_errored: bool = False, download: bool = False, quiet: bool = False) -> dict:
     """Carry on a run: finished points stay, unfinished ones continue from their checkpoints.
@@ -178,7 +158,7 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
     manifest = read_manifest(run_dir)
     preset_trials = plan(run_dir)
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
-    check_experiment_state(manifest["tune_path"], run_dir)
+    cluster.check_experiment_state(manifest["tune_path"], run_dir)
     banked = banked_compute(run_dir)
     with _session(rt, quiet):
         trainable_fn, sha, _ = _prepare(preset_trials, rt, manifest["device"], download,
@@ -231,15 +211,6 @@ def _stop_if_requested(what: str) -> None:
         raise Interrupted(f"{STOP.name}: stopped during start-up; {what}", STOP.exit_status)
 
 
-def banked_compute(run_dir: Path) -> float:
-    """Training + scoring seconds of every point's latest epoch (what checkpoints hold)."""
-    curves = read_curves(run_dir)
-    if curves.empty:
-        return 0.0
-    per_epoch = curves["train_seconds"].fillna(0) + curves["eval_seconds"].fillna(0)
-    return float(per_epoch.groupby(curves["point_id"]).max().sum())
-
-
 def _finish_session(run_dir: Path, t0: float, t_fit: float, banked_before: float, slots: int,
                     quiet: bool) -> dict:
     """Record the session (wall time, harness overhead, counts, how it ended) in the manifest.
@@ -268,14 +239,6 @@ def _finish_session(run_dir: Path, t0: float, t_fit: float, banked_before: float
               f"start-up {t_fit - t0:.0f}s)", flush=True)
         print(f"[gansweep] results: {run_dir / RESULTS}", flush=True)
     return summary
-
-
-def interrupted_line(run_dir: Path, df: pd.DataFrame, signal_name: str) -> str:
-    c = count(df.to_dict("records"))
-    not_started = c[PENDING] - c["partial"]
-    return (f"{signal_name}: sweep stopped; {c[OK] + c[DIVERGED]} of {len(df)} points finished "
-            f"(ok {c[OK]}, diverged {c[DIVERGED]}, errored {c[ERROR]}), {c['partial']} stopped part-way, "
-            f"{not_started} not started; continue with: gansweep resume {run_dir}")
 
 
 def sweep_status(run_dir: Path) -> tuple[dict, pd.DataFrame]:

@@ -84,10 +84,6 @@ def load_file(path: str | Path) -> dict:
     return doc
 
 
-def preset_names(path: str | Path) -> list[str]:
-    return list(load_file(path)["presets"])
-
-
 def load_preset(path: str | Path, name: str) -> Preset:
     doc = load_file(path)
     presets = doc["presets"]

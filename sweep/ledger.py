@@ -356,6 +356,23 @@ class Ledger:
                 f"pending {c[PENDING] - c['running']} | {fmt_s(elapsed)} elapsed | ETA {eta}")
 
 
+def banked_compute(run_dir: Path) -> float:
+    """Training + scoring seconds of every point's latest epoch (what checkpoints hold)."""
+    curves = read_curves(run_dir)
+    if curves.empty:
+        return 0.0
+    per_epoch = curves["train_seconds"].fillna(0) + curves["eval_seconds"].fillna(0)
+    return float(per_epoch.groupby(curves["point_id"]).max().sum())
+
+
+def interrupted_line(run_dir: Path, df: pd.DataFrame, signal_name: str) -> str:
+    c = count(df.to_dict("records"))
+    not_started = c[PENDING] - c["partial"]
+    return (f"{signal_name}: sweep stopped; {c[OK] + c[DIVERGED]} of {len(df)} points finished "
+            f"(ok {c[OK]}, diverged {c[DIVERGED]}, errored {c[ERROR]}), {c['partial']} stopped part-way, "
+            f"{not_started} not started; continue with: gansweep resume {run_dir}")
+
+
 # --------------------------------------------------------------------------- checks
 def _row_config(row: dict) -> TrialConfig | None:
     """The config a row records beside its scores (every row carries its own; None if unusable)."""

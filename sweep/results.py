@@ -4,7 +4,7 @@ RUN_DIR/results.parquet and results.csv: one row per grid point, always (points
 not run yet are `pending`), with the fully resolved config beside the scores:
 
     point_id, family, the Table 1 axes, seed, every setting (sweep/config.py),
-    status            ok | diverged | error | pending
+    status            ok | diverged | error | pending (sweep/schema.py; rules in sweep/ledger.py)
     tune_status       Ray Tune's own state (PENDING, RUNNING, TERMINATED, ERROR)
     epochs_done, best_epoch, the final metrics (i_prime, inception_score, fid,
     classes_covered, kl_uniform, digit_share, loss_d, loss_g) and the same at the best epoch
@@ -34,7 +34,6 @@ RESULTS = "results.parquet"
 RESULTS_CSV = "results.csv"
 CURVES = "curves.parquet"
 CURVES_CSV = "curves.csv"
-STATUSES = ("ok", "diverged", "error", "pending")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 

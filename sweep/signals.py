@@ -30,10 +30,17 @@ class StopRequest:
         self._previous: dict = {}
 
     def install(self) -> None:
-        """Handle SIGNALS from now on (main thread only, as Python requires)."""
-        self.signum, self._forwarded = None, False
+        """Handle SIGNALS from now on (main thread only, as Python requires).
+
+        Call again after `ray.init`: Ray replaces the driver's SIGTERM handler with its
+        own (a sys.exit, then a native handler that logs a stack). A repeated call keeps
+        a signal already received and the handlers `restore` puts back.
+        """
+        if not self._previous:
+            self.signum, self._forwarded = None, False
         for s in SIGNALS:
-            self._previous[s] = signal.signal(s, self._handle)
+            old = signal.signal(s, self._handle)
+            self._previous.setdefault(s, old)
 
     def restore(self) -> None:
         for s, h in self._previous.items():
@@ -46,7 +53,13 @@ class StopRequest:
             return
         os.write(2, f"gansweep: {signal.Signals(signum).name} again: stopped at once; the tables hold "
                     "their last update and `gansweep resume RUN_DIR` continues\n".encode())
+        _kill_descendants()  # a local Ray instance's agents outlive a driver that just exits
         os._exit(128 + signum)
+
+    @property
+    def active(self) -> bool:
+        """Installed (between install and restore)."""
+        return bool(self._previous)
 
     @property
     def requested(self) -> bool:
@@ -72,6 +85,29 @@ class StopRequest:
         if callable(handler):
             self._forwarded = True
             handler(signal.SIGUSR1, None)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one (Linux /proc; elsewhere nothing)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    todo, found = [os.getpid()], []
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 STOP = StopRequest()

@@ -4,7 +4,7 @@
 
 This is the only training loop in gansweep: every family (GAN, EBGAN,
 EBGAN-PT, BEGAN) on either arch (mlp, dcgan) runs through `run_trial`, which
-the command line calls directly and the Ray engine (sweep/engine.py) wraps.
+the command line calls directly and the Ray trainable (sweep/worker.py) wraps.
 The loop:
 
   * holds the training images as one tensor on the trial's device (no DataLoader);

@@ -91,3 +91,13 @@ def listening_addresses(session_id: int) -> set[str]:
 
 # 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp{,6} print them
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def assert_ledger_holds(run: Path) -> pd.DataFrame:
+    """The run's tables keep every rule of sweep/ledger.py, against its own plan; returns results."""
+    from sweep.ledger import check_run
+
+    results = pd.read_parquet(run / "results.parquet")
+    curves = pd.read_parquet(run / "curves.parquet")
+    assert check_run(run, results, curves) == []
+    return results

@@ -89,3 +89,25 @@ def test_score_prints_metrics_json(tmp_path, mnist, data_root):
     np.save(f, np.random.default_rng(0).uniform(-1, 1, (500, 32, 32)).astype(np.float32))
     m3 = json.loads(gansweep("score", "--images", f, "--data-root", data_root).stdout)
     assert m3["digit_share"] < 0.05 and m3["i_prime"] < 0.5
+
+
+def test_status_and_resume_refuse_foreign_directories(tmp_path):
+    (tmp_path / "foreign").mkdir()
+    for cmd in ("status", "resume", "report"):
+        assert_one_line_error(gansweep(cmd, tmp_path / "foreign", cwd=tmp_path), "not a gansweep run directory")
+    assert_one_line_error(gansweep("status", tmp_path / "missing", cwd=tmp_path), "no such run directory")
+
+
+def test_cluster_run_refuses_node_local_storage(tmp_path, data_root):
+    (tmp_path / "sweep.yaml").write_text("""
+presets:
+  t:
+    seeds: [0]
+    settings: {epochs: 1}
+    grids:
+      gan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
+            optimD: [adam], optimG: [adam], lr: [0.001]}
+""")
+    r = gansweep("run", "--preset", "t", "--address", "127.0.0.1:1", "--storage", tmp_path / "runs", cwd=tmp_path)
+    assert_one_line_error(r, "node-local filesystem", "s3://")
+    assert not (tmp_path / "runs").exists()

@@ -6,7 +6,8 @@ import signal
 import pandas as pd
 import pytest
 
-from helpers import LOOPBACK, REPO, cli, listening_addresses, results_with, start, wait_for
+from helpers import (LOOPBACK, REPO, assert_ledger_holds, cli, listening_addresses, results_with, session_pids,
+                     start, wait_for)
 from sweep.config import FIELD_NAMES
 
 pytestmark = pytest.mark.ray
@@ -86,9 +87,11 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
     assert m["reference_scores"]["inception_score"] > 9.5
     assert 0 <= m["sessions"][0]["overhead_share"] < 1
 
-    st = cli("status", run, cwd=tmp_path)
-    assert st.returncode == 0
+    assert_ledger_holds(run)
+    st = cli("status", run, "--check", cwd=tmp_path)
+    assert st.returncode == 0, st.stdout
     assert "ok 12  diverged 0  error 0  pending 0  (running 0)" in st.stdout
+    assert "check: all 12 rows keep the ledger's rules" in st.stdout
 
 
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
@@ -120,6 +123,7 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert len(curves) == 3 * N_POINTS and not curves.duplicated(["point_id", "epoch"]).any()
     m = json.loads((run / "gansweep.json").read_text())
     assert len(m["sessions"]) == 1  # the killed session never finished; the resume did
+    assert_ledger_holds(run)
 
 
 def test_damaged_experiment_state_is_refused(tmp_path, sweep_file):
@@ -137,19 +141,56 @@ def test_damaged_experiment_state_is_refused(tmp_path, sweep_file):
     assert (run / "results.parquet").read_bytes() == results_before
 
 
-def test_status_and_resume_refuse_foreign_directories(tmp_path):
-    (tmp_path / "foreign").mkdir()
-    for cmd in ("status", "resume", "report"):
-        r = cli(cmd, tmp_path / "foreign", cwd=tmp_path)
-        assert r.returncode == 2 and "not a gansweep run directory" in r.stderr, (cmd, r.stderr)
-        assert r.stderr.count("\n") == 1
-    r = cli("status", tmp_path / "missing", cwd=tmp_path)
-    assert r.returncode == 2 and "no such run directory" in r.stderr
+# Six points, 3 epochs of ~2 s, one trial at a time: a signal sent once the first point has
+# finished lands with one or two points finished, one running and the rest not started.
+SIGNAL_SWEEP = """
+presets:
+  s:
+    seeds: [0, 1, 2]
+    settings: {epochs: 3, batch_size: 32, n_train: 6144, n_eval: 200}
+    grids:
+      ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false, true],
+              optimD: [adam], optimG: [adam], lr: [0.001]}
+"""
 
 
-def test_cluster_run_refuses_node_local_storage(tmp_path, sweep_file):
-    r = cli("run", "--config", sweep_file, "--preset", "t", "--address", "127.0.0.1:1",
-            "--storage", tmp_path / "runs", cwd=tmp_path)
-    assert r.returncode == 2
-    assert "node-local filesystem" in r.stderr and "s3://" in r.stderr
-    assert not (tmp_path / "runs").exists()
+@pytest.mark.parametrize("sig, whole_group", [
+    (signal.SIGINT, True),  # Ctrl-C: the terminal signals the whole foreground process group
+    (signal.SIGTERM, False),  # kill PID, Slurm, Kubernetes: the driver alone
+    (signal.SIGHUP, True),  # the SSH session went away: the whole group, Ray's own processes too
+])
+def test_a_signal_stops_the_sweep_truthfully_and_resume_finishes_it(tmp_path, data_root, monkeypatch,
+                                                                     sig, whole_group):
+    monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    (tmp_path / "sweep.yaml").write_text(SIGNAL_SWEEP)
+    run = tmp_path / "runs" / "s"
+    proc = start("run", "--preset", "s", "--name", "s", "--storage", tmp_path / "runs", "--num-cpus", "2",
+                 "--max-concurrent", "1", "--quiet", cwd=tmp_path)
+    wait_for(lambda: results_with(run, 1), 240, "a finished trial", proc)
+    (os.killpg if whole_group else os.kill)(proc.pid, sig)
+    assert proc.wait(timeout=120) == 128 + sig
+    err = proc.stderr_path.read_text()
+    assert "Traceback" not in err and "Aborted" not in err and "core dumped" not in err, err
+    name = signal.Signals(sig).name
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"gansweep: {name}: sweep stopped; ") and last.endswith(
+        f"continue with: gansweep resume {run}"), err
+    wait_for(lambda: True if not session_pids(proc.pid) else None, 30, "Ray's processes to exit")
+
+    before = assert_ledger_holds(run)  # in particular: no row ok that did not train every epoch
+    ok = before[before.status == "ok"].set_index("point_id")
+    assert 1 <= len(ok) < 6 and (ok.epochs_done == 3).all()
+    assert set(before.status) <= {"ok", "pending"}
+    assert f"{len(ok)} of 6 points finished" in last
+    st = cli("status", run, "--check", cwd=tmp_path)
+    assert st.returncode == 0 and f"stopped by {name}" in st.stdout, st.stdout
+
+    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = assert_ledger_holds(run)
+    assert len(after) == 6 and (after.status == "ok").all() and (after.epochs_done == 3).all()
+    a = after.set_index("point_id").loc[ok.index]  # finished points were not trained again
+    assert (a.train_seconds == ok.train_seconds).all() and (a.i_prime == ok.i_prime).all()
+    curves = pd.read_parquet(run / "curves.parquet")
+    assert len(curves) == 18 and not curves.duplicated(["point_id", "epoch"]).any()

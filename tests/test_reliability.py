@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO, cli, results_with, session_pids, start, wait_for
+from helpers import REPO, assert_ledger_holds, cli, results_with, session_pids, start, wait_for
 from sweep.results import read_results, write_results
 
 # --------------------------------------------------------------------------- results writes
@@ -63,6 +63,7 @@ def epochs_reported(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in result_json.read_text().splitlines()]
 
 
+@pytest.mark.ray
 def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, env):
     (tmp_path / "sweep.yaml").write_text(ONE_POINT)
     run = tmp_path / "runs" / "w"
@@ -90,11 +91,13 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, env):
     assert epochs == sorted(set(epochs)) and epochs[-1] == 5 and len(epochs) >= 4
     curves = pd.read_parquet(run / "curves.parquet")
     assert sorted(curves["epoch"]) == [1, 2, 3, 4, 5] and curves["i_prime"].notna().all()
+    assert_ledger_holds(run)
     state = json.loads(sorted((run / "tune").glob("experiment_state-*.json"))[-1].read_text())
     trial_json, run_metadata = state["trial_data"][0]
     assert json.loads(run_metadata)["num_failures"] == 1  # Tune saw the failure and retried once
 
 
+@pytest.mark.ray
 def test_divergence_is_recorded_and_reported(tmp_path, env):
     (tmp_path / "sweep.yaml").write_text(WITH_DIVERGENCE)
     r = cli("run", "--preset", "div", "--name", "d", "--storage", tmp_path / "runs", "--num-cpus", "2",
@@ -105,6 +108,7 @@ def test_divergence_is_recorded_and_reported(tmp_path, env):
     assert df.loc[1e30, "status"] == "diverged" and df.loc[0.001, "status"] == "ok"
     assert df.loc[1e30, "diverged_reason"] in ("non-finite loss", "non-finite samples")
     assert df.loc[1e30, "epochs_done"] >= 1
+    assert_ledger_holds(run)
     r = cli("report", run, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     stab = pd.read_csv(run / "report" / "stability.csv").set_index("group")
@@ -112,6 +116,7 @@ def test_divergence_is_recorded_and_reported(tmp_path, env):
     assert "2 of 2 trials finished (ok 1, diverged 1)" in (run / "report" / "report.html").read_text()
 
 
+@pytest.mark.ray
 def test_damaged_checkpoint_is_an_error_then_restart_errored_finishes(tmp_path, env):
     (tmp_path / "sweep.yaml").write_text(ONE_POINT)
     run = tmp_path / "runs" / "c"
@@ -129,6 +134,7 @@ def test_damaged_checkpoint_is_an_error_then_restart_errored_finishes(tmp_path, 
     df = read_results(run)
     assert df.status.tolist() == ["error"]
     assert "cannot be read" in df.error.iloc[0] and "--restart-errored" in df.error.iloc[0]
+    assert_ledger_holds(run)  # an errored point carries no score
 
     r = cli("resume", run, "--num-cpus", "2", "--restart-errored", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -136,6 +142,7 @@ def test_damaged_checkpoint_is_an_error_then_restart_errored_finishes(tmp_path, 
     assert df.status.tolist() == ["ok"] and df.epochs_done.tolist() == [5]
     curves = pd.read_parquet(run / "curves.parquet")
     assert sorted(curves.epoch) == [1, 2, 3, 4, 5]  # one row per epoch, the restart's
+    assert_ledger_holds(run)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -183,6 +190,7 @@ presets:
 """
 
 
+@pytest.mark.ray
 def test_sweep_survives_losing_a_worker_node(tmp_path, env):
     """A head and a second node on this machine, sharing one storage folder; the second dies."""
     from ray.cluster_utils import Cluster
@@ -209,70 +217,10 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, env):
         assert (df.status == "ok").all() and (df.epochs_done == 4).all()
         curves = pd.read_parquet(run / "curves.parquet")
         assert len(curves) == 24 and not curves.duplicated(["point_id", "epoch"]).any()
+        assert_ledger_holds(run)
         # the trial that was on the lost node failed once and was retried on the head
         state = json.loads(sorted((run / "tune").glob("experiment_state-*.json"))[-1].read_text())
         failures = [json.loads(meta)["num_failures"] for _, meta in state["trial_data"]]
         assert sum(failures) >= 1, failures
     finally:
         cluster.shutdown()
-
-
-def test_curves_are_rebuilt_from_tune_logs(tmp_path):
-    """Epochs logged by Tune but not yet in curves.parquet when the driver died are kept."""
-    from sweep.ledger import curves_from_tune_logs
-
-    trial = tmp_path / "tune" / "ebgan-x-0001"
-    trial.mkdir(parents=True)
-    lines = [{"point_id": "p", "epoch": 1, "i_prime": 0.5, "train_seconds": 1.0},
-             {"point_id": "p", "epoch": 2, "i_prime": 0.7, "train_seconds": 2.0},
-             {"point_id": "p", "epoch": 2, "i_prime": 0.8, "train_seconds": 2.5}]  # retried epoch
-    text = "\n".join(json.dumps(x) for x in lines) + '\n{"point_id": "p", "epo'  # cut short
-    (trial / "result.json").write_text(text)
-    rows = curves_from_tune_logs(str(tmp_path / "tune"))
-    assert sorted(rows) == [("p", 1), ("p", 2)]
-    assert rows[("p", 2)]["i_prime"] == 0.8 and rows[("p", 2)]["train_seconds"] == 2.5
-    assert curves_from_tune_logs("s3://bucket/run/tune") == {}
-
-
-def test_an_epoch_whose_report_was_lost_is_filled_from_the_restored_checkpoint(tmp_path):
-    """Tune restored a checkpoint of epoch 3 whose result never reached the driver (seen in CI):
-    Tune's log has epochs 1, 2, 4, 5; the report of epoch 4 carries the restored history."""
-    from sweep.ledger import curves_from_tune_logs
-    from sweep.schema import RESTORED_HISTORY
-
-    trial = tmp_path / "tune" / "ebgan-x-0001"
-    trial.mkdir(parents=True)
-    hist = [{"point_id": "p", "epoch": e, "i_prime": e / 10, "outcome": "ok"} for e in (1, 2, 3)]
-    hist[0]["i_prime"] = 99.0  # epochs Tune did log keep what Tune logged
-    lines = [{"point_id": "p", "epoch": 1, "i_prime": 0.1}, {"point_id": "p", "epoch": 2, "i_prime": 0.2},
-             {"point_id": "p", "epoch": 4, "i_prime": 0.4, RESTORED_HISTORY: json.dumps(hist)},
-             {"point_id": "p", "epoch": 5, "i_prime": 0.5}]
-    (trial / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    rows = curves_from_tune_logs(str(tmp_path / "tune"))
-    assert sorted(rows) == [("p", e) for e in (1, 2, 3, 4, 5)]
-    assert [rows[("p", e)]["i_prime"] for e in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.3, 0.4, 0.5]
-    assert rows[("p", 3)]["outcome"] == "ok"
-
-
-def test_finished_points_report_their_recorded_result(tmp_path):
-    """What a resumed trial that the tables record as finished reports instead of training."""
-    from sweep.ledger import finished_reports
-
-    results = pd.DataFrame([
-        {"point_id": "a", "status": "ok", "epochs_done": 2, "device": "cpu", "diverged_reason": ""},
-        {"point_id": "b", "status": "diverged", "epochs_done": 1, "device": "cpu",
-         "diverged_reason": "non-finite loss"},
-        {"point_id": "c", "status": "pending", "epochs_done": 0, "device": "", "diverged_reason": ""},
-        {"point_id": "d", "status": "ok", "epochs_done": 3, "device": "cpu", "diverged_reason": ""}])
-    write_results(results, tmp_path)
-    pd.DataFrame([
-        {"point_id": "a", "epoch": 1, "i_prime": 0.1, "train_seconds": 1.0},
-        {"point_id": "a", "epoch": 2, "i_prime": 0.2, "train_seconds": 2.0},
-        {"point_id": "b", "epoch": 1, "i_prime": float("nan"), "train_seconds": 1.5},
-        {"point_id": "d", "epoch": 2, "i_prime": 0.3, "train_seconds": 2.0},  # its last epoch is missing
-    ]).to_parquet(tmp_path / "curves.parquet")
-    rep = finished_reports(tmp_path)
-    assert sorted(rep) == ["a", "b"]  # c is pending; d's curves do not reach its last epoch
-    assert rep["a"]["epoch"] == 2 and rep["a"]["i_prime"] == 0.2 and rep["a"]["outcome"] == "ok"
-    assert rep["b"]["outcome"] == "diverged" and rep["b"]["diverged_reason"] == "non-finite loss"
-    assert type(rep["a"]["epoch"]) is int and type(rep["a"]["train_seconds"]) is float
