@@ -106,6 +106,7 @@ BOUNDS = {
     "prob_eps": (1e-30, 0.01), "coverage_min_frac": (0.0, 1.0),
     "began_gamma": (0.0, 1.0), "began_lambda_k": (0.0, 1.0),
 }
+DCGAN_MAX_LAYERS = 6  # equals models.dcgan.MAX_LAYERS (tests/test_trial.py checks)
 
 
 def validate(cfg: TrialConfig) -> list[str]:
@@ -135,9 +136,6 @@ def validate(cfg: TrialConfig) -> list[str]:
     if not out and cfg.batch_size > cfg.n_train:
         out.append(f"batch_size: {cfg.batch_size} is larger than n_train {cfg.n_train}")
     return out
-
-
-DCGAN_MAX_LAYERS = 6  # equals models.dcgan.MAX_LAYERS (tests/test_trial.py checks)
 
 PAPER_EBGAN_RULES = "EBGANs use adam/adam with lr 0.001 and margin 10 in the paper"
 

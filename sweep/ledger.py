@@ -210,6 +210,8 @@ def finished_reports(run_dir: Path) -> dict[str, dict]:
     except Exception:  # no table yet (or an unreadable one): nothing is known to be finished
         return {}
     done = results[results["status"].isin(FINISHED)]
+    if "epochs" in done:  # an `ok` short of its epochs (tables written before the ledger) is not finished
+        done = done[(done["status"] != OK) | (done["epochs_done"] == done["epochs"])]
     if done.empty or curves.empty:
         return {}
     last = curves.sort_values("epoch").groupby("point_id").tail(1).set_index("point_id")

@@ -139,6 +139,7 @@ def test_damaged_experiment_state_is_refused(tmp_path, sweep_file):
     assert "damaged experiment state" in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1
     assert (run / "results.parquet").read_bytes() == results_before
+    assert_ledger_holds(run)
 
 
 # Six points, 3 epochs of ~2 s, one trial at a time: a signal sent once the first point has

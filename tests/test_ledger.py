@@ -237,16 +237,21 @@ def test_finished_points_report_their_recorded_result(tmp_path):
         {"point_id": "b", "status": "diverged", "epochs_done": 1, "device": "cpu",
          "diverged_reason": "non-finite loss"},
         {"point_id": "c", "status": "pending", "epochs_done": 0, "device": "", "diverged_reason": ""},
-        {"point_id": "d", "status": "ok", "epochs_done": 3, "device": "cpu", "diverged_reason": ""}])
+        {"point_id": "d", "status": "ok", "epochs_done": 3, "device": "cpu", "diverged_reason": ""},
+        # what an interrupted sweep wrote before the ledger: ok after 1 of its 3 epochs
+        {"point_id": "e", "status": "ok", "epochs_done": 1, "device": "cpu", "diverged_reason": ""}])
+    results["epochs"] = [2, 1, 3, 3, 3]
     write_results(results, tmp_path)
     pd.DataFrame([
         {"point_id": "a", "epoch": 1, "i_prime": 0.1, "train_seconds": 1.0},
         {"point_id": "a", "epoch": 2, "i_prime": 0.2, "train_seconds": 2.0},
         {"point_id": "b", "epoch": 1, "i_prime": float("nan"), "train_seconds": 1.5},
         {"point_id": "d", "epoch": 2, "i_prime": 0.3, "train_seconds": 2.0},  # its last epoch is missing
+        {"point_id": "e", "epoch": 1, "i_prime": 0.4, "train_seconds": 1.0},
     ]).to_parquet(tmp_path / "curves.parquet")
     rep = finished_reports(tmp_path)
-    assert sorted(rep) == ["a", "b"]  # c is pending; d's curves do not reach its last epoch
+    # c is pending; d's curves do not reach its last epoch; e was never finished, so it trains on
+    assert sorted(rep) == ["a", "b"]
     assert rep["a"]["epoch"] == 2 and rep["a"]["i_prime"] == 0.2 and rep["a"]["outcome"] == "ok"
     assert rep["b"]["outcome"] == "diverged" and rep["b"]["diverged_reason"] == "non-finite loss"
     assert type(rep["a"]["epoch"]) is int and type(rep["a"]["train_seconds"]) is float
