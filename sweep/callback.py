@@ -17,6 +17,7 @@ from ray.tune import Callback
 
 from sweep.config import TrialConfig
 from sweep.ledger import Ledger, TrialState
+from sweep.schema import TUNE_ERROR
 from sweep.signals import STOP
 from sweep.worker import SAMPLES_FILE
 
@@ -40,7 +41,7 @@ def _error_line(trial) -> str:
 def trial_states(trials) -> dict[str, TrialState]:
     """point_id -> what the ledger needs of each of Tune's trials."""
     return {TrialConfig(**t.config["point"]).point_id:
-            TrialState(t.status, t.last_result or {}, t.trial_id, _error_line(t) if t.status == "ERROR" else "")
+            TrialState(t.status, t.last_result or {}, t.trial_id, _error_line(t) if t.status == TUNE_ERROR else "")
             for t in trials}
 
 
