@@ -368,11 +368,12 @@ def banked_compute(run_dir: Path) -> float:
 
 
 def interrupted_line(run_dir: Path, df: pd.DataFrame, signal_name: str) -> str:
+    """The one line a stopped sweep ends with: how far it got and how to go on."""
     c = count(df.to_dict("records"))
-    not_started = c[PENDING] - c["partial"]
+    left = c[PENDING] + c[ERROR]
     return (f"{signal_name}: sweep stopped; {c[OK] + c[DIVERGED]} of {len(df)} points finished "
-            f"(ok {c[OK]}, diverged {c[DIVERGED]}, errored {c[ERROR]}), {c['partial']} stopped part-way, "
-            f"{not_started} not started; continue with: gansweep resume {run_dir}")
+            f"(ok {c[OK]}, diverged {c[DIVERGED]}), {left} did not ({c['partial']} resume from an epoch "
+            f"checkpoint, {c[ERROR]} errored); continue with: gansweep resume {run_dir}")
 
 
 # --------------------------------------------------------------------------- checks

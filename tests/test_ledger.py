@@ -143,6 +143,9 @@ def test_check_names_every_broken_rule(tmp_path):
     short.loc[0, "epochs_done"] = 2  # what an interrupted sweep used to write
     assert broken(res=short) == [f"1 ok row(s) did not train every epoch: {a.point_id}",
                                  f"1 finished point(s) whose curve is not exactly their scored epochs: {a.point_id}"]
+    too_many = results.copy()
+    too_many.loc[2, "epochs_done"] = 4  # pending, but past its 3 epochs
+    assert broken(res=too_many) == [f"1 row(s) have more epochs than planned: {c.point_id}"]
     nan_score = results.copy()
     nan_score.loc[1, "fid"] = math.nan
     assert broken(res=nan_score) == [f"1 ok row(s) have non-finite final scores: {b.point_id}"]
