@@ -21,36 +21,24 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from sweep import __version__, cluster
+from sweep import cluster
 from sweep.cluster import Runtime
 from sweep.errors import Interrupted, UserError
 from sweep.grid import Preset, estimate_flops
-from sweep.ledger import Ledger, banked_compute, finished_reports, fmt_s, interrupted_line, plan
-from sweep.results import (MANIFEST, MANIFEST_FORMAT, RESULTS, read_manifest, read_results, read_run_results,
-                           write_manifest)
-from sweep.schema import STATUSES
+from sweep.ledger import (Ledger, banked_compute, finished_reports, fmt_s, interrupted_line, plan,
+                          session_summary)
+from sweep.results import MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, write_manifest
 from sweep.signals import STOP
 
 # Tune's log lines about a stop it was asked for: the engine says it in one line instead.
 _TUNE_STOP_NOISE = ("Stop signal received", "Trials did not complete", "Experiment has been interrupted")
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _prepare(trials: tuple, rt: Runtime, device: str, download: bool, finished: dict):
@@ -117,14 +105,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         _stop_if_requested(f"{run_dir} was not created")
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config_file, run_dir / "sweep.yaml")
-        manifest = {
-            "format": MANIFEST_FORMAT, "name": run_dir.name, "preset": preset.name,
-            "n_trials": len(preset.trials), "counts": preset.counts(), "tune_path": tune_path,
-            "runtime": asdict(rt), "device": rt.device, "classifier_sha256": sha,
-            "reference_scores": reference_scores, "gansweep_version": __version__,
-            "git_commit": git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "sessions": [],
-        }
+        manifest = new_manifest(run_dir.name, preset, tune_path, asdict(rt), rt.device, sha, reference_scores)
         write_manifest(run_dir, manifest)
         Ledger(run_dir, preset.trials, manifest).flush({})  # every point pending from the start
 
@@ -213,30 +194,17 @@ def _stop_if_requested(what: str) -> None:
 
 def _finish_session(run_dir: Path, t0: float, t_fit: float, banked_before: float, slots: int,
                     quiet: bool) -> dict:
-    """Record the session (wall time, harness overhead, counts, how it ended) in the manifest.
-
-    overhead = 1 - (training + scoring seconds done this session) / (wall x slots):
-    Ray start-up, scheduling, checkpoints, result tables and idle slots all count.
-    A session stopped by a signal raises Interrupted after recording itself.
-    """
-    df = read_results(run_dir)
-    wall = time.time() - t0
-    compute = banked_compute(run_dir) - banked_before
-    overhead = max(0.0, 1.0 - compute / (wall * slots)) if wall > 0 else 0.0
-    counts = df["status"].value_counts().to_dict()
-    summary = {"started": datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds"),
-               "wall_seconds": round(wall, 2), "startup_seconds": round(t_fit - t0, 2),
-               "compute_seconds": round(compute, 2), "slots": slots, "overhead_share": round(overhead, 4),
-               "counts": {k: int(counts.get(k, 0)) for k in STATUSES}, "stopped_by": STOP.name}
+    """Record the session in the manifest; print how it ended (a stopped one raises Interrupted)."""
+    summary, df = session_summary(run_dir, t0, t_fit, banked_before, slots, STOP.name)
     manifest = read_manifest(run_dir)
     manifest["sessions"].append(summary)
     write_manifest(run_dir, manifest)
     if STOP.requested:
         raise Interrupted(interrupted_line(run_dir, df, STOP.name), STOP.exit_status)
     if not quiet:
-        print(f"[gansweep] done in {fmt_s(wall)}: {summary['counts']}; harness overhead "
-              f"{overhead:.1%} of {slots} slot(s) x wall (training + scoring {compute:.0f}s, "
-              f"start-up {t_fit - t0:.0f}s)", flush=True)
+        print(f"[gansweep] done in {fmt_s(summary['wall_seconds'])}: {summary['counts']}; harness overhead "
+              f"{summary['overhead_share']:.1%} of {slots} slot(s) x wall (training + scoring "
+              f"{summary['compute_seconds']:.0f}s, start-up {summary['startup_seconds']:.0f}s)", flush=True)
         print(f"[gansweep] results: {run_dir / RESULTS}", flush=True)
     return summary
 

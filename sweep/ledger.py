@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -365,6 +366,24 @@ def banked_compute(run_dir: Path) -> float:
         return 0.0
     per_epoch = curves["train_seconds"].fillna(0) + curves["eval_seconds"].fillna(0)
     return float(per_epoch.groupby(curves["point_id"]).max().sum())
+
+
+def session_summary(run_dir: Path, t0: float, t_fit: float, banked_before: float, slots: int,
+                    stopped_by: str) -> tuple[dict, pd.DataFrame]:
+    """A session's record for the manifest, and the results table it ended with.
+
+    overhead = 1 - (training + scoring seconds done this session) / (wall x slots):
+    Ray start-up, scheduling, checkpoints, result tables and idle slots all count.
+    """
+    df = read_results(run_dir)
+    wall = time.time() - t0
+    compute = banked_compute(run_dir) - banked_before
+    overhead = max(0.0, 1.0 - compute / (wall * slots)) if wall > 0 else 0.0
+    counts = df["status"].value_counts().to_dict()
+    return {"started": datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": round(wall, 2), "startup_seconds": round(t_fit - t0, 2),
+            "compute_seconds": round(compute, 2), "slots": slots, "overhead_share": round(overhead, 4),
+            "counts": {k: int(counts.get(k, 0)) for k in STATUSES}, "stopped_by": stopped_by}, df
 
 
 def interrupted_line(run_dir: Path, df: pd.DataFrame, signal_name: str) -> str:

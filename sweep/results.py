@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -91,6 +93,28 @@ def read_manifest(run_dir: Path) -> dict:
     if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{path}: not a gansweep run manifest (format {MANIFEST_FORMAT} expected)")
     return m
+
+
+def git_commit() -> str:
+    """The checkout's commit (with -dirty), recorded in every manifest and row."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, classifier_sha256: str,
+                 reference_scores: dict) -> dict:
+    """The manifest of a new run: what it runs, where, with which scorer and code."""
+    from sweep import __version__
+
+    return {"format": MANIFEST_FORMAT, "name": name, "preset": preset.name, "n_trials": len(preset.trials),
+            "counts": preset.counts(), "tune_path": tune_path, "runtime": runtime, "device": device,
+            "classifier_sha256": classifier_sha256, "reference_scores": reference_scores,
+            "gansweep_version": __version__, "git_commit": git_commit(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sessions": []}
 
 
 def write_manifest(run_dir: Path, manifest: dict) -> None:
