@@ -50,5 +50,6 @@ def load_run(run_dir: str | Path) -> Run:
     try:
         curves = read_curves(run_dir)
     except Exception as e:  # pyarrow raises several types for damaged files
-        raise UserError(f"{run_dir / 'curves.parquet'}: unreadable curves table ({type(e).__name__})") from None
+        raise UserError(f"{run_dir / 'curves.parquet'}: unreadable curves table ({type(e).__name__}); "
+                        f"`gansweep resume {run_dir}` rebuilds it from Tune's records") from None
     return Run(run_dir, manifest, with_models(results), curves)

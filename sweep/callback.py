@@ -1,62 +1,51 @@
 """The Tune callback of a sweep: forwards Tune's hooks to the run's ledger, nothing more.
 
 Tune pickles the callback into its experiment state and unpickles it on
-`Tuner.restore`, so it holds only the run directory; `setup` rebuilds the
-ledger from RUN_DIR, and the driver's session options (quiet) come from
-`configure`, set by sweep/engine.py for this process, not from the pickle.
+`Tuner.restore`, so it holds nothing: the run directory and the session's
+options come from `configure`, set by sweep/engine.py for this driver process
+(a run directory copied elsewhere and resumed there must write there), and
+`setup` rebuilds the ledger from that RUN_DIR.
 
 Imports Ray: import it only after sweep/cluster.py has set Ray's environment.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from ray.tune import Callback
 
 from sweep.config import TrialConfig
-from sweep.ledger import Ledger, TrialState
+from sweep.ledger import Ledger, TrialState, error_line
 from sweep.schema import TUNE_ERROR
 from sweep.signals import STOP
 from sweep.worker import SAMPLES_FILE
 
 PROGRESS_EVERY_S = 10.0
-_OPTIONS = {"quiet": False}
+_OPTIONS: dict = {"run_dir": None, "quiet": False}
 
 
-def configure(quiet: bool) -> None:
-    """This driver session's options (a restored callback keeps its first session's)."""
-    _OPTIONS["quiet"] = quiet
-
-
-def _error_line(trial) -> str:
-    path = trial.error_file
-    if not path or not os.path.exists(path):
-        return "error (no message recorded)"
-    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-    return (lines[-1] if lines else "error")[:300]
+def configure(run_dir: Path, quiet: bool) -> None:
+    """This driver session's run directory and options."""
+    _OPTIONS.update(run_dir=Path(run_dir), quiet=quiet)
 
 
 def trial_states(trials) -> dict[str, TrialState]:
     """point_id -> what the ledger needs of each of Tune's trials."""
     return {TrialConfig(**t.config["point"]).point_id:
-            TrialState(t.status, t.last_result or {}, t.trial_id, _error_line(t) if t.status == TUNE_ERROR else "")
+            TrialState(t.status, t.last_result or {}, t.trial_id, error_line(t.error_file) if t.status == TUNE_ERROR else "")
             for t in trials}
 
 
 class LedgerCallback(Callback):
-    def __init__(self, run_dir: str):
-        self.run_dir = run_dir
-
     def __getstate__(self):
-        return {"run_dir": self.run_dir}
+        return {}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        pass
 
     def setup(self, **info):
-        self.ledger = Ledger.open(Path(self.run_dir))
+        self.ledger = Ledger.open(_OPTIONS["run_dir"])
         self.quiet = _OPTIONS["quiet"]
         self.last_progress = 0.0
 

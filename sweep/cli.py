@@ -389,11 +389,12 @@ def cmd_resume(a) -> int:
 
 def cmd_status(a) -> int:
     from sweep.engine import sweep_status
-    from sweep.ledger import count
+    from sweep.ledger import count, damaged_tables
     from sweep.results import with_models
     from sweep.schema import FINISHED, PENDING, STATUSES
 
     manifest, df = sweep_status(Path(a.run_dir))
+    damaged = damaged_tables(Path(a.run_dir))
     c = count(df.to_dict("records"))
     print(f"run {manifest['name']} (preset {manifest['preset']}, created {manifest['created']}): "
           f"{len(df)} grid points")
@@ -414,6 +415,9 @@ def cmd_status(a) -> int:
         stopped = f", stopped by {s['stopped_by']}" if s.get("stopped_by") else ""
         print(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
               f"{s['overhead_share']:.1%}{stopped}")
+    for name, why in damaged.items():
+        print(f"  {name} is {'missing' if why == 'missing' else f'unreadable ({why})'}: "
+              f"`gansweep resume {a.run_dir}` rebuilds it from Tune's records")
     if a.check:
         return _check(Path(a.run_dir), df)
     return 0
@@ -423,7 +427,12 @@ def _check(run_dir: Path, results) -> int:
     from sweep.ledger import check_run
     from sweep.results import read_curves
 
-    problems = check_run(run_dir, results, read_curves(run_dir))
+    try:
+        curves = read_curves(run_dir)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise UserError(f"{run_dir}: cannot check: curves.parquet is unreadable ({type(e).__name__}); "
+                        f"`gansweep resume {run_dir}` rebuilds it") from None
+    problems = check_run(run_dir, results, curves)
     if problems:
         print(f"  check: {len(problems)} rule(s) broken (sweep/ledger.py):")
         for p in problems:

@@ -5,7 +5,9 @@
     gansweep status runs/<name> --check   # counts, results so far, the ledger's rules; starts nothing
 
 A run directory (RUN_DIR) holds:
-    gansweep.json      the manifest: preset, runtime options, versions, sessions
+    gansweep.json      the manifest: preset, runtime options, versions, sessions (the one file
+                       that cannot be rebuilt; every table below can, by `resume`)
+    .gansweep.lock     held by the one `run` / `resume` writing the run (sweep/lock.py)
     sweep.yaml         the sweep file as it was when the run started (resume re-reads it)
     results.parquet    one row per grid point (sweep/schema.py), refreshed as trials end
     curves.parquet     one row per (grid point, scored epoch)
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from sweep import cluster
 from sweep.cluster import Runtime
 from sweep.errors import Interrupted, UserError
 from sweep.grid import Preset, estimate_flops
-from sweep.ledger import (Ledger, banked_compute, finished_reports, fmt_s, interrupted_line, plan,
+from sweep.lock import RunLock
+from sweep.ledger import (Ledger, banked_compute, finished_reports, fmt_s, heal, interrupted_line, plan,
                           session_summary)
-from sweep.results import MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, write_manifest
+from sweep.results import (MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, tune_path_of,
+                           write_manifest)
 from sweep.signals import STOP
 
 # Tune's log lines about a stop it was asked for: the engine says it in one line instead.
@@ -73,7 +77,7 @@ def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
     storage_path, name = manifest["tune_path"].rsplit("/", 1)
     return tune.RunConfig(
         name=name, storage_path=storage_path, verbose=0,
-        callbacks=[JsonLoggerCallback(), TBXLoggerCallback(), LedgerCallback(str(run_dir.resolve()))],
+        callbacks=[JsonLoggerCallback(), TBXLoggerCallback(), LedgerCallback()],
         # num_to_keep=1 rewrites the whole experiment state on every checkpoint: keep 2.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=rt.max_failures))
@@ -98,12 +102,16 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         tune_path = str(Path(tune_path).resolve())
     cluster.check_storage(tune_path if "://" in tune_path else str(Path(tune_path).parent), rt.address,
                           shared_storage)
-    with _session(rt, quiet):
+    with _session(rt, quiet, run_dir), ExitStack() as held:
         # Data and classifier first: a missing dataset or a bad classifier (or a signal
         # during start-up) leaves no half-made run directory behind.
         trainable_fn, sha, reference_scores = _prepare(preset.trials, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
         run_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(RunLock(run_dir, "run"))  # until the session ends (or the process dies)
+        if (run_dir / MANIFEST).exists():  # another `run --name` got here first
+            raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
+                            "or pick another --name")
         shutil.copyfile(config_file, run_dir / "sweep.yaml")
         manifest = new_manifest(run_dir.name, preset, tune_path, asdict(rt), rt.device, sha, reference_scores)
         write_manifest(run_dir, manifest)
@@ -137,11 +145,20 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
     """
     t0 = time.time()
     manifest = read_manifest(run_dir)
+    with RunLock(run_dir, "resume"):
+        return _resume(run_dir, manifest, t0, rt_overrides, skip_errored, restart_errored, download, quiet)
+
+
+def _resume(run_dir: Path, manifest: dict, t0: float, rt_overrides: dict | None, skip_errored: bool,
+            restart_errored: bool, download: bool, quiet: bool) -> dict:
+    for line in heal(run_dir):  # results/curves that a full disk or a cut copy damaged
+        print(f"[gansweep] {line}", flush=True)
     preset_trials = plan(run_dir)
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
-    cluster.check_experiment_state(manifest["tune_path"], run_dir)
+    tune_path = tune_path_of(run_dir, manifest)
+    cluster.check_experiment_state(tune_path, run_dir)
     banked = banked_compute(run_dir)
-    with _session(rt, quiet):
+    with _session(rt, quiet, run_dir):
         trainable_fn, sha, _ = _prepare(preset_trials, rt, manifest["device"], download,
                                         finished_reports(run_dir))
         if sha != manifest["classifier_sha256"]:
@@ -151,7 +168,7 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
         from ray import tune
 
         slots = cluster.slots(rt, len(preset_trials))
-        tuner = tune.Tuner.restore(manifest["tune_path"], trainable=trainable_fn, resume_unfinished=True,
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
                                    resume_errored=not skip_errored and not restart_errored,
                                    restart_errored=restart_errored and not skip_errored)
         if not quiet:
@@ -165,7 +182,7 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
 
 
 @contextmanager
-def _session(rt: Runtime, quiet: bool):
+def _session(rt: Runtime, quiet: bool, run_dir: Path):
     """Signals handled, Tune's stop messages quieted, the callback configured; on the way
     out, Ray shut down (before our last line, so no native noise follows it)."""
     cluster.set_environment(rt)
@@ -176,7 +193,7 @@ def _session(rt: Runtime, quiet: bool):
     tune_log.addFilter(quiet_stop)
     import sweep.callback
 
-    sweep.callback.configure(quiet=quiet)
+    sweep.callback.configure(run_dir, quiet)
     try:
         yield
     finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -35,8 +36,9 @@ import pandas as pd
 from models.metrics import SCORE_KEYS
 from sweep.config import FIELD_NAMES, TrialConfig
 from sweep.grid import estimate_flops, load_preset
-from sweep.results import (read_curves, read_manifest, read_results, write_atomic, write_curves,
-                           write_results)
+from sweep.errors import UserError
+from sweep.results import (CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves, read_manifest, read_results,
+                           tune_path_of, write_atomic, write_curves, write_results)
 from sweep.schema import (CURVE_COLUMNS, CURVE_KEYS, DIVERGED, ERROR, FINISHED, METRIC_KEYS, OK, PENDING,
                           RESTORED_HISTORY, RESULT_COLUMNS, STATUSES, TUNE_ERROR, TUNE_NOT_CREATED,
                           TUNE_RUNNING, TUNE_TERMINATED)
@@ -254,7 +256,7 @@ class Ledger:
     """Rows and curves of one run directory, kept current from trial reports."""
 
     def __init__(self, run_dir: Path, planned: tuple[TrialConfig, ...], manifest: dict,
-                 curves: dict[tuple[str, int], dict] | None = None):
+                 curves: dict[tuple[str, int], dict] | None = None, finished_before: set[str] | None = None):
         self.run_dir, self.planned, self.manifest = Path(run_dir), planned, manifest
         self.curves: dict[tuple[str, int], dict] = dict(curves or {})
         self.cost = {t.point_id: estimate_flops(t) for t in planned}  # for the ETA
@@ -267,7 +269,7 @@ class Ledger:
         self.done_at_start: set[str] | None = None
         self.last_flush, self.dirty = 0.0, True
         # points finished in an earlier session keep the samples they saved then
-        self.finished_before = set(finished_reports(self.run_dir))
+        self.finished_before = set(finished_reports(self.run_dir)) if finished_before is None else finished_before
 
     @classmethod
     def open(cls, run_dir: Path) -> "Ledger":
@@ -275,7 +277,7 @@ class Ledger:
         Tune logged that the curves had not caught up with when the driver died."""
         manifest = read_manifest(run_dir)
         curves = {k: row for k, row in (curve_row(r) for r in read_curves(run_dir).to_dict("records"))}
-        curves.update(curves_from_tune_logs(manifest["tune_path"]))
+        curves.update(curves_from_tune_logs(tune_path_of(run_dir, manifest)))
         return cls(run_dir, plan(run_dir), manifest, curves)
 
     # ---------------------------------------------------------------- reports in
@@ -393,6 +395,87 @@ def interrupted_line(run_dir: Path, df: pd.DataFrame, signal_name: str) -> str:
     return (f"{signal_name}: sweep stopped; {c[OK] + c[DIVERGED]} of {len(df)} points finished "
             f"(ok {c[OK]}, diverged {c[DIVERGED]}), {left} did not ({c['partial']} resume from an epoch "
             f"checkpoint, {c[ERROR]} errored); continue with: gansweep resume {run_dir}")
+
+
+# --------------------------------------------------------------------------- healing
+def _readable(path: Path) -> str:
+    """'' if a table file reads, else why not ('missing', or the reader's error type)."""
+    if not path.is_file():
+        return "missing"
+    try:
+        pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        return ""
+    except Exception as e:  # pyarrow and pandas raise several types for damaged files
+        return type(e).__name__
+
+
+def damaged_tables(run_dir: Path) -> dict[str, str]:
+    """name -> why, for each derived table of a run that is missing or unreadable."""
+    return {name: why for name in (RESULTS, RESULTS_CSV, CURVES, CURVES_CSV)
+            if (why := _readable(Path(run_dir) / name))}
+
+
+def error_line(path: Path | str | None) -> str:
+    """The last line of a trial's error file (what an `error` row says)."""
+    if not path or not os.path.exists(path):
+        return "error (no message recorded)"
+    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "error")[:300]
+
+
+def states_from_tune_logs(tune_path: str) -> dict[str, TrialState]:
+    """point_id -> TrialState, read back from Tune's trial folders (local storage only).
+
+    A point whose last logged report is its last epoch, or a divergence, had ended
+    (TERMINATED); a folder with an error file had failed (ERROR); anything else is
+    PENDING. These are the rows the callback writes from Tune's own trials.
+    """
+    out: dict[str, TrialState] = {}
+    if "://" in tune_path:
+        return out
+    for log in sorted(Path(tune_path).glob("*/result.json")):
+        last = None
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                last = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a killed driver
+        if not last or "point_id" not in last:
+            continue
+        cfg = TrialConfig(**last["config"]["point"])
+        err = log.parent / "error.txt"
+        ended = last.get("outcome") == DIVERGED or int(last.get("epoch") or 0) >= cfg.epochs
+        status = TUNE_ERROR if err.exists() else TUNE_TERMINATED if ended else "PENDING"
+        out[last["point_id"]] = TrialState(status, last, str(last.get("trial_id", "")),
+                                           error_line(err) if err.exists() else "")
+    return out
+
+
+def heal(run_dir: Path) -> list[str]:
+    """Rebuild the derived tables of a run that are missing or unreadable; one line per table.
+
+    results and curves are views of Tune's records: the curves come back from every
+    trial's result.json, the rows from each trial's last report (the same rows the
+    callback writes). Nothing trains; the manifest (not derivable) is never touched.
+    """
+    damaged = damaged_tables(run_dir)
+    if not damaged:
+        return []
+    manifest = read_manifest(run_dir)
+    tune_path = tune_path_of(run_dir, manifest)
+    if "://" in tune_path:
+        raise UserError(f"{run_dir}: {', '.join(damaged)} cannot be read, and Tune's records are on remote "
+                        f"storage ({tune_path}): restore the tables from a copy")
+    curves = {} if CURVES in damaged else {k: r for k, r in (curve_row(x) for x in
+                                                            read_curves(run_dir).to_dict("records"))}
+    curves.update(curves_from_tune_logs(tune_path))
+    ledger = Ledger(run_dir, plan(run_dir), manifest, curves, finished_before=set())
+    rows = ledger.flush(states_from_tune_logs(tune_path))
+    if ledger.dirty:
+        raise UserError(f"{run_dir}: {', '.join(damaged)} cannot be rewritten (see the warning above)")
+    c = count(rows)
+    return [f"{name} was {'missing' if why == 'missing' else f'unreadable ({why})'}: rebuilt from Tune's "
+            f"records ({len(rows)} rows, {c[OK] + c[DIVERGED]} finished)" for name, why in damaged.items()]
 
 
 # --------------------------------------------------------------------------- checks

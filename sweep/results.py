@@ -89,7 +89,8 @@ def read_manifest(run_dir: Path) -> dict:
     try:
         m = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: damaged manifest ({e}); the results tables beside it are intact")
+        raise UserError(f"{path}: damaged manifest ({e}); it is the one file of a run that cannot be "
+                        "rebuilt: restore it from a copy (the results tables beside it are intact)")
     if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{path}: not a gansweep run manifest (format {MANIFEST_FORMAT} expected)")
     return m
@@ -117,6 +118,13 @@ def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, 
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sessions": []}
 
 
+def tune_path_of(run_dir: Path, manifest: dict) -> str:
+    """Where a run's Tune experiment lives: the run directory's own tune/ folder when it has
+    one, so a copied or moved run uses its own copy; else the manifest's (--storage)."""
+    own = Path(run_dir) / "tune"
+    return str(own.resolve()) if own.is_dir() else manifest["tune_path"]
+
+
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     write_atomic(Path(run_dir) / MANIFEST,
                  lambda p: Path(p).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
@@ -135,12 +143,13 @@ def read_run_results(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """(manifest, results table) of a run directory, validated; bad ones are one UserError line."""
     manifest = read_manifest(run_dir)
     path = Path(run_dir) / RESULTS
+    rebuild = f"`gansweep resume {run_dir}` rebuilds it from Tune's records"
     if not path.is_file():
-        raise UserError(f"{run_dir}: no {RESULTS} (the run has not written results yet)")
+        raise UserError(f"{run_dir}: no {RESULTS} (not written yet, or removed); {rebuild}")
     try:
         results = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for damaged files
-        raise UserError(f"{path}: unreadable results table ({type(e).__name__})") from None
+        raise UserError(f"{path}: unreadable results table ({type(e).__name__}); {rebuild}") from None
     missing = {"point_id", "family", "status", "i_prime"} - set(results.columns)
     if missing:
         raise UserError(f"{path}: not a gansweep results table (missing {sorted(missing)[0]!r})")
