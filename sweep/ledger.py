@@ -463,9 +463,10 @@ def heal(run_dir: Path) -> list[str]:
         return []
     manifest = read_manifest(run_dir)
     tune_path = tune_path_of(run_dir, manifest)
-    if "://" in tune_path:
-        raise UserError(f"{run_dir}: {', '.join(damaged)} cannot be read, and Tune's records are on remote "
-                        f"storage ({tune_path}): restore the tables from a copy")
+    if "://" in tune_path or not Path(tune_path).is_dir():
+        where = "on remote storage" if "://" in tune_path else "missing"
+        raise UserError(f"{run_dir}: {', '.join(damaged)} cannot be read, and Tune's records are {where} "
+                        f"({tune_path}): nothing was changed; restore the tables from a copy")
     curves = {} if CURVES in damaged else {k: r for k, r in (curve_row(x) for x in
                                                             read_curves(run_dir).to_dict("records"))}
     curves.update(curves_from_tune_logs(tune_path))

@@ -260,6 +260,27 @@ def test_finished_points_report_their_recorded_result(tmp_path):
     assert type(rep["a"]["epoch"]) is int and type(rep["a"]["train_seconds"]) is float
 
 
+def test_healing_without_tune_records_changes_nothing(tmp_path):
+    """results.parquet is damaged and Tune's folder is gone: the intact CSV must not be
+    overwritten by rows rebuilt from nothing."""
+    from sweep.errors import UserError
+    from sweep.ledger import damaged_tables, heal
+    from sweep.results import MANIFEST_FORMAT, write_manifest
+
+    (tmp_path / "sweep.yaml").write_text("presets:\n  t:\n    seeds: [0]\n    settings: {epochs: 3}\n"
+                                         "    grids:\n      ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [32], "
+                                         "sizeD: [16], dropoutD: [false], optimD: [adam], optimG: [adam], "
+                                         "lr: [0.001]}\n")
+    write_manifest(tmp_path, {**MANIFEST, "format": MANIFEST_FORMAT, "tune_path": str(tmp_path / "gone")})
+    plan, _, _ = valid_tables(tmp_path)
+    csv = (tmp_path / "results.csv").read_bytes()
+    (tmp_path / "results.parquet").write_bytes(b"PAR1 cut short")
+    assert damaged_tables(tmp_path) == {"results.parquet": "ArrowInvalid"}
+    with pytest.raises(UserError, match="Tune's records are missing .* nothing was changed"):
+        heal(tmp_path)
+    assert (tmp_path / "results.csv").read_bytes() == csv
+
+
 def test_the_ledger_imports_no_ray():
     import subprocess
     import sys
