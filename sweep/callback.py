@@ -61,19 +61,24 @@ class LedgerCallback(Callback):
             except OSError:
                 pass  # samples are a convenience; the ledger warns about its own failures
         self.ledger.dirty = True
-        self.ledger.maybe_flush(trial_states(trials))
+        self._flush_if_due(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.ledger.dirty = True
-        self.ledger.maybe_flush(trial_states(trials))
+        self._flush_if_due(trials)
 
     def on_step_end(self, iteration, trials, **info):
         STOP.forward_to_tune()  # a signal arrived: Tune stops after this step
-        self.ledger.maybe_flush(trial_states(trials))
+        self._flush_if_due(trials)
         now = time.time()
         if not self.quiet and now - self.last_progress >= PROGRESS_EVERY_S:
             self.last_progress = now
             print(self.ledger.progress_line(trial_states(trials)), flush=True)
+
+    def _flush_if_due(self, trials) -> None:
+        # Tune calls on_step_end many times a second: gather the trials' states only to write
+        if self.ledger.flush_due:
+            self.ledger.flush(trial_states(trials))
 
     def on_experiment_end(self, trials, **info):
         states = trial_states(trials)

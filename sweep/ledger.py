@@ -338,9 +338,11 @@ class Ledger:
         self.last_flush, self.dirty = time.time(), False
         return rows
 
-    def maybe_flush(self, trials: dict[str, TrialState]) -> None:
-        if self.dirty and time.time() - self.last_flush >= FLUSH_EVERY_S:
-            self.flush(trials)
+    @property
+    def flush_due(self) -> bool:
+        """Something changed and the last write is FLUSH_EVERY_S old: checked before the
+        caller gathers Tune's trial states, which costs a config per trial."""
+        return self.dirty and time.time() - self.last_flush >= FLUSH_EVERY_S
 
     # ---------------------------------------------------------------- progress
     def progress_line(self, trials: dict[str, TrialState]) -> str:
