@@ -389,7 +389,7 @@ def cmd_resume(a) -> int:
 
 def cmd_status(a) -> int:
     from sweep.engine import sweep_status
-    from sweep.ledger import count, damaged_tables
+    from sweep.ledger import count, damage_phrase, damaged_tables
     from sweep.results import with_models
     from sweep.schema import FINISHED, PENDING, STATUSES
 
@@ -416,8 +416,7 @@ def cmd_status(a) -> int:
         print(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
               f"{s['overhead_share']:.1%}{stopped}")
     for name, why in damaged.items():
-        print(f"  {name} is {'missing' if why == 'missing' else f'unreadable ({why})'}: "
-              f"`gansweep resume {a.run_dir}` rebuilds it from Tune's records")
+        print(f"  {damage_phrase(name, why, 'is')}: `gansweep resume {a.run_dir}` rebuilds it from Tune's records")
     if a.check:
         return _check(Path(a.run_dir), df)
     return 0

@@ -173,27 +173,43 @@ def restored_curve_rows(report: dict) -> list[tuple[tuple[str, int], dict]]:
     return [curve_row({**h, "point_id": pid}) for h in json.loads(report[RESTORED_HISTORY])]
 
 
-def curves_from_tune_logs(tune_path: str) -> dict[tuple[str, int], dict]:
-    """(point_id, epoch) -> curve row, from every trial's result.json (local storage only).
-
-    A retried or resumed trial may log an epoch twice; the later line wins. A line
-    cut short by a killed driver is skipped.
-    """
-    out: dict[tuple[str, int], dict] = {}
+def logged_reports(tune_path: str) -> list[tuple[Path, list[dict]]]:
+    """(trial folder, its reports in order) from every trial's result.json (local storage only;
+    a line cut short by a killed driver is skipped)."""
     if "://" in tune_path:
-        return out
+        return []
+    out = []
     for log in sorted(Path(tune_path).glob("*/result.json")):
+        reports = []
         for line in log.read_text(errors="replace").splitlines():
             try:
-                r = json.loads(line)
+                reports.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        out.append((log.parent, reports))
+    return out
+
+
+def curves_from_reports(logged: list[tuple[Path, list[dict]]]) -> dict[tuple[str, int], dict]:
+    """(point_id, epoch) -> curve row; a retried or resumed trial may log an epoch twice:
+    the later line wins."""
+    out: dict[tuple[str, int], dict] = {}
+    for _, reports in logged:
+        for r in reports:
+            try:
                 key, row = curve_row(r)
                 restored = restored_curve_rows(r)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError):  # not a report of ours (ValueError: bad JSON)
                 continue
             for k, old in restored:
                 out.setdefault(k, old)
             out[key] = row
     return out
+
+
+def curves_from_tune_logs(tune_path: str) -> dict[tuple[str, int], dict]:
+    """(point_id, epoch) -> curve row, from every trial's result.json."""
+    return curves_from_reports(logged_reports(tune_path))
 
 
 def _plain(v):
@@ -425,32 +441,30 @@ def error_line(path: Path | str | None) -> str:
     return (lines[-1] if lines else "error")[:300]
 
 
-def states_from_tune_logs(tune_path: str) -> dict[str, TrialState]:
-    """point_id -> TrialState, read back from Tune's trial folders (local storage only).
+def states_from_reports(logged: list[tuple[Path, list[dict]]]) -> dict[str, TrialState]:
+    """point_id -> TrialState, read back from Tune's trial folders.
 
     A point whose last logged report is its last epoch, or a divergence, had ended
     (TERMINATED); a folder with an error file had failed (ERROR); anything else is
     PENDING. These are the rows the callback writes from Tune's own trials.
     """
     out: dict[str, TrialState] = {}
-    if "://" in tune_path:
-        return out
-    for log in sorted(Path(tune_path).glob("*/result.json")):
-        last = None
-        for line in log.read_text(errors="replace").splitlines():
-            try:
-                last = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a killed driver
+    for folder, reports in logged:
+        last = reports[-1] if reports else None
         if not last or "point_id" not in last:
             continue
         cfg = TrialConfig(**last["config"]["point"])
-        err = log.parent / "error.txt"
+        err = folder / "error.txt"
         ended = last.get("outcome") == DIVERGED or int(last.get("epoch") or 0) >= cfg.epochs
         status = TUNE_ERROR if err.exists() else TUNE_TERMINATED if ended else "PENDING"
         out[last["point_id"]] = TrialState(status, last, str(last.get("trial_id", "")),
                                            error_line(err) if err.exists() else "")
     return out
+
+
+def damage_phrase(name: str, why: str, verb: str = "was") -> str:
+    """'results.parquet was unreadable (ArrowInvalid)' / 'curves.parquet is missing'."""
+    return f"{name} {verb} {'missing' if why == 'missing' else f'unreadable ({why})'}"
 
 
 def heal(run_dir: Path) -> list[str]:
@@ -471,14 +485,15 @@ def heal(run_dir: Path) -> list[str]:
                         f"({tune_path}): nothing was changed; restore the tables from a copy")
     curves = {} if CURVES in damaged else {k: r for k, r in (curve_row(x) for x in
                                                             read_curves(run_dir).to_dict("records"))}
-    curves.update(curves_from_tune_logs(tune_path))
+    logged = logged_reports(tune_path)  # read once: the curves and the rows both come from it
+    curves.update(curves_from_reports(logged))
     ledger = Ledger(run_dir, plan(run_dir), manifest, curves, finished_before=set())
-    rows = ledger.flush(states_from_tune_logs(tune_path))
+    rows = ledger.flush(states_from_reports(logged))
     if ledger.dirty:
         raise UserError(f"{run_dir}: {', '.join(damaged)} cannot be rewritten (see the warning above)")
     c = count(rows)
-    return [f"{name} was {'missing' if why == 'missing' else f'unreadable ({why})'}: rebuilt from Tune's "
-            f"records ({len(rows)} rows, {c[OK] + c[DIVERGED]} finished)" for name, why in damaged.items()]
+    return [f"{damage_phrase(name, why)}: rebuilt from Tune's records ({len(rows)} rows, "
+            f"{c[OK] + c[DIVERGED]} finished)" for name, why in damaged.items()]
 
 
 # --------------------------------------------------------------------------- checks
