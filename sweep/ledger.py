@@ -524,8 +524,7 @@ def check_tables(results: pd.DataFrame, curves: pd.DataFrame,
 
     # rule 1: one row per point (and per planned point)
     ids = results["point_id"].tolist()
-    rule("point(s) have more than one row", sorted({p for p in ids if ids.count(p) > 1})
-         if len(ids) != len(set(ids)) else [])
+    rule("point(s) have more than one row", sorted(set(results["point_id"][results["point_id"].duplicated()])))
     if planned is not None:
         planned_ids = {c.point_id for c in planned}
         rule("planned point(s) have no row", sorted(planned_ids - set(ids)))
