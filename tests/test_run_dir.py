@@ -27,16 +27,17 @@ TABLES = ("results.parquet", "results.csv", "curves.parquet", "curves.csv")
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, data_root):
-    """A finished 4-point run, and its tables as they were."""
-    os.environ["GANSWEEP_DATA"] = str(data_root)
-    os.environ["PYTHONPATH"] = str(REPO)
-    home = tmp_path_factory.mktemp("home")
-    (home / "sweep.yaml").write_text(SWEEP)
-    r = cli("run", "--preset", "h", "--name", "h", "--storage", home / "runs", "--num-cpus", "2", "--quiet",
-            cwd=home)
-    assert r.returncode == 0, r.stderr[-3000:]
-    run = home / "runs" / "h"
-    return run, {t: (run / t).read_bytes() for t in TABLES}
+    """A finished 4-point run, and its tables as they were (the environment set for this module only)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANSWEEP_DATA", str(data_root))
+        mp.setenv("PYTHONPATH", str(REPO))
+        home = tmp_path_factory.mktemp("home")
+        (home / "sweep.yaml").write_text(SWEEP)
+        r = cli("run", "--preset", "h", "--name", "h", "--storage", home / "runs", "--num-cpus", "2", "--quiet",
+                cwd=home)
+        assert r.returncode == 0, r.stderr[-3000:]
+        run = home / "runs" / "h"
+        yield run, {t: (run / t).read_bytes() for t in TABLES}
 
 
 def results(run) -> pd.DataFrame:
