@@ -15,11 +15,10 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from sweep.config import TrialConfig
-from sweep.ledger import Ledger, TrialState, error_line
+from sweep.ledger import Ledger, TrialState, error_line, point_reports
 from sweep.schema import TUNE_ERROR
 from sweep.signals import STOP
-from sweep.worker import SAMPLES_FILE
+from sweep.worker import SAMPLES_DIR, SAMPLES_FILE, WEIGHTS_DIR
 
 PROGRESS_EVERY_S = 10.0
 _OPTIONS: dict = {"run_dir": None, "quiet": False}
@@ -30,11 +29,16 @@ def configure(run_dir: Path, quiet: bool) -> None:
     _OPTIONS.update(run_dir=Path(run_dir), quiet=quiet)
 
 
-def trial_states(trials) -> dict[str, TrialState]:
-    """point_id -> what the ledger needs of each of Tune's trials."""
-    return {TrialConfig(**t.config["point"]).point_id:
-            TrialState(t.status, t.last_result or {}, t.trial_id, error_line(t.error_file) if t.status == TUNE_ERROR else "")
-            for t in trials}
+def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
+    """point_id -> what the ledger needs of it, from the Tune trial of its pack (whose last
+    report carries each of its points' last report)."""
+    out = {}
+    for t in trials:
+        last = {p["point_id"]: p for p in point_reports(t.last_result or {})}
+        error = error_line(t.error_file) if t.status == TUNE_ERROR else ""
+        for pid in ledger.points_of(t.config):
+            out[pid] = TrialState(t.status, last.get(pid, {}), t.trial_id, error)
+    return out
 
 
 class LedgerCallback(Callback):
@@ -54,12 +58,19 @@ class LedgerCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.checkpoint is not None:
+            point_ids = self.ledger.points_of(trial.config)
             try:
                 with trial.checkpoint.as_directory() as d:
-                    self.ledger.save_samples(TrialConfig(**trial.config["point"]).point_id,
-                                             Path(d) / SAMPLES_FILE)
+                    for pid in point_ids:
+                        src = Path(d) / SAMPLES_DIR / f"{pid}.npy"
+                        if not src.exists() and len(point_ids) == 1:  # a checkpoint from before packs
+                            src = Path(d) / SAMPLES_FILE
+                        self.ledger.save_samples(pid, src)
+                        self.ledger.save_weights(pid, Path(d) / WEIGHTS_DIR / f"{pid}.pt")
             except OSError:
                 pass  # samples are a convenience; the ledger warns about its own failures
+            # Its checkpoints are deleted once the tables record every point of it finished.
+            self.ledger.finished_trials[trial.trial_id] = (str(trial.path), point_ids)
         self.ledger.dirty = True
         self._flush_if_due(trials)
 
@@ -73,15 +84,15 @@ class LedgerCallback(Callback):
         now = time.time()
         if not self.quiet and now - self.last_progress >= PROGRESS_EVERY_S:
             self.last_progress = now
-            print(self.ledger.progress_line(trial_states(trials)), flush=True)
+            print(self.ledger.progress_line(trial_states(trials, self.ledger)), flush=True)
 
     def _flush_if_due(self, trials) -> None:
         # Tune calls on_step_end many times a second: gather the trials' states only to write
         if self.ledger.flush_due:
-            self.ledger.flush(trial_states(trials))
+            self.ledger.flush(trial_states(trials, self.ledger))
 
     def on_experiment_end(self, trials, **info):
-        states = trial_states(trials)
+        states = trial_states(trials, self.ledger)
         self.ledger.flush(states)
         if not self.quiet:
             print(self.ledger.progress_line(states), flush=True)

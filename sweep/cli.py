@@ -54,6 +54,15 @@ def _add_config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="sweep.yaml", help="sweep file (default: ./sweep.yaml)")
 
 
+def _add_pack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pack", default="auto",
+                   help="grid points of one shape per Tune trial (sweep/packs.py): a number, or auto (1 up "
+                        "to 512 points; beyond, packs that keep Tune near 512 trials). Fixed for a run once "
+                        "it starts")
+    p.add_argument("--keep-weights", action="store_true",
+                   help="keep each ok point's final G weights in RUN_DIR/weights/ (never optimizer state)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="gansweep", description="GAN / EBGAN grid searches on MNIST with Ray Tune.")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -89,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--json", default=None, help="also write the rows to this JSON file")
     _add_data_args(cc)
 
-    pl = sub.add_parser("plan", help="trial counts per family and estimated cost")
+    pl = sub.add_parser("plan", help="trial counts per family, estimated cost and disk use")
     pl.add_argument("--preset", default="mini")
+    _add_pack_args(pl)
     pl.add_argument("--gflops", type=float, default=20.0,
                     help="sustained GFLOP/s of one trial slot, for the time estimate (default 20, "
                          "about one CPU core; `gansweep bench` measures it)")
@@ -109,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=2, help="retries per trial (from checkpoint)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_pack_args(r)
     _add_config_arg(r)
     _add_data_args(r)
 
@@ -323,10 +334,20 @@ def format_check(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _pack_size(a, n_points: int) -> int:
+    from sweep.packs import auto_pack_size, parse_pack
+
+    return parse_pack(a.pack) or auto_pack_size(n_points)
+
+
 def cmd_plan(a) -> int:
+    from sweep.disk import estimate_disk, fmt_bytes
     from sweep.grid import estimate_flops, load_preset
+    from sweep.packs import make_packs
 
     preset = load_preset(a.config, a.preset)
+    k = _pack_size(a, len(preset.trials))
+    packs = make_packs(preset.trials, k)
     counts = preset.counts()
     flops = {}
     for t in preset.trials:
@@ -340,6 +361,12 @@ def cmd_plan(a) -> int:
     hours = total / (a.gflops * 1e9) / 3600
     print(f"estimated cost: {hours:.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
           f"(settings: {json.dumps(preset.settings)})")
+    print(f"Tune trials: {len(packs)} (--pack {a.pack}: packs of up to {max(len(p.points) for p in packs)} "
+          "points of one shape)")
+    disk = estimate_disk(packs, a.keep_weights)
+    print(f"disk: peak {fmt_bytes(disk['peak'])} while {disk['slots']} trials run at once (their checkpoints: "
+          f"weights and optimizer state), final {fmt_bytes(disk['final'])} ({fmt_bytes(disk['final_per_point'])} "
+          f"a point: samples, tables, Tune's logs{', G weights' if a.keep_weights else ''})")
     return 0
 
 
@@ -350,6 +377,7 @@ def cmd_run(a) -> int:
 
     preset = load_preset(a.config, a.preset)
     _check_runtime(a)
+    pack = _pack_size(a, len(preset.trials))
     name = a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if "/" in name or name.startswith("."):
         raise UserError(f"--name {name!r}: a plain name, without '/' or a leading '.'")
@@ -357,7 +385,7 @@ def cmd_run(a) -> int:
     run_dir = Path("runs" if remote else a.storage) / name
     rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                  max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,
-                 num_cpus=a.num_cpus, data_root=a.data_root)
+                 num_cpus=a.num_cpus, data_root=a.data_root, pack=pack, keep_weights=a.keep_weights)
     run_sweep(preset, Path(a.config), run_dir, rt, storage=a.storage if remote else None,
               shared_storage=a.shared_storage, download=a.download, quiet=a.quiet)
     return 0

@@ -28,6 +28,8 @@ class Runtime:
     address: str | None = None  # an existing Ray cluster ("auto", "ray://...", host:port)
     num_cpus: int | None = None  # CPUs of the local Ray instance (None: all)
     data_root: str | None = None  # where MNIST is read (see sweep/data.py)
+    pack: int = 1  # grid points per Tune trial (sweep/packs.py); fixed for a run once it starts
+    keep_weights: bool = False  # keep every ok point's final G weights in RUN_DIR/weights/
 
     @property
     def threads(self) -> int:

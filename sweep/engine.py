@@ -35,6 +35,7 @@ from sweep.cluster import Runtime
 from sweep.errors import Interrupted, UserError
 from sweep.grid import Preset, estimate_flops
 from sweep.lock import RunLock
+from sweep.packs import Pack, make_packs
 from sweep.ledger import (Ledger, banked_compute, finished_reports, fmt_s, heal, interrupted_line, plan,
                           session_summary)
 from sweep.results import (MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, tune_path_of,
@@ -45,7 +46,7 @@ from sweep.signals import STOP
 _TUNE_STOP_NOISE = ("Stop signal received", "Trials did not complete", "Experiment has been interrupted")
 
 
-def _prepare(trials: tuple, rt: Runtime, device: str, download: bool, finished: dict):
+def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, finished: dict):
     """MNIST, classifier and FID reference read on the driver, then Ray started.
 
     Returns (trainable, classifier sha256, scores of the real MNIST test set). Data and
@@ -62,9 +63,10 @@ def _prepare(trials: tuple, rt: Runtime, device: str, download: bool, finished: 
     cluster.ray_init(rt)
     from sweep.worker import make_trainable
 
-    n = max(t.n_train for t in trials)
+    n = max(t.n_train for p in packs for t in p.points)
     fn = make_trainable(mnist.train_images[:n].numpy(), clf, sha, ref, rt.threads, device, finished,
-                        rt.cpus_per_trial, rt.gpus_per_trial)
+                        rt.cpus_per_trial, rt.gpus_per_trial,
+                        {p.pack_id: [t.as_dict() for t in p.points] for p in packs}, rt.keep_weights)
     return fn, sha, reference_scores
 
 
@@ -86,7 +88,12 @@ def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
 def _trial_dirname(trial) -> str:
     from sweep.config import TrialConfig
 
-    return f"{TrialConfig(**trial.config['point']).point_id}-{trial.trial_id}"
+    label = trial.config["pack"] if "pack" in trial.config else TrialConfig(**trial.config["point"]).point_id
+    return f"{label}-{trial.trial_id}"
+
+
+def _pack_flops(pack: Pack) -> float:
+    return sum(estimate_flops(t) for t in pack.points)
 
 
 def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
@@ -105,7 +112,8 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
     with _session(rt, quiet, run_dir), ExitStack() as held:
         # Data and classifier first: a missing dataset or a bad classifier (or a signal
         # during start-up) leaves no half-made run directory behind.
-        trainable_fn, sha, reference_scores = _prepare(preset.trials, rt, rt.device, download, {})
+        packs = make_packs(preset.trials, rt.pack)
+        trainable_fn, sha, reference_scores = _prepare(packs, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
         run_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(RunLock(run_dir, "run"))  # until the session ends (or the process dies)
@@ -119,17 +127,17 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
 
         from ray import tune
 
-        slots = cluster.slots(rt, len(preset.trials))
+        slots = cluster.slots(rt, len(packs))
         # Longest trials first: the sweep's tail is then short trials, not one long straggler.
-        order = sorted(preset.trials, key=estimate_flops, reverse=True)
+        order = sorted(packs, key=_pack_flops, reverse=True)
         tuner = tune.Tuner(
-            trainable_fn, param_space={"point": tune.grid_search([t.as_dict() for t in order])},
+            trainable_fn, param_space={"pack": tune.grid_search([p.pack_id for p in order])},
             tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None, reuse_actors=True,
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(manifest, run_dir, rt))
         if not quiet:
-            print(f"[gansweep] run {run_dir} : preset {preset.name}, {len(preset.trials)} trials, {slots} "
-                  f"at a time, {rt.cpus_per_trial:g} CPU / {rt.gpus_per_trial:g} GPU each", flush=True)
+            print(f"[gansweep] run {run_dir} : preset {preset.name}, {_trials_phrase(preset.trials, packs)}, "
+                  f"{slots} at a time, {rt.cpus_per_trial:g} CPU / {rt.gpus_per_trial:g} GPU each", flush=True)
         t_fit = time.time()
         tuner.fit()
         return _finish_session(run_dir, t0, t_fit, 0.0, slots, quiet)
@@ -155,30 +163,36 @@ def _resume(run_dir: Path, manifest: dict, t0: float, rt_overrides: dict | None,
         print(f"[gansweep] {line}", flush=True)
     preset_trials = plan(run_dir)
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
+    packs = make_packs(preset_trials, rt.pack)
     tune_path = tune_path_of(run_dir, manifest)
     cluster.check_experiment_state(tune_path, run_dir)
     banked = banked_compute(run_dir)
     with _session(rt, quiet, run_dir):
-        trainable_fn, sha, _ = _prepare(preset_trials, rt, manifest["device"], download,
-                                        finished_reports(run_dir))
+        trainable_fn, sha, _ = _prepare(packs, rt, manifest["device"], download, finished_reports(run_dir))
         if sha != manifest["classifier_sha256"]:
             raise UserError(f"the classifier changed since this run started (sha256 {sha[:12]} vs "
                             f"{manifest['classifier_sha256'][:12]}): its scores would not be comparable")
         _stop_if_requested(f"nothing was resumed in {run_dir}")
         from ray import tune
 
-        slots = cluster.slots(rt, len(preset_trials))
+        slots = cluster.slots(rt, len(packs))
         tuner = tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
                                    resume_errored=not skip_errored and not restart_errored,
                                    restart_errored=restart_errored and not skip_errored)
         if not quiet:
             how = (" (errored trials skipped)" if skip_errored else
                    " (errored trials restarted from scratch)" if restart_errored else "")
-            print(f"[gansweep] resuming {run_dir}: {len(preset_trials)} trials, {slots} at a time{how}",
+            print(f"[gansweep] resuming {run_dir}: {_trials_phrase(preset_trials, packs)}, {slots} at a time{how}",
                   flush=True)
         t_fit = time.time()
         tuner.fit()
         return _finish_session(run_dir, t0, t_fit, banked, slots, quiet)
+
+
+def _trials_phrase(points: tuple, packs: tuple[Pack, ...]) -> str:
+    if len(packs) == len(points):
+        return f"{len(points)} trials"
+    return f"{len(points)} points in {len(packs)} trials (packs of up to {max(len(p.points) for p in packs)})"
 
 
 @contextmanager

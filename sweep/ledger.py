@@ -36,20 +36,27 @@ import pandas as pd
 from models.metrics import SCORE_KEYS
 from sweep.config import FIELD_NAMES, TrialConfig
 from sweep.grid import estimate_flops, load_preset
+from sweep.packs import make_packs
 from sweep.errors import UserError
 from sweep.results import (CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves, read_manifest, read_results,
                            tune_path_of, write_atomic, write_curves, write_results)
-from sweep.schema import (CURVE_COLUMNS, CURVE_KEYS, DIVERGED, ERROR, FINISHED, METRIC_KEYS, OK, PENDING,
-                          RESTORED_HISTORY, RESULT_COLUMNS, STATUSES, TUNE_ERROR, TUNE_NOT_CREATED,
-                          TUNE_RUNNING, TUNE_TERMINATED)
+from sweep.schema import (CURVE_COLUMNS, CURVE_KEYS, DIVERGED, ERROR, FINISHED, METRIC_KEYS, OK, PACK_POINTS,
+                          PENDING, RESTORED_HISTORY, RESULT_COLUMNS, STATUSES, TRIAL_KEYS, TUNE_ERROR,
+                          TUNE_NOT_CREATED, TUNE_RUNNING, TUNE_TERMINATED)
 
 FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
+SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy / .pt
 
 
 def plan(run_dir: Path) -> tuple[TrialConfig, ...]:
     """The grid points a run directory was started with (its own copy of the sweep file)."""
     m = read_manifest(run_dir)
     return load_preset(Path(run_dir) / "sweep.yaml", m["preset"]).trials
+
+
+def pack_size(manifest: dict) -> int:
+    """Points per Tune trial of a run (runs started before packs had one)."""
+    return int(manifest["runtime"].get("pack", 1))
 
 
 # --------------------------------------------------------------------------- one point
@@ -154,6 +161,15 @@ def scored_epochs(cfg: TrialConfig, status: str, epochs_done: int) -> list[int]:
     return eps
 
 
+def point_reports(report: dict) -> list[dict]:
+    """The point reports inside one Tune report of a pack, each with the trial's shared keys
+    (a report of gansweep before packs is one point's report)."""
+    if PACK_POINTS not in report:
+        return [report] if "point_id" in report else []
+    shared = {k: report[k] for k in TRIAL_KEYS if k in report}
+    return [{**shared, **p} for p in json.loads(report[PACK_POINTS])]
+
+
 # --------------------------------------------------------------------------- recovery
 def curve_row(report: dict) -> tuple[tuple[str, int], dict]:
     key = (report["point_id"], int(report["epoch"]))
@@ -197,13 +213,13 @@ def curves_from_reports(logged: list[tuple[Path, list[dict]]]) -> dict[tuple[str
     for _, reports in logged:
         for r in reports:
             try:
-                key, row = curve_row(r)
-                restored = restored_curve_rows(r)
+                points = [(curve_row(p), restored_curve_rows(p)) for p in point_reports(r)]
             except (KeyError, TypeError, ValueError):  # not a report of ours (ValueError: bad JSON)
                 continue
-            for k, old in restored:
-                out.setdefault(k, old)
-            out[key] = row
+            for (key, row), restored in points:
+                for k, old in restored:
+                    out.setdefault(k, old)
+                out[key] = row
     return out
 
 
@@ -274,6 +290,7 @@ class Ledger:
     def __init__(self, run_dir: Path, planned: tuple[TrialConfig, ...], manifest: dict,
                  curves: dict[tuple[str, int], dict] | None = None, finished_before: set[str] | None = None):
         self.run_dir, self.planned, self.manifest = Path(run_dir), planned, manifest
+        self.pack_points = {p.pack_id: p.point_ids for p in make_packs(planned, pack_size(manifest))}
         self.curves: dict[tuple[str, int], dict] = dict(curves or {})
         self.cost = {t.point_id: estimate_flops(t) for t in planned}  # for the ETA
         # compute seconds each point had banked before this session (for its overhead)
@@ -284,6 +301,9 @@ class Ledger:
         self.t_start = time.time()
         self.done_at_start: set[str] | None = None
         self.last_flush, self.dirty = 0.0, True
+        # trial_id -> (trial folder, point ids) of completed trials whose checkpoints are not
+        # deleted yet: that waits until the tables on disk record every point of it finished
+        self.finished_trials: dict[str, tuple[str, tuple[str, ...]]] = {}
         # points finished in an earlier session keep the samples they saved then
         self.finished_before = set(finished_reports(self.run_dir)) if finished_before is None else finished_before
 
@@ -296,27 +316,56 @@ class Ledger:
         curves.update(curves_from_tune_logs(tune_path_of(run_dir, manifest)))
         return cls(run_dir, plan(run_dir), manifest, curves)
 
+    def points_of(self, config: dict) -> tuple[str, ...]:
+        """The point ids a Tune trial trains, from its config ({"pack": id}, or {"point": fields}
+        in runs started before packs)."""
+        if "point" in config:
+            return (TrialConfig(**config["point"]).point_id,)
+        return self.pack_points[config["pack"]]
+
     # ---------------------------------------------------------------- reports in
     def ingest(self, report: dict) -> None:
-        """One epoch of one point, as the trial reported it."""
-        for key, row in restored_curve_rows(report):
-            self.curves.setdefault(key, row)
-        key, row = curve_row(report)
-        self.curves[key] = row
-        c = _compute_s(row)
-        self.session_compute += max(0.0, c - self.seen_compute.get(key[0], 0.0))
-        self.seen_compute[key[0]] = c
+        """One report of a Tune trial: an epoch of some of its pack's points."""
+        for point in point_reports(report):
+            for key, row in restored_curve_rows(point):
+                self.curves.setdefault(key, row)
+            key, row = curve_row(point)
+            self.curves[key] = row
+            c = _compute_s(row)
+            self.session_compute += max(0.0, c - self.seen_compute.get(key[0], 0.0))
+            self.seen_compute[key[0]] = c
         self.dirty = True
 
     def save_samples(self, point_id: str, src: Path) -> None:
         """Keep a finished point's last samples (a convenience: never fails the sweep)."""
+        self._keep(point_id, src, SAMPLES_DIR, "npy", "samples")
+
+    def save_weights(self, point_id: str, src: Path) -> None:
+        """Keep a finished point's final G weights (--keep-weights), as a state_dict."""
+        self._keep(point_id, src, WEIGHTS_DIR, "pt", "G weights")
+
+    def _keep(self, point_id: str, src: Path, folder: str, ext: str, what: str) -> None:
         if point_id in self.finished_before or not src.exists():
             return
         try:
-            (self.run_dir / "samples").mkdir(exist_ok=True)
-            write_atomic(self.run_dir / "samples" / f"{point_id}.npy", lambda p: shutil.copyfile(src, p))
+            (self.run_dir / folder).mkdir(exist_ok=True)
+            write_atomic(self.run_dir / folder / f"{point_id}.{ext}", lambda p: shutil.copyfile(src, p))
         except OSError as e:
-            print(f"[gansweep] warning: could not copy samples of {point_id}: {e}", file=sys.stderr)
+            print(f"[gansweep] warning: could not copy {what} of {point_id}: {e}", file=sys.stderr)
+
+    def _delete_finished_checkpoints(self, rows: list[dict]) -> None:
+        """Checkpoints of trials whose points the tables now record as finished: nothing
+        resumes from them (a resumed trial of finished points reports the tables' result),
+        and they are most of a sweep's disk (weights and optimizer state of every point)."""
+        finished = {r["point_id"] for r in rows if r["status"] in FINISHED}
+        for trial_id, (folder, point_ids) in list(self.finished_trials.items()):
+            if not set(point_ids) <= finished:
+                continue
+            del self.finished_trials[trial_id]
+            if "://" in folder:  # remote storage: Tune's num_to_keep bounds it
+                continue
+            for ckpt in Path(folder).glob("checkpoint_*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
 
     # ---------------------------------------------------------------- tables out
     def _curves_by_point(self) -> dict[str, list[dict]]:
@@ -352,6 +401,7 @@ class Ledger:
                   "retrying at the next update", file=sys.stderr, flush=True)
             return rows
         self.last_flush, self.dirty = time.time(), False
+        self._delete_finished_checkpoints(rows)
         return rows
 
     @property
@@ -441,24 +491,28 @@ def error_line(path: Path | str | None) -> str:
     return (lines[-1] if lines else "error")[:300]
 
 
-def states_from_reports(logged: list[tuple[Path, list[dict]]]) -> dict[str, TrialState]:
+def states_from_reports(logged: list[tuple[Path, list[dict]]],
+                        planned: tuple[TrialConfig, ...]) -> dict[str, TrialState]:
     """point_id -> TrialState, read back from Tune's trial folders.
 
-    A point whose last logged report is its last epoch, or a divergence, had ended
-    (TERMINATED); a folder with an error file had failed (ERROR); anything else is
-    PENDING. These are the rows the callback writes from Tune's own trials.
+    A trial whose points all ended (their last logged report is their last epoch, or a
+    divergence) had ended (TERMINATED); a folder with an error file had failed (ERROR);
+    anything else is PENDING. These are the rows the callback writes from Tune's own trials.
     """
+    cfgs = {c.point_id: c for c in planned}
     out: dict[str, TrialState] = {}
     for folder, reports in logged:
-        last = reports[-1] if reports else None
-        if not last or "point_id" not in last:
+        last: dict[str, dict] = {}  # the trial's points' last reports
+        for r in reports:
+            last.update((p["point_id"], p) for p in point_reports(r) if p["point_id"] in cfgs)
+        if not last:
             continue
-        cfg = TrialConfig(**last["config"]["point"])
         err = folder / "error.txt"
-        ended = last.get("outcome") == DIVERGED or int(last.get("epoch") or 0) >= cfg.epochs
+        ended = all(p.get("outcome") == DIVERGED or int(p.get("epoch") or 0) >= cfgs[pid].epochs
+                    for pid, p in last.items())
         status = TUNE_ERROR if err.exists() else TUNE_TERMINATED if ended else "PENDING"
-        out[last["point_id"]] = TrialState(status, last, str(last.get("trial_id", "")),
-                                           error_line(err) if err.exists() else "")
+        for pid, p in last.items():
+            out[pid] = TrialState(status, p, str(p.get("trial_id", "")), error_line(err) if err.exists() else "")
     return out
 
 
@@ -488,7 +542,7 @@ def heal(run_dir: Path) -> list[str]:
     logged = logged_reports(tune_path)  # read once: the curves and the rows both come from it
     curves.update(curves_from_reports(logged))
     ledger = Ledger(run_dir, plan(run_dir), manifest, curves, finished_before=set())
-    rows = ledger.flush(states_from_reports(logged))
+    rows = ledger.flush(states_from_reports(logged, ledger.planned))
     if ledger.dirty:
         raise UserError(f"{run_dir}: {', '.join(damaged)} cannot be rewritten (see the warning above)")
     c = count(rows)

@@ -43,6 +43,10 @@ CURVE_KEYS = ("epoch", "outcome", *SCORE_KEYS, "loss_d", "loss_g", "d_real", "d_
 CURVE_COLUMNS = ("point_id", *CURVE_KEYS)
 # outcome of a report: OK (the epoch trained) or DIVERGED (with diverged_reason)
 RESTORED_HISTORY = "restored_history"  # report key: JSON list of a restored checkpoint's epochs
+# A Tune trial trains a pack of points (sweep/packs.py); its report to Tune holds
+PACK = "pack"  # the pack's id,
+PACK_POINTS = "points"  # a JSON list of point reports (point_id + CURVE_KEYS + diverged_reason, ...),
+TRIAL_KEYS = ("device", "started_at", "reported_at", "time_total_s", "trial_id")  # and these, shared by its points
 
 # --- results.parquet, in column order ---
 STATUS_COLUMNS = ("status", "tune_status", "epochs_done")

@@ -1,26 +1,33 @@
-"""One trial: build G and D for a grid point, train, score after every epoch.
+"""Trials: build G and D for a grid point, train, score after every epoch; alone or in a pack.
 
     gansweep trial --family ebgan --nLayerG 3 --nLayerD 2 --sizeG 400 --sizeD 128 --epochs 1
 
 This is the only training loop in gansweep: every family (GAN, EBGAN,
-EBGAN-PT, BEGAN) on either arch (mlp, dcgan) runs through `run_trial`, which
-the command line calls directly and the Ray trainable (sweep/worker.py) wraps.
+EBGAN-PT, BEGAN) on either arch (mlp, dcgan) trains through `PointRun`.
+`run_pack` trains a pack of points epoch by epoch (a Ray trial of the sweep,
+sweep/worker.py); `run_trial`, a pack of one, is what `gansweep trial` runs.
 The loop:
 
   * holds the training images as one tensor on the trial's device (no DataLoader);
   * per step: a D update on a real batch and G(z).detach(), then a G update
     through the same G(z) (D's parameters frozen for it);
   * checks losses for NaN/inf without a device sync per step; a non-finite loss
-    or sample ends the trial as `diverged`, keeping every epoch measured so far;
+    or sample ends the point as `diverged`, keeping every epoch measured so far
+    (the other points of its pack go on);
   * after each epoch, scores `n_eval` samples from fixed noise (never training
     batches) and hands the epoch's metrics and a lazily built checkpoint to
     `on_epoch`. Resuming from such a checkpoint continues bit-for-bit.
+
+Every point draws from its own RNG streams (PointRun), so a point inside a pack
+trains exactly as alone. The points of a pack still run one after another:
+stacking them into batched kernels (issue 13) is the next step.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -90,97 +97,132 @@ class TrialOutcome:
     reason: str = ""  # why a trial diverged
 
 
-@dataclass
-class _Progress:
-    epoch: int = 0
-    history: list = field(default_factory=list)
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    samples: torch.Tensor | None = None
-
-
 def prepare_data(train_images_u8: torch.Tensor, n_train: int, device) -> torch.Tensor:
     """uint8 (N, 28, 28) MNIST -> the first n_train images as (n_train, 1024) floats on device."""
     return to_model_space(train_images_u8[:n_train], device).flatten(1)
 
 
-def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
-              device: str | torch.device = "cpu", *, resume: dict | None = None,
-              on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None) -> TrialOutcome:
-    """Train one grid point.
+WEIGHT_KEYS = ("G", "D", "opt_G", "opt_D")  # what a finished point's checkpoint may drop
 
-    train_images: uint8 (N, 28, 28) MNIST training images, or the output of
-    `prepare_data` (float (>= n_train, 1024) on `device`), which a process running
-    many trials prepares once.
 
-    on_epoch(metrics, make_checkpoint) is called after each scored epoch;
-    make_checkpoint() returns a dict of tensors and plain values that `resume`
-    accepts (torch.save / torch.load(weights_only=True) compatible).
+class PointRun:
+    """One grid point's training state: nets, optimizers, its RNG streams, what it measured.
+
+    Every random draw of a point comes from its own streams: `gen` (data order and
+    noise), `eval_gen` (the fixed evaluation noise) and a private copy of torch's
+    global RNG (weight init, dropout masks), swapped in around the point's work. So a
+    point trains identically alone or beside others in a pack, and a checkpoint
+    restores every stream (dropout masks included) for a bit-identical resume.
     """
-    device = torch.device(device)
-    torch.manual_seed(cfg.seed)  # weight init; everything else uses `gen` below
-    fam, g, d = build_models(cfg, device)
-    opt_g = make_optimizer(cfg.optimG, g.parameters(), cfg)
-    opt_d = make_optimizer(cfg.optimD, d.parameters(), cfg)
-    hp = LossParams(margin=cfg.margin, pt_weight=cfg.pt_weight, gamma=cfg.began_gamma,
-                    lambda_k=cfg.began_lambda_k)
-    state = fam.new_state(device) if fam.new_state else None  # BEGAN's k_t
 
-    if train_images.dtype == torch.uint8:
-        data = prepare_data(train_images, cfg.n_train, device)  # (n_train, 1024) in [-1, 1]
-    else:
-        data = train_images[:cfg.n_train]
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
-    eval_z = sample_noise(cfg, cfg.n_eval, eval_gen, device)  # fixed for the whole trial
-    score_settings = ScoreSettings(eps=cfg.prob_eps, coverage_min_frac=cfg.coverage_min_frac)
+    def __init__(self, cfg: TrialConfig, data: torch.Tensor, device: torch.device, resume: dict | None = None):
+        self.cfg, self.data, self.device = cfg, data[:cfg.n_train], device
+        self.epoch, self.history, self.samples = 0, [], None
+        self.train_seconds = self.eval_seconds = 0.0
+        self.status, self.reason = "", ""  # set when the point is done (OK or DIVERGED)
+        if resume is not None:
+            self.epoch, self.history = resume["epoch"], list(resume["history"])
+            self.train_seconds, self.eval_seconds = resume["train_seconds"], resume["eval_seconds"]
+            self.samples = resume.get("samples")
+            last = self.history[-1] if self.history else {}
+            if "diverged" in last:
+                self.status, self.reason = DIVERGED, last["diverged"]
+            elif self.epoch >= cfg.epochs:
+                self.status = OK
+            if self.status:  # a finished point's checkpoint may hold no weights: build nothing
+                return
+        self._rng = self._seeded_rng()
+        with self.own_rng():
+            self.fam, self.g, self.d = build_models(cfg, device)
+        self.opt_g = make_optimizer(cfg.optimG, self.g.parameters(), cfg)
+        self.opt_d = make_optimizer(cfg.optimD, self.d.parameters(), cfg)
+        self.hp = LossParams(margin=cfg.margin, pt_weight=cfg.pt_weight, gamma=cfg.began_gamma,
+                             lambda_k=cfg.began_lambda_k)
+        self.state = self.fam.new_state(device) if self.fam.new_state else None  # BEGAN's k_t
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
+        self.eval_z = sample_noise(cfg, cfg.n_eval, eval_gen, device)  # fixed for the whole trial
+        self.score_settings = ScoreSettings(eps=cfg.prob_eps, coverage_min_frac=cfg.coverage_min_frac)
+        if resume is not None:
+            self.g.load_state_dict(resume["G"])
+            self.d.load_state_dict(resume["D"])
+            self.opt_g.load_state_dict(resume["opt_G"])
+            self.opt_d.load_state_dict(resume["opt_D"])
+            self.gen.set_state(resume["rng"])
+            if resume.get("torch_rng") is not None:  # checkpoints before 0.5 lack it
+                self._rng = [t.cpu() for t in resume["torch_rng"]]
+            if self.state is not None:
+                self.state.k = resume["k"].to(device)
 
-    p = _Progress()
-    if resume is not None:
-        g.load_state_dict(resume["G"])
-        d.load_state_dict(resume["D"])
-        opt_g.load_state_dict(resume["opt_G"])
-        opt_d.load_state_dict(resume["opt_D"])
-        gen.set_state(resume["rng"])
-        if state is not None:
-            state.k = resume["k"].to(device)
-        p = _Progress(resume["epoch"], list(resume["history"]), resume["train_seconds"],
-                      resume["eval_seconds"], resume.get("samples"))
+    @property
+    def done(self) -> bool:
+        return bool(self.status)
 
-    def checkpoint() -> dict:
-        return {"G": g.state_dict(), "D": d.state_dict(), "opt_G": opt_g.state_dict(),
-                "opt_D": opt_d.state_dict(), "rng": gen.get_state(), "epoch": p.epoch,
-                "history": p.history, "train_seconds": p.train_seconds,
-                "eval_seconds": p.eval_seconds, "samples": p.samples, "config": cfg.as_dict(),
-                "k": state.k if state is not None else None}
+    # ---------------------------------------------------------------- RNG
+    def _seeded_rng(self) -> list[torch.Tensor]:
+        """torch's global RNG state(s) right after torch.manual_seed(seed), the outer state kept."""
+        outer = self._global_rng()
+        torch.manual_seed(self.cfg.seed)
+        mine = self._global_rng()
+        self._set_global_rng(outer)
+        return mine
 
-    n_steps = cfg.n_train // cfg.batch_size  # the last incomplete batch is dropped (BN, PT need > 1)
-    d_params = list(d.parameters())
-    while p.epoch < cfg.epochs:
+    def _global_rng(self) -> list[torch.Tensor]:
+        states = [torch.get_rng_state()]
+        if self.device.type == "cuda":
+            states.append(torch.cuda.get_rng_state(self.device))
+        return states
+
+    def _set_global_rng(self, states: list[torch.Tensor]) -> None:
+        torch.set_rng_state(states[0])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(states[1], self.device)
+
+    @contextmanager
+    def own_rng(self):
+        """torch's global RNG is this point's private stream inside the block."""
+        outer = self._global_rng()
+        self._set_global_rng(self._rng)
+        try:
+            yield
+        finally:
+            self._rng = self._global_rng()
+            self._set_global_rng(outer)
+
+    # ---------------------------------------------------------------- one epoch
+    def train_epoch(self) -> dict:
+        """One pass over the training subset; returns the epoch's metrics (unscored)."""
+        with self.own_rng():
+            return self._train_epoch()
+
+    def _train_epoch(self) -> dict:
+        cfg, device, g, d, fam, hp, state = self.cfg, self.device, self.g, self.d, self.fam, self.hp, self.state
+        n_steps = cfg.n_train // cfg.batch_size  # the last incomplete batch is dropped (BN, PT need > 1)
+        d_params = list(d.parameters())
         t0 = time.perf_counter()
         g.train(), d.train()
-        perm = torch.randperm(cfg.n_train, generator=gen, device=device)
+        perm = torch.randperm(cfg.n_train, generator=self.gen, device=device)
         sums = torch.zeros(5, device=device)  # loss_d, loss_g, D(x), D(G(z)), M_global over steps
         bad = torch.zeros((), dtype=torch.bool, device=device)
         for step in range(n_steps):
-            x = data[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]]  # (B, 1024)
-            z = sample_noise(cfg, cfg.batch_size, gen, device)  # (B, z_dim)
+            x = self.data[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]]  # (B, 1024)
+            z = sample_noise(cfg, cfg.batch_size, self.gen, device)  # (B, z_dim)
             fake = g(z)  # (B, 1024)
 
             real_out, fake_out = d(x), d(fake.detach())
             loss_d = fam.d_loss(real_out, fake_out, hp, state)
-            opt_d.zero_grad(set_to_none=True)
+            self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            opt_d.step()
+            self.opt_d.step()
 
             # G step through the same fake; D's weights need no gradient here.
             for prm in d_params:
                 prm.requires_grad_(False)
             fake_out_g = d(fake)
             loss_g = fam.g_loss(fake_out_g, hp, state)
-            opt_g.zero_grad(set_to_none=True)
+            self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
-            opt_g.step()
+            self.opt_g.step()
             for prm in d_params:
                 prm.requires_grad_(True)
             # BEGAN: M_global of this step, then k_t moves towards the equilibrium
@@ -193,40 +235,134 @@ def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
             bad |= ~torch.isfinite(step_vals).all()
             if (step + 1) % DIVERGENCE_CHECK_EVERY == 0 and bad.item():
                 break
-        p.train_seconds += time.perf_counter() - t0
-        p.epoch += 1
+        self.train_seconds += time.perf_counter() - t0
+        self.epoch += 1
         means = (sums / n_steps).tolist()
-        metrics = {"epoch": p.epoch, "loss_d": means[0], "loss_g": means[1],
+        metrics = {"epoch": self.epoch, "loss_d": means[0], "loss_g": means[1],
                    "d_real": means[2], "d_fake": means[3],
                    "m_global": means[4] if state is not None else math.nan,
                    "k_t": state.k.item() if state is not None else math.nan}
         if bad.item():
-            return _diverged(p, metrics, "non-finite loss", on_epoch, checkpoint)
+            return self._diverged(metrics, "non-finite loss")
+        return metrics
 
-        if p.epoch % cfg.eval_every == 0 or p.epoch == cfg.epochs:
-            t1 = time.perf_counter()
-            g.eval()
-            with torch.no_grad():
-                samples = torch.cat([g(eval_z[i:i + 2000]) for i in range(0, cfg.n_eval, 2000)])
-            if not torch.isfinite(samples).all():
-                p.eval_seconds += time.perf_counter() - t1
-                return _diverged(p, metrics, "non-finite samples", on_epoch, checkpoint)
-            metrics.update(scorer.score(samples.view(-1, 1, 32, 32), score_settings))
-            p.samples = to_uint8(samples[:N_KEPT_SAMPLES])
-            p.eval_seconds += time.perf_counter() - t1
-            metrics.update(train_seconds=p.train_seconds, eval_seconds=p.eval_seconds)
-            p.history.append(metrics)
-            if on_epoch is not None:
-                on_epoch(metrics, checkpoint)
-    return TrialOutcome(OK, p.history, p.samples, p.train_seconds, p.eval_seconds)
+    def scores_now(self) -> bool:
+        return not self.done and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs)
+
+    def evaluate(self, metrics: dict, scorer: Scorer) -> dict:
+        """Score `n_eval` samples from the fixed noise (eval mode: BN running statistics)."""
+        t1 = time.perf_counter()
+        self.g.eval()
+        with torch.no_grad():
+            samples = torch.cat([self.g(self.eval_z[i:i + 2000]) for i in range(0, self.cfg.n_eval, 2000)])
+        if not torch.isfinite(samples).all():
+            self.eval_seconds += time.perf_counter() - t1
+            return self._diverged(metrics, "non-finite samples")
+        metrics.update(scorer.score(samples.view(-1, 1, 32, 32), self.score_settings))
+        self.samples = to_uint8(samples[:N_KEPT_SAMPLES])
+        self.eval_seconds += time.perf_counter() - t1
+        metrics.update(train_seconds=self.train_seconds, eval_seconds=self.eval_seconds)
+        self.history.append(metrics)
+        if self.epoch >= self.cfg.epochs:
+            self.status = OK
+        return metrics
+
+    def _diverged(self, metrics: dict, reason: str) -> dict:
+        # Keep what was measured: the losses up to the divergence are reported with
+        # NaN scores, and the earlier epochs' scores stay in the history.
+        metrics.update({k: math.nan for k in SCORE_KEYS})
+        metrics.update(train_seconds=self.train_seconds, eval_seconds=self.eval_seconds, diverged=reason)
+        self.history.append(metrics)
+        self.status, self.reason = DIVERGED, reason
+        return metrics
+
+    # ---------------------------------------------------------------- checkpoint
+    def checkpoint(self) -> dict:
+        """Everything `PointRun(resume=...)` needs (torch.save / weights_only=True compatible).
+        A finished point's holds no weights (WEIGHT_KEYS); sweep/worker.py may keep G's."""
+        out = {"epoch": self.epoch, "history": self.history, "train_seconds": self.train_seconds,
+               "eval_seconds": self.eval_seconds, "samples": self.samples, "config": self.cfg.as_dict()}
+        if not hasattr(self, "g"):  # restored finished, never built
+            return out
+        out.update(rng=self.gen.get_state(), torch_rng=self._rng,
+                   k=self.state.k if self.state is not None else None)
+        if not self.done:
+            out.update(G=self.g.state_dict(), D=self.d.state_dict(), opt_G=self.opt_g.state_dict(),
+                       opt_D=self.opt_d.state_dict())
+        return out
+
+    def generator_weights(self) -> dict | None:
+        return self.g.state_dict() if hasattr(self, "g") else None
+
+    def outcome(self) -> TrialOutcome:
+        return TrialOutcome(self.status or OK, self.history, self.samples, self.train_seconds,
+                            self.eval_seconds, self.reason)
 
 
-def _diverged(p: _Progress, metrics: dict, reason: str, on_epoch, checkpoint) -> TrialOutcome:
-    # Keep what was measured: the losses up to the divergence are reported with
-    # NaN scores, and the earlier epochs' scores stay in the history.
-    metrics.update({k: math.nan for k in SCORE_KEYS})
-    metrics.update(train_seconds=p.train_seconds, eval_seconds=p.eval_seconds, diverged=reason)
-    p.history.append(metrics)
-    if on_epoch is not None:
-        on_epoch(metrics, checkpoint)
-    return TrialOutcome(DIVERGED, p.history, p.samples, p.train_seconds, p.eval_seconds, reason)
+def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str | torch.device = "cpu",
+               resume: list[dict | None] | None = None) -> list[PointRun]:
+    """The PointRuns of a pack, built (or restored from `PointRun.checkpoint()` states).
+
+    train_images: uint8 (N, 28, 28) MNIST training images, or the output of
+    `prepare_data` (float (>= n_train, 1024) on `device`), which a process running
+    many trials prepares once.
+    """
+    device = torch.device(device)
+    if train_images.dtype == torch.uint8:
+        data = prepare_data(train_images, max(c.n_train for c in cfgs), device)  # (n_train, 1024) in [-1, 1]
+    else:
+        data = train_images
+    resume = resume or [None] * len(cfgs)
+    return [PointRun(cfg, data, device, r) for cfg, r in zip(cfgs, resume)]
+
+
+def train_pack(runs: list[PointRun], scorer: Scorer,
+               on_epoch: Callable[[dict[int, dict], Callable[[], list[dict]]], None] | None = None) -> None:
+    """Train a pack epoch by epoch, each point exactly as it would train alone.
+
+    on_epoch(reported, make_checkpoint) is called after every epoch in which some point
+    scored or diverged: reported maps a point's index to that epoch's metrics, and
+    make_checkpoint() returns one `PointRun.checkpoint()` per point, in order, which
+    `start_pack(resume=...)` accepts. A diverged point stops; the others go on.
+    """
+    def checkpoint() -> list[dict]:
+        return [r.checkpoint() for r in runs]
+
+    while not all(r.done for r in runs):
+        reported: dict[int, dict] = {}
+        for i, r in enumerate(runs):
+            if r.done:
+                continue
+            metrics = r.train_epoch()
+            if r.done:  # diverged in this epoch
+                reported[i] = metrics
+            elif r.scores_now():
+                reported[i] = r.evaluate(metrics, scorer)
+        if reported and on_epoch is not None:
+            on_epoch(reported, checkpoint)
+
+
+def run_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, scorer: Scorer,
+             device: str | torch.device = "cpu", *, resume: list[dict | None] | None = None,
+             on_epoch=None) -> list[PointRun]:
+    """start_pack + train_pack: the pack's PointRuns, trained."""
+    runs = start_pack(cfgs, train_images, device, resume)
+    train_pack(runs, scorer, on_epoch)
+    return runs
+
+
+def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
+              device: str | torch.device = "cpu", *, resume: dict | None = None,
+              on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None) -> TrialOutcome:
+    """Train one grid point: a pack of one.
+
+    on_epoch(metrics, make_checkpoint) is called after each scored epoch;
+    make_checkpoint() returns a dict of tensors and plain values that `resume`
+    accepts (torch.save / torch.load(weights_only=True) compatible).
+    """
+    def one(reported, make_checkpoint):
+        on_epoch(reported[0], lambda: make_checkpoint()[0])
+
+    run, = run_pack([cfg], train_images, scorer, device, resume=[resume],
+                    on_epoch=one if on_epoch is not None else None)
+    return run.outcome()

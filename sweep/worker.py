@@ -1,6 +1,7 @@
 """The worker side of a sweep: the Tune trainable, its per-process caches, its checkpoints.
 
-The trainable is thin (seed, build, loop, report; sweep/trial.py does the work).
+The trainable is thin (restore, train the pack, report; sweep/trial.py does the work).
+A Tune trial is a pack of grid points (sweep/packs.py).
 MNIST and the classifier reach the workers once, through the object store
 (`make_trainable` wraps them with `tune.with_parameters`). Every scored epoch
 reports its metrics with a checkpoint, so a retried or resumed trial continues
@@ -22,10 +23,13 @@ from ray.tune import Checkpoint
 
 from sweep.config import TrialConfig
 from sweep.ledger import epoch_report
-from sweep.schema import RESTORED_HISTORY
+from sweep.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
 
-STATE_FILE = "state.pt"  # G, D, both optimizers, RNG, history (sweep/trial.py's checkpoint())
-SAMPLES_FILE = "samples.npy"  # the last scored epoch's 64 samples, copied to RUN_DIR/samples/
+CHECKPOINT_FORMAT = "gansweep-pack/1"
+STATE_FILE = "state.pt"  # point_id -> G, D, both optimizers, RNG streams, history (PointRun.checkpoint())
+SAMPLES_DIR = "samples"  # <point_id>.npy: the last scored epoch's 64 samples, copied to RUN_DIR/samples/
+SAMPLES_FILE = "samples.npy"  # the same, in a one-point checkpoint of gansweep before packs
+WEIGHTS_DIR = "weights"  # <point_id>.pt: a finished point's G weights (--keep-weights), to RUN_DIR/weights/
 
 # Per worker process, built once and reused by every trial the (reused) actor runs.
 _SCORERS: dict = {}
@@ -57,86 +61,128 @@ def _scorer(device: str, clf_state: dict, clf_sha: str, ref_mean, ref_cov):
 
 
 # --------------------------------------------------------------------------- checkpoints
-def save_checkpoint(state: dict, folder: Path) -> None:
-    torch.save(state, folder / STATE_FILE)
-    if state["samples"] is not None:
-        np.save(folder / SAMPLES_FILE, state["samples"].numpy())
+def save_checkpoint(points: dict[str, dict], folder: Path, keep_weights: dict[str, dict]) -> None:
+    """A pack's checkpoint: STATE_FILE with every point's state (a finished point's without
+    weights), SAMPLES_DIR/<point_id>.npy, and WEIGHTS_DIR/<point_id>.pt (final G weights of
+    the points in keep_weights, for `--keep-weights`)."""
+    torch.save({"format": CHECKPOINT_FORMAT, "points": points}, folder / STATE_FILE)
+    (folder / SAMPLES_DIR).mkdir()
+    for pid, state in points.items():
+        if state["samples"] is not None:
+            np.save(folder / SAMPLES_DIR / f"{pid}.npy", state["samples"].numpy())
+    if keep_weights:
+        (folder / WEIGHTS_DIR).mkdir()
+        for pid, g in keep_weights.items():
+            torch.save(g, folder / WEIGHTS_DIR / f"{pid}.pt")
 
 
-def load_checkpoint(ckpt: Checkpoint, point_id: str, device: str) -> dict:
-    """A trial's checkpoint as `run_trial(resume=...)` takes it; a damaged one is an error
-    that says how to go on (never a silent start from scratch)."""
+def load_checkpoint(ckpt: Checkpoint, label: str, device: str) -> dict[str, dict]:
+    """point_id -> the state `PointRun(resume=...)` takes, from a pack's checkpoint (or a
+    one-point checkpoint of gansweep before packs); a damaged one is an error that says how
+    to go on (never a silent start from scratch)."""
     try:
         with ckpt.as_directory() as d:
-            return torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
+            state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
     except Exception as e:
         raise RuntimeError(
-            f"the checkpoint of {point_id} cannot be read ({type(e).__name__}); "
+            f"the checkpoint of {label} cannot be read ({type(e).__name__}); "
             "`gansweep resume RUN_DIR --restart-errored` retrains such trials from scratch") from None
+    if state.get("format") == CHECKPOINT_FORMAT:
+        return state["points"]
+    return {TrialConfig(**state["config"]).point_id: state}
 
 
-def _is_done(resume: dict, cfg: TrialConfig) -> bool:
-    history = resume["history"]  # run_trial's metrics: a diverged epoch has a "diverged" key
-    return resume["epoch"] >= cfg.epochs or (bool(history) and "diverged" in history[-1])
+def pack_of(config: dict, packs: dict[str, list[dict]]) -> tuple[str, list[TrialConfig]]:
+    """(label, points) of a Tune trial's config: {"pack": id}, or {"point": fields} (runs
+    started before packs)."""
+    if "point" in config:
+        cfg = TrialConfig(**config["point"])
+        return cfg.point_id, [cfg]
+    return config["pack"], [TrialConfig(**p) for p in packs[config["pack"]]]
 
 
 # --------------------------------------------------------------------------- the trainable
 def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, threads, device,
-              finished: dict):
-    """One grid point inside a Tune worker: config = {"point": TrialConfig fields}.
+              finished: dict, packs: dict, keep_weights: bool):
+    """One pack of grid points inside a Tune worker: config = {"pack": pack_id}.
 
+    packs: pack_id -> its points' TrialConfig fields (sweep/packs.py), passed once.
     finished: point_id -> final report of the points RUN_DIR's tables already record
     as finished (filled on resume). Tune's experiment state is saved periodically, so
-    after a driver crash it can hold an older checkpoint of a trial that had in fact
-    finished; such a trial reports its recorded result instead of training again.
+    after a driver crash it can hold an older checkpoint of a pack that had in fact
+    finished; such points report their recorded result instead of training again.
+
+    Every report carries the points that scored or diverged that epoch (PACK_POINTS);
+    the last one carries every point of the pack, so Tune's last result of a finished
+    trial holds each point's final report.
     """
-    from sweep.trial import run_trial
+    from sweep.trial import start_pack, train_pack
 
     started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
-    cfg = TrialConfig(**config["point"])
-    if cfg.point_id in finished:
-        tune.report(finished[cfg.point_id])
-        return
+    label, cfgs = pack_of(config, packs)
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
-    scorer = _scorer(device, clf_state, clf_sha, ref_mean, ref_cov)
     ckpt = tune.get_checkpoint()
-    resume = None if ckpt is None else load_checkpoint(ckpt, cfg.point_id, device)
-
-    def as_report(metrics: dict) -> dict:
-        return {**epoch_report(metrics), "point_id": cfg.point_id, "device": device,
-                "started_at": started_at, "reported_at": time.time()}
-
-    # The first report after a restore carries the restored history (see
+    restored = {} if ckpt is None else load_checkpoint(ckpt, label, device)
+    latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
+    todo = [p for p in cfgs if p.point_id not in latest]
+    # The first report after a restore carries each point's restored history (see
     # sweep/ledger.py restored_curve_rows), so the tables can fill a lost epoch from it.
-    restored = [] if resume is None else [as_report(h) for h in resume["history"]]
+    history_of = {pid: [epoch_report(h) for h in st["history"]] for pid, st in restored.items()
+                  if pid in {p.point_id for p in todo} and st["history"]}
+    for pid, reports in history_of.items():
+        latest[pid] = {**reports[-1], "point_id": pid}
 
-    def on_epoch(metrics: dict, make_checkpoint) -> None:
-        report = as_report(metrics)
-        if restored:
-            report[RESTORED_HISTORY] = json.dumps(restored)  # a string: loggers store it as is
-            restored.clear()
+    def report(point_ids, *, checkpoint: dict | None = None, weights: dict | None = None) -> None:
+        points = []
+        for pid in point_ids:
+            rep = dict(latest[pid])
+            if pid in history_of:
+                rep[RESTORED_HISTORY] = json.dumps(history_of.pop(pid))  # a string: loggers store it as is
+            points.append(rep)
+        out = {"epoch": max(int(p["epoch"]) for p in points), PACK: label, PACK_POINTS: json.dumps(points),
+               "device": device, "started_at": started_at, "reported_at": time.time()}
+        if checkpoint is None:
+            tune.report(out)
+            return
         with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(make_checkpoint(), Path(d))
-            tune.report(report, checkpoint=Checkpoint.from_directory(d))
+            save_checkpoint(checkpoint, Path(d), weights or {})
+            tune.report(out, checkpoint=Checkpoint.from_directory(d))
 
-    if resume is not None and _is_done(resume, cfg):
-        # The trial had finished, but the driver died before Tune recorded it: report
-        # its final metrics again instead of training anything.
-        tune.report(as_report(resume["history"][-1]))
+    if all(pid in restored and _is_done(restored[pid], p) for p in todo for pid in [p.point_id]):
+        # Every point had finished (or is recorded as finished), but the driver died before
+        # Tune recorded it: report the final metrics again instead of training anything.
+        report([p.point_id for p in cfgs])
         return
-    run_trial(cfg, _dataset(images, cfg.n_train, device), scorer, device, resume=resume,
-              on_epoch=on_epoch)
+    scorer = _scorer(device, clf_state, clf_sha, ref_mean, ref_cov)
+
+    def on_epoch(reported: dict[int, dict], make_checkpoint) -> None:
+        for i, metrics in reported.items():
+            latest[todo[i].point_id] = {**epoch_report(metrics), "point_id": todo[i].point_id}
+        done = all(r.done for r in runs)
+        states = dict(zip((p.point_id for p in todo), make_checkpoint()))
+        weights = {p.point_id: r.generator_weights() for p, r in zip(todo, runs)
+                   if keep_weights and done and r.status == OK}
+        ids = [p.point_id for p in cfgs] if done else [todo[i].point_id for i in reported]
+        report(ids, checkpoint=states, weights=weights)
+
+    runs = start_pack(todo, _dataset(images, todo[0].n_train, device), device,
+                      [restored.get(p.point_id) for p in todo])
+    train_pack(runs, scorer, on_epoch)
+
+
+def _is_done(state: dict, cfg: TrialConfig) -> bool:
+    history = state["history"]  # run_pack's metrics: a diverged epoch has a "diverged" key
+    return state["epoch"] >= cfg.epochs or (bool(history) and "diverged" in history[-1])
 
 
 def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: int, device: str,
-                   finished: dict, cpus: float, gpus: float):
-    """The trainable with MNIST and the classifier put in the object store once, and its
-    resources. train_images: numpy, not a tensor (the object store hands numpy arrays to
-    workers without a copy)."""
+                   finished: dict, cpus: float, gpus: float, packs: dict, keep_weights: bool):
+    """The trainable with MNIST, the classifier and the packs put in the object store once,
+    and its resources. train_images: numpy, not a tensor (the object store hands numpy
+    arrays to workers without a copy)."""
     fn = tune.with_parameters(trainable, images=train_images, clf_state=clf.state_dict(), clf_sha=clf_sha,
                               ref_mean=ref.mean, ref_cov=ref.cov, threads=threads, device=device,
-                              finished=finished)
+                              finished=finished, packs=packs, keep_weights=keep_weights)
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
-

@@ -18,7 +18,7 @@ CFG = TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, epoc
 SCORES = {"i_prime": 2.0, "inception_score": 3.0, "fid": 50.0, "classes_covered": 7, "kl_uniform": 0.1,
           "digit_share": 0.8}
 MANIFEST = {"classifier_sha256": "f" * 64, "gansweep_version": "0.1.0", "git_commit": "abc", "name": "t",
-            "preset": "t", "tune_path": "/nonexistent/tune"}
+            "preset": "t", "tune_path": "/nonexistent/tune", "runtime": {"pack": 1}}
 
 
 def report(cfg: TrialConfig, epoch: int, i_prime: float = 2.0, outcome: str = "ok", **extra) -> dict:

@@ -9,7 +9,7 @@ import torch
 
 from sweep.config import TrialConfig
 from sweep.ledger import summarize
-from sweep.trial import build_models, run_trial
+from sweep.trial import build_models, run_pack, run_trial
 
 
 def strip(history):
@@ -58,8 +58,9 @@ def test_one_training_step_of_each_family_and_arch(family, arch, mnist, scorer):
     cfg = TrialConfig(family=family, **{**TINY, **shape, "n_train": 32})  # exactly one step
     torch.manual_seed(cfg.seed)
     _, g0, d0 = build_models(cfg, torch.device("cpu"))
-    captured = {}
-    out = run_trial(cfg, mnist.train_images, scorer, on_epoch=lambda m, ck: captured.update(ck()))
+    run, = run_pack([cfg], mnist.train_images, scorer)
+    out = run.outcome()
+    captured = {"G": run.g.state_dict(), "D": run.d.state_dict()}
     assert out.status == "ok" and len(out.history) == 1
     h = out.history[0]
     assert h["epoch"] == 1
@@ -96,19 +97,27 @@ def test_same_seed_same_result_other_seed_other_result(mnist, scorer):
     assert strip(a) != strip(c)
 
 
-@pytest.mark.parametrize("family,arch", [("ebgan", "mlp"), ("began", "mlp"), ("ebgan_pt", "dcgan")])
-def test_resume_from_checkpoint_is_bit_identical(family, arch, mnist, scorer, tmp_path):
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("family,arch,dropout", [("ebgan", "mlp", False), ("began", "mlp", False),
+                                                 ("ebgan_pt", "dcgan", False), ("gan", "mlp", True),
+                                                 ("ebgan", "mlp", True)])
+def test_resume_from_checkpoint_is_bit_identical(family, arch, dropout, mnist, scorer, tmp_path):
+    """Dropout included: its masks come from the point's own RNG stream, which the checkpoint
+    carries (before, a resumed dropout point drew other masks than an uninterrupted one)."""
     shape = TINY_DCGAN if arch == "dcgan" else {}  # conv nets carry BN running stats in 2-D
-    cfg = TrialConfig(family=family, **{**TINY, **shape, "epochs": 3})
+    cfg = TrialConfig(family=family, dropoutD=dropout, **{**TINY, **shape, "epochs": 3})
     straight = run_trial(cfg, mnist.train_images, scorer).history
 
-    def keep_epoch_1(m, ck):
-        if m["epoch"] == 1:
-            torch.save(ck(), tmp_path / "state.pt")
-    run_trial(cfg.replace(epochs=1), mnist.train_images, scorer, on_epoch=keep_epoch_1)
+    def stop_after_epoch_1(m, ck):  # a worker killed right after its first checkpoint
+        torch.save(ck(), tmp_path / "state.pt")
+        raise _Stop
+    with pytest.raises(_Stop):
+        run_trial(cfg, mnist.train_images, scorer, on_epoch=stop_after_epoch_1)
     state = torch.load(tmp_path / "state.pt", weights_only=True)
-    state_cfg = TrialConfig(**state["config"])
-    assert state_cfg.epochs == 1 and state["epoch"] == 1
+    assert state["epoch"] == 1 and TrialConfig(**state["config"]) == cfg
     resumed = run_trial(cfg, mnist.train_images, scorer, resume=state).history
     assert strip(resumed) == strip(straight)
     assert len(resumed) == 3
