@@ -31,6 +31,27 @@ class Run:
         arr = np.load(path, allow_pickle=False)  # never unpickle what a run directory holds
         return arr if arr.dtype == np.uint8 and arr.ndim == 3 else None
 
+    def generator(self, point_id: str):
+        """The final G of a point run with --keep-weights, in eval mode, or None.
+
+            g = run.generator(point_id)
+            images = g(torch.rand(16, 100) * 2 - 1).view(-1, 32, 32)   # in [-1, 1]
+        """
+        import torch
+
+        from sweep.config import FIELD_NAMES, TrialConfig
+        from sweep.trial import build_models
+
+        path = self.run_dir / "weights" / f"{point_id}.pt"
+        rows = self.results[self.results["point_id"] == point_id]
+        if not path.is_file() or rows.empty:
+            return None
+        row = rows.iloc[0]
+        cfg = TrialConfig(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k in FIELD_NAMES})
+        _, g, _ = build_models(cfg, torch.device("cpu"))
+        g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return g.eval()
+
 
 def one_scorer(results: pd.DataFrame, where: Path) -> str:
     """The classifier sha256 every row was scored by; rows scored by different classifiers

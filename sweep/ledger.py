@@ -354,9 +354,14 @@ class Ledger:
             print(f"[gansweep] warning: could not copy {what} of {point_id}: {e}", file=sys.stderr)
 
     def _delete_finished_checkpoints(self, rows: list[dict]) -> None:
-        """Checkpoints of trials whose points the tables now record as finished: nothing
-        resumes from them (a resumed trial of finished points reports the tables' result),
-        and they are most of a sweep's disk (weights and optimizer state of every point)."""
+        """Empty the checkpoints of trials whose points the tables now record as finished.
+
+        Nothing resumes from them (a resumed trial of finished points reports the tables'
+        result, sweep/worker.py), and they are most of a sweep's disk (weights and
+        optimizer state). The folders stay, empty: a driver killed before Tune saved the
+        trial as finished leaves an experiment state naming them, and Tune refuses to
+        restore a trial whose checkpoint folder is gone.
+        """
         finished = {r["point_id"] for r in rows if r["status"] in FINISHED}
         for trial_id, (folder, point_ids) in list(self.finished_trials.items()):
             if not set(point_ids) <= finished:
@@ -365,7 +370,8 @@ class Ledger:
             if "://" in folder:  # remote storage: Tune's num_to_keep bounds it
                 continue
             for ckpt in Path(folder).glob("checkpoint_*"):
-                shutil.rmtree(ckpt, ignore_errors=True)
+                for item in ckpt.iterdir():
+                    shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- tables out
     def _curves_by_point(self) -> dict[str, list[dict]]:

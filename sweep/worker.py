@@ -123,10 +123,10 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
-    ckpt = tune.get_checkpoint()
-    restored = {} if ckpt is None else load_checkpoint(ckpt, label, device)
     latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
     todo = [p for p in cfgs if p.point_id not in latest]
+    ckpt = tune.get_checkpoint() if todo else None  # a finished pack's checkpoint is emptied (sweep/ledger.py)
+    restored = {} if ckpt is None else load_checkpoint(ckpt, label, device)
     # The first report after a restore carries each point's restored history (see
     # sweep/ledger.py restored_curve_rows), so the tables can fill a lost epoch from it.
     history_of = {pid: [epoch_report(h) for h in st["history"]] for pid, st in restored.items()

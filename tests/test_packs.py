@@ -1,0 +1,200 @@
+"""Packs: which points share a Tune trial, and that a point trains inside a pack exactly as alone."""
+import math
+
+import pytest
+import torch
+
+from helpers import REPO, cli
+from sweep.config import TrialConfig
+from sweep.disk import checkpoint_bytes, estimate_disk, param_counts
+from sweep.grid import parse_preset
+from sweep.packs import PACK_VARIES, make_packs, shape_key
+from sweep.trial import run_pack, run_trial
+from test_trial import FAMILIES, TINY_DCGAN, strip
+
+# 32 GAN points of 4 shapes (nLayerG x nLayerD), 8 per shape (optimD x optimG x lr).
+GRID_32 = {"seeds": [0], "settings": {"epochs": 2, "batch_size": 32, "n_train": 512, "n_eval": 100},
+           "grids": {"gan": {"nLayerG": [2, 3], "nLayerD": [2, 3], "sizeG": [32], "sizeD": [16],
+                             "dropoutD": [True], "optimD": ["adam", "sgd"], "optimG": ["adam", "sgd"],
+                             "lr": [0.001, 0.0001]}}}
+
+
+def test_packs_hold_one_shape_each_and_every_point_once():
+    trials = parse_preset("p", GRID_32, "t").trials
+    packs = make_packs(trials, 4)
+    assert len(packs) == 8 and [len(p.points) for p in packs] == [4] * 8
+    assert sorted(t.point_id for p in packs for t in p.points) == sorted(t.point_id for t in trials)
+    for p in packs:
+        assert len({shape_key(t) for t in p.points}) == 1
+    assert len({p.pack_id for p in packs}) == 8
+    assert packs[0].pack_id == "gan-G2x32-D2x16-drop-pack0"
+    # 8 points of a shape at k = 3: ceil(8/3) = 3 packs of near-equal size, not 3 + 3 + 2 by luck
+    assert sorted(len(p.points) for p in make_packs(trials, 3)) == [2, 2, 2, 2] + [3] * 8
+    # k = 1: one trial per point, named by the point; k beyond a group: one pack per shape
+    assert [p.pack_id for p in make_packs(trials, 1)] == [t.point_id for t in trials]
+    assert len(make_packs(trials, 100)) == 4
+    # the same plan and k give the same packs (resume and the ledger rebuild them)
+    assert make_packs(trials, 4) == packs
+
+
+def test_paper_grid_packs():
+    """EBGANs have one point per shape under the paper's rules (adam/adam, lr 0.001): they
+    cannot pack; GAN shapes hold 12 points (2 x 2 optimizers x 3 lr)."""
+    from sweep.grid import load_preset
+
+    trials = load_preset(REPO / "sweep.yaml", "paper").trials
+    packs = make_packs(trials, 12)
+    by_family = {}
+    for p in packs:
+        by_family.setdefault(p.points[0].family, []).append(len(p.points))
+    assert by_family["gan"] == [12] * 512
+    assert by_family["ebgan"] == [1] * 512 and by_family["ebgan_pt"] == [1] * 512
+    assert set(PACK_VARIES) == {"optimD", "optimG", "lr", "seed"}
+
+
+def test_plan_prints_trials_and_disk(tmp_path):
+    import yaml
+
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump({"presets": {"p": GRID_32}}))
+    r = cli("plan", "--config", f, "--preset", "p", "--pack", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Tune trials: 8 (--pack 4: packs of up to 4 points of one shape)" in r.stdout
+    assert "disk: peak" in r.stdout and "final" in r.stdout
+    r = cli("plan", "--config", f, "--preset", "p", "--pack", "0", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--pack '0'" in r.stderr
+
+
+def test_disk_estimate_counts_weights_and_optimizer_state_by_hand():
+    cfg = TrialConfig(family="gan", nLayerG=2, sizeG=32, nLayerD=2, sizeD=16)
+    # G: Linear 100->32 (3,232), BN 32 (64 parameters; running mean, var, count: 65 buffers),
+    # Linear 32->1024 (33,792). D: Linear 1024->16 (16,400), Linear 16->1 (17), no BN on its input.
+    assert param_counts(cfg) == ((3232 + 64 + 33792, 65), (16400 + 17, 0))
+    # Adam: weights + 2 moments per parameter, float32; plus the 64 samples of the point
+    assert checkpoint_bytes(cfg) == 4 * (37088 * 3 + 65 + 16417 * 3) + 64 * 1024 + 128
+    assert checkpoint_bytes(cfg.replace(optimD="sgd", optimG="sgd")) == 4 * (37088 + 65 + 16417) + 64 * 1024 + 128
+    packs = make_packs((cfg, cfg.replace(seed=1)), 2)
+    d = estimate_disk(packs, keep_weights=False, slots=1)
+    assert d["peak"] == d["final"] + 2 * 2 * checkpoint_bytes(cfg)  # 2 checkpoints kept, 2 points
+    # --keep-weights: G's state_dict (parameters and BN buffers) of each point
+    assert estimate_disk(packs, keep_weights=True, slots=1)["final"] == d["final"] + 2 * 4 * (37088 + 65)
+
+
+# --------------------------------------------------------------------------- equivalence
+PACK_TINY = dict(nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, n_train=256, batch_size=32, n_eval=100, epochs=2)
+
+
+def _neighbours(family: str, arch: str) -> list[TrialConfig]:
+    """4 points of one shape that differ in what a pack may vary (EBGANs beyond the paper's rules)."""
+    shape = TINY_DCGAN if arch == "dcgan" else {}
+    base = TrialConfig(family=family, dropoutD=True, **{**PACK_TINY, **shape})
+    return [base, base.replace(seed=7), base.replace(optimD="sgd", lr=0.01),
+            base.replace(optimG="sgd", optimD="sgd", lr=0.0001, seed=2)]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_point_trains_in_a_pack_exactly_as_alone(family, arch, mnist, scorer):
+    """Tolerance 0: every point of a pack draws from its own RNG streams (data order, noise,
+    init, dropout masks) and runs the same kernels on the same shapes as alone, so its 16
+    steps (2 epochs of 8) and its scores are bit-identical. When packs become batched
+    kernels, this test is where their tolerance will be stated."""
+    points = _neighbours(family, arch)
+    packed = run_pack(points, mnist.train_images, scorer)
+    for cfg, run in zip(points, packed):
+        alone = run_trial(cfg, mnist.train_images, scorer)
+        assert strip(run.history) == strip(alone.history), cfg.point_id
+        assert torch.equal(run.samples, alone.samples)
+    # the neighbours did train differently (the test would pass vacuously otherwise)
+    assert len({run.history[-1]["loss_d"] for run in packed}) == 4
+
+
+def test_a_diverging_point_leaves_its_neighbours_unchanged(mnist, scorer):
+    base = TrialConfig(family="gan", **{**PACK_TINY, "epochs": 3})
+    bad = base.replace(optimD="sgd", optimG="sgd", lr=1e30)  # overflows within the first steps
+    points = [base, bad, base.replace(seed=5)]
+    runs = run_pack(points, mnist.train_images, scorer)
+    assert [r.status for r in runs] == ["ok", "diverged", "ok"]
+    assert runs[1].epoch == 1 and runs[1].reason in ("non-finite loss", "non-finite samples")
+    for i in (0, 2):
+        assert strip(runs[i].history) == strip(run_trial(points[i], mnist.train_images, scorer).history)
+        assert len(runs[i].history) == 3
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_pack_resumes_bit_identically(mnist, scorer):
+    points = _neighbours("ebgan_pt", "mlp")[:3]
+    points = [p.replace(epochs=3) for p in points]
+    straight = run_pack(points, mnist.train_images, scorer)
+    saved = {}
+
+    def kill_after_epoch_1(reported, make_checkpoint):
+        saved["states"] = make_checkpoint()
+        raise _Killed
+    with pytest.raises(_Killed):
+        run_pack(points, mnist.train_images, scorer, on_epoch=kill_after_epoch_1)
+    assert [s["epoch"] for s in saved["states"]] == [1, 1, 1]
+    resumed = run_pack(points, mnist.train_images, scorer, resume=saved["states"])
+    for a, b in zip(straight, resumed):
+        assert strip(a.history) == strip(b.history) and len(b.history) == 3
+        assert all(math.isfinite(h["i_prime"]) for h in b.history)
+
+
+# --------------------------------------------------------------------------- through Ray Tune
+@pytest.mark.ray
+def test_packed_sweep_killed_and_resumed_keeps_every_point_once_on_a_bounded_disk(tmp_path, data_root,
+                                                                                     monkeypatch):
+    """`run --pack 4` on 32 points of 4 shapes: 8 Tune trials; the driver is SIGKILLed once
+    some packs have finished (their checkpoints already deleted), and `resume` finishes the
+    rest: one row per point with today's columns, no checkpoint left, <= 1 MB a point."""
+    import os
+    import signal
+
+    import pandas as pd
+    import yaml
+
+    from helpers import assert_ledger_holds, results_with, start, wait_for
+    from analysis.load import load_run
+    from sweep.trial import PointRun, to_uint8
+    from sweep.schema import RESULT_COLUMNS
+
+    monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    grid = {**GRID_32, "settings": {**GRID_32["settings"], "epochs": 3, "n_train": 2048}}
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump({"presets": {"p": grid}}))
+    run = tmp_path / "runs" / "a"
+    proc = start("run", "--config", f, "--preset", "p", "--name", "a", "--storage", tmp_path / "runs",
+                 "--num-cpus", "2", "--pack", "4", "--keep-weights", cwd=tmp_path)
+    wait_for(lambda: results_with(run, 8), 240, "two finished packs", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "32 points in 8 trials (packs of up to 4)" in r.stdout
+
+    df = assert_ledger_holds(run)  # every planned point exactly once, rows and curves consistent
+    assert list(df.columns) == list(RESULT_COLUMNS) and len(df) == 32 and (df.status == "ok").all()
+    trials = [p for p in (run / "tune").iterdir() if p.is_dir()]
+    assert len(trials) == 8 and df.trial_id.nunique() == 8
+    assert not [f for f in (run / "tune").glob("*/checkpoint_*/*")]  # finished packs keep no checkpoint
+    size = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    weights = sum(p.stat().st_size for p in (run / "weights").iterdir())
+    assert size - weights <= 32 * 1_000_000
+    assert sorted(p.stem for p in (run / "weights").iterdir()) == sorted(df.point_id)
+    assert sorted(p.stem for p in (run / "samples").iterdir()) == sorted(df.point_id)
+    # the kept weights are the point's final G: from its fixed evaluation noise they draw its
+    # recorded samples again
+    loaded = load_run(run)
+    for pid in df.point_id[:4]:
+        cfg = TrialConfig(**{k: v.item() if hasattr(v, "item") else v for k, v in
+                             df[df.point_id == pid].iloc[0].items() if k in TrialConfig.__dataclass_fields__})
+        z = PointRun(cfg, torch.zeros(cfg.n_train, 1024), torch.device("cpu")).eval_z
+        with torch.no_grad():
+            again = to_uint8(loaded.generator(pid)(z)[:64])
+        assert torch.equal(again, torch.from_numpy(loaded.samples(pid))), pid
+    curves = pd.read_parquet(run / "curves.parquet")
+    assert len(curves) == 32 * 3
