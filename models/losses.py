@@ -8,6 +8,9 @@ share one training loop (sweep/trial.py).
     d_loss(real: DOut, fake: DOut, hp) -> scalar   (fake computed from G(z).detach())
     g_loss(fake: DOut, hp) -> scalar               (fake computed from G(z))
 
+Scores may carry leading axes, (K, N) for a pack of K points (models/packed.py):
+every loss reduces over the batch axis N only and returns one loss per point (K,).
+
 Formulas (../shared/PAPER.md):
   GAN       L_D = -log sigma(D(x)) - log(1 - sigma(D(G(z))));  L_G = -log sigma(D(G(z)))
             (the non-saturating generator loss of Goodfellow et al. 2014)
@@ -48,12 +51,12 @@ def pulling_away_term(s: torch.Tensor) -> torch.Tensor:
     squared, and the diagonal (j == i, always 1) is excluded: the three places
     where public implementations go wrong.
     """
-    n = s.shape[0]
+    n = s.shape[-2]
     if n < 2:
         raise ValueError("the pulling-away term needs a batch of at least 2 samples")
-    unit = F.normalize(s, dim=1, eps=1e-12)  # (N, h), each row of norm 1
-    cos = unit @ unit.t()  # (N, N) cosine similarities, diagonal == 1
-    off_diag_sq_sum = cos.pow(2).sum() - cos.diagonal().pow(2).sum()
+    unit = F.normalize(s, dim=-1, eps=1e-12)  # (..., N, h), each row of norm 1
+    cos = unit @ unit.transpose(-1, -2)  # (..., N, N) cosine similarities, diagonal == 1
+    off_diag_sq_sum = cos.pow(2).sum((-1, -2)) - cos.diagonal(dim1=-2, dim2=-1).pow(2).sum(-1)
     return off_diag_sq_sum / (n * (n - 1))
 
 
@@ -69,13 +72,13 @@ def began_m_global(l_real, l_fake, gamma: float):
 
 
 class Balance:
-    """BEGAN's k_t, a 0-d tensor on the trial's device (no host sync per step)."""
+    """BEGAN's k_t, a 0-d tensor on the trial's device (no host sync per step); (K,) in a pack."""
 
     def __init__(self, device, k: float = 0.0):
         self.k = torch.tensor(float(k), device=device)
 
     def step(self, real: DOut, fake: DOut, hp: LossParams) -> dict[str, torch.Tensor]:
-        l_real, l_fake = real.score.detach().mean(), fake.score.detach().mean()
+        l_real, l_fake = real.score.detach().mean(-1), fake.score.detach().mean(-1)
         m_global = began_m_global(l_real, l_fake, hp.gamma)
         self.k = began_k_update(self.k, l_real, l_fake, hp.gamma, hp.lambda_k)
         return {"m_global": m_global, "k_t": self.k}
@@ -84,34 +87,34 @@ class Balance:
 # --- GAN ---------------------------------------------------------------------
 def gan_d_loss(real: DOut, fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
     # -log sigma(a) = softplus(-a); -log(1 - sigma(a)) = softplus(a)
-    return F.softplus(-real.score).mean() + F.softplus(fake.score).mean()
+    return F.softplus(-real.score).mean(-1) + F.softplus(fake.score).mean(-1)
 
 
 def gan_g_loss(fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
-    return F.softplus(-fake.score).mean()
+    return F.softplus(-fake.score).mean(-1)
 
 
 # --- EBGAN -------------------------------------------------------------------
 def ebgan_d_loss(real: DOut, fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
-    return (real.score + torch.clamp(hp.margin - fake.score, min=0.0)).mean()
+    return (real.score + torch.clamp(hp.margin - fake.score, min=0.0)).mean(-1)
 
 
 def ebgan_g_loss(fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
-    return fake.score.mean()
+    return fake.score.mean(-1)
 
 
 def ebgan_pt_g_loss(fake: DOut, hp: LossParams, state=None) -> torch.Tensor:
     assert fake.code is not None, "EBGAN-PT needs an auto-encoder discriminator"
-    return fake.score.mean() + hp.pt_weight * pulling_away_term(fake.code)
+    return fake.score.mean(-1) + hp.pt_weight * pulling_away_term(fake.code)
 
 
 # --- BEGAN -------------------------------------------------------------------
 def began_d_loss(real: DOut, fake: DOut, hp: LossParams, state: Balance) -> torch.Tensor:
-    return real.score.mean() - state.k * fake.score.mean()
+    return real.score.mean(-1) - state.k * fake.score.mean(-1)
 
 
 def began_g_loss(fake: DOut, hp: LossParams, state: Balance) -> torch.Tensor:
-    return fake.score.mean()
+    return fake.score.mean(-1)
 
 
 @dataclass(frozen=True)

@@ -117,14 +117,14 @@ class AutoEncoderDiscriminator(nn.Module):
 
 
 def reconstruction_energy(recon: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample energy of an auto-encoder D: (N, 1024) and (N, 1024) -> (N,).
+    """Per-sample energy of an auto-encoder D: (..., N, 1024) and (..., N, 1024) -> (..., N).
 
     Shared by the fully-connected and the DCGAN auto-encoders, so both read
     energy_norm the same way (see AutoEncoderDiscriminator for the choices).
     """
     if norm == "l1":
-        return (recon - x).abs().mean(dim=1)
-    sq = (recon - x).pow(2).sum(dim=1)  # (N,)
+        return (recon - x).abs().mean(dim=-1)
+    sq = (recon - x).pow(2).sum(dim=-1)  # (..., N)
     if norm == "l2":
         # sqrt has an infinite gradient at 0; the epsilon only matters for a
         # perfect reconstruction, which never happens in practice.

@@ -102,6 +102,38 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+# --------------------------------------------------------------------------- (e) packs
+def pack_profile(images, scorer, k: int = 4, steps: int = 20) -> dict:
+    """Kernel launches (aten ops, torch.profiler) per point-step and training samples/s of
+    the middle point, trained alone and as a pack of k (optimizers and lr differing)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sweep.trial import start_pack
+
+    base = TrialConfig(family="ebgan", **POINTS["middle"], epochs=1, n_train=steps * 64, batch_size=64,
+                       n_eval=10, seed=0, optimD="adam", optimG="adam")
+    pack = [base.replace(seed=i, lr=[0.001, 0.0001][i % 2]) for i in range(k)]
+    out = {}
+    for label, cfgs in (("solo", pack[:1]), ("packed", pack)):
+        runs = start_pack(cfgs, images)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for r in runs:
+                r.train_epoch()
+            seconds = time.perf_counter() - t0
+        aten = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+        runs = start_pack(cfgs, images)  # timed again without the profiler's own cost
+        t0 = time.perf_counter()
+        for r in runs:
+            r.train_epoch()
+        seconds = time.perf_counter() - t0
+        out[label] = {"points": len(cfgs), "aten_ops_per_point_step": aten / (len(cfgs) * steps),
+                      "samples_per_s": len(cfgs) * steps * 64 / seconds}
+    out["launch_ratio"] = out["packed"]["aten_ops_per_point_step"] / out["solo"]["aten_ops_per_point_step"]
+    out["throughput_ratio"] = out["packed"]["samples_per_s"] / out["solo"]["samples_per_s"]
+    return out
+
+
 # --------------------------------------------------------------------------- (a) and (d)
 _WORKER: dict = {}
 
@@ -156,6 +188,8 @@ def engine_wall(sweep_file: Path, work: Path, name: str, data_root, max_concurre
     import subprocess
     import sys
 
+    from sweep.ledger import point_reports
+
     cmd = [sys.executable, "-m", "sweep.cli", "run", "--config", str(sweep_file), "--preset", "bench",
            "--name", name, "--storage", str(work), "--num-cpus", "2", "--max-concurrent",
            str(max_concurrent), "--quiet"]
@@ -166,9 +200,9 @@ def engine_wall(sweep_file: Path, work: Path, name: str, data_root, max_concurre
     t1 = time.time()
     trials = []
     for f in (work / name / "tune").glob("*/result.json"):
-        last = json.loads(f.read_text().splitlines()[-1])
-        trials.append((last["pid"], last["started_at"], last["reported_at"],
-                       last["train_seconds"] + last["eval_seconds"]))
+        last = json.loads(f.read_text().splitlines()[-1])  # a pack's last report holds all its points
+        compute = sum(p["train_seconds"] + p["eval_seconds"] for p in point_reports(last))
+        trials.append((last["pid"], last["started_at"], last["reported_at"], compute))
     by_slot: dict = {}
     for pid, start, end, compute in sorted(trials, key=lambda t: t[1]):
         by_slot.setdefault(pid, []).append((start, end, compute))

@@ -16,7 +16,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from sweep.ledger import Ledger, TrialState, error_line, point_reports
-from sweep.schema import TUNE_ERROR
+from sweep.schema import TUNE_ERROR, TUNE_TERMINATED
 from sweep.signals import STOP
 from sweep.worker import SAMPLES_DIR, SAMPLES_FILE, WEIGHTS_DIR
 
@@ -92,6 +92,10 @@ class LedgerCallback(Callback):
             self.ledger.flush(trial_states(trials, self.ledger))
 
     def on_experiment_end(self, trials, **info):
+        # trials that finished in an earlier session (a killed driver never emptied theirs)
+        for t in trials:
+            if t.status == TUNE_TERMINATED:
+                self.ledger.finished_trials.setdefault(t.trial_id, (str(t.path), self.ledger.points_of(t.config)))
         states = trial_states(trials, self.ledger)
         self.ledger.flush(states)
         if not self.quiet:

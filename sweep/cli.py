@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure the harness against the machine and a plain loop")
     b.add_argument("--out", default="bench.json", help="where to write the results as JSON")
+    b.add_argument("--scale", action="store_true",
+                   help="instead: the whole paper plan through the engine with the work cut to nothing "
+                        "(sweep/scale.py; about 10 minutes on 2 cores)")
+    b.add_argument("--pack", default="auto", help="with --scale: points per Tune trial (default: auto)")
+    b.add_argument("--work", default=None, help="with --scale: folder for its runs (default: a temporary one)")
     _add_config_arg(b)
     b.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA)")
 
@@ -482,12 +487,36 @@ def cmd_bench(a) -> int:
     from sweep.data import load_mnist
     from sweep.grid import load_preset
 
+    if a.scale:
+        return _bench_scale(a)
     load_preset(a.config, "mini")  # the sweep file must hold a valid mini preset
     load_mnist(a.data_root)  # fail now, not after minutes of benchmarking
     res = run_bench(Path(a.config), a.data_root, Path(a.out),
                     log=lambda m: print(f"[gansweep bench] {m}", flush=True))
     print(format_table(res))
     print(f"[gansweep bench] wrote {a.out}")
+    return 0
+
+
+def _bench_scale(a) -> int:
+    import tempfile
+
+    from sweep.data import load_mnist
+    from sweep.grid import load_preset
+    from sweep.packs import parse_pack
+    from sweep.scale import format_scale, run_scale, write_json
+
+    load_preset(a.config, "paper")  # the sweep file must hold a valid paper preset
+    parse_pack(a.pack)
+    load_mnist(a.data_root)
+
+    def log(m):
+        print(f"[gansweep bench --scale] {m}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gansweep-scale-") as tmp:
+        res = run_scale(Path(a.config), Path(a.work or tmp), a.pack, a.data_root, log)
+    write_json(res, Path(a.out))
+    print(format_scale(res))
+    log(f"wrote {a.out}")
     return 0
 
 

@@ -249,12 +249,14 @@ class PointRun:
     def scores_now(self) -> bool:
         return not self.done and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs)
 
-    def evaluate(self, metrics: dict, scorer: Scorer) -> dict:
-        """Score `n_eval` samples from the fixed noise (eval mode: BN running statistics)."""
+    def evaluate(self, metrics: dict, scorer: Scorer, samples: torch.Tensor | None = None) -> dict:
+        """Score `n_eval` samples from the fixed noise (eval mode: BN running statistics);
+        a pack passes the samples its stacked G drew."""
         t1 = time.perf_counter()
-        self.g.eval()
-        with torch.no_grad():
-            samples = torch.cat([self.g(self.eval_z[i:i + 2000]) for i in range(0, self.cfg.n_eval, 2000)])
+        if samples is None:
+            self.g.eval()
+            with torch.no_grad():
+                samples = torch.cat([self.g(self.eval_z[i:i + 2000]) for i in range(0, self.cfg.n_eval, 2000)])
         if not torch.isfinite(samples).all():
             self.eval_seconds += time.perf_counter() - t1
             return self._diverged(metrics, "non-finite samples")
@@ -325,21 +327,40 @@ def train_pack(runs: list[PointRun], scorer: Scorer,
     make_checkpoint() returns one `PointRun.checkpoint()` per point, in order, which
     `start_pack(resume=...)` accepts. A diverged point stops; the others go on.
     """
+    from sweep.pack_trainer import PackedTrainer, packable
+
+    stacked = PackedTrainer(runs) if packable(runs) else None
+
     def checkpoint() -> list[dict]:
+        if stacked is not None:
+            stacked.write_back()
         return [r.checkpoint() for r in runs]
 
+    index = {id(r): i for i, r in enumerate(runs)}
     while not all(r.done for r in runs):
         reported: dict[int, dict] = {}
-        for i, r in enumerate(runs):
-            if r.done:
-                continue
-            metrics = r.train_epoch()
-            if r.done:  # diverged in this epoch
-                reported[i] = metrics
-            elif r.scores_now():
-                reported[i] = r.evaluate(metrics, scorer)
+        if stacked is not None:  # the whole pack in batched kernels (sweep/pack_trainer.py)
+            epoch = stacked.train_epoch()  # points that diverged have left the pack
+            if any(r.scores_now() for r in stacked.runs):
+                t1 = time.perf_counter()
+                samples = stacked.samples()  # (K, n_eval, 1024)
+                share = (time.perf_counter() - t1) / len(stacked.runs)
+                for r, s in zip(stacked.runs, samples):
+                    r.eval_seconds += share
+                    r.evaluate(epoch[r], scorer, s)
+                stacked.drop_done()  # non-finite samples
+            reported = {index[id(r)]: m for r, m in epoch.items() if r.done or r.history and r.history[-1] is m}
+        else:  # one point after another (DCGAN nets, or a pack of one)
+            for i, r in enumerate(runs):
+                if r.done:
+                    continue
+                metrics = r.train_epoch()
+                if r.done:  # diverged in this epoch
+                    reported[i] = metrics
+                elif r.scores_now():
+                    reported[i] = r.evaluate(metrics, scorer)
         if reported and on_epoch is not None:
-            on_epoch(reported, checkpoint)
+            on_epoch(dict(sorted(reported.items())), checkpoint)
 
 
 def run_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, scorer: Scorer,

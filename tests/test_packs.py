@@ -95,10 +95,14 @@ def _neighbours(family: str, arch: str) -> list[TrialConfig]:
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_point_trains_in_a_pack_exactly_as_alone(family, arch, mnist, scorer):
-    """Tolerance 0: every point of a pack draws from its own RNG streams (data order, noise,
-    init, dropout masks) and runs the same kernels on the same shapes as alone, so its 16
-    steps (2 epochs of 8) and its scores are bit-identical. When packs become batched
-    kernels, this test is where their tolerance will be stated."""
+    """Tolerance 0, on CPU. An mlp pack is one stacked model (models/packed.py) and a point
+    alone is a stack of one, so both run the same kernels: batched matmuls, batch norm and
+    the stacked Adam compute each point's slice independently, with the same arithmetic
+    whatever K is (the one exception, bmm's matrix-vector path for a GAN's logit layer,
+    is written as a product and a sum). Every point draws from its own RNG streams (data
+    order, noise, init, dropout masks). So 16 steps (2 epochs of 8) and the scores are
+    bit-identical. DCGAN packs train their points one after another: identical too.
+    On a GPU, cuBLAS may pick another algorithm for another batch count: not measured here."""
     points = _neighbours(family, arch)
     packed = run_pack(points, mnist.train_images, scorer)
     for cfg, run in zip(points, packed):
@@ -107,6 +111,91 @@ def test_a_point_trains_in_a_pack_exactly_as_alone(family, arch, mnist, scorer):
         assert torch.equal(run.samples, alone.samples)
     # the neighbours did train differently (the test would pass vacuously otherwise)
     assert len({run.history[-1]["loss_d"] for run in packed}) == 4
+
+
+def _biases_before_batch_norm(net: torch.nn.Module) -> set[str]:
+    out = set()
+    for seq_name, seq in net.named_children():
+        if isinstance(seq, torch.nn.Sequential):
+            for i, (a, b) in enumerate(zip(seq[:-1], seq[1:])):
+                if isinstance(a, torch.nn.Linear) and isinstance(b, torch.nn.BatchNorm1d):
+                    out.add(f"{seq_name}.{i}.bias")
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("optim", ["adam", "sgd"])
+def test_the_stacked_step_is_the_module_step(family, optim, mnist):
+    """The stacked model is the solo networks' math: one step of the stacked path and of
+    nn.Linear / nn.BatchNorm1d / F.dropout / torch.optim on the same point give the same
+    losses and weights up to float rounding (they differ only in summation order: rtol 1e-4;
+    over hundreds of steps GAN training amplifies such differences, as it does any)."""
+    from sweep.pack_trainer import PackedTrainer
+    from sweep.trial import start_pack
+
+    cfg = TrialConfig(family=family, dropoutD=True, optimD=optim, optimG=optim, lr=0.01,
+                      **{**PACK_TINY, "n_train": 32})
+    module, = start_pack([cfg], mnist.train_images)
+    stacked, = start_pack([cfg], mnist.train_images)
+    m_module = module.train_epoch()  # nn.Module path (sweep/trial.py PointRun)
+    trainer = PackedTrainer([stacked])
+    m_stacked = trainer.train_epoch()[stacked]
+    trainer.write_back()
+    for k in ("loss_d", "loss_g", "d_real", "d_fake"):
+        assert m_stacked[k] == pytest.approx(m_module[k], rel=1e-4, abs=1e-6), k
+    for a, b in ((module.g, stacked.g), (module.d, stacked.d)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            if optim == "adam" and not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                continue  # Adam's first step is lr * sign(g): rounding flips the sign of g ~ 0 (below)
+            if name in _biases_before_batch_norm(a):
+                continue  # true gradient 0 (BN removes a shift): rounding noise only
+            assert torch.allclose(x.float(), y.float(), rtol=1e-4, atol=1e-6), name
+    if optim == "adam":  # the moments (linear in the gradients) went back into the point's torch optimizer
+        for a, b in ((module, stacked),):
+            for net in ("g", "d"):
+                opt_a, opt_b = getattr(a, f"opt_{net}"), getattr(b, f"opt_{net}")
+                for (name, pa), pb in zip(getattr(a, net).named_parameters(), getattr(b, net).parameters()):
+                    if name in _biases_before_batch_norm(getattr(a, net)):
+                        continue
+                    ma, mb = opt_a.state[pa]["exp_avg"], opt_b.state[pb]["exp_avg"]
+                    assert torch.allclose(ma, mb, rtol=1e-3, atol=1e-4 * float(ma.abs().max())), name
+
+
+def test_the_stacked_optimizer_is_torch_optim():
+    """Adam and SGD over stacked parameters, with a different lr per point and a mixed pack,
+    against torch.optim on each point's own tensors, over 5 steps of the same gradients."""
+    from sweep.pack_trainer import StackedOptimizer
+
+    torch.manual_seed(0)
+
+    class Net:  # the slice of PackedNet that StackedOptimizer reads
+        def __init__(self, stacked):
+            self.stacked = stacked
+
+        def parameters(self):
+            return [self.stacked]
+
+        def solo_parameters(self, k):
+            return [solos[k]]
+
+        def solo_layout(self, j, t):
+            return t
+
+    solos = [torch.randn(6, 5, requires_grad=True) for _ in range(3)]
+    kinds, lrs = ["adam", "sgd", "adam"], [0.01, 0.1, 0.001]
+    torch_opts = [torch.optim.Adam([p], lr=lr, betas=(0.5, 0.999)) if k == "adam" else torch.optim.SGD([p], lr=lr)
+                  for p, k, lr in zip(solos, kinds, lrs)]
+    stacked = torch.stack([p.detach() for p in solos]).requires_grad_(True)
+    opt = StackedOptimizer(Net(stacked), [torch.optim.SGD([torch.zeros(1)], lr=1.0)] * 3, kinds, lrs, (0.5, 0.999))
+    for _ in range(5):
+        grads = torch.randn(3, 6, 5)
+        for p, g, o in zip(solos, grads, torch_opts):
+            p.grad = g.clone()
+            o.step()
+        stacked.grad = grads.clone()
+        opt.step()
+    for k in range(3):
+        assert torch.allclose(stacked[k], solos[k], rtol=1e-6, atol=1e-6), kinds[k]  # a few float32 ulps
 
 
 def test_a_diverging_point_leaves_its_neighbours_unchanged(mnist, scorer):
