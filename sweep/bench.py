@@ -10,7 +10,12 @@
      in the G step), for the smallest, a middle and the largest Table 1 point;
   c. model-FLOP utilisation: counted training FLOPs per second over the
      measured fp32 matrix-multiply throughput, same thread count, same run;
-  d. scaling: the same trials with 1 and with 2 concurrent trials.
+  d. scaling: the same trials with 1 and with 2 concurrent trials;
+  e. packs: kernel launches (aten ops) per point-step and samples/s of a pack of
+     PACK_K points (sweep/pack_trainer.py) against a point alone and the solo
+     nn.Module step, for the smallest and the middle point.
+
+`gansweep bench --scale` (sweep/scale.py) measures the engine on the whole paper plan.
 
 Every number is measured here and now; targets are read off, never asserted.
 """
@@ -37,6 +42,7 @@ POINTS = {
     "largest": dict(nLayerG=5, sizeG=3200, nLayerD=5, sizeD=1024),
 }
 STEPS = {"smallest": 300, "middle": 60, "largest": 30}  # the largest with fewer steps
+PACK_K = 12  # (e): a paper-grid GAN shape holds 12 points (2 x 2 optimizers x 3 lr)
 
 
 # --------------------------------------------------------------------------- (b) and (c)
@@ -103,34 +109,43 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 
 
 # --------------------------------------------------------------------------- (e) packs
-def pack_profile(images, scorer, k: int = 4, steps: int = 20) -> dict:
-    """Kernel launches (aten ops, torch.profiler) per point-step and training samples/s of
-    the middle point, trained alone and as a pack of k (optimizers and lr differing)."""
+def pack_profile(images, k: int = 4, steps: int = 20) -> dict:
+    """Kernel launches (aten ops recorded by torch.profiler, nested ones included) per
+    point-step and training samples/s, for the smallest and the middle point: the solo
+    nn.Module step, a stack of one (how a point trains alone), and a pack of k."""
     from torch.profiler import ProfilerActivity, profile
 
+    from sweep.pack_trainer import PackedTrainer
     from sweep.trial import start_pack
 
-    base = TrialConfig(family="ebgan", **POINTS["middle"], epochs=1, n_train=steps * 64, batch_size=64,
-                       n_eval=10, seed=0, optimD="adam", optimG="adam")
-    pack = [base.replace(seed=i, lr=[0.001, 0.0001][i % 2]) for i in range(k)]
     out = {}
-    for label, cfgs in (("solo", pack[:1]), ("packed", pack)):
-        runs = start_pack(cfgs, images)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            t0 = time.perf_counter()
-            for r in runs:
-                r.train_epoch()
-            seconds = time.perf_counter() - t0
-        aten = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
-        runs = start_pack(cfgs, images)  # timed again without the profiler's own cost
-        t0 = time.perf_counter()
-        for r in runs:
-            r.train_epoch()
-        seconds = time.perf_counter() - t0
-        out[label] = {"points": len(cfgs), "aten_ops_per_point_step": aten / (len(cfgs) * steps),
-                      "samples_per_s": len(cfgs) * steps * 64 / seconds}
-    out["launch_ratio"] = out["packed"]["aten_ops_per_point_step"] / out["solo"]["aten_ops_per_point_step"]
-    out["throughput_ratio"] = out["packed"]["samples_per_s"] / out["solo"]["samples_per_s"]
+    for name in ("smallest", "middle"):
+        base = TrialConfig(family="ebgan", **POINTS[name], epochs=1, n_train=steps * 64, batch_size=64,
+                           n_eval=10, seed=0)
+        pack = [base.replace(seed=i) for i in range(k)]
+        res = {}
+        for label, cfgs, stacked in (("module", pack[:1], False), ("stack_of_1", pack[:1], True),
+                                     (f"pack_of_{k}", pack, True)):
+            def epoch():
+                runs = start_pack(cfgs, images)
+                trainer = PackedTrainer(runs) if stacked else None
+                t0 = time.perf_counter()
+                trainer.train_epoch() if stacked else runs[0].train_epoch()
+                return time.perf_counter() - t0
+            epoch()  # warm-up
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                epoch()
+            aten = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+            seconds = min(epoch() for _ in range(2))  # timed without the profiler
+            res[label] = {"points": len(cfgs), "aten_ops_per_point_step": aten / (len(cfgs) * steps),
+                          "samples_per_s": len(cfgs) * steps * 64 / seconds}
+        res["launch_ratio_pack_vs_alone"] = (res[f"pack_of_{k}"]["aten_ops_per_point_step"]
+                                             / res["stack_of_1"]["aten_ops_per_point_step"])
+        res["throughput_ratio_pack_vs_module"] = (res[f"pack_of_{k}"]["samples_per_s"]
+                                                  / res["module"]["samples_per_s"])
+        res["throughput_ratio_stack_of_1_vs_module"] = (res["stack_of_1"]["samples_per_s"]
+                                                        / res["module"]["samples_per_s"])
+        out[name] = res
     return out
 
 
@@ -293,6 +308,8 @@ def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
                       "speedup_2_vs_1_wall": run1["wall_s"] / run2["wall_s"],
                       # throughput while trials run, fixed start-up and shutdown excluded
                       "speedup_2_vs_1": run1["span_s"] / run2["span_s"]}
+    log(f"(e) packs of {PACK_K}: kernel launches and samples/s against a point alone ...")
+    res["packs"] = pack_profile(mnist.train_images, k=PACK_K)
     res["targets"] = targets(res)
     if out is not None:
         from sweep.results import write_atomic
@@ -311,6 +328,10 @@ def targets(res: dict) -> list[dict]:
         ("training step vs reference, largest", t["largest"]["speedup"], ">=", 1.0),
         ("model-FLOP utilisation, middle", t["middle"]["mfu"], ">=", 0.5),
         ("2 concurrent trials vs 1 (throughput while running)", res["scaling"]["speedup_2_vs_1"], ">=", 1.7),
+        (f"pack of {PACK_K}: launches per point-step vs alone, middle",
+         res["packs"]["middle"]["launch_ratio_pack_vs_alone"], "<=", 1.5 / PACK_K),
+        (f"pack of {PACK_K}: samples/s vs solo module step, middle",
+         res["packs"]["middle"]["throughput_ratio_pack_vs_module"], ">=", 0.9),
     ]
     return [{"target": name, "measured": v, "goal": f"{op} {goal:g}",
              "met": v <= goal if op == "<=" else v >= goal} for name, v, op, goal in rows]
@@ -339,5 +360,10 @@ def format_table(res: dict) -> str:
               f"scaling: 1 concurrent {s['run_wall_s_1_concurrent']:.1f}s, 2 concurrent "
               f"{s['run_wall_s_2_concurrent']:.1f}s wall ({s['speedup_2_vs_1_wall']:.2f}x); "
               f"{s['speedup_2_vs_1']:.2f}x while trials run"]
+    lines += ["", f"{'packs (1 thread)':<22} {'aten ops/point-step':>20} {'samples/s':>10}"]
+    for name, r in res["packs"].items():
+        for label, v in r.items():
+            if isinstance(v, dict):
+                lines.append(f"{name + ' ' + label:<22} {v['aten_ops_per_point_step']:>20.1f} {v['samples_per_s']:>10.0f}")
     return "\n".join(lines)
 

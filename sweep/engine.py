@@ -1,4 +1,4 @@
-"""Run and resume a sweep with Ray Tune: one grid point per Tune trial, one results table per run.
+"""Run and resume a sweep with Ray Tune: one pack of grid points per Tune trial, one results table per run.
 
     gansweep run --preset mini            # local Ray instance, ./runs/<name>
     gansweep resume runs/<name>           # after the driver died or was stopped
@@ -11,11 +11,14 @@ A run directory (RUN_DIR) holds:
     sweep.yaml         the sweep file as it was when the run started (resume re-reads it)
     results.parquet    one row per grid point (sweep/schema.py), refreshed as trials end
     curves.parquet     one row per (grid point, scored epoch)
-    samples/           the last evaluated samples of every finished trial (64 x 32 x 32 uint8)
-    tune/              Ray Tune's experiment (state, trial dirs, checkpoints, TensorBoard logs);
-                       on a cluster it lives on shared storage named by --storage instead.
+    samples/           the last evaluated samples of every finished point (64 x 32 x 32 uint8)
+    weights/           with --keep-weights, every ok point's final G weights (a state_dict)
+    tune/              Ray Tune's experiment (state, trial dirs, their logs; checkpoints while a
+                       pack trains, emptied once its points are in the tables); on a cluster it
+                       lives on shared storage named by --storage instead.
 
-The pieces: sweep/worker.py runs a point inside a Tune worker, sweep/ledger.py
+A Tune trial trains a pack of up to --pack K points of one shape (sweep/packs.py; a pack
+of one is a plain trial). The pieces: sweep/worker.py runs a pack inside a Tune worker, sweep/ledger.py
 turns its reports into rows (the rules a row obeys are there), sweep/callback.py
 connects the two, sweep/cluster.py starts Ray, sweep/signals.py stops it cleanly.
 """

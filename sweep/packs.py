@@ -1,4 +1,4 @@
-"""Packs: grid points with the same networks and settings, trained by one Ray Tune trial.
+"""Packs: up to K grid points trained by one Ray Tune trial, as stacks of same-shape points.
 
     gansweep plan --preset paper --pack 12     # 7,168 points -> 1,536 Tune trials
     gansweep run  --preset paper --pack auto   # the default
@@ -6,9 +6,12 @@
 Tune pays for every trial: experiment state (about 28 KB a trial), scheduling
 (~0.16 s of slot time), a checkpoint folder. The paper grid is 7,168 points, so
 one trial per point costs minutes of slot time and a 200 MB experiment state.
-A pack holds up to K points that differ only in PACK_VARIES (optimizers, lr,
-seed): same family, arch, layer counts, sizes, dropout and every setting, so
-they could share batched kernels. Each point keeps its own row, RNG streams,
+A pack holds up to K points in stacks: the points of a stack differ only in
+PACK_VARIES (optimizers, lr, seed) and share family, arch, layer counts, sizes,
+dropout and every setting, so they train as one stacked model with batched
+kernels (models/packed.py). A pack whose shape group is smaller than K takes
+other stacks too (under the paper's rules every EBGAN shape holds one point),
+trained one after another. Each point keeps its own row, RNG streams,
 divergence and metrics (sweep/trial.py run_pack).
 
 Packs are a pure function of the plan and K: the same sweep file and K give the
@@ -69,26 +72,47 @@ def parse_pack(text: str) -> int | None:
 
 
 def make_packs(trials: tuple[TrialConfig, ...], k: int) -> tuple[Pack, ...]:
-    """Split the planned points into packs of at most k points of one shape each.
+    """Split the planned points into packs of at most k points, made of whole stacks.
 
-    A shape group of n points becomes ceil(n / k) packs of near-equal size (12 points at
-    k = 8: two packs of 6, not 8 + 4), in plan order within the group; groups keep the
-    order of their first point.
+    A stack is points of one shape (shape_key): a shape group of n points becomes
+    ceil(n / k) stacks of near-equal size (12 points at k = 8: two of 6, not 8 + 4).
+    Stacks fill packs first-fit, in plan order: a pack of the paper grid at k = 14 holds
+    one GAN shape's 12 points and two single-point EBGAN shapes. A pack trains its stacks
+    one after another, each as one stacked model (sweep/worker.py).
     """
     if k < 1:
         raise ValueError("pack size must be >= 1")
     groups: dict[tuple, list[TrialConfig]] = {}
     for t in trials:
         groups.setdefault(shape_key(t), []).append(t)
-    packs = []
+    stacks: list[tuple[TrialConfig, ...]] = []
     for members in groups.values():
-        n_packs = math.ceil(len(members) / k)
-        base, extra = divmod(len(members), n_packs)
+        n_stacks = math.ceil(len(members) / k)
+        base, extra = divmod(len(members), n_stacks)
         start = 0
-        for j in range(n_packs):
+        for j in range(n_stacks):
             size = base + (j < extra)
-            chunk = tuple(members[start:start + size])
+            stacks.append(tuple(members[start:start + size]))
             start += size
-            pid = chunk[0].point_id if len(members) == 1 or k == 1 else f"{_shape_tag(chunk[0])}-pack{j}"
-            packs.append(Pack(pid, chunk))
-    return tuple(packs)
+    bins: list[list[TrialConfig]] = []
+    for stack in sorted(stacks, key=len, reverse=True):  # first-fit decreasing; sorted() is stable
+        for b in bins:
+            if len(b) + len(stack) <= k:
+                b.extend(stack)
+                break
+        else:
+            bins.append(list(stack))
+    return tuple(Pack(_pack_id(b, i), tuple(b)) for i, b in enumerate(bins))
+
+
+def _pack_id(points: list[TrialConfig], index: int) -> str:
+    """A point's id for a pack of one; else the pack's index and its first shape."""
+    return points[0].point_id if len(points) == 1 else f"p{index:04d}-{_shape_tag(points[0])}"
+
+
+def stacks_of(points: tuple[TrialConfig, ...] | list[TrialConfig]) -> list[list[TrialConfig]]:
+    """A pack's points grouped by shape, in order: the stacks it trains one after another."""
+    out: dict[tuple, list[TrialConfig]] = {}
+    for p in points:
+        out.setdefault(shape_key(p), []).append(p)
+    return list(out.values())

@@ -8,7 +8,8 @@ not run yet are `pending`), with the fully resolved config beside the scores:
     tune_status       Ray Tune's own state (PENDING, RUNNING, TERMINATED, ERROR)
     epochs_done, best_epoch, the final metrics (i_prime, inception_score, fid,
     classes_covered, kl_uniform, digit_share, loss_d, loss_g) and the same at the best epoch
-    (best_i_prime, ...), train_seconds, eval_seconds, wall_seconds,
+    (best_i_prime, ...), train_seconds, eval_seconds (a pack's time is shared evenly by its
+    points), wall_seconds (of the point's Tune trial: a pack's, shared by its points),
     classifier_sha256, gansweep_version, git_commit, device, error, trial_id
 
 RUN_DIR/curves.parquet (and .csv): the long table, one row per (point_id, epoch).

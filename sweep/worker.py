@@ -116,6 +116,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     the last one carries every point of the pack, so Tune's last result of a finished
     trial holds each point's final report.
     """
+    from sweep.packs import stacks_of
     from sweep.trial import start_pack, train_pack
 
     started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
@@ -156,20 +157,35 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         report([p.point_id for p in cfgs])
         return
     scorer = _scorer(device, clf_state, clf_sha, ref_mean, ref_cov)
+    data = _dataset(images, todo[0].n_train, device)
+    # The pack's stacks train one after another (sweep/packs.py). Every checkpoint holds every
+    # point: the finished stacks' final states (no weights; their samples and, with
+    # keep_weights, their G weights carried along, since the callback reads the last one)
+    # and the current stack's full states.
+    final_states: dict[str, dict] = {}
+    final_weights: dict[str, dict] = {}
+    sent_all = False
+    for stack in stacks_of(todo):
+        runs = start_pack(stack, data, device, [restored.get(p.point_id) for p in stack])
 
-    def on_epoch(reported: dict[int, dict], make_checkpoint) -> None:
-        for i, metrics in reported.items():
-            latest[todo[i].point_id] = {**epoch_report(metrics), "point_id": todo[i].point_id}
-        done = all(r.done for r in runs)
-        states = dict(zip((p.point_id for p in todo), make_checkpoint()))
-        weights = {p.point_id: r.generator_weights() for p, r in zip(todo, runs)
-                   if keep_weights and done and r.status == OK}
-        ids = [p.point_id for p in cfgs] if done else [todo[i].point_id for i in reported]
-        report(ids, checkpoint=states, weights=weights)
+        def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs) -> None:
+            nonlocal sent_all
+            for i, metrics in reported.items():
+                latest[stack[i].point_id] = {**epoch_report(metrics), "point_id": stack[i].point_id}
+            states = dict(zip((p.point_id for p in stack), make_checkpoint()))
+            if all(r.done for r in runs) and keep_weights:
+                final_weights.update((p.point_id, r.generator_weights()) for p, r in zip(stack, runs)
+                                     if r.status == OK)
+            sent_all = all(pid in final_states or pid in states for pid in (p.point_id for p in todo)) and \
+                all(r.done for r in runs)
+            ids = [p.point_id for p in cfgs] if sent_all else [stack[i].point_id for i in reported]
+            report(ids, checkpoint={**final_states, **states}, weights=final_weights)
 
-    runs = start_pack(todo, _dataset(images, todo[0].n_train, device), device,
-                      [restored.get(p.point_id) for p in todo])
-    train_pack(runs, scorer, on_epoch)
+        if not all(r.done for r in runs):  # else restored finished
+            train_pack(runs, scorer, on_epoch)
+        final_states.update((p.point_id, r.checkpoint()) for p, r in zip(stack, runs))
+    if not sent_all:  # the last stacks were restored finished: the final report of every point
+        report([p.point_id for p in cfgs], checkpoint=final_states, weights=final_weights)
 
 
 def _is_done(state: dict, cfg: TrialConfig) -> bool:

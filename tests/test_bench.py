@@ -21,7 +21,11 @@ def fake_result(**over):
                        "per_trial_overhead_s": 0.2, "bare_trial_s": 10.0, "mini_trials": 64,
                        "mini_projected_overhead_share": 0.029, "subset_overhead_share": 0.2},
            "scaling": {"run_wall_s_1_concurrent": 90.0, "run_wall_s_2_concurrent": 50.0,
-                       "speedup_2_vs_1_wall": 1.8, "speedup_2_vs_1": 1.9}}
+                       "speedup_2_vs_1_wall": 1.8, "speedup_2_vs_1": 1.9},
+           "packs": {n: {"module": {"points": 1, "aten_ops_per_point_step": 800.0, "samples_per_s": 1000.0},
+                         "pack_of_12": {"points": 12, "aten_ops_per_point_step": 90.0, "samples_per_s": 950.0},
+                         "launch_ratio_pack_vs_alone": 0.11, "throughput_ratio_pack_vs_module": 0.95}
+                     for n in ("smallest", "middle")}}
     res.update(over)
     res["targets"] = targets(res)
     return res
@@ -30,17 +34,21 @@ def fake_result(**over):
 def test_targets_are_read_against_their_goals():
     res = fake_result()
     met = {t["target"]: t["met"] for t in res["targets"]}
-    assert all(met.values()) and len(met) == 6
+    assert all(met.values()) and len(met) == 8
     res["throughput"]["smallest"]["speedup"] = 1.1  # below the 1.2 goal
     res["harness"]["mini_projected_overhead_share"] = 0.031  # above 3%
     met = {t["target"]: t["met"] for t in targets(res)}
     assert met["training step vs reference, smallest"] is False
     assert met["harness overhead share, mini sweep (projected)"] is False
-    assert sum(met.values()) == 4
+    assert sum(met.values()) == 6
+    res["packs"]["middle"]["launch_ratio_pack_vs_alone"] = 0.2  # not divided by about K = 12
+    assert {t["target"]: t["met"] for t in targets(res)}["pack of 12: launches per point-step vs alone, middle"] \
+        is False
 
 
 def test_table_prints_every_target():
     text = format_table(fake_result())
-    assert text.count(" yes") == 6
+    assert text.count(" yes") == 8
+    assert "middle pack_of_12" in text and "90.0" in text
     assert "per trial: 0.20s" in text and "2.9% of its wall time" in text
     assert "1.90x while trials run" in text

@@ -8,7 +8,7 @@ from helpers import REPO, cli
 from sweep.config import TrialConfig
 from sweep.disk import checkpoint_bytes, estimate_disk, param_counts
 from sweep.grid import parse_preset
-from sweep.packs import PACK_VARIES, make_packs, shape_key
+from sweep.packs import PACK_VARIES, auto_pack_size, make_packs, shape_key, stacks_of
 from sweep.trial import run_pack, run_trial
 from test_trial import FAMILIES, TINY_DCGAN, strip
 
@@ -19,36 +19,43 @@ GRID_32 = {"seeds": [0], "settings": {"epochs": 2, "batch_size": 32, "n_train": 
                              "lr": [0.001, 0.0001]}}}
 
 
-def test_packs_hold_one_shape_each_and_every_point_once():
+def test_packs_are_whole_stacks_of_one_shape_and_hold_every_point_once():
     trials = parse_preset("p", GRID_32, "t").trials
     packs = make_packs(trials, 4)
     assert len(packs) == 8 and [len(p.points) for p in packs] == [4] * 8
     assert sorted(t.point_id for p in packs for t in p.points) == sorted(t.point_id for t in trials)
     for p in packs:
         assert len({shape_key(t) for t in p.points}) == 1
+        assert stacks_of(p.points) == [list(p.points)]
     assert len({p.pack_id for p in packs}) == 8
-    assert packs[0].pack_id == "gan-G2x32-D2x16-drop-pack0"
-    # 8 points of a shape at k = 3: ceil(8/3) = 3 packs of near-equal size, not 3 + 3 + 2 by luck
+    assert packs[0].pack_id == "p0000-gan-G2x32-D2x16-drop"
+    # 8 points of a shape at k = 3: ceil(8/3) = 3 stacks of near-equal size (3, 3, 2), and
+    # the 2-point stacks are not split to fill the 3-point packs
     assert sorted(len(p.points) for p in make_packs(trials, 3)) == [2, 2, 2, 2] + [3] * 8
-    # k = 1: one trial per point, named by the point; k beyond a group: one pack per shape
+    # k = 5: stacks of 4 (8 = 4 + 4) and no room for a second one in any pack
+    assert [len(p.points) for p in make_packs(trials, 5)] == [4] * 8
+    # k = 1: one trial per point, named by the point; k = 16: two whole shapes per pack
     assert [p.pack_id for p in make_packs(trials, 1)] == [t.point_id for t in trials]
-    assert len(make_packs(trials, 100)) == 4
+    big = make_packs(trials, 16)
+    assert len(big) == 2 and [len(stacks_of(p.points)) for p in big] == [2, 2]
     # the same plan and k give the same packs (resume and the ledger rebuild them)
     assert make_packs(trials, 4) == packs
 
 
 def test_paper_grid_packs():
-    """EBGANs have one point per shape under the paper's rules (adam/adam, lr 0.001): they
-    cannot pack; GAN shapes hold 12 points (2 x 2 optimizers x 3 lr)."""
+    """GAN shapes hold 12 points (2 x 2 optimizers x 3 lr); under the paper's rules every
+    EBGAN shape holds one. At the auto size (14 for 7,168 points) each pack is one GAN
+    shape's stack of 12 and two single EBGAN points: 512 Tune trials."""
     from sweep.grid import load_preset
 
     trials = load_preset(REPO / "sweep.yaml", "paper").trials
-    packs = make_packs(trials, 12)
-    by_family = {}
+    assert auto_pack_size(len(trials)) == 14
+    packs = make_packs(trials, 14)
+    assert len(packs) == 512 and {len(p.points) for p in packs} == {14}
     for p in packs:
-        by_family.setdefault(p.points[0].family, []).append(len(p.points))
-    assert by_family["gan"] == [12] * 512
-    assert by_family["ebgan"] == [1] * 512 and by_family["ebgan_pt"] == [1] * 512
+        assert sorted(len(s) for s in stacks_of(p.points)) == [1, 1, 12]
+        assert p.points[0].family == "gan"
+    assert len(make_packs(trials, 12)) == 512 + 1024 // 12 + 1  # EBGAN points 12 a pack, in single stacks
     assert set(PACK_VARIES) == {"optimD", "optimG", "lr", "seed"}
 
 
@@ -59,7 +66,7 @@ def test_plan_prints_trials_and_disk(tmp_path):
     f.write_text(yaml.safe_dump({"presets": {"p": GRID_32}}))
     r = cli("plan", "--config", f, "--preset", "p", "--pack", "4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "Tune trials: 8 (--pack 4: packs of up to 4 points of one shape)" in r.stdout
+    assert "Tune trials: 8 (--pack 4: packs of up to 4 points)" in r.stdout
     assert "disk: peak" in r.stdout and "final" in r.stdout
     r = cli("plan", "--config", f, "--preset", "p", "--pack", "0", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--pack '0'" in r.stderr
@@ -287,3 +294,34 @@ def test_packed_sweep_killed_and_resumed_keeps_every_point_once_on_a_bounded_dis
         assert torch.equal(again, torch.from_numpy(loaded.samples(pid))), pid
     curves = pd.read_parquet(run / "curves.parquet")
     assert len(curves) == 32 * 3
+
+
+@pytest.mark.ray
+def test_a_pack_of_several_stacks_trains_them_in_turn_through_tune(tmp_path, data_root, monkeypatch):
+    """12 points at --pack 6: two GAN shapes of 4 and four single-point EBGAN shapes make 2
+    trials of 3 stacks each; every point gets its row, curve, samples and kept weights."""
+    import yaml
+
+    from helpers import assert_ledger_holds
+
+    monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    grid = {"seeds": [0], "settings": {"epochs": 2, "batch_size": 32, "n_train": 256, "n_eval": 100},
+            "grids": {"gan": {"nLayerG": [2], "nLayerD": [2, 3], "sizeG": [32], "sizeD": [16], "dropoutD": [True],
+                              "optimD": ["adam", "sgd"], "optimG": ["adam", "sgd"], "lr": [0.001]},
+                      "ebgan": {"nLayerG": [2], "nLayerD": [2, 3], "sizeG": [32], "sizeD": [16],
+                                "dropoutD": [True, False], "optimD": ["adam"], "optimG": ["adam"], "lr": [0.001]}}}
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump({"presets": {"p": grid}}))
+    assert [sorted(len(s) for s in stacks_of(p.points)) for p in make_packs(parse_preset("p", grid, "t").trials, 6)] \
+        == [[1, 1, 4], [1, 1, 4]]
+    r = cli("run", "--config", f, "--preset", "p", "--name", "a", "--storage", tmp_path / "runs", "--num-cpus", "2",
+            "--pack", "6", "--keep-weights", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "12 points in 2 trials (packs of up to 6)" in r.stdout
+    run = tmp_path / "runs" / "a"
+    df = assert_ledger_holds(run)
+    assert len(df) == 12 and (df.status == "ok").all() and df.trial_id.nunique() == 2
+    assert (df.epochs_done == 2).all()
+    assert sorted(p.stem for p in (run / "samples").iterdir()) == sorted(df.point_id)
+    assert sorted(p.stem for p in (run / "weights").iterdir()) == sorted(df.point_id)
