@@ -366,8 +366,8 @@ def cmd_plan(a) -> int:
     hours = total / (a.gflops * 1e9) / 3600
     print(f"estimated cost: {hours:.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
           f"(settings: {json.dumps(preset.settings)})")
-    print(f"Tune trials: {len(packs)} (--pack {a.pack}: packs of up to {max(len(p.points) for p in packs)} "
-          "points)")
+    biggest = max(len(p.points) for p in packs)
+    print(f"Tune trials: {len(packs)} (--pack {a.pack}: packs of up to {biggest} point{'s' if biggest > 1 else ''})")
     disk = estimate_disk(packs, a.keep_weights)
     print(f"disk: peak {fmt_bytes(disk['peak'])} while {disk['slots']} trials run at once (their checkpoints: "
           f"weights and optimizer state), final {fmt_bytes(disk['final'])} ({fmt_bytes(disk['final_per_point'])} "

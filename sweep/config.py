@@ -48,6 +48,7 @@ class TrialConfig:
     eval_every: int = 1  # score every this many epochs (the last epoch is always scored)
     prob_eps: float = 1e-12  # probability clamp inside I' and IS
     coverage_min_frac: float = 0.01  # share of argmaxes for a digit class to count as covered
+    tf32: bool = False  # allow TF32 matmuls and convolutions on CUDA (Ampere+: faster, ~1e-3 precision); off: fp32
 
     def __post_init__(self):
         problems = validate(self)

@@ -3,9 +3,9 @@
     gansweep plan --preset paper --pack 12
 
 What a run directory holds (sweep/engine.py):
-  * while a pack trains: its checkpoints, each with every unfinished point's G and D
-    weights, batch-norm statistics and optimizer state (Adam: two moments per weight),
-    Tune keeping the last 2 (sweep/engine.py);
+  * while a pack trains: its checkpoints, each with the G and D weights, batch-norm
+    statistics and optimizer state (Adam: two moments per weight) of the stack it is
+    training, Tune keeping the last 2 (sweep/engine.py);
   * once the tables record a pack finished: its checkpoints are deleted (sweep/ledger.py),
     and each point keeps its samples, its rows, Tune's logs of its reports, its share of
     Tune's experiment state, and with --keep-weights its final G weights (float32).
@@ -20,6 +20,7 @@ import os
 from functools import lru_cache
 
 from sweep.config import TrialConfig
+from sweep.packs import stacks_of
 
 FLOAT_BYTES = 4
 CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep=2) in sweep/engine.py
@@ -78,7 +79,9 @@ def estimate_disk(packs, keep_weights: bool, slots: int | None = None) -> dict:
     slots = slots or os.cpu_count() or 1
     final = sum(final_point_bytes(t, keep_weights) for p in packs for t in p.points)
     final += TUNE_BYTES_PER_TRIAL * len(packs)
-    live = sorted((CHECKPOINTS_KEPT * sum(checkpoint_bytes(t) for t in p.points) for p in packs), reverse=True)
+    # a pack trains its stacks in turn: only the current stack's checkpoint holds weights
+    live = sorted((CHECKPOINTS_KEPT * max(sum(checkpoint_bytes(t) for t in s) for s in stacks_of(p.points))
+                   for p in packs), reverse=True)
     n_points = sum(len(p.points) for p in packs)
     return {"final": final, "peak": final + sum(live[:slots]), "slots": min(slots, len(packs)),
             "final_per_point": final / max(1, n_points)}

@@ -310,6 +310,10 @@ def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str 
     many trials prepares once.
     """
     device = torch.device(device)
+    if len({c.tf32 for c in cfgs}) > 1:
+        raise ValueError("the points of a pack share the tf32 setting")
+    # process-wide switches: set for every pack, so a reused worker never keeps another run's
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].tf32
     if train_images.dtype == torch.uint8:
         data = prepare_data(train_images, max(c.n_train for c in cfgs), device)  # (n_train, 1024) in [-1, 1]
     else:
