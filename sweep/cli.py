@@ -56,9 +56,9 @@ def _add_config_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pack", default="auto",
-                   help="grid points of one shape per Tune trial (sweep/packs.py): a number, or auto (1 up "
-                        "to 512 points; beyond, packs that keep Tune near 512 trials). Fixed for a run once "
-                        "it starts")
+                   help="grid points per Tune trial, trained as stacked models of one shape (sweep/packs.py): "
+                        "a number, or auto (1 on CPU; on a GPU 1 up to 512 points, beyond, packs that keep Tune "
+                        "near 512 trials). Fixed for a run once it starts")
     p.add_argument("--keep-weights", action="store_true",
                    help="keep each ok point's final G weights in RUN_DIR/weights/ (never optimizer state)")
 
@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scale", action="store_true",
                    help="instead: the whole paper plan through the engine with the work cut to nothing "
                         "(sweep/scale.py; about 10 minutes on 2 cores)")
-    b.add_argument("--pack", default="auto", help="with --scale: points per Tune trial (default: auto)")
+    b.add_argument("--pack", default="14", help="with --scale: points per Tune trial (default: 14, what --pack "
+                                                  "auto picks for the paper preset on a GPU)")
     b.add_argument("--work", default=None, help="with --scale: folder for its runs (default: a temporary one)")
     _add_config_arg(b)
     b.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA)")
@@ -339,10 +340,10 @@ def format_check(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _pack_size(a, n_points: int) -> int:
+def _pack_size(a, n_points: int, device: str) -> int:
     from sweep.packs import auto_pack_size, parse_pack
 
-    return parse_pack(a.pack) or auto_pack_size(n_points)
+    return parse_pack(a.pack) or auto_pack_size(n_points, device)
 
 
 def cmd_plan(a) -> int:
@@ -351,7 +352,10 @@ def cmd_plan(a) -> int:
     from sweep.packs import make_packs
 
     preset = load_preset(a.config, a.preset)
-    k = _pack_size(a, len(preset.trials))
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # what --pack auto picks on this machine
+    k = _pack_size(a, len(preset.trials), device)
     packs = make_packs(preset.trials, k)
     counts = preset.counts()
     flops = {}
@@ -367,7 +371,8 @@ def cmd_plan(a) -> int:
     print(f"estimated cost: {hours:.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
           f"(settings: {json.dumps(preset.settings)})")
     biggest = max(len(p.points) for p in packs)
-    print(f"Tune trials: {len(packs)} (--pack {a.pack}: packs of up to {biggest} point{'s' if biggest > 1 else ''})")
+    print(f"Tune trials: {len(packs)} (--pack {a.pack}{' on ' + device if a.pack == 'auto' else ''}: packs of up to "
+          f"{biggest} point{'s' if biggest > 1 else ''})")
     disk = estimate_disk(packs, a.keep_weights)
     print(f"disk: peak {fmt_bytes(disk['peak'])} while {disk['slots']} trials run at once (their checkpoints: "
           f"weights and optimizer state), final {fmt_bytes(disk['final'])} ({fmt_bytes(disk['final_per_point'])} "
@@ -382,7 +387,7 @@ def cmd_run(a) -> int:
 
     preset = load_preset(a.config, a.preset)
     _check_runtime(a)
-    pack = _pack_size(a, len(preset.trials))
+    pack = _pack_size(a, len(preset.trials), "cuda" if a.gpus_per_trial > 0 else "cpu")
     name = a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if "/" in name or name.startswith("."):
         raise UserError(f"--name {name!r}: a plain name, without '/' or a leading '.'")

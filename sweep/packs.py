@@ -1,7 +1,7 @@
 """Packs: up to K grid points trained by one Ray Tune trial, as stacks of same-shape points.
 
     gansweep plan --preset paper --pack 12     # 7,168 points -> 1,536 Tune trials
-    gansweep run  --preset paper --pack auto   # the default
+    gansweep run  --preset paper --pack auto   # the default: 1 on CPU, 14 here on a GPU
 
 Tune pays for every trial: experiment state (about 28 KB a trial), scheduling
 (~0.16 s of slot time), a checkpoint folder. The paper grid is 7,168 points, so
@@ -50,11 +50,14 @@ def _shape_tag(cfg: TrialConfig) -> str:
     return cfg.point_id.rsplit("-", 3)[0]
 
 
-def auto_pack_size(n_points: int) -> int:
-    """--pack auto: 1 (a trial per point) for sweeps up to AUTO_TRIALS points, where packing
-    only lengthens the tail; beyond, the K that brings Tune to about AUTO_TRIALS trials.
-    On CPU a pack trains its points one after another, so K changes no throughput: it
-    only divides Tune's per-trial costs (docs/performance.md)."""
+def auto_pack_size(n_points: int, device: str) -> int:
+    """--pack auto. On CPU 1: a pack runs the same FLOPs on the same cores, and packs of 12
+    of the middle Table 1 point ran at 0.8x a lone point's samples/s (docs/performance.md).
+    On a GPU, where a lone small MLP leaves the device launch-bound: 1 up to AUTO_TRIALS
+    points (no tail of long packs on small sweeps), beyond, the K that brings Tune to about
+    AUTO_TRIALS trials (the paper preset: 14, 512 trials)."""
+    if device == "cpu":
+        return 1
     return max(1, math.ceil(n_points / AUTO_TRIALS))
 
 
