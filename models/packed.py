@@ -52,6 +52,8 @@ class PackedNet:
         self.nets, self.kind, self.draw_masks = nets, type(nets[0]), draw_masks
         self.energy_norm = getattr(nets[0], "energy_norm", None)
         per_net = [_layers(n) for n in nets]
+        # (stacked tensor, the K solo tensors it came from, is a buffer, stored transposed)
+        self._pairs: list[tuple[torch.Tensor, list[torch.Tensor], bool, bool]] = []
         self.layers: list[tuple[str, dict]] = []
         for layer_k in zip(*per_net):
             first = layer_k[0]
@@ -79,7 +81,7 @@ class PackedNet:
         stacked = torch.stack([t.detach().t() if transposed else t.detach() for t in solo])  # (K, *solo shape)
         if not buffer:
             stacked.requires_grad_(True)
-        self._pairs = getattr(self, "_pairs", []) + [(stacked, solo, buffer, transposed)]
+        self._pairs.append((stacked, solo, buffer, transposed))
         return stacked
 
     def solo_layout(self, j: int, t: torch.Tensor) -> torch.Tensor:

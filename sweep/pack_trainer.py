@@ -224,7 +224,7 @@ class PackedTrainer:
                 charge()
                 for i in bad.nonzero().squeeze(1).tolist():
                     r = self.runs[i]
-                    out[r] = r._diverged(self._metrics(r, sums[i], n_steps, i, spent[r]), "non-finite loss")
+                    out[r] = r.mark_diverged(self._metrics(r, sums[i], n_steps, i, spent[r]), "non-finite loss")
                 alive = ~bad
                 self.drop_done()
                 if not self.runs:
@@ -233,7 +233,7 @@ class PackedTrainer:
         charge()
         for i, r in enumerate(self.runs):
             metrics = self._metrics(r, sums[i], n_steps, i, spent[r])
-            out[r] = r._diverged(metrics, "non-finite loss") if bool(bad[i]) else metrics
+            out[r] = r.mark_diverged(metrics, "non-finite loss") if bool(bad[i]) else metrics
         self.drop_done()
         return out
 

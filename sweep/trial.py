@@ -243,7 +243,7 @@ class PointRun:
                    "m_global": means[4] if state is not None else math.nan,
                    "k_t": state.k.item() if state is not None else math.nan}
         if bad.item():
-            return self._diverged(metrics, "non-finite loss")
+            return self.mark_diverged(metrics, "non-finite loss")
         return metrics
 
     def scores_now(self) -> bool:
@@ -259,7 +259,7 @@ class PointRun:
                 samples = torch.cat([self.g(self.eval_z[i:i + 2000]) for i in range(0, self.cfg.n_eval, 2000)])
         if not torch.isfinite(samples).all():
             self.eval_seconds += time.perf_counter() - t1
-            return self._diverged(metrics, "non-finite samples")
+            return self.mark_diverged(metrics, "non-finite samples")
         metrics.update(scorer.score(samples.view(-1, 1, 32, 32), self.score_settings))
         self.samples = to_uint8(samples[:N_KEPT_SAMPLES])
         self.eval_seconds += time.perf_counter() - t1
@@ -269,7 +269,7 @@ class PointRun:
             self.status = OK
         return metrics
 
-    def _diverged(self, metrics: dict, reason: str) -> dict:
+    def mark_diverged(self, metrics: dict, reason: str) -> dict:
         # Keep what was measured: the losses up to the divergence are reported with
         # NaN scores, and the earlier epochs' scores stay in the history.
         metrics.update({k: math.nan for k in SCORE_KEYS})
