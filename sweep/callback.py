@@ -69,7 +69,7 @@ class LedgerCallback(Callback):
                         self.ledger.save_weights(pid, Path(d) / WEIGHTS_DIR / f"{pid}.pt")
             except OSError:
                 pass  # samples are a convenience; the ledger warns about its own failures
-            # Its checkpoints are deleted once the tables record every point of it finished.
+            # Its checkpoints are emptied once the tables record every point of it finished.
             self.ledger.finished_trials[trial.trial_id] = (str(trial.path), point_ids)
         self.ledger.dirty = True
         self._flush_if_due(trials)

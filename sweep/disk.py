@@ -6,7 +6,7 @@ What a run directory holds (sweep/engine.py):
   * while a pack trains: its checkpoints, each with the G and D weights, batch-norm
     statistics and optimizer state (Adam: two moments per weight) of the stack it is
     training, Tune keeping the last 2 (sweep/engine.py);
-  * once the tables record a pack finished: its checkpoints are deleted (sweep/ledger.py),
+  * once the tables record a pack finished: its checkpoints are emptied (sweep/ledger.py),
     and each point keeps its samples, its rows, Tune's logs of its reports, its share of
     Tune's experiment state, and with --keep-weights its final G weights (float32).
 

@@ -38,7 +38,7 @@ from sweep.cluster import Runtime
 from sweep.errors import Interrupted, UserError
 from sweep.grid import Preset, estimate_flops
 from sweep.lock import RunLock
-from sweep.packs import Pack, make_packs
+from sweep.packs import Pack, make_packs, trial_label
 from sweep.ledger import (Ledger, banked_compute, finished_reports, fmt_s, heal, interrupted_line, plan,
                           session_summary)
 from sweep.results import (MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, tune_path_of,
@@ -89,10 +89,7 @@ def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
 
 
 def _trial_dirname(trial) -> str:
-    from sweep.config import TrialConfig
-
-    label = trial.config["pack"] if "pack" in trial.config else TrialConfig(**trial.config["point"]).point_id
-    return f"{label}-{trial.trial_id}"
+    return f"{trial_label(trial.config)}-{trial.trial_id}"
 
 
 def _pack_flops(pack: Pack) -> float:

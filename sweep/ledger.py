@@ -36,7 +36,7 @@ import pandas as pd
 from models.metrics import SCORE_KEYS
 from sweep.config import FIELD_NAMES, TrialConfig
 from sweep.grid import estimate_flops, load_preset
-from sweep.packs import make_packs
+from sweep.packs import make_packs, trial_label
 from sweep.errors import UserError
 from sweep.results import (CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves, read_manifest, read_results,
                            tune_path_of, write_atomic, write_curves, write_results)
@@ -302,7 +302,7 @@ class Ledger:
         self.done_at_start: set[str] | None = None
         self.last_flush, self.dirty = 0.0, True
         # trial_id -> (trial folder, point ids) of completed trials whose checkpoints are not
-        # deleted yet: that waits until the tables on disk record every point of it finished
+        # emptied yet: that waits until the tables on disk record every point of it finished
         self.finished_trials: dict[str, tuple[str, tuple[str, ...]]] = {}
         # points finished in an earlier session keep the samples they saved then
         self.finished_before = set(finished_reports(self.run_dir)) if finished_before is None else finished_before
@@ -319,9 +319,8 @@ class Ledger:
     def points_of(self, config: dict) -> tuple[str, ...]:
         """The point ids a Tune trial trains, from its config ({"pack": id}, or {"point": fields}
         in runs started before packs)."""
-        if "point" in config:
-            return (TrialConfig(**config["point"]).point_id,)
-        return self.pack_points[config["pack"]]
+        label = trial_label(config)
+        return (label,) if "point" in config else self.pack_points[label]
 
     # ---------------------------------------------------------------- reports in
     def ingest(self, report: dict) -> None:
@@ -353,7 +352,7 @@ class Ledger:
         except OSError as e:
             print(f"[gansweep] warning: could not copy {what} of {point_id}: {e}", file=sys.stderr)
 
-    def _delete_finished_checkpoints(self, rows: list[dict]) -> None:
+    def _empty_finished_checkpoints(self, rows: list[dict]) -> None:
         """Empty the checkpoints of trials whose points the tables now record as finished.
 
         Nothing resumes from them (a resumed trial of finished points reports the tables'
@@ -407,7 +406,7 @@ class Ledger:
                   "retrying at the next update", file=sys.stderr, flush=True)
             return rows
         self.last_flush, self.dirty = time.time(), False
-        self._delete_finished_checkpoints(rows)
+        self._empty_finished_checkpoints(rows)
         return rows
 
     @property

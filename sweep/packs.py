@@ -41,6 +41,12 @@ class Pack:
         return tuple(p.point_id for p in self.points)
 
 
+def trial_label(config: dict) -> str:
+    """A Tune trial's pack id from its config: {"pack": id}, or {"point": fields} in runs
+    started before packs (a pack of one, named by its point)."""
+    return config["pack"] if "pack" in config else TrialConfig(**config["point"]).point_id
+
+
 def shape_key(cfg: TrialConfig) -> tuple:
     return tuple(getattr(cfg, f) for f in SHAPE_FIELDS)
 

@@ -19,8 +19,8 @@ The loop:
     `on_epoch`. Resuming from such a checkpoint continues bit-for-bit.
 
 Every point draws from its own RNG streams (PointRun), so a point inside a pack
-trains exactly as alone. The points of a pack still run one after another:
-stacking them into batched kernels (issue 13) is the next step.
+trains exactly as alone. Fully-connected points train as one stacked model
+(sweep/pack_trainer.py; a lone one as a stack of one); DCGAN points one after another.
 """
 from __future__ import annotations
 
@@ -105,6 +105,14 @@ def prepare_data(train_images_u8: torch.Tensor, n_train: int, device) -> torch.T
 WEIGHT_KEYS = ("G", "D", "opt_G", "opt_D")  # what a finished point's checkpoint may drop
 
 
+def finished_status(state: dict, cfg: TrialConfig) -> tuple[str, str]:
+    """(OK or DIVERGED, reason) of a point from its checkpoint state; ("", "") if unfinished."""
+    last = state["history"][-1] if state["history"] else {}  # a diverged epoch has a "diverged" key
+    if "diverged" in last:
+        return DIVERGED, last["diverged"]
+    return (OK, "") if state["epoch"] >= cfg.epochs else ("", "")
+
+
 class PointRun:
     """One grid point's training state: nets, optimizers, its RNG streams, what it measured.
 
@@ -124,11 +132,7 @@ class PointRun:
             self.epoch, self.history = resume["epoch"], list(resume["history"])
             self.train_seconds, self.eval_seconds = resume["train_seconds"], resume["eval_seconds"]
             self.samples = resume.get("samples")
-            last = self.history[-1] if self.history else {}
-            if "diverged" in last:
-                self.status, self.reason = DIVERGED, last["diverged"]
-            elif self.epoch >= cfg.epochs:
-                self.status = OK
+            self.status, self.reason = finished_status(resume, cfg)
             if self.status:  # a finished point's checkpoint may hold no weights: build nothing
                 return
         self._rng = self._seeded_rng()
@@ -340,21 +344,22 @@ def train_pack(runs: list[PointRun], scorer: Scorer,
             stacked.write_back()
         return [r.checkpoint() for r in runs]
 
-    index = {id(r): i for i, r in enumerate(runs)}
+    index = {r: i for i, r in enumerate(runs)}
     while not all(r.done for r in runs):
         reported: dict[int, dict] = {}
         if stacked is not None:  # the whole pack in batched kernels (sweep/pack_trainer.py)
             epoch = stacked.train_epoch()  # points that diverged have left the pack
-            if any(r.scores_now() for r in stacked.runs):
+            scored = [r for r in stacked.runs if r.scores_now()]  # all or none: eval_every is shared
+            if scored:
                 t1 = time.perf_counter()
                 samples = stacked.samples()  # (K, n_eval, 1024)
-                share = (time.perf_counter() - t1) / len(stacked.runs)
-                for r, s in zip(stacked.runs, samples):
+                share = (time.perf_counter() - t1) / len(scored)
+                for r, s in zip(scored, samples):
                     r.eval_seconds += share
                     r.evaluate(epoch[r], scorer, s)
                 stacked.drop_done()  # non-finite samples
-            reported = {index[id(r)]: m for r, m in epoch.items() if r.done or r.history and r.history[-1] is m}
-        else:  # one point after another (DCGAN nets, or a pack of one)
+            reported = {index[r]: m for r, m in epoch.items() if r.done or r in scored}
+        else:  # one point after another (DCGAN nets, SGD with momentum)
             for i, r in enumerate(runs):
                 if r.done:
                     continue

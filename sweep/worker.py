@@ -23,6 +23,7 @@ from ray.tune import Checkpoint
 
 from sweep.config import TrialConfig
 from sweep.ledger import epoch_report
+from sweep.packs import stacks_of, trial_label
 from sweep.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
 
 CHECKPOINT_FORMAT = "gansweep-pack/1"
@@ -93,11 +94,9 @@ def load_checkpoint(ckpt: Checkpoint, label: str, device: str) -> dict[str, dict
 
 
 def pack_of(config: dict, packs: dict[str, list[dict]]) -> tuple[str, list[TrialConfig]]:
-    """(label, points) of a Tune trial's config: {"pack": id}, or {"point": fields} (runs
-    started before packs)."""
-    if "point" in config:
-        cfg = TrialConfig(**config["point"])
-        return cfg.point_id, [cfg]
+    """(label, points) of a Tune trial's config (sweep/packs.py trial_label)."""
+    if "point" in config:  # a run started before packs
+        return trial_label(config), [TrialConfig(**config["point"])]
     return config["pack"], [TrialConfig(**p) for p in packs[config["pack"]]]
 
 
@@ -116,8 +115,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     the last one carries every point of the pack, so Tune's last result of a finished
     trial holds each point's final report.
     """
-    from sweep.packs import stacks_of
-    from sweep.trial import start_pack, train_pack
+    from sweep.trial import finished_status, start_pack, train_pack
 
     started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
     label, cfgs = pack_of(config, packs)
@@ -130,8 +128,9 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     restored = {} if ckpt is None else load_checkpoint(ckpt, label, device)
     # The first report after a restore carries each point's restored history (see
     # sweep/ledger.py restored_curve_rows), so the tables can fill a lost epoch from it.
+    todo_ids = {p.point_id for p in todo}
     history_of = {pid: [epoch_report(h) for h in st["history"]] for pid, st in restored.items()
-                  if pid in {p.point_id for p in todo} and st["history"]}
+                  if pid in todo_ids and st["history"]}
     for pid, reports in history_of.items():
         latest[pid] = {**reports[-1], "point_id": pid}
 
@@ -151,7 +150,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
             save_checkpoint(checkpoint, Path(d), weights or {})
             tune.report(out, checkpoint=Checkpoint.from_directory(d))
 
-    if all(pid in restored and _is_done(restored[pid], p) for p in todo for pid in [p.point_id]):
+    if all(p.point_id in restored and finished_status(restored[p.point_id], p)[0] for p in todo):
         # Every point had finished (or is recorded as finished), but the driver died before
         # Tune recorded it: report the final metrics again instead of training anything.
         report([p.point_id for p in cfgs])
@@ -165,10 +164,12 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     final_states: dict[str, dict] = {}
     final_weights: dict[str, dict] = {}
     sent_all = False
-    for stack in stacks_of(todo):
+    stacks = stacks_of(todo)
+    for n, stack in enumerate(stacks):
         runs = start_pack(stack, data, device, [restored.get(p.point_id) for p in stack])
 
-        def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs) -> None:
+        def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs,
+                     last_stack=n == len(stacks) - 1) -> None:
             nonlocal sent_all
             for i, metrics in reported.items():
                 latest[stack[i].point_id] = {**epoch_report(metrics), "point_id": stack[i].point_id}
@@ -176,8 +177,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
             if all(r.done for r in runs) and keep_weights:
                 final_weights.update((p.point_id, r.generator_weights()) for p, r in zip(stack, runs)
                                      if r.status == OK)
-            sent_all = all(pid in final_states or pid in states for pid in (p.point_id for p in todo)) and \
-                all(r.done for r in runs)
+            sent_all = last_stack and all(r.done for r in runs)
             ids = [p.point_id for p in cfgs] if sent_all else [stack[i].point_id for i in reported]
             report(ids, checkpoint={**final_states, **states}, weights=final_weights)
 
@@ -186,11 +186,6 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         final_states.update((p.point_id, r.checkpoint()) for p, r in zip(stack, runs))
     if not sent_all:  # the last stacks were restored finished: the final report of every point
         report([p.point_id for p in cfgs], checkpoint=final_states, weights=final_weights)
-
-
-def _is_done(state: dict, cfg: TrialConfig) -> bool:
-    history = state["history"]  # run_pack's metrics: a diverged epoch has a "diverged" key
-    return state["epoch"] >= cfg.epochs or (bool(history) and "diverged" in history[-1])
 
 
 def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: int, device: str,
