@@ -191,3 +191,43 @@ def test_data_is_padded_and_scaled(mnist):
     assert x.min().item() == -1.0 and x.max().item() == 1.0
     assert (x[:, :, :2, :] == -1).all() and (x[:, :, :, -2:] == -1).all()  # 2-pixel background border
     assert torch.equal(x[0, 0, 2:30, 2:30], mnist.train_images[0].float() / 127.5 - 1)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])  # the stacked path and the module path
+def test_a_began_step_is_its_papers_step_by_hand(arch, mnist):
+    """One BEGAN step from k_t = 0.3 (BEGAN paper, eq. 4), recomputed by hand from copies of the
+    nets as the step found them: z_D and z_G are two draws, L_D = L(x) - k_t L(G(z_D)), L_G is
+    L(G(z_G)) under the updated D, and k_{t+1}, M_global read L(x) and L(G(z_G)) of the old D."""
+    import copy
+
+    from sweep.pack_trainer import PackedTrainer
+    from sweep.trial import PointRun, prepare_data, sample_noise
+
+    shape = TINY_DCGAN if arch == "dcgan" else {}
+    cfg = TrialConfig(family="began", **{**TINY, **shape, "n_train": 32, "began_lambda_k": 0.01})  # one step
+    data = prepare_data(mnist.train_images, cfg.n_train, "cpu")
+    run = PointRun(cfg, data, torch.device("cpu"))
+    run.state.k = torch.tensor(0.3)
+    g0, d0, gen = copy.deepcopy(run.g), copy.deepcopy(run.d), copy.deepcopy(run.gen)
+    if arch == "mlp":
+        stack = PackedTrainer([run])
+        stack.state.k = torch.tensor([0.3])
+        m = stack.train_epoch()[run]
+        stack.write_back()
+    else:
+        m = run.train_epoch()
+
+    perm = torch.randperm(cfg.n_train, generator=gen)
+    x = data[perm[:cfg.batch_size]]
+    z_d, z_g = (sample_noise(cfg, cfg.batch_size, gen, "cpu") for _ in range(2))
+    assert not torch.equal(z_d, z_g)
+    with torch.no_grad():
+        l_x, l_d, l_g_old = (d0(v).score.mean().item() for v in (x, g0(z_d), g0(z_g)))
+        l_g_new = run.d(g0(z_g)).score.mean().item()  # D after its step, G before its own
+    k1 = min(max(0.3 + 0.01 * (0.5 * l_x - l_g_old), 0.0), 1.0)
+    assert m["loss_d"] == pytest.approx(l_x - 0.3 * l_d, rel=1e-5)
+    assert m["d_real"] == pytest.approx(l_x, rel=1e-5) and m["d_fake"] == pytest.approx(l_d, rel=1e-5)
+    assert m["loss_g"] == pytest.approx(l_g_new, rel=1e-5)
+    assert m["k_t"] == pytest.approx(k1, rel=1e-6)
+    assert m["m_global"] == pytest.approx(l_x + abs(0.5 * l_x - l_g_old), rel=1e-5)
+    assert l_g_new != pytest.approx(l_g_old, rel=1e-6)  # the two D states do differ
