@@ -16,12 +16,15 @@ Formulas (../shared/PAPER.md):
             (the non-saturating generator loss of Goodfellow et al. 2014)
   EBGAN     L_D = D(x) + [m - D(G(z))]^+;  L_G = D(G(z))      (per sample, batch mean)
   EBGAN-PT  EBGAN, plus pt_weight * f_PT(S) in L_G only, S = encoder codes of G(z)
-  BEGAN     L_D = L(x) - k_t L(G(z));  L_G = L(G(z)), L = the pixel-wise L1 energy;
-            after each step k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z))), 0, 1), k_0 = 0
+  BEGAN     L_D = L(x) - k_t L(G(z_D));  L_G = L(G(z_G)), L = the pixel-wise L1 energy;
+            k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z_G))), 0, 1), k_0 = 0
+            (the BEGAN paper, eq. 4: z_D and z_G drawn apart, `Family.separate_z`; L(x) and
+            L(G(z_G)) of k_t's update both measured by D as the step found it, before D's
+            update; the G update itself follows D's, as for every family)
 
 Stateful families (BEGAN's k_t) keep their state in a `Balance` object that the
 loop creates once per trial (`Family.new_state`), passes to both losses, steps
-after every G update (`Family.update`) and saves with the checkpoint.
+after every G update (`Balance.step`) and saves with the checkpoint.
 """
 from __future__ import annotations
 
@@ -126,6 +129,7 @@ class Family:
     description: str
     energy: str = "l2"  # the energy the family's paper uses ("auto" energy_norm resolves to it)
     new_state: Callable[..., Balance] | None = None  # (device) -> state, for stateful families
+    separate_z: bool = False  # the G step draws its own z (BEGAN's z_G); else it reuses the D step's G(z)
 
 
 FAMILIES: dict[str, Family] = {
@@ -139,7 +143,7 @@ FAMILIES: dict[str, Family] = {
                "EBGAN with the pulling-away term in the generator loss"),
         Family("began", "autoencoder", began_d_loss, began_g_loss,
                "BEGAN, pixel-wise L1 energy, k_t balanced by proportional control",
-               energy="l1", new_state=Balance),
+               energy="l1", new_state=Balance, separate_z=True),
     )
 }
 

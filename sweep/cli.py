@@ -54,6 +54,14 @@ def _add_config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="sweep.yaml", help="sweep file (default: ./sweep.yaml)")
 
 
+def _add_sample_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="run N points of the preset's grid, a seeded sample stratified by model and axis value "
+                        "(sweep/subset.py); overrides the preset's own `sample`")
+    p.add_argument("--sample-seed", type=int, default=None, metavar="S",
+                   help="seed of the sample (default: the preset's `sample_seed`, else 0)")
+
+
 def _add_pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pack", default="auto",
                    help="grid points per Tune trial, trained as stacked models of one shape (sweep/packs.py): "
@@ -100,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="trial counts per family, estimated cost and disk use")
     pl.add_argument("--preset", default="mini")
+    _add_sample_args(pl)
     _add_pack_args(pl)
     pl.add_argument("--gflops", type=float, default=20.0,
                     help="sustained GFLOP/s of one trial slot, for the time estimate (default 20, "
@@ -108,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a sweep preset with Ray Tune")
     r.add_argument("--preset", default="mini")
+    _add_sample_args(r)
     r.add_argument("--name", default=None, help="run name (default: <preset>-<time>)")
     r.add_argument("--storage", default="runs", help="where runs live: a path, NFS path, s3:// or gs://")
     r.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
@@ -351,7 +361,7 @@ def cmd_plan(a) -> int:
     from sweep.grid import estimate_flops, load_preset
     from sweep.packs import make_packs
 
-    preset = load_preset(a.config, a.preset)
+    preset = load_preset(a.config, a.preset, a.sample, a.sample_seed)
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # what --pack auto picks on this machine
@@ -363,6 +373,7 @@ def cmd_plan(a) -> int:
         flops[t.model] = flops.get(t.model, 0.0) + estimate_flops(t)
     total = sum(flops.values())
     print(f"preset {preset.name}: {preset.description}")
+    print(f"points: {preset.scope}")
     print(f"{'model':<15} {'trials':>7} {'TFLOP':>10}")
     for model, n in counts.items():
         print(f"{model:<15} {n:>7} {flops[model] / 1e12:>10.1f}")
@@ -385,7 +396,7 @@ def cmd_run(a) -> int:
     from sweep.engine import run_sweep
     from sweep.grid import load_preset
 
-    preset = load_preset(a.config, a.preset)
+    preset = load_preset(a.config, a.preset, a.sample, a.sample_seed)
     _check_runtime(a)
     pack = _pack_size(a, len(preset.trials), "cuda" if a.gpus_per_trial > 0 else "cpu")
     name = a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"

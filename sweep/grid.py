@@ -24,8 +24,9 @@ import yaml
 
 from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, TrialConfig, paper_rule_violation
 from sweep.errors import UserError
+from sweep.subset import stratified_sample
 
-PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids"}
+PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids", "sample", "sample_seed"}
 GRID_AXES = tuple(a for a in AXES if a != "family")
 # Axes a grid may leave out, and the values they then take. Table 1 has no arch
 # axis, so grids written from the paper (and older sweep files) mean arch: [mlp].
@@ -40,8 +41,22 @@ class ConfigError(UserError):
 class Preset:
     name: str
     description: str
-    trials: tuple[TrialConfig, ...]  # every grid point, expanded, in a fixed order
+    trials: tuple[TrialConfig, ...]  # the grid points to run (all, or the sample), in a fixed order
     settings: dict  # the preset's settings block as written
+    grid_size: int = 0  # points of the whole grid (== len(trials) unless sampled)
+    sample: int | None = None  # N of a stratified sample (sweep/subset.py), or None: the whole grid
+    sample_seed: int = 0  # the sample's seed
+
+    @property
+    def scope(self) -> str:
+        """'the 7,168-point grid' or 'a 96-point sample (seed 0) of the 7,168-point grid'."""
+        whole = f"the {self.grid_size:,}-point grid"
+        return whole if self.sample is None else f"a {self.sample:,}-point sample (seed {self.sample_seed}) of {whole}"
+
+    def sample_record(self) -> dict | None:
+        """What the manifest keeps, so resume rebuilds the same points."""
+        return None if self.sample is None else {"n": self.sample, "seed": self.sample_seed,
+                                                 "grid_size": self.grid_size}
 
     def counts(self) -> dict[str, int]:
         """Trials per model (family, or family-arch for non-mlp archs), in grid order."""
@@ -84,15 +99,17 @@ def load_file(path: str | Path) -> dict:
     return doc
 
 
-def load_preset(path: str | Path, name: str) -> Preset:
+def load_preset(path: str | Path, name: str, sample: int | None = None, sample_seed: int | None = None) -> Preset:
+    """A preset of a sweep file; `sample` / `sample_seed` (--sample, --sample-seed) override its own."""
     doc = load_file(path)
     presets = doc["presets"]
     if name not in presets:
         raise ConfigError(f"{path}: unknown preset {name!r}; presets are: {', '.join(presets)}")
-    return parse_preset(name, presets[name], where=f"{Path(path).name}: presets.{name}")
+    return parse_preset(name, presets[name], where=f"{Path(path).name}: presets.{name}", sample=sample,
+                        sample_seed=sample_seed)
 
 
-def parse_preset(name: str, body, where: str) -> Preset:
+def parse_preset(name: str, body, where: str, sample: int | None = None, sample_seed: int | None = None) -> Preset:
     def fail(key: str, msg: str):
         raise ConfigError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}")
 
@@ -152,7 +169,31 @@ def parse_preset(name: str, body, where: str) -> Preset:
                     if why:
                         fail(g, f"{why}; set paper_rules: false to explore beyond the paper")
                 trials.append(cfg)
-    return Preset(name, str(body.get("description", "")), tuple(trials), dict(settings))
+    n, seed = _sample_args(body, sample, sample_seed, len(trials), fail)
+    chosen = tuple(trials) if n is None else stratified_sample(tuple(trials), n, seed)
+    return Preset(name, str(body.get("description", "")), chosen, dict(settings), len(trials), n, seed)
+
+
+def _sample_args(body: dict, sample, sample_seed, grid_size: int, fail) -> tuple[int | None, int]:
+    """(N or None, seed) of a preset's sample: the command line's, else the file's."""
+    def check(key: str, value, lo: int, from_cli: bool):
+        if value is None:
+            return
+        problem = None
+        if not _type_ok(value, "int") or value < lo:
+            problem = f"expected an integer >= {lo}, got {value!r}"
+        elif key == "sample" and value > grid_size:
+            problem = f"{value} points asked, but the grid has {grid_size}"
+        if problem and from_cli:
+            raise ConfigError(f"--{key.replace('_', '-')} {value}: {problem}")
+        if problem:
+            fail(key, problem)
+
+    n = sample if sample is not None else body.get("sample")
+    seed = sample_seed if sample_seed is not None else body.get("sample_seed", 0)
+    check("sample", n, 1, sample is not None)
+    check("sample_seed", seed, 0, sample_seed is not None)
+    return n, seed
 
 
 def _expand(family: str, axes, seeds: list, settings: dict, g: str, fail) -> list[TrialConfig]:

@@ -49,9 +49,15 @@ SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy 
 
 
 def plan(run_dir: Path) -> tuple[TrialConfig, ...]:
-    """The grid points a run directory was started with (its own copy of the sweep file)."""
+    """The grid points a run directory was started with (its own copy of the sweep file, and
+    the sample it drew, which the manifest records whether the file or --sample asked for it)."""
     m = read_manifest(run_dir)
-    return load_preset(Path(run_dir) / "sweep.yaml", m["preset"]).trials
+    sample = m.get("sample")  # runs before --sample have no key: the file decides
+    n, seed = (sample["n"], sample["seed"]) if sample else (None, None)
+    preset = load_preset(Path(run_dir) / "sweep.yaml", m["preset"], sample=n, sample_seed=seed)
+    if "sample" in m and sample is None and preset.sample is not None:
+        raise UserError(f"{run_dir}: its sweep.yaml samples preset {m['preset']!r} but the run did not")
+    return preset.trials
 
 
 def pack_size(manifest: dict) -> int:

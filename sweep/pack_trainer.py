@@ -195,8 +195,15 @@ class PackedTrainer:
             x = data[perms[:, step * cfg.batch_size:(step + 1) * cfg.batch_size]]  # (K, B, 1024)
             z = torch.stack([sample_noise(r.cfg, cfg.batch_size, r.gen, device) for r in self.runs])  # (K, B, z)
             fake = self.g(z, training=True)  # (K, B, 1024)
+            fake_g = fake
+            if fam.separate_z:  # z_G, drawn after z_D from each point's stream, as alone
+                z_g = torch.stack([sample_noise(r.cfg, cfg.batch_size, r.gen, device) for r in self.runs])
+                fake_g = self.g(z_g, training=True)  # (K, B, 1024)
 
             real_out, fake_out = self.d(x, training=True), self.d(fake.detach(), training=True)
+            if self.state is not None:  # BEGAN: k_t reads L(G(z_G)) from the D that L(x) came from
+                with torch.no_grad():
+                    fake_out_k = self.d(fake_g.detach(), training=True)
             loss_d = fam.d_loss(real_out, fake_out, hp, self.state)  # (K,)
             self.opt_d.zero_grad()
             loss_d.sum().backward()  # the sum: each point gets exactly its own gradient
@@ -205,14 +212,14 @@ class PackedTrainer:
             d_params = self.d.parameters()
             for prm in d_params:
                 prm.requires_grad_(False)
-            fake_out_g = self.d(fake, training=True)
+            fake_out_g = self.d(fake_g, training=True)
             loss_g = fam.g_loss(fake_out_g, hp, self.state)  # (K,)
             self.opt_g.zero_grad()
             loss_g.sum().backward()
             self.opt_g.step()
             for prm in d_params:
                 prm.requires_grad_(True)
-            m_global = self.state.step(real_out, fake_out_g, hp)["m_global"] if self.state is not None \
+            m_global = self.state.step(real_out, fake_out_k, hp)["m_global"] if self.state is not None \
                 else torch.zeros(len(self.runs), device=device)
 
             step_vals = torch.stack([loss_d.detach(), loss_g.detach(), real_out.score.detach().mean(-1),

@@ -10,7 +10,8 @@ The loop:
 
   * holds the training images as one tensor on the trial's device (no DataLoader);
   * per step: a D update on a real batch and G(z).detach(), then a G update
-    through the same G(z) (D's parameters frozen for it);
+    through the same G(z) (D's parameters frozen for it); a family with
+    `separate_z` (BEGAN, as its paper) draws a second z_G for the G update;
   * checks losses for NaN/inf without a device sync per step; a non-finite loss
     or sample ends the point as `diverged`, keeping every epoch measured so far
     (the other points of its pack go on);
@@ -212,8 +213,12 @@ class PointRun:
             x = self.data[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]]  # (B, 1024)
             z = sample_noise(cfg, cfg.batch_size, self.gen, device)  # (B, z_dim)
             fake = g(z)  # (B, 1024)
+            fake_g = g(sample_noise(cfg, cfg.batch_size, self.gen, device)) if fam.separate_z else fake  # z_G
 
             real_out, fake_out = d(x), d(fake.detach())
+            if state is not None:  # BEGAN: k_t reads L(G(z_G)) from the D that L(x) came from
+                with torch.no_grad():
+                    fake_out_k = d(fake_g.detach())
             loss_d = fam.d_loss(real_out, fake_out, hp, state)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -222,7 +227,7 @@ class PointRun:
             # G step through the same fake; D's weights need no gradient here.
             for prm in d_params:
                 prm.requires_grad_(False)
-            fake_out_g = d(fake)
+            fake_out_g = d(fake_g)
             loss_g = fam.g_loss(fake_out_g, hp, state)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -230,7 +235,7 @@ class PointRun:
             for prm in d_params:
                 prm.requires_grad_(True)
             # BEGAN: M_global of this step, then k_t moves towards the equilibrium
-            m_global = state.step(real_out, fake_out_g, hp)["m_global"] if state is not None \
+            m_global = state.step(real_out, fake_out_k, hp)["m_global"] if state is not None \
                 else torch.zeros((), device=device)
 
             step_vals = torch.stack([loss_d.detach(), loss_g.detach(), real_out.score.detach().mean(),

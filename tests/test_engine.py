@@ -95,11 +95,16 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
 
 
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
+    """Run on a 10-point sample of the 12 (--sample): the resume keeps that sample."""
+    from sweep.grid import load_preset
+
     run = tmp_path / "runs" / "k"
-    # one trial at a time: the sweep then lasts long enough (12 trials x ~3 s) to be caught
+    sampled = {t.point_id for t in load_preset(sweep_file, "t", sample=10, sample_seed=3).trials}
+    # one trial at a time: the sweep then lasts long enough (10 trials x ~3 s) to be caught
     # with some trials finished and most not, whatever the machine's speed
     proc = start("run", "--config", sweep_file, "--preset", "t", "--name", "k", "--storage",
-                 tmp_path / "runs", "--num-cpus", "2", "--max-concurrent", "1", "--quiet", cwd=tmp_path)
+                 tmp_path / "runs", "--num-cpus", "2", "--max-concurrent", "1", "--quiet", "--sample", "10",
+                 "--sample-seed", "3", cwd=tmp_path)
     before = wait_for(lambda: results_with(run, 2), 240, "two finished trials", proc)
     # while it runs: every port of the local Ray instance listens on loopback only
     addresses = listening_addresses(proc.pid)
@@ -107,22 +112,24 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its whole local Ray instance
     proc.wait(timeout=30)
     finished = before[before.status == "ok"].set_index("point_id")
-    assert 2 <= len(finished) < N_POINTS
+    assert 2 <= len(finished) < 10 and set(before["point_id"]) == sampled
 
     r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     after = pd.read_parquet(run / "results.parquet")
-    assert len(after) == N_POINTS and after["point_id"].is_unique
-    assert set(after["point_id"]) == set(before["point_id"])
+    assert len(after) == 10 and after["point_id"].is_unique
+    assert set(after["point_id"]) == sampled
     assert (after["status"] == "ok").all() and (after["epochs_done"] == 3).all()
     # trials that had finished were not trained again: same scores, same training seconds
     a = after.set_index("point_id").loc[finished.index]
     assert (a["train_seconds"] == finished["train_seconds"]).all()
     assert (a["i_prime"] == finished["i_prime"]).all()
     curves = pd.read_parquet(run / "curves.parquet")
-    assert len(curves) == 3 * N_POINTS and not curves.duplicated(["point_id", "epoch"]).any()
+    assert len(curves) == 3 * 10 and not curves.duplicated(["point_id", "epoch"]).any()
     m = json.loads((run / "gansweep.json").read_text())
     assert len(m["sessions"]) == 1  # the killed session never finished; the resume did
+    assert m["sample"] == {"n": 10, "seed": 3, "grid_size": N_POINTS}
+    assert m["scope"] == "a 10-point sample (seed 3) of the 12-point grid"
     assert_ledger_holds(run)
 
 

@@ -64,7 +64,8 @@ def test_plan_command_prints_counts():
     r = subprocess.run([sys.executable, "-m", "sweep.cli", "plan", "--preset", "paper"],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
-    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[2:6]}
+    assert r.stdout.splitlines()[1] == "points: the 7,168-point grid"
+    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[3:7]}
     assert rows == {"gan": "6144", "ebgan": "512", "ebgan_pt": "512", "total": "7168"}
 
 
@@ -157,3 +158,66 @@ def test_unknown_preset_and_missing_file(tmp_path):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")
+
+
+def test_a_sample_of_the_paper_grid_is_seeded_and_stratified(capsys):
+    """--sample N: exactly N points, the same N twice; split evenly among models, and inside a
+    model every axis value as often as any other of its axis, give or take one."""
+    from sweep.cli import main
+
+    a, b = load_preset(SWEEP, "paper", sample=100), load_preset(SWEEP, "paper", sample=100)
+    assert len(a.trials) == 100 and a.trials == b.trials and a.grid_size == 7168
+    assert a.counts() == {"gan": 33, "ebgan": 33, "ebgan_pt": 34}
+    assert len({t.point_id for t in a.trials}) == 100
+    full = load_preset(SWEEP, "paper").trials
+    assert list(a.trials) == [t for t in full if t in set(a.trials)]  # in the grid's own order
+    for model in a.counts():
+        for axis in ("nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr"):
+            values = {getattr(t, axis) for t in full if t.model == model}
+            n = [sum(getattr(t, axis) == v for t in a.trials if t.model == model) for v in values]
+            assert max(n) - min(n) <= 1, (model, axis, n)
+    other = load_preset(SWEEP, "paper", sample=100, sample_seed=1)
+    assert len(set(other.trials) & set(a.trials)) < 50  # another seed, another sample
+    assert main(["plan", "--config", str(SWEEP), "--preset", "paper", "--sample", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "points: a 100-point sample (seed 0) of the 7,168-point grid" in out
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("total")] == [["total", "100"]]
+
+
+def test_a_small_sample_gives_every_model_its_share_or_all_it_has(tmp_path):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(GOOD.replace("sizeG: [8]", "sizeG: [8, 16, 32]").replace("seeds: [0]", "seeds: [0, 1]")
+                 .replace("    grids:\n", "    sample: 5\n    sample_seed: 2\n    grids:\n")
+                 .replace("lr: [0.001]}", "lr: [0.001]}\n      ebgan_pt: {nLayerG: [2], nLayerD: [2], sizeG: [8], "
+                          "sizeD: [8], dropoutD: [false], optimD: [adam], optimG: [adam], lr: [0.001]}"))
+    p = load_preset(f, "p")
+    assert (p.grid_size, p.sample, p.sample_seed) == (8, 5, 2)
+    assert p.counts() == {"gan": 3, "ebgan_pt": 2}  # 5 = 2 + 2 + a seeded extra; ebgan_pt has only 2
+    gan = [t for t in p.trials if t.family == "gan"]
+    assert sorted(t.sizeG for t in gan) == [8, 16, 32] and sorted(t.seed for t in gan) in ([0, 0, 1], [0, 1, 1])
+    assert load_preset(f, "p", sample=7).counts() == {"gan": 5, "ebgan_pt": 2}  # the rest go to gan
+    assert load_preset(f, "p", sample=8).trials == load_preset(f, "p", sample=8, sample_seed=9).trials
+    assert p.sample_record() == {"n": 5, "seed": 2, "grid_size": 8}
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--sample", "0"], "gansweep: --sample 0: expected an integer >= 1, got 0"),
+    (["--sample", "99"], "gansweep: --sample 99: 99 points asked, but the grid has 1"),
+    (["--sample", "1", "--sample-seed", "-1"], "gansweep: --sample-seed -1: expected an integer >= 0, got -1"),
+    (["--sample", "x"], "argument --sample: invalid int value: 'x'"),
+    (["@yaml:sample: 2.5"], "presets.p.sample: expected an integer >= 1, got 2.5"),
+    (["@yaml:sample: 3"], "presets.p.sample: 3 points asked, but the grid has 1"),
+])
+def test_bad_samples_one_line_exit_2(tmp_path, capsys, args, fragment):
+    from sweep.cli import main
+
+    f = tmp_path / "sweep.yaml"
+    text = GOOD
+    if args[0].startswith("@yaml:"):
+        text, args = GOOD.replace("    grids:\n", f"    {args[0][6:]}\n    grids:\n"), []
+    f.write_text(text)
+    for cmd in ("plan", "run"):
+        assert main([cmd, "--config", str(f), "--preset", "p", *args]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and fragment in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]

@@ -1,0 +1,79 @@
+"""A seeded, stratified subset of a preset's grid: the paper's questions at a budget.
+
+    gansweep plan --preset paper --sample 100            # 100 of the 7,168 points
+    gansweep run  --preset paper-sample                  # sweep.yaml: sample: 96, sample_seed: 0
+
+Two levels of stratification:
+
+  1. the N points are split as evenly as possible among the preset's models
+     (family, or family-arch), since the report compares models: a 96-point
+     sample of the paper grid holds 32 GANs, 32 EBGANs and 32 EBGAN-PTs, not the
+     grid's 82 / 7 / 7. A model with fewer points than its share gives all of
+     them, and the rest go to the others. With a remainder, a seeded draw picks
+     the models that get one point more.
+  2. inside a model, points are picked one at a time, each time one whose axis
+     values (every Table 1 axis, arch and seed) are the least represented so far
+     (the smallest sum of the counts of its values), ties broken by a seeded
+     shuffle. On a full factorial grid this keeps every axis exactly balanced:
+     the counts of any two values of an axis differ by at most one.
+
+The subset is a pure function of (preset, N, seed): `plan` shows it, `run`
+records it in the manifest, and `resume` rebuilds the same points.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sweep.config import AXES, TrialConfig
+
+STRATA_AXES = AXES + ("seed",)  # what a sample balances, inside each model
+
+
+def model_quota(sizes: dict[str, int], n: int, seed: int) -> dict[str, int]:
+    """Points per model: n split as evenly as the models' sizes allow."""
+    rng = np.random.default_rng([seed, 1])
+    quota = {m: 0 for m in sizes}
+    left = n
+    while left > 0:
+        open_ = [m for m in sizes if quota[m] < sizes[m]]
+        share, extra = divmod(left, len(open_))
+        lucky = set(rng.permutation(len(open_))[:extra].tolist())  # who gets one more
+        for i, m in enumerate(open_):
+            quota[m] += min(share + (i in lucky), sizes[m] - quota[m])
+        left = n - sum(quota.values())
+    return quota
+
+
+def balanced_pick(points: list[TrialConfig], k: int, rng: np.random.Generator) -> list[int]:
+    """Indices of k points whose axis values are as evenly represented as k allows."""
+    codes = np.stack([np.unique([str(getattr(p, a)) for p in points], return_inverse=True)[1]
+                      for a in STRATA_AXES], axis=1)  # (n, axes): each value's index on its axis
+    counts = [np.zeros(codes[:, j].max() + 1, dtype=np.int64) for j in range(codes.shape[1])]
+    order = rng.permutation(len(points))  # the seeded tie-break: first in this order wins
+    codes = codes[order]
+    taken = np.zeros(len(points), dtype=bool)
+    picked = []
+    for _ in range(k):
+        load = sum(c[codes[:, j]] for j, c in enumerate(counts))  # (n,) how represented each point's values are
+        load = np.where(taken, np.iinfo(np.int64).max, load)
+        i = int(np.argmin(load))
+        taken[i] = True
+        picked.append(int(order[i]))
+        for j, c in enumerate(counts):
+            c[codes[i, j]] += 1
+    return picked
+
+
+def stratified_sample(trials: tuple[TrialConfig, ...], n: int, seed: int) -> tuple[TrialConfig, ...]:
+    """n of the trials, stratified by model and axis value; in the grid's own order."""
+    if not 1 <= n <= len(trials):
+        raise ValueError(f"a sample of {n} from a grid of {len(trials)} points: expected 1..{len(trials)}")
+    by_model: dict[str, list[int]] = {}
+    for i, t in enumerate(trials):
+        by_model.setdefault(t.model, []).append(i)
+    quota = model_quota({m: len(ix) for m, ix in by_model.items()}, n, seed)
+    chosen = []
+    for j, (model, ix) in enumerate(by_model.items()):
+        rng = np.random.default_rng([seed, 2, j])
+        chosen += [ix[i] for i in balanced_pick([trials[i] for i in ix], quota[model], rng)]
+    return tuple(trials[i] for i in sorted(chosen))
