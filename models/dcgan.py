@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.networks import ENERGY_NORMS, DOut, reconstruction_energy
+from models.networks import ENERGY_NORMS, DOut, reconstruction_energy, without_code_dropout
 
 SIDE = 32
 MAX_LAYERS = 6  # 32 halves five times down to 1x1: five stride-2 layers plus one
@@ -138,13 +138,13 @@ class ConvAutoEncoderDiscriminator(nn.Module):
     exactly what the decoder reads.
     """
 
-    def __init__(self, n_layers: int, size: int, dropout: float, energy_norm: str):
+    def __init__(self, n_layers: int, size: int, dropout: float, energy_norm: str, dropout_code: bool = True):
         super().__init__()
         if energy_norm not in ENERGY_NORMS:
             raise ValueError(f"energy_norm must be one of {ENERGY_NORMS}, got {energy_norm!r}")
         smallest_side(n_layers)
         widths = channel_widths(size, n_layers - 1)[::-1]
-        self.encoder = _encoder(widths, dropout)
+        self.encoder = without_code_dropout(_encoder(widths, dropout), dropout_code)
         self.decoder = _decoder(widths[::-1], dropout)
         self.energy_norm = energy_norm
         _init(self)

@@ -94,18 +94,19 @@ class AutoEncoderDiscriminator(nn.Module):
       "mse"        the mean squared error per pixel (what many public ports use)
       "l1"         the mean absolute error per pixel (BEGAN's L(v) = |v - D(v)|)
     The code used by the pulling-away term is the encoder output, i.e. exactly
-    the decoder's input (after ReLU and, with dropoutD, after dropout).
+    the decoder's input (after ReLU and, with dropoutD and dropout_code, after dropout).
     """
 
     def __init__(self, n_layers: int, size: int, dropout: float, energy_norm: str,
-                 init_std: float = 0.002):
+                 init_std: float = 0.002, dropout_code: bool = True):
         super().__init__()
         if n_layers < 2:
             raise ValueError("nLayerD must be >= 2 (one encoder and one decoder layer)")
         if energy_norm not in ENERGY_NORMS:
             raise ValueError(f"energy_norm must be one of {ENERGY_NORMS}, got {energy_norm!r}")
         sizes = [IMAGE_DIM] + [size] * (n_layers - 1)
-        self.encoder = nn.Sequential(*_hidden_stack(sizes, bn_first=False, dropout=dropout))
+        self.encoder = without_code_dropout(
+            nn.Sequential(*_hidden_stack(sizes, bn_first=False, dropout=dropout)), dropout_code)
         self.decoder = nn.Linear(size, IMAGE_DIM)
         self.energy_norm = energy_norm
         _init(self, init_std)
@@ -114,6 +115,18 @@ class AutoEncoderDiscriminator(nn.Module):
         code = self.encoder(x)  # (N, sizeD)
         recon = self.decoder(code)  # (N, 1024)
         return DOut(reconstruction_energy(recon, x, self.energy_norm), code)
+
+
+def without_code_dropout(encoder: nn.Sequential, dropout_code: bool) -> nn.Sequential:
+    """An auto-encoder's encoder, without the dropout on its code when dropout_code is false.
+
+    dropoutD puts dropout after every hidden activation; on the encoder's last one it
+    masks the code the decoder reconstructs from, which keeps the energy of real data
+    high (the `dropout_code` setting). Parameter names are unchanged either way.
+    """
+    if dropout_code or not isinstance(encoder[-1], nn.Dropout):
+        return encoder
+    return nn.Sequential(*list(encoder)[:-1])
 
 
 def reconstruction_energy(recon: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:

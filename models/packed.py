@@ -121,7 +121,9 @@ class PackedNet:
                     t[key] = remap[id(v)]
 
     # ---------------------------------------------------------------- forward
-    def __call__(self, x: torch.Tensor, training: bool) -> torch.Tensor | DOut:
+    def __call__(self, x: torch.Tensor, training: bool, batch_stats: bool = False) -> torch.Tensor | DOut:
+        """training: batch norm on batch statistics (updating the running ones) and dropout on;
+        batch_stats without training: batch statistics, nothing updated, no dropout."""
         inp, code = x, None
         for kind, t in self.layers:
             if kind == "linear" and t["b"].shape[1] == 1:
@@ -132,7 +134,7 @@ class PackedNet:
             elif kind == "linear":
                 x = torch.baddbmm(t["b"].unsqueeze(1), x, t["w"])  # (K, B, in) @ (K, in, out) -> (K, B, out)
             elif kind == "bn":
-                x = _batch_norm(x, t, training)
+                x = _batch_norm(x, t, training, batch_stats)
             elif kind == "relu":
                 x = torch.relu(x)
             elif kind == "dropout" and training and t["p"] > 0:
@@ -147,7 +149,7 @@ class PackedNet:
         return DOut(reconstruction_energy(x, inp, self.energy_norm), code)  # (K, B) energies, (K, B, sizeD)
 
 
-def _batch_norm(x: torch.Tensor, t: dict, training: bool) -> torch.Tensor:
+def _batch_norm(x: torch.Tensor, t: dict, training: bool, batch_stats: bool = False) -> torch.Tensor:
     """BatchNorm1d over the batch axis of each point: x (K, B, C).
 
     Laid out as (B, K*C), one F.batch_norm call is K*C independent channels: each point's
@@ -156,6 +158,9 @@ def _batch_norm(x: torch.Tensor, t: dict, training: bool) -> torch.Tensor:
     """
     k, b, c = x.shape
     flat = x.transpose(0, 1).reshape(b, k * c)  # (B, K*C)
+    if batch_stats and not training:  # as a solo BN in training mode without tracking: nothing updated
+        y = F.batch_norm(flat, None, None, t["w"].reshape(k * c), t["b"].reshape(k * c), True, 0.0, t["eps"])
+        return y.view(b, k, c).transpose(0, 1)
     y = F.batch_norm(flat, t["mean"].view(k * c), t["var"].view(k * c), t["w"].reshape(k * c),
                      t["b"].reshape(k * c), training, t["momentum"], t["eps"])
     if training:

@@ -36,6 +36,7 @@ class TrialConfig:
     z_dim: int = 100  # generator noise dimension
     z_dist: str = "uniform"  # uniform on [-1, 1] (as DCGAN) | normal
     dropout_rate: float = 0.5  # dropout probability when dropoutD is true
+    dropout_code: bool = True  # with dropoutD, auto-encoder Ds also drop out their code (the encoder's last layer)
     adam_beta1: float = 0.5  # Adam beta1 (the DCGAN / EBGAN code value)
     adam_beta2: float = 0.999  # Adam beta2
     sgd_momentum: float = 0.0  # SGD momentum (plain SGD unless set)
@@ -45,6 +46,7 @@ class TrialConfig:
     began_gamma: float = 0.5  # BEGAN diversity ratio gamma (the BEGAN paper: 0.3 to 0.7)
     began_lambda_k: float = 0.001  # BEGAN gain of the k_t update (the BEGAN paper: 0.001)
     n_eval: int = 10000  # generated samples scored after every epoch (fixed noise)
+    sample_bn: str = "eval"  # G's batch norm when sampling for scores: eval (running stats) | train (batch stats)
     eval_every: int = 1  # score every this many epochs (the last epoch is always scored)
     prob_eps: float = 1e-12  # probability clamp inside I' and IS
     coverage_min_frac: float = 0.01  # share of argmaxes for a digit class to count as covered
@@ -96,6 +98,7 @@ CHOICES = {
     "optimG": ("adam", "sgd"),
     "z_dist": ("uniform", "normal"),
     "energy_norm": ("auto", "l2", "l2_squared", "mse", "l1"),
+    "sample_bn": ("eval", "train"),
 }
 # (minimum, maximum or None) for numeric fields; checked before anything runs.
 BOUNDS = {

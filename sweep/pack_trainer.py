@@ -29,7 +29,7 @@ import time
 import torch
 
 from models.packed import PACKABLE, PackedNet
-from sweep.trial import DIVERGENCE_CHECK_EVERY, PointRun, sample_noise
+from sweep.trial import DIVERGENCE_CHECK_EVERY, PointRun, eval_chunks, sample_noise
 
 
 def packable(runs: list[PointRun]) -> bool:
@@ -262,7 +262,8 @@ class PackedTrainer:
 
     @torch.no_grad()
     def samples(self) -> torch.Tensor:
-        """(K, n_eval, 1024): every alive point's samples from its fixed noise, BN in eval mode."""
+        """(K, n_eval, 1024): every alive point's samples from its fixed noise, BN as `sample_bn` says."""
         z = torch.stack([r.eval_z for r in self.runs])  # (K, n_eval, z)
-        n = self.cfg.n_eval
-        return torch.cat([self.g(z[:, i:i + 2000], training=False) for i in range(0, n, 2000)], dim=1)
+        batch_stats = self.cfg.sample_bn == "train"
+        return torch.cat([self.g(z[:, a:b], training=False, batch_stats=batch_stats)
+                          for a, b in eval_chunks(self.cfg)], dim=1)

@@ -64,7 +64,7 @@ def build_models(cfg: TrialConfig, device: torch.device):
     if fam.discriminator == "logit":
         d = logit_cls(cfg.nLayerD, cfg.sizeD, dropout)
     else:
-        d = ae_cls(cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm)
+        d = ae_cls(cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm, dropout_code=cfg.dropout_code)
     return fam, g.to(device), d.to(device)
 
 
@@ -86,6 +86,38 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """(N, 1024) or (N, 1, 32, 32) in [-1, 1] -> (N, 32, 32) uint8 on the CPU."""
     x = images.detach().reshape(-1, 32, 32).clamp(-1, 1).add(1).mul(127.5).round()
     return x.to(torch.uint8).cpu()
+
+
+def eval_chunks(cfg: TrialConfig) -> list[tuple[int, int]]:
+    """The slices of the n_eval samples that G draws at once.
+
+    sample_bn eval: 2,000 (batch norm uses its running statistics, so the size changes
+    nothing but memory). train: batch_size, so each sample is normalised by batch
+    statistics of a batch like those G saw in training; a last slice of one sample joins
+    the one before it (batch statistics need two).
+    """
+    size = 2000 if cfg.sample_bn == "eval" else cfg.batch_size
+    starts = list(range(0, cfg.n_eval, size))
+    if len(starts) > 1 and cfg.n_eval - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [cfg.n_eval]))
+
+
+@contextmanager
+def sampling_mode(g: torch.nn.Module, sample_bn: str):
+    """G set up to draw samples for scoring: eval mode, or (train) its batch norm layers on
+    batch statistics with their running statistics left untouched."""
+    bns = [m for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    g.eval()
+    if sample_bn == "train":
+        for m in bns:  # a training-mode BN without tracking normalises by the batch, updates nothing
+            m.train()
+            m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
 
 
 @dataclass
@@ -259,13 +291,12 @@ class PointRun:
         return not self.done and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs)
 
     def evaluate(self, metrics: dict, scorer: Scorer, samples: torch.Tensor | None = None) -> dict:
-        """Score `n_eval` samples from the fixed noise (eval mode: BN running statistics);
+        """Score `n_eval` samples from the fixed noise (G's batch norm as `sample_bn` says);
         a pack passes the samples its stacked G drew."""
         t1 = time.perf_counter()
         if samples is None:
-            self.g.eval()
-            with torch.no_grad():
-                samples = torch.cat([self.g(self.eval_z[i:i + 2000]) for i in range(0, self.cfg.n_eval, 2000)])
+            with torch.no_grad(), sampling_mode(self.g, self.cfg.sample_bn):
+                samples = torch.cat([self.g(self.eval_z[a:b]) for a, b in eval_chunks(self.cfg)])  # (n_eval, 1024)
         if not torch.isfinite(samples).all():
             self.eval_seconds += time.perf_counter() - t1
             return self.mark_diverged(metrics, "non-finite samples")

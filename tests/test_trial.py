@@ -231,3 +231,69 @@ def test_a_began_step_is_its_papers_step_by_hand(arch, mnist):
     assert m["k_t"] == pytest.approx(k1, rel=1e-6)
     assert m["m_global"] == pytest.approx(l_x + abs(0.5 * l_x - l_g_old), rel=1e-5)
     assert l_g_new != pytest.approx(l_g_old, rel=1e-6)  # the two D states do differ
+
+
+def test_sample_bn_train_draws_with_batch_statistics_and_changes_nothing_else(mnist, scorer):
+    """sample_bn: train normalises G's batch norm by each batch_size slice of the n_eval
+    samples (100 = 32 + 32 + 36: a last slice of 4 is kept, one of 1 would join the one before),
+    by hand with nn.BatchNorm1d in training mode; training and running statistics are untouched."""
+    import copy
+
+    from sweep.pack_trainer import PackedTrainer
+    from sweep.trial import PointRun, eval_chunks, prepare_data, sampling_mode
+
+    cfg = TrialConfig(family="gan", **{**TINY, "nLayerG": 3, "n_eval": 100})
+    assert eval_chunks(cfg.replace(sample_bn="train")) == [(0, 32), (32, 64), (64, 96), (96, 100)]
+    assert eval_chunks(cfg.replace(sample_bn="train", n_eval=97)) == [(0, 32), (32, 64), (64, 97)]
+    assert eval_chunks(cfg) == [(0, 100)]
+    data = prepare_data(mnist.train_images, cfg.n_train, "cpu")
+    for mode in ("eval", "train"):
+        run = PointRun(cfg.replace(sample_bn=mode), data, torch.device("cpu"))
+        stack = PackedTrainer([run])
+        g = copy.deepcopy(run.g).train(mode == "train")
+        with torch.no_grad():
+            by_hand = torch.cat([g(run.eval_z[a:b]) for a, b in eval_chunks(run.cfg)])  # (100, 1024)
+            drawn = stack.samples()[0]
+        assert torch.allclose(drawn, by_hand, atol=1e-5), mode
+        stack.write_back()
+        assert torch.equal(run.g.body[1].running_mean, torch.zeros(cfg.sizeG))  # untouched
+    # the module path (DCGAN nets) draws the same way
+    conv = PointRun(TrialConfig(family="gan", **{**TINY, **TINY_DCGAN, "sample_bn": "train"}), data,
+                    torch.device("cpu"))
+    g = copy.deepcopy(conv.g).train()
+    with torch.no_grad(), sampling_mode(conv.g, "train"):
+        assert torch.allclose(conv.g(conv.eval_z[:32]), g(conv.eval_z[:32]), atol=1e-6)
+    assert all(torch.equal(v, g0) for v, g0 in zip(conv.g.state_dict().values(),
+                                                    PointRun(conv.cfg, data, torch.device("cpu")).g.state_dict().values()))
+    trained = {m: run_pack([cfg.replace(sample_bn=m, epochs=2)], mnist.train_images, scorer)[0]
+               for m in ("eval", "train")}
+    ev, tr = trained["eval"], trained["train"]
+    loss_keys = ("loss_d", "loss_g", "d_real", "d_fake")
+    assert [[h[k] for k in loss_keys] for h in ev.history] == [[h[k] for k in loss_keys] for h in tr.history]
+    g_ev, g_tr = ev.generator_weights(), tr.generator_weights()
+    assert all(torch.equal(g_ev[k], g_tr[k]) for k in g_ev)  # running statistics included
+    assert not torch.equal(ev.samples, tr.samples)  # (scored alike: 2 epochs of 64 images draw no digits)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_dropout_code_false_leaves_the_code_unmasked(arch):
+    """dropoutD with dropout_code: false drops out every hidden layer but the encoder's last:
+    the code (what the decoder and the pulling-away term read) is then the same on every call."""
+    shape = TINY_DCGAN if arch == "dcgan" else {}
+    x = torch.rand(8, 1024) * 2 - 1
+    nets = {}
+    for code in (True, False):
+        cfg = TrialConfig(family="ebgan_pt", dropoutD=True, dropout_code=code, **{**TINY, **shape})
+        torch.manual_seed(0)
+        _, _, d = build_models(cfg, torch.device("cpu"))
+        nets[code] = d.train()
+    # mlp nLayerD 2: one encoder layer, so no dropout at all in the encoder; dcgan 4: 3 conv layers
+    n_enc = cfg.nLayerD - 1
+    assert [sum(isinstance(m, torch.nn.Dropout) for m in nets[c].encoder) for c in (True, False)] == [n_enc, n_enc - 1]
+    assert not isinstance(nets[False].encoder[-1], torch.nn.Dropout)
+    assert nets[True].state_dict().keys() == nets[False].state_dict().keys()
+    torch.manual_seed(1)
+    masked = [nets[True](x).code for _ in range(2)]
+    assert not torch.equal(*masked) and (masked[0] == 0).float().mean() > 0.3  # half the code dropped
+    if arch == "mlp":
+        assert torch.equal(nets[False](x).code, nets[False](x).code)
