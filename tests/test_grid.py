@@ -154,7 +154,7 @@ def test_paper_rules_can_be_lifted(tmp_path):
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, mini, smoke, began, dcgan"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, mini, smoke, began, dcgan"):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")
