@@ -12,6 +12,14 @@ import dataclasses
 from dataclasses import dataclass, fields
 
 AXES = ("family", "arch", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr")
+# Settings a grid may also vary, beyond the paper (the margin preset): a point whose value
+# differs from the default says so in its point_id, so points that differ only there stay distinct.
+# name -> how a point_id spells a value other than the default.
+STUDY_AXES = {
+    "margin": lambda v: f"m{v:g}",
+    "energy_norm": str,
+    "dropout_code": lambda v: "codedrop" if v else "codekept",
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,18 @@ class TrialConfig:
         arch = "" if self.arch == "mlp" else f"-{self.arch}"  # mlp ids predate the arch axis
         return (f"{self.family}{arch}-G{self.nLayerG}x{self.sizeG}-D{self.nLayerD}x{self.sizeD}"
                 f"-{'drop' if self.dropoutD else 'nodrop'}-{self.optimD}.{self.optimG}"
-                f"-lr{self.lr:g}-s{self.seed}")
+                f"-lr{self.lr:g}{self._study_tag()}-s{self.seed}")
+
+    def _study_tag(self) -> str:
+        """'-m5-l2_squared-codekept' for the STUDY_AXES that differ from their defaults ('' for the paper's)."""
+        from models.losses import get_family
+
+        tag = ""
+        for name, spell in STUDY_AXES.items():
+            default = get_family(self.family).energy if name == "energy_norm" else _DEFAULTS[name]
+            if getattr(self, name) != default:
+                tag += f"-{spell(getattr(self, name))}"
+        return tag
 
 
 def model_name(family: str, arch: str) -> str:
@@ -87,6 +106,7 @@ def model_name(family: str, arch: str) -> str:
     return family if arch == "mlp" else f"{family}-{arch}"
 
 
+_DEFAULTS = {f.name: f.default for f in fields(TrialConfig)}
 FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
 FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
 SETTINGS = tuple(n for n in FIELD_NAMES if n not in AXES and n != "seed")

@@ -10,6 +10,9 @@ mlp and channels for dcgan), `seeds` (repeats are a grid axis), and
 `settings` (training budget, data subset, evaluation sample count, ...; any
 TrialConfig setting, see sweep/config.py). `paper_rules: true` (the default)
 refuses EBGAN points the paper does not allow (adam/adam, lr 0.001, m = 10).
+Beyond the paper, a grid may also list values of the settings in STUDY_AXES
+(margin, energy_norm, dropout_code): the margin preset crosses them. `sample: N`
+(or --sample N) runs a seeded, stratified N-point subset (sweep/subset.py).
 
 Every problem is reported as one line that names the key, e.g.
     sweep.yaml: presets.mini.grids.gan.lr[1]: must be positive, got -0.01
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, TrialConfig, paper_rule_violation
+from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, TrialConfig, paper_rule_violation
 from sweep.errors import UserError
 from sweep.subset import stratified_sample
 
@@ -201,10 +204,14 @@ def _expand(family: str, axes, seeds: list, settings: dict, g: str, fail) -> lis
     if not isinstance(axes, dict):
         fail(g, "expected a mapping of axis: [values]")
     for axis in axes:
-        if axis not in GRID_AXES:
-            fail(f"{g}.{axis}", f"unknown axis; axes are: {', '.join(GRID_AXES)}")
+        if axis not in GRID_AXES and axis not in STUDY_AXES:
+            fail(f"{g}.{axis}", f"unknown axis; axes are: {', '.join(GRID_AXES)} (and, beyond the paper: "
+                                f"{', '.join(STUDY_AXES)})")
+        if axis in STUDY_AXES and axis in settings:
+            fail(f"{g}.{axis}", f"also in settings: give {axis} in one place")
+    study = [a for a in STUDY_AXES if a in axes]  # settings this grid varies
     axes = {**OPTIONAL_AXES, **axes}
-    for axis in GRID_AXES:
+    for axis in GRID_AXES + tuple(study):
         if axis not in axes:
             fail(f"{g}.{axis}", "missing axis")
         values = axes[axis]
@@ -220,21 +227,21 @@ def _expand(family: str, axes, seeds: list, settings: dict, g: str, fail) -> lis
         if len(set(values)) != len(values):
             fail(f"{g}.{axis}", "duplicate values")
     out = []
-    for combo in itertools.product(*(axes[a] for a in GRID_AXES), seeds):
-        point = dict(zip(GRID_AXES + ("seed",), combo), family=family)
-        point["lr"] = float(point["lr"])
-        fields = {**point, **{k: (float(v) if FIELD_TYPES[k] == "float" else v)
-                              for k, v in settings.items()}}
-        out.append(_make(fields, fail, g))
+    names = GRID_AXES + tuple(study) + ("seed",)
+    for combo in itertools.product(*(axes[a] for a in GRID_AXES + tuple(study)), seeds):
+        point = {k: (float(v) if FIELD_TYPES[k] == "float" else v) for k, v in zip(names, combo)}
+        fields = {**point, "family": family, **{k: (float(v) if FIELD_TYPES[k] == "float" else v)
+                                                for k, v in settings.items()}}
+        out.append(_make(fields, fail, g, study))
     return out
 
 
-def _make(fields: dict, fail, where: str) -> TrialConfig:
+def _make(fields: dict, fail, where: str, study: list[str]) -> TrialConfig:
     try:
         return TrialConfig(**fields)
     except ValueError as e:
         key, _, msg = str(e).partition(": ")
-        if key in SETTINGS:
+        if key in SETTINGS and key not in study:
             fail(f"settings.{key}", msg)
         fail(f"{where}.{key}", msg)
         raise  # unreachable: fail raises

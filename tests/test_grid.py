@@ -154,7 +154,7 @@ def test_paper_rules_can_be_lifted(tmp_path):
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, mini, smoke, began, dcgan"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, margin, mini, smoke, began, dcgan"):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")
@@ -221,3 +221,46 @@ def test_bad_samples_one_line_exit_2(tmp_path, capsys, args, fragment):
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and fragment in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_a_grid_may_vary_margin_energy_norm_and_dropout_code(tmp_path):
+    """Beyond the paper: STUDY_AXES as grid lists; point ids name the values that differ from
+    the defaults, so points differing only there stay distinct (the margin preset)."""
+    f = tmp_path / "sweep.yaml"
+    grid = ("ebgan: {nLayerG: [2], nLayerD: [3], sizeG: [8], sizeD: [8], dropoutD: [true], optimD: [adam], "
+            "optimG: [adam], lr: [0.001], margin: [5, 10], energy_norm: [l2, mse], dropout_code: [true, false]}")
+    f.write_text(GOOD.replace("seeds: [0]", "seeds: [0]\n    paper_rules: false")
+                 .split("      gan:")[0] + "      " + grid + "\n")
+    p = load_preset(f, "p")
+    assert len(p.trials) == 8 and len({t.point_id for t in p.trials}) == 8
+    ids = {t.point_id: (t.margin, t.energy_norm, t.dropout_code) for t in p.trials}
+    assert ids["ebgan-G2x8-D3x8-drop-adam.adam-lr0.001-s0"] == (10.0, "l2", True)
+    assert ids["ebgan-G2x8-D3x8-drop-adam.adam-lr0.001-m5-mse-codekept-s0"] == (5.0, "mse", False)
+    assert isinstance(p.trials[0].margin, float)
+    with pytest.raises(ConfigError, match=r"presets.p.grids.ebgan.margin\[1\]: expected float"):
+        load_preset(_write(tmp_path, f.read_text().replace("margin: [5, 10]", "margin: [5, ten]")), "p")
+    with pytest.raises(ConfigError, match=r"grids.ebgan.energy_norm: 'l3' is not one of"):
+        load_preset(_write(tmp_path, f.read_text().replace("energy_norm: [l2, mse]", "energy_norm: [l3]")), "p")
+    with pytest.raises(ConfigError, match="grids.ebgan.margin: also in settings: give margin in one place"):
+        load_preset(_write(tmp_path, f.read_text().replace("{epochs: 1}", "{epochs: 1, margin: 3}")), "p")
+    with pytest.raises(ConfigError, match="margin: EBGANs use adam/adam with lr 0.001 and margin 10"):
+        load_preset(_write(tmp_path, f.read_text().replace("\n    paper_rules: false", "")), "p")
+
+
+def _write(tmp_path, text: str):
+    f = tmp_path / "other.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_margin_preset():
+    p = load_preset(SWEEP, "margin")
+    assert p.counts() == {"ebgan": 36} and len({t.point_id for t in p.trials}) == 36
+    by_norm = {}
+    for t in p.trials:
+        by_norm.setdefault(t.energy_norm, set()).add(t.margin)
+    # l2's 5, 10, 20 carried through each norm
+    assert by_norm == {"l2": {5.0, 10.0, 20.0}, "l2_squared": {25.0, 100.0, 400.0},
+                       "mse": {25 / 1024, 100 / 1024, 400 / 1024}, "l1": {5 / 32, 10 / 32, 20 / 32}}
+    assert sum(t.dropoutD and not t.dropout_code for t in p.trials) == 12
+    assert sum(not t.dropoutD for t in p.trials) == 12 and all(t.dropout_code for t in p.trials if not t.dropoutD)
