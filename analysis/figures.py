@@ -22,6 +22,7 @@ Budget:   expected best I' among k runs drawn at random from a model's grid.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import matplotlib
 import matplotlib.patches
@@ -32,14 +33,36 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, FIGURE2_PANELS,
-                            I_PRIME_EDGES, SUBGRID, arch_of, budget_table, draws_digits,
-                            family_of, finished_scores, has_digit_share, histogram_percent,
-                            model_label, models, non_digit_scores, of_model, with_models)
+from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, FIGURE2_PANELS, I_PRIME_EDGES,
+                            MARGIN_GROUP, STILL_RISING, SUBGRID, arch_of, best_scores, budget_table,
+                            draws_digits, family_of, finished_scores, has_digit_share, histogram_percent,
+                            last_rise, margin_runs, model_label, models, non_digit_scores, of_model,
+                            with_models)
 from sweep.config import model_name
 from sweep.schema import FINISHED, OK
 
 COLORS = {"gan": "#d62728", "ebgan": "#1f77b4", "ebgan_pt": "#2ca02c", "began": "#9467bd"}
+
+
+@dataclass(frozen=True)
+class XAxis:
+    """What a histogram's x axis shows: I' itself, or I' over the real test set's I' (`relative`)."""
+
+    label: str
+    edges: np.ndarray
+    scale: float = 1.0  # scores are divided by this before binning
+
+    def bin(self, scores: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        return histogram_percent(np.asarray(scores, dtype=float) / self.scale, self.edges)
+
+
+I_AXIS = XAxis("I' (modified inception score; higher is better)", I_PRIME_EDGES)
+
+
+def relative_axis(real_i_prime: float) -> XAxis:
+    """I' / I'(real MNIST test set) of the same scorer: 0 to 1.2 in 30 bins, so runs scored
+    by different classifiers or prob_eps can be placed against each other, not only shaped."""
+    return XAxis("I' / I'(real MNIST test set), same scorer", np.linspace(0.0, 1.2, 31), real_i_prime)
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
                      "axes.grid": True, "grid.alpha": 0.25, "font.size": 9})
 
@@ -53,22 +76,23 @@ def _style(model: str) -> dict:
     return {} if arch_of(model) == "mlp" else {"linestyle": "--"}
 
 
-def _hist(ax, runs: pd.DataFrame, model: str, n_label: bool = True, reference: bool = False):
+def _hist(ax, runs: pd.DataFrame, model: str, n_label: bool = True, reference: bool = False,
+          x: XAxis = I_AXIS):
     """One model's I' histogram of `runs` (percent of its finished runs per bin). Filled, the
     part of each bin that is non-digit runs is stacked at its foot, cross-hatched in black."""
     scores = finished_scores(runs)
-    _, pct = histogram_percent(scores)
+    _, pct = x.bin(scores)
     text = f"{model_label(model)} (n={len(scores)})" if n_label else model_label(model)
     if reference:
-        ax.stairs(pct, I_PRIME_EDGES, color=_color(model), linewidth=1.6, label=text, **_style(model))
+        ax.stairs(pct, x.edges, color=_color(model), linewidth=1.6, label=text, **_style(model))
         return
     hatch = None if arch_of(model) == "mlp" else "///"
-    ax.stairs(pct, I_PRIME_EDGES, fill=True, alpha=0.45 if hatch is None else 0.25, hatch=hatch,
+    ax.stairs(pct, x.edges, fill=True, alpha=0.45 if hatch is None else 0.25, hatch=hatch,
               color=_color(model), label=text)
-    ax.stairs(pct, I_PRIME_EDGES, color=_color(model), linewidth=1.0, **_style(model))
-    non_digit, _ = histogram_percent(non_digit_scores(runs))
+    ax.stairs(pct, x.edges, color=_color(model), linewidth=1.0, **_style(model))
+    non_digit, _ = x.bin(non_digit_scores(runs))
     if non_digit.any():
-        ax.stairs(100.0 * non_digit / len(scores), I_PRIME_EDGES, fill=False, hatch="xxxx",
+        ax.stairs(100.0 * non_digit / len(scores), x.edges, fill=False, hatch="xxxx",
                   edgecolor=_color(model), linewidth=0.0)
 
 
@@ -82,12 +106,12 @@ def _non_digit_legend(ax, **kw) -> None:
         ax.legend(handles, labels, **kw)
 
 
-def _axes_labels(ax, real_i_prime: float | None):
-    ax.set_xlim(I_PRIME_EDGES[0], I_PRIME_EDGES[-1])
-    ax.set_xlabel("I' (modified inception score; higher is better)")
+def _axes_labels(ax, real_i_prime: float | None, x: XAxis = I_AXIS):
+    ax.set_xlim(x.edges[0], x.edges[-1])
+    ax.set_xlabel(x.label)
     ax.set_ylabel("% of the model's runs")
     if real_i_prime is not None and math.isfinite(real_i_prime):
-        ax.axvline(min(real_i_prime, I_PRIME_EDGES[-1]), color="k", linestyle=":", linewidth=1)
+        ax.axvline(min(real_i_prime / x.scale, x.edges[-1]), color="k", linestyle=":", linewidth=1)
 
 
 def _panels(n: int, width: float, height: float, **subplots_kw) -> tuple[plt.Figure, list]:
@@ -124,14 +148,14 @@ def figure2_models(df: pd.DataFrame) -> list[str]:
     return [m for m in ms if arch_of(m) == "mlp"] or ms
 
 
-def figure2(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
+def figure2(df: pd.DataFrame, real_i_prime: float | None = None, x: XAxis = I_AXIS) -> plt.Figure:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, (title, select) in zip(axes, FIGURE2_PANELS.items()):
         sub = select(df)
         for m in figure2_models(df):
-            _hist(ax, of_model(sub, m), m)
+            _hist(ax, of_model(sub, m), m, x=x)
         ax.set_title(title)
-        _axes_labels(ax, real_i_prime)
+        _axes_labels(ax, real_i_prime, x)
         _non_digit_legend(ax, loc="upper right", frameon=False)
     fig.suptitle("Figure 2: I' of finished runs, GAN vs EBGAN and the other families" +
                  ("  (dotted: real MNIST test set)" if real_i_prime else ""))
@@ -145,7 +169,7 @@ def reference_of(model: str, present: list[str]) -> str | None:
     return ref if ref in present and ref != model else None
 
 
-def models_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
+def models_figure(df: pd.DataFrame, real_i_prime: float | None = None, x: XAxis = I_AXIS) -> plt.Figure:
     """Small multiples: every model's I' histogram (all runs) in its own panel, against a reference."""
     df = with_models(df)
     ms = models(df)
@@ -153,17 +177,17 @@ def models_figure(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Fi
     for ax, m in zip(axes, ms):
         runs = of_model(df, m)
         s = finished_scores(runs)
-        _hist(ax, runs, m, n_label=False)
+        _hist(ax, runs, m, n_label=False, x=x)
         ref = reference_of(m, ms)
         if ref:
-            _hist(ax, of_model(df, ref), ref, n_label=False, reference=True)
+            _hist(ax, of_model(df, ref), ref, n_label=False, reference=True, x=x)
         _non_digit_legend(ax, loc="upper right", frameon=False, fontsize=7.5)
         median = f"median {s.median():.2f}, {(s < FAILURE_I_PRIME).mean():.0%} below {FAILURE_I_PRIME:g}" \
             if len(s) else "no finished runs"
         if len(s) and has_digit_share(df):
             median += f", {draws_digits(runs).mean():.0%} draw digits"
         ax.set_title(f"{model_label(m)} (n={len(s)})\n{median}", fontsize=8.5)
-        _axes_labels(ax, real_i_prime)
+        _axes_labels(ax, real_i_prime, x)
     _label_outer(axes)
     fig.suptitle("Every model's I' histogram (all runs), outlined against the GAN of the same arch")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -178,7 +202,7 @@ def figure3_panels(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     return out
 
 
-def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
+def figure3(df: pd.DataFrame, real_i_prime: float | None = None, x: XAxis = I_AXIS) -> plt.Figure:
     df = with_models(df)
     panels = figure3_panels(df)
     fig, axes = _panels(len(panels), 3.4, 2.7, sharex=True, sharey=True)
@@ -186,16 +210,16 @@ def figure3(df: pd.DataFrame, real_i_prime: float | None = None) -> plt.Figure:
     ms = models(df)
     legend_done = set()
     for ax, ((m, od, og, lr), sub) in zip(axes, panels):
-        _hist(ax, sub, m, n_label=False)
+        _hist(ax, sub, m, n_label=False, x=x)
         ref = reference_of(m, ms)  # the EBGAN of the same arch, the same in each of its panels
         if ref:
-            _hist(ax, of_model(df, ref), ref, n_label=False, reference=True)
+            _hist(ax, of_model(df, ref), ref, n_label=False, reference=True, x=x)
         if m not in legend_done:  # one legend per GAN model, on its first panel
             _non_digit_legend(ax, loc="upper right", frameon=False, fontsize=7.5)
             legend_done.add(m)
         name = f"{model_label(m)}\n" if several else ""
         ax.set_title(f"{name}optimD {od}, optimG {og}, lr {lr:g}  (n={len(sub)})", fontsize=8.5)
-        _axes_labels(ax, real_i_prime)
+        _axes_labels(ax, real_i_prime, x)
     _label_outer(axes)
     fig.suptitle("Figure 3: GAN runs by (optimD, optimG, lr), the EBGAN of the same arch as reference")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
@@ -286,6 +310,13 @@ def curves_figure(curves: pd.DataFrame, results: pd.DataFrame, metric: str = "i_
                   label: str = "I'", title: str = "Training curves") -> plt.Figure:
     """Median of a per-epoch metric for each model, with the interquartile band."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    _median_curves(ax, curves, results, metric, label)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def _median_curves(ax, curves: pd.DataFrame, results: pd.DataFrame, metric: str, label: str) -> None:
     if not curves.empty and metric in curves.columns:
         model_of = with_models(results).set_index("point_id")["model"]
         c = curves.assign(model=curves["point_id"].map(model_of)).dropna(subset=[metric, "model"])
@@ -298,12 +329,110 @@ def curves_figure(curves: pd.DataFrame, results: pd.DataFrame, metric: str = "i_
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{label} (median, interquartile band)")
-    ax.set_title(title)
     if ax.lines:
         ax.legend(frameon=False)
-    fig.tight_layout()
-    return fig
 
 
 def has_began_curves(curves: pd.DataFrame) -> bool:
     return not curves.empty and "m_global" in curves.columns and curves["m_global"].notna().any()
+
+
+def final_vs_best_figure(df: pd.DataFrame, real_i_prime: float | None = None, x: XAxis = I_AXIS) -> plt.Figure:
+    """Per model: the final epoch's I' (filled, as Figure 2) against each run's best epoch
+    (outlined; a diverged run keeps its best epoch before it). Far apart: the runs peaked and fell."""
+    df = with_models(df)
+    ms = models(df)
+    fig, axes = _panels(len(ms), 3.4, 2.8, sharex=True, sharey=True)
+    for ax, m in zip(axes, ms):
+        runs = of_model(df, m)
+        final, best = finished_scores(runs), best_scores(runs)
+        ax.stairs(x.bin(final)[1], x.edges, fill=True, alpha=0.45, color=_color(m), label="final epoch")
+        ax.stairs(x.bin(best)[1], x.edges, color="k", linewidth=1.2, label="best epoch")
+        ax.set_title(f"{model_label(m)} (n={len(final)})\nmedian final {final.median():.2f}, best {best.median():.2f}"
+                     if len(final) else model_label(m), fontsize=8.5)
+        _axes_labels(ax, real_i_prime, x)
+        ax.legend(loc="upper right", frameon=False, fontsize=7.5)
+    _label_outer(axes)
+    fig.suptitle("Final vs best-epoch I' of every finished run")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def convergence_figure(curves: pd.DataFrame, df: pd.DataFrame) -> plt.Figure:
+    """Left: each model's median I' per epoch over its ok runs (with the interquartile band).
+    Right: each ok run's relative rise of I' over its last epoch, the STILL_RISING line marked."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    _median_curves(ax, curves, df[df["status"] == OK], "i_prime", "I' of ok runs")
+    ax.set_title("Median I' per epoch")
+    rise = last_rise(curves, df)
+    model_of = with_models(df).set_index("point_id")["model"]
+    ms = [m for m in models(df) if (rise.index.map(model_of) == m).any()]
+    for i, m in enumerate(ms):
+        r = rise[rise.index.map(model_of) == m].clip(-1.0, 2.0) * 100  # inf (risen from 0) at the top
+        jitter = np.linspace(-0.2, 0.2, len(r)) if len(r) > 1 else [0.0]
+        ax2.scatter(np.full(len(r), i) + jitter, r, s=14, color=_color(m), alpha=0.8)
+        share = (rise[rise.index.map(model_of) == m] > STILL_RISING).mean()
+        ax2.text(i, 205, f"{share:.0%}", ha="center", va="bottom", fontsize=8)
+    ax2.axhline(100 * STILL_RISING, color="k", linestyle=":", linewidth=1)
+    ax2.set_xticks(range(len(ms)), [model_label(m) for m in ms])
+    ax2.set_ylim(-105, 230)
+    ax2.set_ylabel("rise of I' over the last epoch (%)")
+    ax2.set_title(f"Still rising: share of ok runs above +{STILL_RISING:.0%} (dotted)")
+    fig.tight_layout()
+    return fig
+
+
+VARIANT_COLORS = {"dropout, code dropped": "#1f77b4", "dropout, code kept": "#ff7f0e", "no dropout": "#2ca02c"}
+
+
+def margin_figure(df: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:
+    """One panel per (energy_norm, margin) of the hinged families' ok runs: the median over
+    runs of each epoch's mean D(x) (solid) and D(G(z)) (dashed), per dropout variant, against
+    m (black). The paper's equilibrium has D(x) below m, D(G(z)) at or above it."""
+    runs = margin_runs(df, curves)
+    runs = runs[runs["status"] == OK]
+    groups = list(runs.groupby(MARGIN_GROUP, sort=True)) if len(runs) else []
+    fig, axes = _panels(max(len(groups), 1), 3.6, 2.9)
+    if not groups:
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "no finished EBGAN runs", ha="center", va="center")
+    for ax, ((norm, margin), sub) in zip(axes, groups):
+        c = curves[curves["point_id"].isin(sub["point_id"])].merge(sub[["point_id", "variant"]], on="point_id")
+        for variant, cv in c.groupby("variant", sort=True):
+            med = cv.groupby("epoch")[["d_real", "d_fake"]].median()
+            color = VARIANT_COLORS.get(variant, "gray")
+            ax.plot(med.index, med["d_real"], color=color, marker="o", markersize=3, label=f"D(x), {variant}")
+            ax.plot(med.index, med["d_fake"], color=color, linestyle="--", label=f"D(G(z)), {variant}")
+        ax.axhline(margin, color="k", linewidth=1.2, label="margin m")
+        ax.set_title(f"{norm}, m = {margin:g}  (n={len(sub)})", fontsize=8.5)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("energy (epoch mean)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if groups:
+        axes[0].legend(frameon=False, fontsize=7)
+    fig.suptitle("EBGAN energies against the margin: D(x) solid, D(G(z)) dashed, m black")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def margin_hist_figure(df: pd.DataFrame, curves: pd.DataFrame, real_i_prime: float | None = None,
+                       x: XAxis = I_AXIS) -> plt.Figure:
+    """One panel per energy_norm: the I' histogram of the hinged families' finished runs at
+    each margin (outlined, darker for larger m)."""
+    runs = margin_runs(df, curves)
+    norms = sorted(runs["energy_norm"].unique()) if len(runs) else []
+    fig, axes = _panels(max(len(norms), 1), 3.6, 2.9, sharey=True)
+    for ax, norm in zip(axes, norms):
+        sub = runs[runs["energy_norm"] == norm]
+        margins = sorted(sub["margin"].unique())
+        shades = plt.cm.viridis(np.linspace(0.85, 0.1, len(margins)))
+        for shade, margin in zip(shades, margins):
+            s = sub.loc[sub["margin"] == margin, "score"]
+            ax.stairs(x.bin(s)[1], x.edges, color=shade, linewidth=1.6,
+                      label=f"m = {margin:g} (n={len(s)}, median {s.median():.2f})")
+        ax.set_title(norm, fontsize=8.5)
+        _axes_labels(ax, real_i_prime, x)
+        ax.legend(frameon=False, fontsize=7)
+    fig.suptitle("EBGAN I' per margin, for each energy norm")
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig

@@ -2,9 +2,13 @@
 
     gansweep report runs/mini-20261123-101500 [--out DIR]
 
+    gansweep report runs/paper-sample --relative    # x axes as I' / I'(real test set)
+
 Writes into DIR (default RUN_DIR/report): report.html (every image embedded, no
-network needed), figure2.png, models.png, figure3.png, figure4.png, budget.png, curves.png,
-and the tables as CSV (stability.csv, tests.csv, figure2_counts.csv, budget.csv).
+network needed), figure2.png, models.png, figure3.png, figure4.png, best_epoch.png,
+budget.png, curves.png (convergence), margin.png and margin_hist.png (EBGAN runs;
+the latter with several margins or norms), and the tables as CSV (stability.csv,
+tests.csv, figure2_counts.csv, budget.csv, convergence.csv, median_curves.csv, margin.csv).
 A partial sweep gets a report too; it says how complete it is.
 """
 from __future__ import annotations
@@ -20,8 +24,9 @@ import pandas as pd
 
 from analysis import figures
 from analysis.load import Run, load_run, one_scorer
-from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, budget_table, draws_digits,
-                            ebgan_vs_gan_tests, figure2_counts, finished_scores, has_digit_share,
+from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, MARGIN_GROUP, STILL_RISING, budget_table,
+                            convergence_table, draws_digits, ebgan_vs_gan_tests, figure2_counts,
+                            finished_scores, has_digit_share, margin_runs, margin_table, median_curves,
                             model_label, models, of_model, stability_table)
 from sweep.errors import UserError
 from sweep.ledger import check_run
@@ -64,6 +69,14 @@ def _settings(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _convergence_line(conv: pd.DataFrame) -> str:
+    if conv.empty:
+        return ""
+    parts = [f"{r.model} {r.still_rising_share:.0%} (median I' {r.median_before:.2f} -> {r.median_last:.2f} "
+             f"at epoch {r.epochs})" for r in conv.itertuples(index=False)]
+    return (f" Still rising by more than {STILL_RISING:.0%} over their last epoch: " + "; ".join(parts) + ".")
+
+
 def _headline(run: Run, tests: pd.DataFrame) -> str:
     df = run.results
     parts = []
@@ -84,6 +97,26 @@ def _headline(run: Run, tests: pd.DataFrame) -> str:
     return text
 
 
+def _scope(manifest: dict, n_points: int) -> str:
+    """'a 24-point sample (seed 0) of the 7,168-point grid' (runs before --sample: their count)."""
+    return manifest.get("scope") or f"the {n_points:,}-point grid"
+
+
+def _margin_section(pngs: dict, margins: pd.DataFrame, img) -> str:
+    if "margin" not in pngs:
+        return ""
+    hist = img("margin_hist", "I' per margin") if "margin_hist" in pngs else ""
+    return f"""<h2>EBGAN energies and the margin</h2>
+<p>The paper's analysis of EBGAN (its Theorem 2) assumes an equilibrium where D(x) &le; m &le; D(G(z)).
+Each panel draws, for one energy norm and margin, the median over runs of each epoch's mean D(x)
+(solid) and D(G(z)) (dashed), taken on training batches (dropout on), against m. Where the solid
+line sits above m, real data is pushed as hard as generated data and the margin no longer separates
+them. real_below_margin_share: the share of runs whose last epoch's D(x) is at most m.</p>
+{img('margin', 'Energies against the margin')}
+{_table(margins, 'margin')}
+{hist}"""
+
+
 def check_tables(run: Run) -> None:
     """Refuse (one line) a run whose tables break the ledger's rules: a histogram of such
     rows would count unfinished runs as finished."""
@@ -94,34 +127,48 @@ def check_tables(run: Run) -> None:
                         f"`gansweep status {run.run_dir} --check` lists them")
 
 
-def build_report(run_dir: Path, out: Path | None = None) -> Path:
+def build_report(run_dir: Path, out: Path | None = None, relative: bool = False) -> Path:
+    """relative: histogram x axes as I' / I'(real MNIST test set) of the run's own scorer."""
     run = load_run(run_dir)
     one_scorer(run.results, run.run_dir)  # before anything is written
     check_tables(run)
-    out = out or run.run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     df, m = run.results, run.manifest  # load_run adds the model column
     real = (m.get("reference_scores") or {}).get("i_prime")
+    if relative and not real:
+        raise UserError(f"{run.run_dir}: --relative needs the real test set's I', which this run's "
+                        "manifest does not record (reference_scores)")
+    x = figures.relative_axis(real) if relative else figures.I_AXIS
+    out = out or run.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
 
     stab = stability_table(df)
     tests = ebgan_vs_gan_tests(df)
+    conv = convergence_table(run.curves, df)
+    margins = margin_table(df, run.curves)
     best = figures.best_runs(df)
     samples = {pid: run.samples(pid) for pid in best["point_id"]}
     pngs = {
-        "figure2": _png(figures.figure2(df, real)),
-        "models": _png(figures.models_figure(df, real)),
-        "figure3": _png(figures.figure3(df, real)),
+        "figure2": _png(figures.figure2(df, real, x)),
+        "models": _png(figures.models_figure(df, real, x)),
+        "figure3": _png(figures.figure3(df, real, x)),
         "figure4": _png(figures.figure4(df, {k: v for k, v in samples.items() if v is not None})),
+        "best_epoch": _png(figures.final_vs_best_figure(df, real, x)),
         "budget": _png(figures.budget_figure(df, real)),
-        "curves": _png(figures.curves_figure(run.curves, df)),
+        "curves": _png(figures.convergence_figure(run.curves, df)),
     }
     if figures.has_began_curves(run.curves):  # BEGAN's convergence measure, lower is better
         pngs["m_global"] = _png(figures.curves_figure(
             run.curves, df, "m_global", "M_global", "BEGAN convergence measure M_global"))
+    hinged = margin_runs(df, run.curves)
+    if len(hinged):
+        pngs["margin"] = _png(figures.margin_figure(df, run.curves))
+        if len(hinged.groupby(MARGIN_GROUP)) > 1:
+            pngs["margin_hist"] = _png(figures.margin_hist_figure(df, run.curves, real, x))
     for name, data in pngs.items():
         write_atomic(out / f"{name}.png", lambda p, d=data: Path(p).write_bytes(d))
     tables = {"stability": stab, "tests": tests, "figure2_counts": figure2_counts(df),
-              "budget": budget_table(df)}
+              "budget": budget_table(df), "convergence": conv, "median_curves": median_curves(run.curves, df),
+              "margin": margins}
     for name, t in tables.items():
         write_atomic(out / f"{name}.csv", lambda p, t=t: t.to_csv(p, index=False))
 
@@ -162,10 +209,10 @@ th, td {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f0f0f0; }} td:first-child, th:first-child {{ text-align: left; }}
 </style></head><body>
 <h1>gansweep report: {html.escape(m['name'])}</h1>
-<p class="meta">preset <b>{html.escape(m['preset'])}</b> · {complete} · created {html.escape(m['created'])}
+<p class="meta">preset <b>{html.escape(m['preset'])}</b>: {html.escape(_scope(m, len(df)))} · {complete} · created {html.escape(m['created'])}
 · gansweep {html.escape(m['gansweep_version'])} ({html.escape(m['git_commit'])})
 · classifier sha256 {html.escape(m['classifier_sha256'][:16])}…</p>
-{partial}<p class="headline" id="headline">{html.escape(_headline(run, tests))}</p>
+{partial}<p class="headline" id="headline">{html.escape(_headline(run, tests) + _convergence_line(conv))}</p>
 <p>The question of the EBGAN paper (section 4.1): are EBGANs trained more reliably than GANs over
 the same grid of architectures and optimizers? Each histogram shows, for each model (a family on
 the paper's fully-connected nets, or on DCGAN-style conv nets, hatched), the percent of its finished
@@ -189,8 +236,17 @@ the GAN of the same arch, and DCGAN nets against the fully-connected ones of the
 prob_a_beats_b = U / (n_a n_b).</p>
 {_table(tests, 'tests') if len(tests) else '<p>Needs finished runs of both GAN and an EBGAN family.</p>'}
 <h2>Budget: expected best I' of k random runs</h2>{img('budget', 'Budget curve')}
-<h2>Training curves</h2>{img('curves', 'Training curves')}
+<h2>Convergence: was the budget enough?</h2>
+<p>Left, each model's median I' per epoch over its ok runs. Right, each ok run's rise of I' over its
+last scored epoch; a run whose I' still grew by more than {STILL_RISING:.0%} was stopped by the budget,
+not by its training. The final-epoch histograms above measure such runs before they finished.</p>
+{img('curves', 'Convergence')}
+{_table(conv, 'convergence') if len(conv) else '<p>Needs two scored epochs.</p>'}
+<h3>Final vs best epoch</h3>
+<p>The same runs' best scored epoch (the table's <code>best_i_prime</code>) against their final one.</p>
+{img('best_epoch', "Final vs best-epoch I'")}
 {img('m_global', 'BEGAN M_global curves') if 'm_global' in pngs else ''}
+{_margin_section(pngs, margins, img)}
 <h2>Settings and conventions</h2>
 {_table(_settings(df), 'settings')}
 <ul>

@@ -234,3 +234,117 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame:
         for k, e in enumerate(expected_best_of_k(s), start=1):
             rows.append({"model": m, "k": k, "expected_best_i_prime": e})
     return pd.DataFrame(rows)
+
+
+# --- convergence: was the budget enough? ----------------------------------------
+STILL_RISING = 0.10  # a run still rises when its I' grew by more than 10% over its last scored epoch
+
+
+def ok_curves(curves: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch rows of the runs that finished ok, with their model, in epoch order."""
+    df = with_models(df)
+    model_of = df[df["status"] == OK].set_index("point_id")["model"]
+    c = curves[curves["point_id"].isin(model_of.index)]
+    return c.assign(model=c["point_id"].map(model_of)).sort_values(["point_id", "epoch"])
+
+
+def last_rise(curves: pd.DataFrame, df: pd.DataFrame) -> pd.Series:
+    """Per ok run with two scored epochs or more: the relative rise of I' over its last one,
+    (I'_last - I'_before) / I'_before (inf when it rose from 0)."""
+    c = ok_curves(curves, df).dropna(subset=["i_prime"])
+    tail = c.groupby("point_id")["i_prime"].apply(lambda s: s.to_numpy()[-2:])
+    tail = tail[tail.map(len) == 2]
+    before, last = tail.map(lambda a: a[0]), tail.map(lambda a: a[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rise = (last - before) / before
+    return rise.where(before > 0, np.where(last > 0, np.inf, 0.0)).astype(float)
+
+
+def median_curves(curves: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """model, epoch, runs, median I' (over the model's ok runs), per scored epoch."""
+    c = ok_curves(curves, df)
+    rows = []
+    for m in models(df):
+        for epoch, sub in c[c["model"] == m].groupby("epoch"):
+            rows.append({"model": m, "epoch": int(epoch), "runs": int(sub["i_prime"].notna().sum()),
+                         "median_i_prime": float(sub["i_prime"].median())})
+    return pd.DataFrame(rows, columns=["model", "epoch", "runs", "median_i_prime"])
+
+
+def convergence_table(curves: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Per model: training steps, its median I' at the last two scored epochs and the median's
+    rise, and the share of its ok runs whose own I' still rose by more than STILL_RISING."""
+    df = with_models(df)
+    med, rise = median_curves(curves, df), last_rise(curves, df)
+    model_of = df.set_index("point_id")["model"]
+    rows = []
+    for m in models(df):
+        mc = med[med["model"] == m]
+        if len(mc) < 2:
+            continue
+        runs = of_model(df, m)
+        steps = (runs["epochs"] * (runs["n_train"] // runs["batch_size"])).median()
+        before, last = mc["median_i_prime"].iloc[-2], mc["median_i_prime"].iloc[-1]
+        r = rise[rise.index.map(model_of) == m]
+        rows.append({"model": model_label(m), "ok_runs": len(r), "steps": int(steps),
+                     "epochs": int(mc["epoch"].iloc[-1]), "median_before": before, "median_last": last,
+                     "median_rise": (last - before) / before if before > 0 else math.nan,
+                     "still_rising_share": float((r > STILL_RISING).mean()) if len(r) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def best_scores(df: pd.DataFrame) -> pd.Series:
+    """Best-epoch I' of the finished runs (a diverged run keeps its best epoch before it; 0 if none).
+    A table without best_i_prime (hand-made ones) gives the final scores."""
+    if "best_i_prime" not in df.columns:
+        return finished_scores(df)
+    fin = df[df["status"].isin(FINISHED)]
+    return fin["best_i_prime"].fillna(0.0)
+
+
+# --- the margin: where do the energies sit against m? ---------------------------
+def hinged_families() -> tuple[str, ...]:
+    """Families whose D loss is hinged at the margin m (models/losses.py)."""
+    from models.losses import FAMILIES
+
+    return tuple(name for name, f in FAMILIES.items() if f.hinged)
+
+
+def dropout_variant(row) -> str:
+    """How a run's D drops out: on the code too, everywhere but the code, or not at all."""
+    if not row["dropoutD"]:
+        return "no dropout"
+    code = row["dropout_code"] if "dropout_code" in row.index else True  # tables before the setting
+    return "dropout, code dropped" if code else "dropout, code kept"
+
+
+MARGIN_GROUP = ["energy_norm", "margin"]
+
+
+def margin_runs(df: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs of hinged families, with `score` (finished_scores: diverged as 0), their
+    dropout variant, and their last epoch's mean D(x) (d_real) and D(G(z)) (d_fake) over its
+    training batches."""
+    df = with_models(df)
+    runs = df[df["family"].isin(hinged_families()) & df["status"].isin(FINISHED)]
+    if runs.empty or not {"d_real", "d_fake"} <= set(curves.columns):
+        return runs.iloc[:0].assign(score=[], variant=[], d_real=[], d_fake=[])
+    last = curves.sort_values("epoch").groupby("point_id")[["d_real", "d_fake"]].last()
+    runs = runs.join(last, on="point_id")
+    return runs.assign(score=finished_scores(runs), variant=runs.apply(dropout_variant, axis=1))
+
+
+def margin_table(df: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, energy_norm, margin, dropout variant): finished runs, median last-epoch D(x)
+    and D(G(z)), the share of runs with D(x) <= m (the equilibrium the paper's analysis
+    assumes), and I' (diverged as 0)."""
+    runs = margin_runs(df, curves)
+    rows = []
+    for (m, norm, margin, variant), sub in runs.groupby(["model", *MARGIN_GROUP, "variant"], sort=True):
+        s = sub["score"]
+        rows.append({"model": model_label(m), "energy_norm": norm, "margin": margin, "variant": variant,
+                     "runs": len(sub), "d_real_median": float(sub["d_real"].median()),
+                     "d_fake_median": float(sub["d_fake"].median()),
+                     "real_below_margin_share": float((sub["d_real"] <= margin).mean()),
+                     "i_prime_median": float(s.median()), "failure_share": float((s < FAILURE_I_PRIME).mean())})
+    return pd.DataFrame(rows)

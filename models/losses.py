@@ -130,6 +130,7 @@ class Family:
     energy: str = "l2"  # the energy the family's paper uses ("auto" energy_norm resolves to it)
     new_state: Callable[..., Balance] | None = None  # (device) -> state, for stateful families
     separate_z: bool = False  # the G step draws its own z (BEGAN's z_G); else it reuses the D step's G(z)
+    hinged: bool = False  # D's loss holds the fake energy up to the margin m (EBGAN's [m - D(G(z))]^+)
 
 
 FAMILIES: dict[str, Family] = {
@@ -138,9 +139,9 @@ FAMILIES: dict[str, Family] = {
         Family("gan", "logit", gan_d_loss, gan_g_loss,
                "GAN, non-saturating generator loss"),
         Family("ebgan", "autoencoder", ebgan_d_loss, ebgan_g_loss,
-               "EBGAN, auto-encoder energy with hinge margin m"),
+               "EBGAN, auto-encoder energy with hinge margin m", hinged=True),
         Family("ebgan_pt", "autoencoder", ebgan_d_loss, ebgan_pt_g_loss,
-               "EBGAN with the pulling-away term in the generator loss"),
+               "EBGAN with the pulling-away term in the generator loss", hinged=True),
         Family("began", "autoencoder", began_d_loss, began_g_loss,
                "BEGAN, pixel-wise L1 energy, k_t balanced by proportional control",
                energy="l1", new_state=Balance, separate_z=True),

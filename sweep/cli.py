@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="figures, tables and report.html of a run")
     rp.add_argument("run_dir")
     rp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
+    rp.add_argument("--relative", action="store_true",
+                    help="draw histogram x axes as I' / I'(real MNIST test set) of the run's scorer, so runs "
+                         "scored by other classifiers or prob_eps can be placed, not only shaped")
     return ap
 
 
@@ -493,7 +496,7 @@ def _check(run_dir: Path, results) -> int:
 def cmd_report(a) -> int:
     from analysis.report import build_report
 
-    out = build_report(Path(a.run_dir), Path(a.out) if a.out else None)
+    out = build_report(Path(a.run_dir), Path(a.out) if a.out else None, relative=a.relative)
     print(f"[gansweep] report: {out}")
     return 0
 

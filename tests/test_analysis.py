@@ -157,10 +157,11 @@ def test_report_files_and_contents(tmp_path):
     out = build_report(run)
     html = out.read_text()
     assert out == run / "report" / "report.html"
-    for name in ("figure2", "models", "figure3", "figure4", "budget", "curves"):
+    for name in ("figure2", "models", "figure3", "figure4", "best_epoch", "budget", "curves"):
         assert (run / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f'<figure id="{name}"><img' in html
-    assert html.count("data:image/png;base64,") == 6 and "http" not in html.replace("http-equiv", "")
+    assert html.count("data:image/png;base64,") == 7 and "http" not in html.replace("http-equiv", "")
+    assert not (run / "report" / "margin.png").exists()  # no D(x) / D(G(z)) in these curves
     for cls in ("best", "stability", "tests", "settings"):
         assert f'<table class="{cls}">' in html
     assert "10 of 12 trials finished (ok 9, diverged 1); errored 1, pending 1" in html
@@ -221,9 +222,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", out.as_uri()], capture_output=True,
                          text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for name in ("figure2", "models", "figure3", "figure4", "budget", "curves"):
+    for name in ("figure2", "models", "figure3", "figure4", "best_epoch", "budget", "curves"):
         assert f'id="{name}"' in dom.stdout
-    assert dom.stdout.count("<table") == 4
+    assert dom.stdout.count("<table") == 5  # best, stability, tests, convergence, settings
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *flags, "--window-size=1400,3000", f"--screenshot={shot}", out.as_uri()],
                    capture_output=True, timeout=120, check=True)
@@ -404,3 +405,63 @@ def test_report_refuses_rows_of_two_classifiers(tmp_path):
     df["classifier_sha256"] = "a" * 64  # one classifier: reported
     run = make_run(tmp_path, df, "single")
     assert build_report(run).exists()
+
+
+def test_convergence_and_margin_tables_by_hand(tmp_path):
+    """Convergence: per model, its median I' at the last two epochs and the share of ok runs
+    still rising > 10%. Margin: per (norm, m, dropout variant), last-epoch D(x) against m."""
+    from analysis.figures import relative_axis
+    from analysis.stats import convergence_table, last_rise, margin_table, median_curves
+
+    rows = [row("ebgan", 2.1), row("ebgan", 2.0, nLayerG=3), row("ebgan", 0.0, nLayerG=4),
+            row("ebgan", 0.0, status="diverged", nLayerG=5), row("gan", 1.0)]
+    df = pd.DataFrame(rows)
+    df.loc[df.nLayerG == 4, "margin"] = 5.0  # another margin, with its own point id
+    df.loc[df.nLayerG == 4, "point_id"] = "ebgan-m5"
+    df["epochs"], df["epochs_done"] = 3, [3, 3, 3, 1, 3]
+    ids = list(df.point_id)
+    # I' per epoch: +5%, +33%, 0 -> 0, diverged, GAN +100%; D(x), D(G(z)) per epoch for EBGANs
+    curves = pd.DataFrame(
+        [{"point_id": ids[0], "epoch": e, "i_prime": v, "d_real": dr, "d_fake": 11.0}
+         for e, v, dr in ((1, 1.0, 14.0), (2, 2.0, 12.0), (3, 2.1, 8.0))] +
+        [{"point_id": ids[1], "epoch": e, "i_prime": v, "d_real": dr, "d_fake": 10.0}
+         for e, v, dr in ((1, 1.0, 14.0), (2, 1.5, 13.0), (3, 2.0, 12.0))] +
+        [{"point_id": ids[2], "epoch": e, "i_prime": 0.0, "d_real": 3.0, "d_fake": 4.0} for e in (1, 2, 3)] +
+        [{"point_id": ids[3], "epoch": 1, "i_prime": 0.5, "d_real": 9.0, "d_fake": 9.0}] +
+        [{"point_id": ids[4], "epoch": e, "i_prime": v, "d_real": 0.1, "d_fake": -2.0}
+         for e, v in ((1, 0.25), (2, 0.5), (3, 1.0))])
+    rise = last_rise(curves, df)
+    assert rise.loc[ids[0]] == pytest.approx(0.05) and rise.loc[ids[1]] == pytest.approx(1 / 3)
+    assert rise.loc[ids[2]] == 0.0 and ids[3] not in rise.index and rise.loc[ids[4]] == pytest.approx(1.0)
+    med = median_curves(curves, df)
+    eb = med[med.model == "ebgan"]
+    assert list(eb.epoch) == [1, 2, 3] and list(eb.runs) == [3, 3, 3]
+    assert list(eb.median_i_prime) == [1.0, 1.5, 2.0]  # medians of (1, 1, 0), (2, 1.5, 0), (2.1, 2, 0)
+    conv = convergence_table(curves, df).set_index("model")
+    assert list(conv.index) == ["GAN", "EBGAN"]
+    e = conv.loc["EBGAN"]
+    assert (e.ok_runs, e.epochs, e.steps) == (3, 3, 3 * (60000 // 64))
+    assert (e.median_before, e.median_last) == (1.5, 2.0) and e.median_rise == pytest.approx(1 / 3)
+    assert e.still_rising_share == pytest.approx(1 / 3)  # only the +33% run
+    assert conv.loc["GAN"].still_rising_share == 1.0
+
+    m = margin_table(df, curves)
+    assert list(zip(m.margin, m.variant, m.runs)) == [(5.0, "no dropout", 1), (10.0, "no dropout", 3)]
+    ten = m[m.margin == 10.0].iloc[0]
+    # finished runs at m = 10: last D(x) 8, 12 (ok) and 9 (diverged after epoch 1); I' 2.1, 2.0, 0
+    assert (ten.d_real_median, ten.d_fake_median) == (9.0, 10.0)
+    assert ten.real_below_margin_share == pytest.approx(2 / 3)
+    assert (ten.i_prime_median, ten.failure_share) == (2.0, pytest.approx(1 / 3))
+    five = m[m.margin == 5.0].iloc[0]
+    assert (five.d_real_median, five.real_below_margin_share, five.i_prime_median) == (3.0, 1.0, 0.0)
+    run = make_run(tmp_path, df, "margins")
+    curves.to_parquet(run / "curves.parquet")
+    html = build_report(run).read_text()
+    for name in ("margin", "margin_hist"):
+        assert (run / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Still rising by more than 10% over their last epoch: GAN 100%" in html
+    assert pd.read_csv(run / "report" / "convergence.csv").shape == (2, 8)
+    # the relative axis: 0.52 and 0.98 of the real test set's I' land in bins 13 and 24 of 30
+    counts, _ = relative_axis(13.3).bin([0.52 * 13.3, 0.98 * 13.3])
+    assert len(counts) == 30 and counts[13] == 1 and counts[24] == 1 and counts.sum() == 2
+    assert build_report(run, relative=True).exists()
