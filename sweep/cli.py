@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from sweep.config import AXES, FIELD_TYPES, SETTINGS, TrialConfig
+from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, TrialConfig
 from sweep.errors import Interrupted, UserError
 
 EXIT_USAGE = 2
@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--work", default=None, help="with --scale: folder for its runs (default: a temporary one)")
     _add_config_arg(b)
     b.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA)")
+
+    rc = sub.add_parser("rescore", help="score a run's kept generators again with another sampling setting")
+    rc.add_argument("run_dir")
+    rc.add_argument("--sample-bn", required=True, choices=CHOICES["sample_bn"],
+                    help="G's batch norm when drawing the samples (see the sample_bn setting)")
+    rc.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA)")
 
     rp = sub.add_parser("report", help="figures, tables and report.html of a run")
     rp.add_argument("run_dir")
@@ -493,6 +499,15 @@ def _check(run_dir: Path, results) -> int:
     return 0
 
 
+def cmd_rescore(a) -> int:
+    from sweep.rescore import rescore, summary
+
+    table = rescore(Path(a.run_dir), a.sample_bn, a.data_root)
+    print(summary(table))
+    print(f"[gansweep] {len(table)} points -> {Path(a.run_dir) / f'rescore-sample_bn-{a.sample_bn}.csv'}")
+    return 0
+
+
 def cmd_report(a) -> int:
     from analysis.report import build_report
 
@@ -540,7 +555,7 @@ def _bench_scale(a) -> int:
 
 
 COMMANDS = {"bench": cmd_bench, "trial": cmd_trial, "score": cmd_score, "classifier": cmd_classifier, "plan": cmd_plan,
-            "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}
+            "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report, "rescore": cmd_rescore}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,6 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gansweep: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gansweep plan | head`: the reader left; nothing to say to it
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":

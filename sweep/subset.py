@@ -12,10 +12,13 @@ Two levels of stratification:
      them, and the rest go to the others. With a remainder, a seeded draw picks
      the models that get one point more.
   2. inside a model, points are picked one at a time, each time one whose axis
-     values (every Table 1 axis, arch and seed) are the least represented so far
-     (the smallest sum of the counts of its values), ties broken by a seeded
-     shuffle. On a full factorial grid this keeps every axis exactly balanced:
-     the counts of any two values of an axis differ by at most one.
+     values (every Table 1 axis, arch and seed) are the least represented so far (the smallest sum of the counts of
+     its values), ties broken by a seeded shuffle. On a full factorial grid this
+     keeps every axis balanced: the counts of any two values of an axis differ
+     by one at most (by two in rare draws: the pick is greedy, and
+     tests/test_grid.py checks the paper grid's samples). Among the points that keep the axes so balanced, the depth
+     band (both depths <= 3, <= 4, or deeper) is balanced next, so that each
+     panel of Figure 2 gets points of every model.
 
 The subset is a pure function of (preset, N, seed): `plan` shows it, `run`
 records it in the manifest, and `resume` rebuilds the same points.
@@ -26,7 +29,18 @@ import numpy as np
 
 from sweep.config import AXES, TrialConfig
 
-STRATA_AXES = AXES + ("seed",)  # what a sample balances, inside each model
+STRATA_AXES = AXES + ("seed",)  # what a sample balances, inside each model, and DERIVED_STRATA
+
+
+def depth_band(p: TrialConfig) -> str:
+    """The narrowest panel of the paper's Figure 2 a point falls in: both depths <= 3, <= 4, or not."""
+    deepest = max(p.nLayerG, p.nLayerD)
+    return "<=3" if deepest <= 3 else "<=4" if deepest <= 4 else "5+"
+
+
+# Joint properties balanced like axes: the marginals alone can leave Figure 2's panel (c)
+# (nLayerG <= 3 and nLayerD <= 3, a quarter of the paper grid) without a single EBGAN.
+DERIVED_STRATA = {"depth_band": depth_band}
 
 
 def model_quota(sizes: dict[str, int], n: int, seed: int) -> dict[str, int]:
@@ -46,15 +60,18 @@ def model_quota(sizes: dict[str, int], n: int, seed: int) -> dict[str, int]:
 
 def balanced_pick(points: list[TrialConfig], k: int, rng: np.random.Generator) -> list[int]:
     """Indices of k points whose axis values are as evenly represented as k allows."""
-    codes = np.stack([np.unique([str(getattr(p, a)) for p in points], return_inverse=True)[1]
-                      for a in STRATA_AXES], axis=1)  # (n, axes): each value's index on its axis
+    strata = [lambda p, a=a: getattr(p, a) for a in STRATA_AXES] + list(DERIVED_STRATA.values())
+    codes = np.stack([np.unique([str(f(p)) for p in points], return_inverse=True)[1]
+                      for f in strata], axis=1)  # (n, strata): each value's index in its stratum
+    # the axes first; the derived strata decide between points the axes leave level
+    weight = np.array([len(points)] * len(STRATA_AXES) + [1] * len(DERIVED_STRATA), dtype=np.int64)
     counts = [np.zeros(codes[:, j].max() + 1, dtype=np.int64) for j in range(codes.shape[1])]
     order = rng.permutation(len(points))  # the seeded tie-break: first in this order wins
     codes = codes[order]
     taken = np.zeros(len(points), dtype=bool)
     picked = []
     for _ in range(k):
-        load = sum(c[codes[:, j]] for j, c in enumerate(counts))  # (n,) how represented each point's values are
+        load = sum(w * c[codes[:, j]] for j, (w, c) in enumerate(zip(weight, counts)))  # (n,) how represented
         load = np.where(taken, np.iinfo(np.int64).max, load)
         i = int(np.argmin(load))
         taken[i] = True

@@ -88,6 +88,11 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return x.to(torch.uint8).cpu()
 
 
+def eval_noise(cfg: TrialConfig, device) -> torch.Tensor:
+    """(n_eval, z_dim): the fixed noise a point's samples are scored from, after every epoch."""
+    return sample_noise(cfg, cfg.n_eval, torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003), device)
+
+
 def eval_chunks(cfg: TrialConfig) -> list[tuple[int, int]]:
     """The slices of the n_eval samples that G draws at once.
 
@@ -177,8 +182,7 @@ class PointRun:
                              lambda_k=cfg.began_lambda_k)
         self.state = self.fam.new_state(device) if self.fam.new_state else None  # BEGAN's k_t
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
-        eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
-        self.eval_z = sample_noise(cfg, cfg.n_eval, eval_gen, device)  # fixed for the whole trial
+        self.eval_z = eval_noise(cfg, device)  # fixed for the whole trial
         self.score_settings = ScoreSettings(eps=cfg.prob_eps, coverage_min_frac=cfg.coverage_min_frac)
         if resume is not None:
             self.g.load_state_dict(resume["G"])

@@ -1,4 +1,5 @@
 """sweep.yaml: preset counts, and every kind of bad file refused with one line and exit 2."""
+import collections
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,14 @@ def test_a_sample_of_the_paper_grid_is_seeded_and_stratified(capsys):
             values = {getattr(t, axis) for t in full if t.model == model}
             n = [sum(getattr(t, axis) == v for t in a.trials if t.model == model) for v in values]
             assert max(n) - min(n) <= 1, (model, axis, n)
+    # every model has points in Figure 2's panel (c), both depths <= 3 (the depth band stratum)
+    ps = load_preset(SWEEP, "paper-sample")
+    assert (ps.sample, ps.grid_size, ps.counts()) == (24, 7168, {"gan": 8, "ebgan": 8, "ebgan_pt": 8})
+    for model in ps.counts():
+        assert sum(t.nLayerG <= 3 and t.nLayerD <= 3 for t in ps.trials if t.model == model) >= 2
+        for axis in ("nLayerG", "nLayerD", "sizeG", "sizeD"):  # every depth and size, twice
+            assert sorted(collections.Counter(getattr(t, axis) for t in ps.trials if t.model == model).values()) \
+                == [2, 2, 2, 2], (model, axis)
     other = load_preset(SWEEP, "paper", sample=100, sample_seed=1)
     assert len(set(other.trials) & set(a.trials)) < 50  # another seed, another sample
     assert main(["plan", "--config", str(SWEEP), "--preset", "paper", "--sample", "100"]) == 0

@@ -325,3 +325,18 @@ def test_a_pack_of_several_stacks_trains_them_in_turn_through_tune(tmp_path, dat
     assert (df.epochs_done == 2).all()
     assert sorted(p.stem for p in (run / "samples").iterdir()) == sorted(df.point_id)
     assert sorted(p.stem for p in (run / "weights").iterdir()) == sorted(df.point_id)
+    # rescore: the kept Gs drawn as the run drew them give the recorded scores (up to the
+    # stacked model's float rounding); drawn with batch statistics, a table of their own
+    import numpy as np
+    import pandas as pd
+
+    from sweep.rescore import rescore
+
+    same = rescore(run, "eval").set_index("point_id").loc[df.point_id]
+    assert len(same) == 12 and (same.recorded_sample_bn == "eval").all()
+    assert np.allclose(same.i_prime, same.recorded_i_prime, rtol=1e-4, atol=1e-4)
+    assert np.allclose(same.fid, same.recorded_fid, rtol=1e-4, atol=1e-3)
+    other = pd.read_csv(run / "rescore-sample_bn-eval.csv")
+    assert len(other) == 12
+    train = rescore(run, "train")
+    assert len(train) == 12 and (train.sample_bn == "train").all() and np.isfinite(train.i_prime).all()
