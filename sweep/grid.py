@@ -27,7 +27,7 @@ import yaml
 
 from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, TrialConfig, paper_rule_violation
 from sweep.errors import UserError
-from sweep.subset import stratified_sample
+from sweep.subset import SAMPLER_VERSION, stratified_sample
 
 PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids", "sample", "sample_seed"}
 GRID_AXES = tuple(a for a in AXES if a != "family")
@@ -49,6 +49,7 @@ class Preset:
     grid_size: int = 0  # points of the whole grid (== len(trials) unless sampled)
     sample: int | None = None  # N of a stratified sample (sweep/subset.py), or None: the whole grid
     sample_seed: int = 0  # the sample's seed
+    sampler: int = SAMPLER_VERSION  # the version of sweep/subset.py that draws it
 
     @property
     def scope(self) -> str:
@@ -59,7 +60,7 @@ class Preset:
     def sample_record(self) -> dict | None:
         """What the manifest keeps, so resume rebuilds the same points."""
         return None if self.sample is None else {"n": self.sample, "seed": self.sample_seed,
-                                                 "grid_size": self.grid_size}
+                                                 "grid_size": self.grid_size, "sampler": self.sampler}
 
     def counts(self) -> dict[str, int]:
         """Trials per model (family, or family-arch for non-mlp archs), in grid order."""
@@ -102,17 +103,20 @@ def load_file(path: str | Path) -> dict:
     return doc
 
 
-def load_preset(path: str | Path, name: str, sample: int | None = None, sample_seed: int | None = None) -> Preset:
-    """A preset of a sweep file; `sample` / `sample_seed` (--sample, --sample-seed) override its own."""
+def load_preset(path: str | Path, name: str, sample: int | None = None, sample_seed: int | None = None,
+                sampler: int = SAMPLER_VERSION) -> Preset:
+    """A preset of a sweep file; `sample` / `sample_seed` (--sample, --sample-seed) override its own;
+    `sampler`: the sweep/subset.py version that draws it (a run's manifest records its own)."""
     doc = load_file(path)
     presets = doc["presets"]
     if name not in presets:
         raise ConfigError(f"{path}: unknown preset {name!r}; presets are: {', '.join(presets)}")
     return parse_preset(name, presets[name], where=f"{Path(path).name}: presets.{name}", sample=sample,
-                        sample_seed=sample_seed)
+                        sample_seed=sample_seed, sampler=sampler)
 
 
-def parse_preset(name: str, body, where: str, sample: int | None = None, sample_seed: int | None = None) -> Preset:
+def parse_preset(name: str, body, where: str, sample: int | None = None, sample_seed: int | None = None,
+                 sampler: int = SAMPLER_VERSION) -> Preset:
     def fail(key: str, msg: str):
         raise ConfigError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}")
 
@@ -173,8 +177,8 @@ def parse_preset(name: str, body, where: str, sample: int | None = None, sample_
                         fail(g, f"{why}; set paper_rules: false to explore beyond the paper")
                 trials.append(cfg)
     n, seed = _sample_args(body, sample, sample_seed, len(trials), fail)
-    chosen = tuple(trials) if n is None else stratified_sample(tuple(trials), n, seed)
-    return Preset(name, str(body.get("description", "")), chosen, dict(settings), len(trials), n, seed)
+    chosen = tuple(trials) if n is None else stratified_sample(tuple(trials), n, seed, sampler)
+    return Preset(name, str(body.get("description", "")), chosen, dict(settings), len(trials), n, seed, sampler)
 
 
 def _sample_args(body: dict, sample, sample_seed, grid_size: int, fail) -> tuple[int | None, int]:

@@ -36,6 +36,7 @@ import pandas as pd
 from models.metrics import SCORE_KEYS
 from sweep.config import FIELD_NAMES, TrialConfig
 from sweep.grid import estimate_flops, load_preset
+from sweep.subset import SAMPLER_VERSION
 from sweep.packs import make_packs, trial_label
 from sweep.errors import UserError
 from sweep.results import (CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves, read_manifest, read_results,
@@ -54,7 +55,11 @@ def plan(run_dir: Path) -> tuple[TrialConfig, ...]:
     m = read_manifest(run_dir)
     sample = m.get("sample")  # runs before --sample have no key: the file decides
     n, seed = (sample["n"], sample["seed"]) if sample else (None, None)
-    preset = load_preset(Path(run_dir) / "sweep.yaml", m["preset"], sample=n, sample_seed=seed)
+    sampler = sample.get("sampler", 1) if sample else SAMPLER_VERSION  # version 1 recorded none
+    if sampler > SAMPLER_VERSION:
+        raise UserError(f"{run_dir}: its sample was drawn by sampler version {sampler}, newer than this "
+                        f"gansweep's {SAMPLER_VERSION}; upgrade gansweep to resume or check it")
+    preset = load_preset(Path(run_dir) / "sweep.yaml", m["preset"], sample=n, sample_seed=seed, sampler=sampler)
     if "sample" in m and sample is None and preset.sample is not None:
         raise UserError(f"{run_dir}: its sweep.yaml samples preset {m['preset']!r} but the run did not")
     return preset.trials

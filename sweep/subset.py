@@ -38,6 +38,10 @@ def depth_band(p: TrialConfig) -> str:
     return "<=3" if deepest <= 3 else "<=4" if deepest <= 4 else "5+"
 
 
+# Version 1 balanced the axes only; 2 adds DERIVED_STRATA. A run's manifest records the
+# version that drew its sample, so resume redraws the same points after the sampler changes.
+SAMPLER_VERSION = 2
+
 # Joint properties balanced like axes: the marginals alone can leave Figure 2's panel (c)
 # (nLayerG <= 3 and nLayerD <= 3, a quarter of the paper grid) without a single EBGAN.
 DERIVED_STRATA = {"depth_band": depth_band}
@@ -58,13 +62,15 @@ def model_quota(sizes: dict[str, int], n: int, seed: int) -> dict[str, int]:
     return quota
 
 
-def balanced_pick(points: list[TrialConfig], k: int, rng: np.random.Generator) -> list[int]:
+def balanced_pick(points: list[TrialConfig], k: int, rng: np.random.Generator,
+                  version: int = SAMPLER_VERSION) -> list[int]:
     """Indices of k points whose axis values are as evenly represented as k allows."""
     strata = [lambda p, a=a: getattr(p, a) for a in STRATA_AXES] + list(DERIVED_STRATA.values())
     codes = np.stack([np.unique([str(f(p)) for p in points], return_inverse=True)[1]
                       for f in strata], axis=1)  # (n, strata): each value's index in its stratum
     # the axes first; the derived strata decide between points the axes leave level
-    weight = np.array([len(points)] * len(STRATA_AXES) + [1] * len(DERIVED_STRATA), dtype=np.int64)
+    weight = np.array([len(points)] * len(STRATA_AXES) + [int(version >= 2)] * len(DERIVED_STRATA),
+                      dtype=np.int64)
     counts = [np.zeros(codes[:, j].max() + 1, dtype=np.int64) for j in range(codes.shape[1])]
     order = rng.permutation(len(points))  # the seeded tie-break: first in this order wins
     codes = codes[order]
@@ -81,8 +87,11 @@ def balanced_pick(points: list[TrialConfig], k: int, rng: np.random.Generator) -
     return picked
 
 
-def stratified_sample(trials: tuple[TrialConfig, ...], n: int, seed: int) -> tuple[TrialConfig, ...]:
+def stratified_sample(trials: tuple[TrialConfig, ...], n: int, seed: int,
+                      version: int = SAMPLER_VERSION) -> tuple[TrialConfig, ...]:
     """n of the trials, stratified by model and axis value; in the grid's own order."""
+    if not 1 <= version <= SAMPLER_VERSION:
+        raise ValueError(f"sampler version {version}: this gansweep draws versions 1 to {SAMPLER_VERSION}")
     if not 1 <= n <= len(trials):
         raise ValueError(f"a sample of {n} from a grid of {len(trials)} points: expected 1..{len(trials)}")
     by_model: dict[str, list[int]] = {}
@@ -92,5 +101,5 @@ def stratified_sample(trials: tuple[TrialConfig, ...], n: int, seed: int) -> tup
     chosen = []
     for j, (model, ix) in enumerate(by_model.items()):
         rng = np.random.default_rng([seed, 2, j])
-        chosen += [ix[i] for i in balanced_pick([trials[i] for i in ix], quota[model], rng)]
+        chosen += [ix[i] for i in balanced_pick([trials[i] for i in ix], quota[model], rng, version)]
     return tuple(trials[i] for i in sorted(chosen))

@@ -128,7 +128,7 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert len(curves) == 3 * 10 and not curves.duplicated(["point_id", "epoch"]).any()
     m = json.loads((run / "gansweep.json").read_text())
     assert len(m["sessions"]) == 1  # the killed session never finished; the resume did
-    assert m["sample"] == {"n": 10, "seed": 3, "grid_size": N_POINTS}
+    assert m["sample"] == {"n": 10, "seed": 3, "grid_size": N_POINTS, "sampler": 2}
     assert m["scope"] == "a 10-point sample (seed 3) of the 12-point grid"
     assert_ledger_holds(run)
 

@@ -206,7 +206,7 @@ def test_a_small_sample_gives_every_model_its_share_or_all_it_has(tmp_path):
     assert sorted(t.sizeG for t in gan) == [8, 16, 32] and sorted(t.seed for t in gan) in ([0, 0, 1], [0, 1, 1])
     assert load_preset(f, "p", sample=7).counts() == {"gan": 5, "ebgan_pt": 2}  # the rest go to gan
     assert load_preset(f, "p", sample=8).trials == load_preset(f, "p", sample=8, sample_seed=9).trials
-    assert p.sample_record() == {"n": 5, "seed": 2, "grid_size": 8}
+    assert p.sample_record() == {"n": 5, "seed": 2, "grid_size": 8, "sampler": 2}
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -273,3 +273,30 @@ def test_margin_preset():
                        "mse": {25 / 1024, 100 / 1024, 400 / 1024}, "l1": {5 / 32, 10 / 32, 20 / 32}}
     assert sum(t.dropoutD and not t.dropout_code for t in p.trials) == 12
     assert sum(not t.dropoutD for t in p.trials) == 12 and all(t.dropout_code for t in p.trials if not t.dropoutD)
+
+
+def test_a_run_redraws_its_sample_with_the_sampler_version_that_drew_it(tmp_path):
+    """The manifest records the sampler's version: a run drawn by version 1 (axes only, no
+    `sampler` key) still plans its own points after version 2 changed the draw."""
+    import json
+    import shutil
+
+    from sweep.errors import UserError
+    from sweep.ledger import plan
+    from sweep.results import MANIFEST, MANIFEST_FORMAT
+
+    v1, v2 = (load_preset(SWEEP, "paper-sample", sampler=v).trials for v in (1, 2))
+    assert v1 != v2 and len(v1) == len(v2) == 24
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(SWEEP, run / "sweep.yaml")
+    for record, expected in (({"n": 24, "seed": 0, "grid_size": 7168}, v1),
+                             ({"n": 24, "seed": 0, "grid_size": 7168, "sampler": 2}, v2),
+                             ({"n": 24, "seed": 0, "grid_size": 7168, "sampler": 3}, None)):
+        (run / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "preset": "paper-sample",
+                                                "sample": record}))
+        if expected is None:
+            with pytest.raises(UserError, match="drawn by sampler version 3, newer than this gansweep's 2"):
+                plan(run)
+        else:
+            assert plan(run) == expected
