@@ -149,14 +149,14 @@ def test_damaged_experiment_state_is_refused(tmp_path, sweep_file):
     assert_ledger_holds(run)
 
 
-# Six points of 4 epochs (~3 s a point here), one trial at a time: a signal sent as soon as
+# Six points of 4 epochs (~1.5 s a point here), one trial at a time: a signal sent as soon as
 # Tune logs the first point's last epoch lands with one or two points finished, one running
 # and the rest not started.
 SIGNAL_SWEEP = """
 presets:
   s:
     seeds: [0, 1, 2]
-    settings: {epochs: 4, batch_size: 32, n_train: 8192, n_eval: 200}
+    settings: {epochs: 4, batch_size: 32, n_train: 4096, n_eval: 200}
     grids:
       ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false, true],
               optimD: [adam], optimG: [adam], lr: [0.001]}
