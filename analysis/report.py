@@ -138,6 +138,9 @@ def build_report(run_dir: Path, out: Path | None = None, relative: bool = False)
         raise UserError(f"{run.run_dir}: --relative needs the real test set's I', which this run's "
                         "manifest does not record (reference_scores)")
     x = figures.relative_axis(real) if relative else figures.I_AXIS
+    x_rule = (f"I' / I'(real test set) = I' / {real:.2f}, 0 to 1.2 in 30 bins (--relative), the same in every "
+              "panel; higher falls in the last bin." if relative else
+              "I' from 0 to 14 in steps of 0.5, the same in every panel; higher scores fall in the last bin.")
     out = out or run.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -253,7 +256,11 @@ not by its training. The final-epoch histograms above measure such runs before t
 <li>I' = E<sub>x</sub> KL(p(y) || p(y|x)) from the fixed classifier, probabilities clamped at prob_eps;
 each run is scored on n_eval samples from fixed noise after its last epoch.</li>
 <li>Diverged runs (NaN or inf in a loss or a sample) count as I' = 0; errored and pending runs are not plotted.</li>
-<li>Histogram bins: 0 to 14 in steps of 0.5, the same in every panel; higher scores fall in the last bin.</li>
+<li>Histogram bins: {html.escape(x_rule)}</li>
+<li>Convergence: a run is still rising when its I' grew by more than {STILL_RISING:.0%} over its last
+scored epoch (from 0: any rise); the median per epoch and that share are over the ok runs. Best epoch:
+each finished run's highest scored epoch (<code>best_i_prime</code>; a diverged run keeps its best
+epoch before it).</li>
 <li>digit_share: the share of a run's scored samples whose top class probability reaches the
 classifier's pinned digit threshold (set to accept 99% of the real MNIST test set). A run draws digits
 when its digit_share is at least {DIGITS_RUN_SHARE:g}; the cross-hatched foot of each histogram bar is
