@@ -18,6 +18,11 @@ Figure 4: samples of the best run (highest final I' among the runs that draw dig
           are the 64 images from fixed noise that every trial saves at its last
           evaluation (RUN_DIR/samples/<point_id>.npy), so no generator is rebuilt.
 Budget:   expected best I' among k runs drawn at random from a model's grid.
+Convergence: median I' per epoch, and each run's rise over its last epoch.
+Best epoch: final vs best-epoch I' histograms per model.
+Margin:   EBGAN's D(x) and D(G(z)) per epoch against m, per (energy_norm, margin);
+          and I' histograms per margin for each norm.
+Histogram x axes are I', or I' / I'(real test set) with `relative_axis` (XAxis).
 """
 from __future__ import annotations
 
