@@ -47,8 +47,8 @@ def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.D
         cfg = TrialConfig(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k in FIELD_NAMES})
         cfg = cfg.replace(sample_bn=sample_bn)
         _, g, _ = build_models(cfg, torch.device("cpu"))
-        g.load_state_dict(torch.load(run.run_dir / WEIGHTS_DIR / f"{cfg.point_id}.pt", map_location="cpu",
-                                     weights_only=True))
+        path = run.run_dir / WEIGHTS_DIR / f"{cfg.point_id}.pt"
+        g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))  # tensors only, never pickles
         z = eval_noise(cfg, "cpu")  # (n_eval, z_dim)
         with torch.no_grad(), sampling_mode(g, sample_bn):
             samples = torch.cat([g(z[a:b]) for a, b in eval_chunks(cfg)])  # (n_eval, 1024)
