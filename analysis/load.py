@@ -31,6 +31,16 @@ class Run:
         arr = np.load(path, allow_pickle=False)  # never unpickle what a run directory holds
         return arr if arr.dtype == np.uint8 and arr.ndim == 3 else None
 
+    def config(self, point_id: str):
+        """The TrialConfig of a point's results row, or None if the table has no such point."""
+        from sweep.config import FIELD_NAMES, TrialConfig
+
+        rows = self.results[self.results["point_id"] == point_id]
+        if rows.empty:
+            return None
+        return TrialConfig(**{k: (v.item() if hasattr(v, "item") else v) for k, v in rows.iloc[0].items()
+                              if k in FIELD_NAMES})
+
     def generator(self, point_id: str):
         """The final G of a point run with --keep-weights, in eval mode, or None.
 
@@ -39,15 +49,13 @@ class Run:
         """
         import torch
 
-        from sweep.config import FIELD_NAMES, TrialConfig
+        from sweep.ledger import WEIGHTS_DIR
         from sweep.trial import build_models
 
-        path = self.run_dir / "weights" / f"{point_id}.pt"
-        rows = self.results[self.results["point_id"] == point_id]
-        if not path.is_file() or rows.empty:
+        path = self.run_dir / WEIGHTS_DIR / f"{point_id}.pt"
+        cfg = self.config(point_id)
+        if not path.is_file() or cfg is None:
             return None
-        row = rows.iloc[0]
-        cfg = TrialConfig(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k in FIELD_NAMES})
         _, g, _ = build_models(cfg, torch.device("cpu"))
         g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return g.eval()

@@ -18,10 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from models.metrics import SCORE_KEYS, ScoreSettings
-from sweep.config import FIELD_NAMES, TrialConfig
 from sweep.errors import UserError
 from sweep.ledger import WEIGHTS_DIR
 from sweep.schema import OK
@@ -32,7 +30,7 @@ def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.D
     from sweep.data import load_mnist
     from sweep.results import write_atomic
     from sweep.scoring import build_scorer
-    from sweep.trial import build_models, eval_chunks, eval_noise, sampling_mode
+    from sweep.trial import draw_samples, eval_noise
 
     run = load_run(run_dir)
     ok = run.results[run.results["status"] == OK]
@@ -44,14 +42,8 @@ def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.D
         raise UserError(f"{run.run_dir}: scored by another classifier than this one; scores would not compare")
     rows = []
     for _, row in ok[ok["point_id"].isin(kept)].iterrows():
-        cfg = TrialConfig(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k in FIELD_NAMES})
-        cfg = cfg.replace(sample_bn=sample_bn)
-        _, g, _ = build_models(cfg, torch.device("cpu"))
-        path = run.run_dir / WEIGHTS_DIR / f"{cfg.point_id}.pt"
-        g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))  # tensors only, never pickles
-        z = eval_noise(cfg, "cpu")  # (n_eval, z_dim)
-        with torch.no_grad(), sampling_mode(g, sample_bn):
-            samples = torch.cat([g(z[a:b]) for a, b in eval_chunks(cfg)])  # (n_eval, 1024)
+        cfg = run.config(row["point_id"]).replace(sample_bn=sample_bn)
+        samples = draw_samples(run.generator(cfg.point_id), eval_noise(cfg, "cpu"), cfg)  # (n_eval, 1024)
         new = scorer.score(samples.view(-1, 1, 32, 32), ScoreSettings(eps=cfg.prob_eps,
                                                                        coverage_min_frac=cfg.coverage_min_frac))
         rows.append({"point_id": cfg.point_id, "model": row["model"], "recorded_sample_bn": row["sample_bn"],

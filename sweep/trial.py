@@ -108,6 +108,13 @@ def eval_chunks(cfg: TrialConfig) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [cfg.n_eval]))
 
 
+def draw_samples(g: torch.nn.Module, z: torch.Tensor, cfg: TrialConfig) -> torch.Tensor:
+    """(n_eval, 1024): a module G's samples for scoring from its fixed noise z, batch norm as
+    cfg.sample_bn says (the stacked path draws in PackedTrainer.samples)."""
+    with torch.no_grad(), sampling_mode(g, cfg.sample_bn):
+        return torch.cat([g(z[a:b]) for a, b in eval_chunks(cfg)])
+
+
 @contextmanager
 def sampling_mode(g: torch.nn.Module, sample_bn: str):
     """G set up to draw samples for scoring: eval mode, or (train) its batch norm layers on
@@ -299,8 +306,7 @@ class PointRun:
         a pack passes the samples its stacked G drew."""
         t1 = time.perf_counter()
         if samples is None:
-            with torch.no_grad(), sampling_mode(self.g, self.cfg.sample_bn):
-                samples = torch.cat([self.g(self.eval_z[a:b]) for a, b in eval_chunks(self.cfg)])  # (n_eval, 1024)
+            samples = draw_samples(self.g, self.eval_z, self.cfg)  # (n_eval, 1024)
         if not torch.isfinite(samples).all():
             self.eval_seconds += time.perf_counter() - t1
             return self.mark_diverged(metrics, "non-finite samples")
