@@ -43,10 +43,10 @@ from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, FIGURE2_PANELS, I
                             draws_digits, family_of, finished_scores, has_digit_share, histogram_percent,
                             last_rise, margin_runs, model_label, models, non_digit_scores, of_model,
                             with_models)
+from models.archs import ARCHS
 from sweep.config import model_name
 from sweep.schema import FINISHED, OK
 
-COLORS = {"gan": "#d62728", "ebgan": "#1f77b4", "ebgan_pt": "#2ca02c", "began": "#9467bd"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,11 @@ plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.r
 
 
 def _color(model: str) -> str:
-    return COLORS.get(family_of(model), "gray")
+    """The family's colour (models/losses.py); gray for a plugin family not loaded here."""
+    from models.losses import FAMILIES
+
+    fam = family_of(model)
+    return FAMILIES[fam].color if fam in FAMILIES else "gray"
 
 
 def _style(model: str) -> dict:
@@ -266,7 +270,7 @@ def figure4(df: pd.DataFrame, samples: dict[str, np.ndarray]) -> plt.Figure:
             continue
         row = best.loc[m]
         imgs = samples.get(row["point_id"])
-        unit = "" if arch_of(m) == "mlp" else "ch"  # dcgan sizes are channels, not units
+        unit = ARCHS[arch_of(m)].size_unit if arch_of(m) in ARCHS else ""  # dcgan sizes are channels: "ch"
         if imgs is None:
             ax.text(0.5, 0.5, "samples not saved", ha="center", va="center")
         else:

@@ -31,9 +31,6 @@ from sweep.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0
 DIGITS_RUN_SHARE = 0.5
-FAMILY_ORDER = ("gan", "ebgan", "ebgan_pt", "began")
-FAMILY_LABEL = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN"}
-ARCH_LABEL = {"dcgan": "DCGAN"}
 SUBGRID = ["optimD", "optimG", "lr"]
 
 
@@ -47,15 +44,21 @@ def arch_of(model: str) -> str:
 
 def model_label(model: str) -> str:
     """"EBGAN" for the paper's nets, "EBGAN (DCGAN)" for the conv ones."""
+    from models.archs import ARCHS
+    from models.losses import FAMILIES
+
     fam, arch = family_of(model), arch_of(model)
-    text = FAMILY_LABEL.get(fam, fam)
-    return text if arch == "mlp" else f"{text} ({ARCH_LABEL.get(arch, arch)})"
+    text = FAMILIES[fam].label if fam in FAMILIES else fam  # a table of a plugin not loaded here: its name
+    return text if arch == "mlp" else f"{text} ({ARCHS[arch].label if arch in ARCHS else arch})"
 
 
 def models(df: pd.DataFrame) -> list[str]:
-    """The models present, by family (FAMILY_ORDER), the paper's mlp before other archs."""
+    """The models present, by family (in registration order, models/losses.py), the paper's mlp
+    before other archs."""
+    from models.losses import FAMILIES
+
     present = set(with_models(df)["model"])
-    fam_rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    fam_rank = {f: i for i, f in enumerate(FAMILIES)}
     return sorted(present, key=lambda m: (fam_rank.get(family_of(m), len(fam_rank)), family_of(m),
                                           arch_of(m) != "mlp", arch_of(m)))
 

@@ -25,6 +25,9 @@ Formulas (../shared/PAPER.md):
 Stateful families (BEGAN's k_t) keep their state in a `Balance` object that the
 loop creates once per trial (`Family.new_state`), passes to both losses, steps
 after every G update (`Balance.step`) and saves with the checkpoint.
+
+Families are entries of one registry (models/registry.py): `register_family(Family(...))`
+adds one, from this file or from a plugin, with its label, colour and paper rule.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from models.networks import DOut
+from models.registry import PluginError, Registry
 
 
 @dataclass(frozen=True)
@@ -120,37 +124,71 @@ def began_g_loss(fake: DOut, hp: LossParams, state: Balance) -> torch.Tensor:
     return fake.score.mean(-1)
 
 
+# --- the paper's restriction of EBGAN points (Table 1) ----------------------------
+PAPER_EBGAN_RULES = "EBGANs use adam/adam with lr 0.001 and margin 10 in the paper"
+
+
+def ebgan_paper_rule(cfg) -> str | None:
+    """Why an EBGAN point lies outside the paper's grid, or None (cfg: a TrialConfig)."""
+    if cfg.optimD != "adam" or cfg.optimG != "adam":
+        return f"optimD/optimG: {PAPER_EBGAN_RULES} (got {cfg.optimD}/{cfg.optimG})"
+    if cfg.lr != 0.001:
+        return f"lr: {PAPER_EBGAN_RULES} (got {cfg.lr:g})"
+    if cfg.margin != 10.0:
+        return f"margin: {PAPER_EBGAN_RULES} (got {cfg.margin:g})"
+    return None
+
+
+DISCRIMINATOR_KINDS = ("logit", "autoencoder")
+
+
 @dataclass(frozen=True)
 class Family:
-    name: str
-    discriminator: str  # "logit" (a classifier) or "autoencoder" (an energy)
-    d_loss: Callable[..., torch.Tensor]  # (real, fake, hp, state) -> scalar
-    g_loss: Callable[..., torch.Tensor]  # (fake, hp, state) -> scalar
+    """One GAN family: its losses and everything the rest of gansweep asks about it."""
+
+    name: str  # the config's `family` value (lower case, digits, '_')
+    discriminator: str  # "logit" (a classifier, one output) or "autoencoder" (an energy; also its code)
+    d_loss: Callable[..., torch.Tensor]  # (real, fake, hp, state) -> (K,) or scalar
+    g_loss: Callable[..., torch.Tensor]  # (fake, hp, state) -> (K,) or scalar
     description: str
+    label: str = ""  # how the report names it ("EBGAN-PT"); default: the name upper-cased
+    color: str = "gray"  # its colour in every figure
     energy: str = "l2"  # the energy the family's paper uses ("auto" energy_norm resolves to it)
     new_state: Callable[..., Balance] | None = None  # (device) -> state, for stateful families
     separate_z: bool = False  # the G step draws its own z (BEGAN's z_G); else it reuses the D step's G(z)
     hinged: bool = False  # D's loss holds the fake energy up to the margin m (EBGAN's [m - D(G(z))]^+)
+    paper_rule: Callable[..., str | None] | None = None  # (cfg) -> why cfg is outside the paper's grid, or None
+
+    def __post_init__(self):
+        if self.discriminator not in DISCRIMINATOR_KINDS:
+            raise PluginError(f"family {self.name!r}: discriminator {self.discriminator!r} is not one of "
+                              f"{', '.join(DISCRIMINATOR_KINDS)}")
+        if not self.label:
+            object.__setattr__(self, "label", self.name.upper())
 
 
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family("gan", "logit", gan_d_loss, gan_g_loss,
-               "GAN, non-saturating generator loss"),
-        Family("ebgan", "autoencoder", ebgan_d_loss, ebgan_g_loss,
-               "EBGAN, auto-encoder energy with hinge margin m", hinged=True),
-        Family("ebgan_pt", "autoencoder", ebgan_d_loss, ebgan_pt_g_loss,
-               "EBGAN with the pulling-away term in the generator loss", hinged=True),
-        Family("began", "autoencoder", began_d_loss, began_g_loss,
-               "BEGAN, pixel-wise L1 energy, k_t balanced by proportional control",
-               energy="l1", new_state=Balance, separate_z=True),
-    )
-}
+FAMILIES = Registry("family")
+
+
+def register_family(family: Family, replace: bool = False) -> Family:
+    """Add a family: from then on it is a `family` choice, plans, trains, scores and reports."""
+    return FAMILIES.register(family, replace)
+
+
+for _f in (
+    Family("gan", "logit", gan_d_loss, gan_g_loss, "GAN, non-saturating generator loss",
+           label="GAN", color="#d62728"),
+    Family("ebgan", "autoencoder", ebgan_d_loss, ebgan_g_loss, "EBGAN, auto-encoder energy with hinge margin m",
+           label="EBGAN", color="#1f77b4", hinged=True, paper_rule=ebgan_paper_rule),
+    Family("ebgan_pt", "autoencoder", ebgan_d_loss, ebgan_pt_g_loss,
+           "EBGAN with the pulling-away term in the generator loss",
+           label="EBGAN-PT", color="#2ca02c", hinged=True, paper_rule=ebgan_paper_rule),
+    Family("began", "autoencoder", began_d_loss, began_g_loss,
+           "BEGAN, pixel-wise L1 energy, k_t balanced by proportional control",
+           label="BEGAN", color="#9467bd", energy="l1", new_state=Balance, separate_z=True),
+):
+    register_family(_f)
 
 
 def get_family(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown family {name!r}; choose from {', '.join(FAMILIES)}") from None
+    return FAMILIES.get_or_raise(name)

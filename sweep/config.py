@@ -9,6 +9,7 @@ every result row, so any score can be traced to exactly what produced it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 AXES = ("family", "arch", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr")
@@ -25,8 +26,8 @@ STUDY_AXES = {
 @dataclass(frozen=True)
 class TrialConfig:
     # --- grid axes (Table 1) ---
-    family: str = "ebgan"  # gan | ebgan | ebgan_pt | began
-    arch: str = "mlp"  # mlp (the paper's fully-connected nets) | dcgan (models/dcgan.py)
+    family: str = "ebgan"  # the losses (models/losses.py; plugins add more)
+    arch: str = "mlp"  # the networks: mlp (the paper's fully-connected nets), dcgan (models/dcgan.py); models/archs.py
     nLayerG: int = 3  # weight layers in G (2..5 in the paper; dcgan: 2..6)
     nLayerD: int = 2  # weight layers in D; mlp EBGANs: encoder + 1 decoder layer (dcgan: see models/dcgan.py)
     sizeG: int = 400  # units per hidden layer of G (dcgan: channels of its widest layer)
@@ -111,15 +112,37 @@ FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
 FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
 SETTINGS = tuple(n for n in FIELD_NAMES if n not in AXES and n != "seed")
 
-CHOICES = {
-    "family": ("gan", "ebgan", "ebgan_pt", "began"),
-    "arch": ("mlp", "dcgan"),
-    "optimD": ("adam", "sgd"),
-    "optimG": ("adam", "sgd"),
-    "z_dist": ("uniform", "normal"),
-    "energy_norm": ("auto", "l2", "l2_squared", "mse", "l1"),
-    "sample_bn": ("eval", "train"),
-}
+class _Choices(Mapping):
+    """Field -> its allowed values. `family` and `arch` are read from their registries
+    (models/losses.py, models/archs.py) on every lookup, so a plugin's entries count."""
+
+    _fixed = {
+        "optimD": ("adam", "sgd"),
+        "optimG": ("adam", "sgd"),
+        "z_dist": ("uniform", "normal"),
+        "energy_norm": ("auto", "l2", "l2_squared", "mse", "l1"),
+        "sample_bn": ("eval", "train"),
+    }
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if name == "family":
+            from models.losses import FAMILIES
+
+            return tuple(FAMILIES)
+        if name == "arch":
+            from models.archs import ARCHS
+
+            return tuple(ARCHS)
+        return self._fixed[name]
+
+    def __iter__(self):
+        return iter(("family", "arch", *self._fixed))
+
+    def __len__(self):
+        return 2 + len(self._fixed)
+
+
+CHOICES = _Choices()
 # (minimum, maximum or None) for numeric fields; checked before anything runs.
 BOUNDS = {
     "nLayerG": (2, None), "nLayerD": (2, None), "sizeG": (1, None), "sizeD": (1, None),
@@ -130,7 +153,6 @@ BOUNDS = {
     "prob_eps": (1e-30, 0.01), "coverage_min_frac": (0.0, 1.0),
     "began_gamma": (0.0, 1.0), "began_lambda_k": (0.0, 1.0),
 }
-DCGAN_MAX_LAYERS = 6  # equals models.dcgan.MAX_LAYERS (tests/test_trial.py checks)
 
 
 def validate(cfg: TrialConfig) -> list[str]:
@@ -152,25 +174,21 @@ def validate(cfg: TrialConfig) -> list[str]:
                 out.append(f"{name}: {value!r} is outside [{lo}, {hi if hi is not None else 'inf'}]")
     if not out and not cfg.lr > 0:
         out.append(f"lr: must be positive, got {cfg.lr!r}")
-    if not out and cfg.arch == "dcgan":
+    if not out:
+        from models.archs import get_arch
+
+        most = get_arch(cfg.arch).max_layers
         for name in ("nLayerG", "nLayerD"):
-            if getattr(cfg, name) > DCGAN_MAX_LAYERS:
-                out.append(f"{name}: dcgan nets halve the 32x32 image once per layer, so at most "
-                           f"{DCGAN_MAX_LAYERS} layers, got {getattr(cfg, name)}")
+            if most is not None and getattr(cfg, name) > most:
+                out.append(f"{name}: {cfg.arch} nets have at most {most} layers (models/archs.py), "
+                           f"got {getattr(cfg, name)}")
     if not out and cfg.batch_size > cfg.n_train:
         out.append(f"batch_size: {cfg.batch_size} is larger than n_train {cfg.n_train}")
     return out
 
-PAPER_EBGAN_RULES = "EBGANs use adam/adam with lr 0.001 and margin 10 in the paper"
-
-
 def paper_rule_violation(cfg: TrialConfig) -> str | None:
-    """The paper restricts EBGAN points (Table 1); None when cfg is within them."""
-    if cfg.family in ("ebgan", "ebgan_pt"):
-        if cfg.optimD != "adam" or cfg.optimG != "adam":
-            return f"optimD/optimG: {PAPER_EBGAN_RULES} (got {cfg.optimD}/{cfg.optimG})"
-        if cfg.lr != 0.001:
-            return f"lr: {PAPER_EBGAN_RULES} (got {cfg.lr:g})"
-        if cfg.margin != 10.0:
-            return f"margin: {PAPER_EBGAN_RULES} (got {cfg.margin:g})"
-    return None
+    """Why the paper's grid has no such point (its family's rule, models/losses.py), or None."""
+    from models.losses import get_family
+
+    rule = get_family(cfg.family).paper_rule
+    return rule(cfg) if rule else None

@@ -252,30 +252,12 @@ def _make(fields: dict, fail, where: str, study: list[str]) -> TrialConfig:
 
 
 def network_macs(cfg: TrialConfig) -> tuple[int, int]:
-    """Multiply-accumulates of one forward pass of G and of D, per sample.
+    """Multiply-accumulates of one forward pass of G and of D, per sample: the arch's own
+    count (models/archs.py) for the discriminator kind of the family (models/losses.py)."""
+    from models.archs import get_arch
+    from models.losses import get_family
 
-    A dense layer costs its weight count; a 4x4 (transposed) convolution costs
-    cin * cout * 16 per pixel of its smaller side (models/dcgan.py).
-    """
-    img = 1024
-    if cfg.arch == "mlp":
-        pg = cfg.z_dim * cfg.sizeG + (cfg.nLayerG - 2) * cfg.sizeG ** 2 + cfg.sizeG * img
-        pd_hidden = img * cfg.sizeD + (cfg.nLayerD - 2) * cfg.sizeD ** 2
-        return pg, pd_hidden + (cfg.sizeD if cfg.family == "gan" else cfg.sizeD * img)
-    # dcgan, with the nets' own shape rules: G doubles the side from s up to 32 (a
-    # transposed conv costs per input pixel), D halves it from 32 down to s (a conv
-    # costs per output pixel).
-    from models.dcgan import channel_widths, smallest_side
-
-    sg = smallest_side(cfg.nLayerG)
-    wg = channel_widths(cfg.sizeG, cfg.nLayerG - 1) + [1]
-    pg = cfg.z_dim * wg[0] * sg * sg + sum(a * b * 16 * (sg << i) ** 2
-                                           for i, (a, b) in enumerate(zip(wg[:-1], wg[1:])))
-    wd = [1] + channel_widths(cfg.sizeD, cfg.nLayerD - 1)[::-1]
-    enc = sum(a * b * 16 * (32 >> (i + 1)) ** 2 for i, (a, b) in enumerate(zip(wd[:-1], wd[1:])))
-    sd = smallest_side(cfg.nLayerD)
-    # a GAN D ends in one linear layer; an auto-encoder's decoder mirrors its encoder
-    return pg, enc + (wd[-1] * sd * sd if cfg.family == "gan" else enc)
+    return get_arch(cfg.arch).macs(cfg, get_family(cfg.family).discriminator)
 
 
 def estimate_flops(cfg: TrialConfig) -> float:

@@ -33,10 +33,9 @@ from typing import Callable
 
 import torch
 
+from models.archs import get_arch
 from models.losses import LossParams, get_family
-from models.dcgan import ConvAutoEncoderDiscriminator, ConvDiscriminator, ConvGenerator
 from models.metrics import SCORE_KEYS, Scorer, ScoreSettings
-from models.networks import AutoEncoderDiscriminator, Generator, MLPDiscriminator
 from sweep.config import TrialConfig
 from sweep.data import to_model_space
 from sweep.schema import DIVERGED, OK
@@ -48,23 +47,16 @@ DIVERGENCE_CHECK_EVERY = 50
 N_KEPT_SAMPLES = 64  # samples kept per evaluation for sample grids (Figure 4)
 
 
-# arch -> (generator, logit discriminator, auto-encoder discriminator) classes; all
-# take and return flattened (N, 1024) images, so nothing below depends on the arch.
-ARCHS = {
-    "mlp": (Generator, MLPDiscriminator, AutoEncoderDiscriminator),
-    "dcgan": (ConvGenerator, ConvDiscriminator, ConvAutoEncoderDiscriminator),
-}
-
-
 def build_models(cfg: TrialConfig, device: torch.device):
-    fam = get_family(cfg.family)
-    gen_cls, logit_cls, ae_cls = ARCHS[cfg.arch]
-    g = gen_cls(cfg.nLayerG, cfg.sizeG, cfg.z_dim)
+    """The family's losses, and G and D of the config's arch (models/archs.py): every arch takes
+    and returns flattened (N, 1024) images, so nothing below depends on the arch."""
+    fam, arch = get_family(cfg.family), get_arch(cfg.arch)
+    g = arch.generator(cfg.nLayerG, cfg.sizeG, cfg.z_dim)
     dropout = cfg.dropout_rate if cfg.dropoutD else 0.0
     if fam.discriminator == "logit":
-        d = logit_cls(cfg.nLayerD, cfg.sizeD, dropout)
+        d = arch.logit_d(cfg.nLayerD, cfg.sizeD, dropout)
     else:
-        d = ae_cls(cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm, dropout_code=cfg.dropout_code)
+        d = arch.autoencoder_d(cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm, dropout_code=cfg.dropout_code)
     return fam, g.to(device), d.to(device)
 
 

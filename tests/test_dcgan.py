@@ -5,7 +5,8 @@ from torch import nn
 
 from models.dcgan import (MAX_LAYERS, ConvAutoEncoderDiscriminator, ConvDiscriminator,
                           ConvGenerator)
-from sweep.config import DCGAN_MAX_LAYERS, TrialConfig
+from models.archs import get_arch
+from sweep.config import TrialConfig
 from sweep.grid import network_macs
 from sweep.trial import build_models
 
@@ -68,7 +69,7 @@ def test_dcgan_energy_is_the_shared_norm():
 
 
 def test_layer_limits():
-    assert MAX_LAYERS == DCGAN_MAX_LAYERS
+    assert get_arch("dcgan").max_layers == MAX_LAYERS == 6  # 32 halves five times, plus one layer
     with pytest.raises(ValueError, match="at most 6 layers"):
         TrialConfig(arch="dcgan", nLayerG=7)
     TrialConfig(arch="mlp", nLayerG=7)  # fully-connected nets have no such limit

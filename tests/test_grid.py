@@ -117,7 +117,7 @@ BAD = [
     (GOOD.replace("seeds: [0]", "seedz: [0]"), "seedz: unknown key"),
     (GOOD.replace("gan: {", "gan: {arch: [cnn], "), "grids.gan.arch: 'cnn' is not one of mlp, dcgan"),
     (GOOD.replace("gan: {", "gan: {arch: [dcgan], ").replace("nLayerG: [2]", "nLayerG: [7]"),
-     "grids.gan.nLayerG: dcgan nets halve the 32x32 image once per layer, so at most 6"),
+     "grids.gan.nLayerG: dcgan nets have at most 6 layers (models/archs.py), got 7"),
     (GOOD.replace("gan: {", "gan: [{").replace("lr: [0.001]}", "lr: [0.001]}, 3]"),
      "grids.gan[1]: expected a mapping of axis: [values]"),
     (GOOD.replace("gan: {", "gan: [{").replace("lr: [0.001]}", "lr: [0.001]}, {nLayerG: [2], nLayerD: [2], "
