@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
+import os
+import re
 import sys
 import time
 from datetime import datetime
@@ -24,15 +27,22 @@ from pathlib import Path
 
 from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, TrialConfig
 from sweep.errors import Interrupted, UserError
+from sweep.trackers import TRACKERS
 
 EXIT_USAGE = 2
+log = logging.getLogger("gansweep")
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (no usage dump) and exit 2."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
-        raise UserError(f"{self.prog}: {message} (see --help)")
+        where = self.prog.removeprefix("gansweep").strip()  # main prints the "gansweep: " prefix
+        raise UserError(f"{where + ': ' if where else ''}{message} (see {self.prog} --help)")
 
 
 def _bool(text: str) -> bool:
@@ -44,17 +54,48 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def flag(name: str) -> str:
+    """A config field's command-line flag, in the kebab-case of every other flag: nLayerG ->
+    --n-layer-g, batch_size -> --batch-size (the field's own spelling stays an alias)."""
+    return "--" + re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", name).lower().replace("_", "-")
+
+
+def _flags(name: str) -> list[str]:
+    """The flag of a field, then its old spelling when that differs."""
+    return list(dict.fromkeys([flag(name), f"--{name}"]))
+
+
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="more detail: gansweep's debug lines, and Ray's own warnings and worker logs")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no progress lines)")
+
+
+def _add_data_args(p: argparse.ArgumentParser, download: bool = True) -> None:
     p.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA, "
                                        "else ~/.cache/gansweep)")
-    p.add_argument("--download", action="store_true", help="download MNIST if it is missing")
+    if download:
+        p.add_argument("--download", action="store_true", help="download MNIST if it is missing")
 
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="sweep.yaml", help="sweep file (default: ./sweep.yaml)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="sweep file (default: ./sweep.yaml when there is one, else the copy shipped with gansweep; "
+                        "`gansweep init` writes an editable copy)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a .py file (or module) that registers families or archs (models/registry.py); repeatable. "
+                        "A run records its plugins, and resume loads them again")
 
 
-def _add_sample_args(p: argparse.ArgumentParser) -> None:
+def _add_preset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="mini", help="which preset of the sweep file (default: mini; "
+                                                    "`gansweep presets` lists them)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of every point, e.g. --set epochs=4 --set n_eval=2000 "
+                        "(any setting of `gansweep trial --help`, validated like the sweep file); repeatable")
+    p.add_argument("--seeds", default=None, metavar="LIST",
+                   help="the seeds to repeat every grid point with, e.g. 0,1,2 (default: the preset's `seeds`)")
     p.add_argument("--sample", type=int, default=None, metavar="N",
                    help="run N points of the preset's grid, a seeded sample stratified by model and axis value "
                         "(sweep/subset.py); overrides the preset's own `sample`")
@@ -71,87 +112,178 @@ def _add_pack_args(p: argparse.ArgumentParser) -> None:
                    help="keep each ok point's final G weights in RUN_DIR/weights/ (never optimizer state)")
 
 
+def _field_help(name: str, default) -> str:
+    """A config field's help: its comment in sweep/config.py, its choices, its default."""
+    from sweep.config import BOUNDS, CHOICES, field_docs
+
+    text = field_docs()[name]
+    if name in CHOICES:
+        text += f" {{{', '.join(CHOICES[name])}}}"
+    elif name in BOUNDS:
+        lo, hi = BOUNDS[name]
+        text += f" [{lo:g}, {'inf' if hi is None else format(hi, 'g')}]"
+    return f"{text} (default: {default})".replace("%", "%%")
+
+
+# (what it does, examples) of every subcommand: its help line, and the head and foot of its --help
+SUBCOMMANDS = {
+    "presets": ("list the sweep file's presets: description, trials, estimated cost",
+                ["gansweep presets", "gansweep presets --config my.yaml"]),
+    "init": ("write an editable copy of the shipped sweep file",
+             ["gansweep init                 # ./sweep.yaml", "gansweep init studies/lsgan.yaml"]),
+    "plan": ("trial counts per model, FLOPs, estimated time and disk use of a preset (runs nothing)",
+             ["gansweep plan --preset paper", "gansweep plan --preset mini --set epochs=4 --seeds 0,1",
+              "gansweep plan --preset paper --sample 100"]),
+    "run": ("run a preset as a Ray Tune sweep; results land in RUN_DIR as they finish",
+            ["gansweep run --preset mini", "gansweep run --preset paper --gpus-per-trial 0.25 --pack auto",
+             "gansweep run --preset mini --set epochs=4 --tracker mlflow"]),
+    "resume": ("carry on a sweep whose driver stopped, with its recorded preset, overrides and sample",
+               ["gansweep resume runs/mini-20261124-101500", "gansweep resume runs/mini-... --restart-errored"]),
+    "status": ("counts by state and results so far of a run (starts nothing)",
+               ["gansweep status runs/mini-20261124-101500 --check"]),
+    "report": ("figures, tables and report.html of a run (the paper's Figures 2-4, and more)",
+               ["gansweep report runs/mini-20261124-101500", "gansweep report runs/paper-... --relative"]),
+    "trial": ("train and score one grid point, without Ray",
+              ["gansweep trial --family ebgan --n-layer-g 3 --n-layer-d 2 --epochs 1",
+               "gansweep trial --family gan --arch dcgan --n-layer-g 4 --n-layer-d 4 --size-g 64 --size-d 64"]),
+    "score": ("score an array of images with the fixed classifier (I', IS, FID, classes, digit share as JSON)",
+              ["gansweep score --images samples.npy"]),
+    "classifier": ("train or check the fixed MNIST classifier behind every score",
+                   ["gansweep classifier check", "gansweep classifier train --out my_cnn.pt"]),
+    "rescore": ("score a run's kept generators again with another sampling setting",
+                ["gansweep rescore runs/mini-... --sample-bn train"]),
+    "bench": ("measure the harness against the machine and a plain loop (or Tune at paper scale)",
+              ["gansweep bench --out bench.json", "gansweep bench --scale --pack 14"]),
+}
+
+
+def _sub(sub, name: str) -> argparse.ArgumentParser:
+    what, examples = SUBCOMMANDS[name]
+    p = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".",
+                       epilog="examples:\n" + "\n".join(f"  {e}" for e in examples))
+    _verbosity(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="gansweep", description="GAN / EBGAN grid searches on MNIST with Ray Tune.")
-    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from sweep import __version__
 
-    t = sub.add_parser("trial", help="train and score one grid point (no Ray)")
-    # the declared defaults (an instance would hold energy_norm resolved for its own family)
-    defaults = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
-    types = {"int": int, "float": float, "bool": _bool, "str": str}
-    for name in AXES + ("seed",) + SETTINGS:
-        t.add_argument(f"--{name}", type=types[FIELD_TYPES[name]], default=defaults[name],
-                       help=f"default: {defaults[name]}")
-    t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--out", default=None, help="output folder (default: runs/trial-<time>)")
-    _add_data_args(t)
+    ap = _Parser(prog="gansweep", description="GAN / EBGAN hyperparameter studies on MNIST with Ray Tune: the EBGAN "
+                                              "paper's grid search (Zhao et al. 2017, section 4.1), scored and reported.",
+                 epilog="start here:\n  gansweep presets\n  gansweep plan --preset mini\n  gansweep run --preset mini\n"
+                        "  gansweep report runs/<the run's name>\n\n`gansweep COMMAND --help` explains each command.")
+    ap.add_argument("--version", action="version", version=f"gansweep {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    s = sub.add_parser("score", help="score an array of images with the fixed classifier")
-    s.add_argument("--images", required=True, help=".npy of N x 28 x 28 or N x 32 x 32; uint8 "
-                                                   "0..255 or float in [-1, 1]")
-    _add_data_args(s)
+    pr = _sub(sub, "presets")
+    _add_config_arg(pr)
+    pr.add_argument("--gflops", type=float, default=20.0, help="sustained GFLOP/s of one trial slot, for the time "
+                                                               "estimate (default 20, about one CPU core)")
 
-    c = sub.add_parser("classifier", help="train or check the fixed MNIST classifier")
-    csub = c.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    ct = csub.add_parser("train", help="train on the full MNIST training set, with outlier exposure")
-    ct.add_argument("--epochs", type=int, default=None, help="passes over the training digits (default: "
-                                                             "TRAIN_EPOCHS of models/classifier.py, "
-                                                             "which made the committed weights)")
-    ct.add_argument("--out", default=None, help="weights file (default: the committed one)")
-    _add_data_args(ct)
-    cc = csub.add_parser("check", help="accuracy, and scores of real digits and of every outlier kind")
-    cc.add_argument("--weights", default=None,
-                    help="another classifier file to check (default: the committed, pinned one)")
-    cc.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    _add_data_args(cc)
+    it = _sub(sub, "init")
+    it.add_argument("file", nargs="?", default="sweep.yaml", help="where to write it (default: ./sweep.yaml)")
+    it.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
-    pl = sub.add_parser("plan", help="trial counts per family, estimated cost and disk use")
-    pl.add_argument("--preset", default="mini")
-    _add_sample_args(pl)
+    pl = _sub(sub, "plan")
+    _add_preset_args(pl)
     _add_pack_args(pl)
     pl.add_argument("--gflops", type=float, default=20.0,
                     help="sustained GFLOP/s of one trial slot, for the time estimate (default 20, "
                          "about one CPU core; `gansweep bench` measures it)")
     _add_config_arg(pl)
 
-    r = sub.add_parser("run", help="run a sweep preset with Ray Tune")
-    r.add_argument("--preset", default="mini")
-    _add_sample_args(r)
+    r = _sub(sub, "run")
+    _add_preset_args(r)
     r.add_argument("--name", default=None, help="run name (default: <preset>-<time>)")
     r.add_argument("--storage", default="runs", help="where runs live: a path, NFS path, s3:// or gs://")
     r.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
     r.add_argument("--shared-storage", action="store_true",
                    help="assert that a --storage path is visible from every node")
-    r.add_argument("--cpus-per-trial", type=float, default=1.0)
-    r.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials per GPU")
-    r.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
-    r.add_argument("--max-failures", type=int, default=2, help="retries per trial (from checkpoint)")
-    r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
-    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial (default 1)")
+    r.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials per GPU (default 0)")
+    r.add_argument("--max-concurrent", type=int, default=0, help="at most this many trials at once "
+                                                                 "(default 0: as many as resources allow)")
+    r.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its checkpoint (default 2)")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    r.add_argument("--tracker", default=None, choices=TRACKERS,
+                   help="also log every point to an experiment tracker (sweep/trackers.py): wandb reads "
+                        "WANDB_PROJECT / WANDB_MODE, mlflow MLFLOW_TRACKING_URI (default: RUN_DIR/mlruns); "
+                        "needs pip install 'gansweep[wandb]' or '[mlflow]'")
     _add_pack_args(r)
     _add_config_arg(r)
     _add_data_args(r)
 
-    rs = sub.add_parser("resume", help="carry on a sweep whose driver stopped")
+    rs = _sub(sub, "resume")
     rs.add_argument("run_dir")
     errored = rs.add_mutually_exclusive_group()
     errored.add_argument("--skip-errored", action="store_true", help="do not retry errored trials")
     errored.add_argument("--restart-errored", action="store_true",
                          help="retry errored trials from scratch, not from their last checkpoint")
-    rs.add_argument("--address", default=None)
-    rs.add_argument("--num-cpus", type=int, default=None)
-    rs.add_argument("--quiet", action="store_true")
+    rs.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
+    rs.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     _add_data_args(rs)
 
-    st = sub.add_parser("status", help="counts by state and results so far (starts nothing)")
+    st = _sub(sub, "status")
     st.add_argument("run_dir")
     st.add_argument("--check", action="store_true",
                     help="also check the tables against the ledger's rules (sweep/ledger.py); "
                          "exit 1 naming the offending points if one is broken")
 
-    b = sub.add_parser("bench", help="measure the harness against the machine and a plain loop")
-    b.add_argument("--out", default="bench.json", help="where to write the results as JSON")
+    rp = _sub(sub, "report")
+    rp.add_argument("run_dir")
+    rp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
+    rp.add_argument("--relative", action="store_true",
+                    help="draw histogram x axes as I' / I'(real MNIST test set) of the run's scorer, so runs "
+                         "scored by other classifiers or prob_eps can be placed, not only shaped")
+
+    t = _sub(sub, "trial")
+    # the declared defaults (an instance would hold energy_norm resolved for its own family)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+    types = {"int": int, "float": float, "bool": _bool, "str": str}
+    axes = t.add_argument_group("grid axes (Table 1 of the paper)")
+    settings = t.add_argument_group("settings the paper leaves open")
+    for name in AXES + ("seed",) + SETTINGS:
+        group = axes if name in AXES or name == "seed" else settings
+        group.add_argument(*_flags(name), dest=name, type=types[FIELD_TYPES[name]], default=defaults[name],
+                           metavar=FIELD_TYPES[name].upper(), help=_field_help(name, defaults[name]))
+    t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--out", default=None, help="output folder (default: runs/trial-<time>)")
+    t.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a .py file (or module) that registers families or archs; repeatable")
+    _add_data_args(t)
+
+    s = _sub(sub, "score")
+    s.add_argument("--images", required=True, help=".npy of N x 28 x 28 or N x 32 x 32; uint8 "
+                                                   "0..255 or float in [-1, 1]")
+    _add_data_args(s)
+
+    c = _sub(sub, "classifier")
+    csub = c.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="ACTION")
+    ct = csub.add_parser("train", help="train on the full MNIST training set, with outlier exposure",
+                         description="Train the classifier on the full MNIST training set, with outlier exposure.")
+    ct.add_argument("--epochs", type=int, default=None, help="passes over the training digits (default: "
+                                                             "TRAIN_EPOCHS of models/classifier.py, "
+                                                             "which made the committed weights)")
+    ct.add_argument("--out", default=None, help="weights file (default: the committed one)")
+    _add_data_args(ct)
+    cc = csub.add_parser("check", help="accuracy, and scores of real digits and of every outlier kind",
+                         description="Accuracy, and scores of real digits and of every outlier kind "
+                                     "(noise, garbage, one class): what the instrument says about inputs "
+                                     "that must score badly.")
+    cc.add_argument("--weights", default=None,
+                    help="another classifier file to check (default: the committed, pinned one)")
+    cc.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    _add_data_args(cc)
+
+    rc = _sub(sub, "rescore")
+    rc.add_argument("run_dir")
+    rc.add_argument("--sample-bn", required=True, choices=CHOICES["sample_bn"],
+                    help="G's batch norm when drawing the samples (see the sample_bn setting)")
+    _add_data_args(rc, download=False)
+
+    b = _sub(sub, "bench")
+    b.add_argument("--out", default="bench.json", help="where to write the results as JSON (default: bench.json)")
     b.add_argument("--scale", action="store_true",
                    help="instead: the whole paper plan through the engine with the work cut to nothing "
                         "(sweep/scale.py; about 10 minutes on 2 cores)")
@@ -159,20 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "auto picks for the paper preset on a GPU)")
     b.add_argument("--work", default=None, help="with --scale: folder for its runs (default: a temporary one)")
     _add_config_arg(b)
-    b.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA)")
-
-    rc = sub.add_parser("rescore", help="score a run's kept generators again with another sampling setting")
-    rc.add_argument("run_dir")
-    rc.add_argument("--sample-bn", required=True, choices=CHOICES["sample_bn"],
-                    help="G's batch norm when drawing the samples (see the sample_bn setting)")
-    rc.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA)")
-
-    rp = sub.add_parser("report", help="figures, tables and report.html of a run")
-    rp.add_argument("run_dir")
-    rp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
-    rp.add_argument("--relative", action="store_true",
-                    help="draw histogram x axes as I' / I'(real MNIST test set) of the run's scorer, so runs "
-                         "scored by other classifiers or prob_eps can be placed, not only shaped")
+    _add_data_args(b)
     return ap
 
 
@@ -197,11 +316,15 @@ def cmd_trial(a) -> int:
     from sweep.scoring import build_scorer
     from sweep.trial import run_trial
 
+    from models.registry import add_plugin_sources
+
+    add_plugin_sources(a.plugin)
     fields = {n: getattr(a, n) for n in AXES + ("seed",) + SETTINGS}
     try:
         cfg = TrialConfig(**fields)
     except ValueError as e:
-        raise UserError(f"gansweep trial: --{e}") from None
+        name, _, why = str(e).partition(": ")
+        raise UserError(f"trial: {flag(name)}: {why}") from None
     device = _device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -365,12 +488,62 @@ def _pack_size(a, n_points: int, device: str) -> int:
     return parse_pack(a.pack) or auto_pack_size(n_points, device)
 
 
+def cmd_presets(a) -> int:
+    from models.registry import add_plugin_sources
+    from sweep.grid import estimate_flops, load_file, load_preset, source_name, sweep_file
+
+    add_plugin_sources(a.plugin)
+    path = sweep_file(a.config)
+    names = list(load_file(path)["presets"])
+    print(f"presets of {source_name(path)}\n(cost: slot-hours at {a.gflops:g} GFLOP/s per slot; `gansweep plan --preset NAME` "
+          "for the details):")
+    rows = []
+    for name in names:
+        p = load_preset(path, name)
+        hours = sum(estimate_flops(t) for t in p.trials) / (a.gflops * 1e9) / 3600
+        rows.append((name, f"{len(p.trials):,}", f"{hours:,.1f}", p.description))
+    w = [max(len(r[i]) for r in rows + [("preset", "trials", "slot-h", "")]) for i in range(3)]
+    print(f"  {'preset':<{w[0]}}  {'trials':>{w[1]}}  {'slot-h':>{w[2]}}  description")
+    for r in rows:
+        print(f"  {r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]}")
+    return 0
+
+
+def cmd_init(a) -> int:
+    from sweep.grid import PACKAGED_SWEEP, SCHEMA_FILE
+    from sweep.results import write_atomic
+
+    out = Path(a.file)
+    if out.exists() and not a.force:
+        raise UserError(f"init: {out} exists; pass --force to overwrite it, or name another file")
+    if out.is_dir() or not out.parent.is_dir():
+        raise UserError(f"init: {out}: not a file in an existing folder")
+    # The header's schema line points at the installed schema, so editors validate this copy too.
+    text = re.sub(r"^# yaml-language-server: \$schema=.*$", f"# yaml-language-server: $schema={SCHEMA_FILE.resolve()}",
+                  PACKAGED_SWEEP.read_text(), count=1, flags=re.M)
+    write_atomic(out, lambda p: Path(p).write_text(text))
+    log.info("wrote %s: edit it, then `gansweep plan --preset NAME` reads it from this folder", out)
+    print(f"[gansweep] wrote {out}")
+    return 0
+
+
+def _preset(a):
+    """The preset a plan or run asks for: its sweep file, plugins, --set, --seeds and --sample."""
+    from models.registry import add_plugin_sources
+    from sweep.grid import load_preset, parse_overrides, sweep_file
+
+    overrides = parse_overrides(a.overrides, a.seeds)  # the command line first: its errors are the cheapest
+    add_plugin_sources(a.plugin)
+    path = sweep_file(a.config)
+    return path, load_preset(path, a.preset, a.sample, a.sample_seed, overrides=overrides)
+
+
 def cmd_plan(a) -> int:
     from sweep.disk import estimate_disk, fmt_bytes
-    from sweep.grid import estimate_flops, load_preset
+    from sweep.grid import estimate_flops
     from sweep.packs import make_packs
 
-    preset = load_preset(a.config, a.preset, a.sample, a.sample_seed)
+    path, preset = _preset(a)
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # what --pack auto picks on this machine
@@ -381,8 +554,11 @@ def cmd_plan(a) -> int:
     for t in preset.trials:
         flops[t.model] = flops.get(t.model, 0.0) + estimate_flops(t)
     total = sum(flops.values())
-    print(f"preset {preset.name}: {preset.description}")
-    print(f"points: {preset.scope}")
+    from sweep.grid import source_name
+
+    print(f"preset {preset.name} of {source_name(path)}: {preset.description}")
+    print(f"points: {preset.scope}" + (f"; overridden: {preset.overrides.describe()}"
+                                       if preset.overrides and preset.overrides.record() else ""))
     print(f"{'model':<15} {'trials':>7} {'TFLOP':>10}")
     for model, n in counts.items():
         print(f"{model:<15} {n:>7} {flops[model] / 1e12:>10.1f}")
@@ -403,9 +579,7 @@ def cmd_plan(a) -> int:
 def cmd_run(a) -> int:
     from sweep.cluster import Runtime
     from sweep.engine import run_sweep
-    from sweep.grid import load_preset
-
-    preset = load_preset(a.config, a.preset, a.sample, a.sample_seed)
+    config_file, preset = _preset(a)
     _check_runtime(a)
     pack = _pack_size(a, len(preset.trials), "cuda" if a.gpus_per_trial > 0 else "cpu")
     name = a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -415,8 +589,13 @@ def cmd_run(a) -> int:
     run_dir = Path("runs" if remote else a.storage) / name
     rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                  max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,
-                 num_cpus=a.num_cpus, data_root=a.data_root, pack=pack, keep_weights=a.keep_weights)
-    run_sweep(preset, Path(a.config), run_dir, rt, storage=a.storage if remote else None,
+                 num_cpus=a.num_cpus, data_root=a.data_root, pack=pack, keep_weights=a.keep_weights,
+                 tracker=a.tracker)
+    if a.tracker:
+        from sweep.trackers import check_tracker
+
+        check_tracker(a.tracker)  # installed? before anything starts
+    run_sweep(preset, config_file, run_dir, rt, storage=a.storage if remote else None,
               shared_storage=a.shared_storage, download=a.download, quiet=a.quiet)
     return 0
 
@@ -519,13 +698,14 @@ def cmd_report(a) -> int:
 def cmd_bench(a) -> int:
     from sweep.bench import format_table, run_bench
     from sweep.data import load_mnist
-    from sweep.grid import load_preset
+    from sweep.grid import load_preset, sweep_file
 
     if a.scale:
         return _bench_scale(a)
-    load_preset(a.config, "mini")  # the sweep file must hold a valid mini preset
-    load_mnist(a.data_root)  # fail now, not after minutes of benchmarking
-    res = run_bench(Path(a.config), a.data_root, Path(a.out),
+    config = sweep_file(a.config)
+    load_preset(config, "mini")  # the sweep file must hold a valid mini preset
+    load_mnist(a.data_root, a.download)  # fail (or download) now, not after minutes of benchmarking
+    res = run_bench(config, a.data_root, Path(a.out),
                     log=lambda m: print(f"[gansweep bench] {m}", flush=True))
     print(format_table(res))
     print(f"[gansweep bench] wrote {a.out}")
@@ -536,36 +716,51 @@ def _bench_scale(a) -> int:
     import tempfile
 
     from sweep.data import load_mnist
-    from sweep.grid import load_preset
+    from sweep.grid import load_preset, sweep_file
     from sweep.packs import parse_pack
     from sweep.scale import format_scale, run_scale, write_json
 
-    load_preset(a.config, "paper")  # the sweep file must hold a valid paper preset
+    config = sweep_file(a.config)
+    load_preset(config, "paper")  # the sweep file must hold a valid paper preset
     parse_pack(a.pack)
-    load_mnist(a.data_root)
+    load_mnist(a.data_root, a.download)
 
     def log(m):
         print(f"[gansweep bench --scale] {m}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gansweep-scale-") as tmp:
-        res = run_scale(Path(a.config), Path(a.work or tmp), a.pack, a.data_root, log)
+        res = run_scale(config, Path(a.work or tmp), a.pack, a.data_root, log)
     write_json(res, Path(a.out))
     print(format_scale(res))
     log(f"wrote {a.out}")
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "trial": cmd_trial, "score": cmd_score, "classifier": cmd_classifier, "plan": cmd_plan,
+COMMANDS = {"presets": cmd_presets, "init": cmd_init, "bench": cmd_bench, "trial": cmd_trial, "score": cmd_score, "classifier": cmd_classifier, "plan": cmd_plan,
             "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report, "rescore": cmd_rescore}
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    """gansweep's own log lines ("gansweep" logger) on stderr: info by default, debug with
+    --verbose, warnings only with --quiet. --verbose also lets Ray's warnings through
+    (sweep/cluster.py), e.g. its slow experiment-state saves at thousands of trials."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[gansweep] %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     from models.classifier import ClassifierError
+    from models.registry import PluginError
     from sweep.data import DataError
 
     try:
         a = build_parser().parse_args(argv)
+        setup_logging(a.verbose, a.quiet)
         return COMMANDS[a.command](a)
-    except (UserError, DataError, ClassifierError) as e:
+    except (UserError, DataError, ClassifierError, PluginError) as e:
         print(f"gansweep: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as e:  # a sweep stopped by a signal, its tables consistent
@@ -575,8 +770,6 @@ def main(argv: list[str] | None = None) -> int:
         print("gansweep: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `gansweep plan | head`: the reader left; nothing to say to it
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
 

@@ -8,6 +8,7 @@ reach the run's storage. Ray is imported only inside functions, after
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class Runtime:
     data_root: str | None = None  # where MNIST is read (see sweep/data.py)
     pack: int = 1  # grid points per Tune trial (sweep/packs.py); fixed for a run once it starts
     keep_weights: bool = False  # keep every ok point's final G weights in RUN_DIR/weights/
+    tracker: str | None = None  # also log every point to wandb or mlflow (sweep/trackers.py)
 
     @property
     def threads(self) -> int:
@@ -69,13 +71,15 @@ def ray_init(rt: Runtime) -> None:
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
     # while they start, then sweep/signals.py handles it in the driver alone.
     hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Ray's own log lines and the workers' output only with --verbose (sweep/cli.py's logging).
+    verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
+    quiet = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "ERROR"}
     try:
         if rt.address:
-            ray.init(address=rt.address, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=rt.address, **quiet)
         else:
             # A private single-machine instance: no dashboard, every port on loopback.
-            ray.init(num_cpus=rt.num_cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+            ray.init(num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
     finally:
         signal.signal(signal.SIGHUP, hup)
     from sweep.signals import STOP

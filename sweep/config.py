@@ -107,6 +107,16 @@ def model_name(family: str, arch: str) -> str:
     return family if arch == "mlp" else f"{family}-{arch}"
 
 
+def field_docs() -> dict[str, str]:
+    """Field name -> the comment written beside it in TrialConfig above (the one place a field is
+    documented: `gansweep trial --help` and the sweep file's JSON Schema read it from here)."""
+    import inspect
+    import re
+
+    src = inspect.getsource(TrialConfig)
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): \w+ = [^#\n]+#(.*)$", src, re.M)}
+
+
 _DEFAULTS = {f.name: f.default for f in fields(TrialConfig)}
 FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
 FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import cluster
+from sweep import cluster, trackers
 from sweep.cluster import Runtime
 from sweep.errors import Interrupted, UserError
 from sweep.grid import Preset, estimate_flops
@@ -80,9 +80,14 @@ def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
     from sweep.callback import LedgerCallback
 
     storage_path, name = manifest["tune_path"].rsplit("/", 1)
+    callbacks = [JsonLoggerCallback(), TBXLoggerCallback(), LedgerCallback()]
+    if rt.tracker:
+        from sweep.trackers import make_tracker
+
+        callbacks.append(make_tracker(rt.tracker, run_dir))
     return tune.RunConfig(
         name=name, storage_path=storage_path, verbose=0,
-        callbacks=[JsonLoggerCallback(), TBXLoggerCallback(), LedgerCallback()],
+        callbacks=callbacks,
         # num_to_keep=1 rewrites the whole experiment state on every checkpoint: keep 2.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=rt.max_failures))
@@ -113,6 +118,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         # Data and classifier first: a missing dataset or a bad classifier (or a signal
         # during start-up) leaves no half-made run directory behind.
         packs = make_packs(preset.trials, rt.pack)
+        trackers.configure(packs)
         trainable_fn, sha, reference_scores = _prepare(packs, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +142,11 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(manifest, run_dir, rt))
         if not quiet:
-            print(f"[gansweep] run {run_dir} : preset {preset.name}, {_trials_phrase(preset.trials, packs)}, "
+            from sweep.grid import source_name
+
+            overridden = preset.overrides.describe() if preset.overrides else ""
+            print(f"[gansweep] run {run_dir} : preset {preset.name} of {source_name(config_file)}"
+                  f"{' with ' + overridden if overridden else ''}, {_trials_phrase(preset.trials, packs)}, "
                   f"{slots} at a time, {rt.cpus_per_trial:g} CPU / {rt.gpus_per_trial:g} GPU each", flush=True)
         t_fit = time.time()
         tuner.fit()
@@ -164,6 +174,7 @@ def _resume(run_dir: Path, manifest: dict, t0: float, rt_overrides: dict | None,
     preset_trials = plan(run_dir)
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
     packs = make_packs(preset_trials, rt.pack)
+    trackers.configure(packs)
     tune_path = tune_path_of(run_dir, manifest)
     cluster.check_experiment_state(tune_path, run_dir)
     banked = banked_compute(run_dir)

@@ -20,6 +20,7 @@ Every problem is reported as one line that names the key, e.g.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,11 @@ from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, Trial
 from sweep.errors import UserError
 from sweep.subset import SAMPLER_VERSION, stratified_sample
 
+log = logging.getLogger("gansweep")
+# The sweep file shipped inside the package: a link to the checkout's ./sweep.yaml, so there is
+# one copy to edit and the installed command works from any folder.
+PACKAGED_SWEEP = Path(__file__).with_name("presets.yaml")
+SCHEMA_FILE = Path(__file__).with_name("sweep.schema.json")  # its JSON Schema (sweep/yaml_schema.py)
 PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids", "sample", "sample_seed"}
 GRID_AXES = tuple(a for a in AXES if a != "family")
 # Axes a grid may leave out, and the values they then take. Table 1 has no arch
@@ -50,6 +56,7 @@ class Preset:
     sample: int | None = None  # N of a stratified sample (sweep/subset.py), or None: the whole grid
     sample_seed: int = 0  # the sample's seed
     sampler: int = SAMPLER_VERSION  # the version of sweep/subset.py that draws it
+    overrides: "Overrides | None" = None  # --set / --seeds given on the command line
 
     @property
     def scope(self) -> str:
@@ -68,6 +75,83 @@ class Preset:
         for t in self.trials:
             out[t.model] = out.get(t.model, 0) + 1
         return out
+
+
+def sweep_file(config: str | None) -> Path:
+    """The sweep file a command reads: --config FILE, else ./sweep.yaml when there is one, else the
+    packaged copy. Commands name it in their output (`source_name`): two folders can mean two files."""
+    if config is not None:
+        return Path(config)
+    local = Path("sweep.yaml")
+    return local if local.is_file() else PACKAGED_SWEEP
+
+
+def source_name(path: Path) -> str:
+    """How output names a sweep file: './sweep.yaml', 'the sweep file shipped with gansweep', or its path."""
+    if Path(path) == PACKAGED_SWEEP:
+        return "the sweep file shipped with gansweep (`gansweep init` writes an editable copy)"
+    return f"./{path}" if not Path(path).is_absolute() and "/" not in str(path) else str(path)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line changes in a preset (--set KEY=VALUE, --seeds): recorded in the
+    run's manifest, so resume rebuilds the same points."""
+
+    settings: dict  # setting -> typed value, applied over the preset's `settings` and grids
+    seeds: tuple[int, ...] | None = None  # replaces the preset's `seeds`
+
+    def record(self) -> dict | None:
+        return None if not self.settings and self.seeds is None else {
+            "set": dict(self.settings), "seeds": None if self.seeds is None else list(self.seeds)}
+
+    @classmethod
+    def from_record(cls, rec: dict | None) -> "Overrides":
+        rec = rec or {}
+        seeds = rec.get("seeds")
+        return cls(dict(rec.get("set") or {}), None if seeds is None else tuple(seeds))
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.settings.items()]
+        if self.seeds is not None:
+            parts.append(f"seeds={','.join(map(str, self.seeds))}")
+        return ", ".join(parts)
+
+
+NO_OVERRIDES = Overrides({})
+
+
+def parse_overrides(pairs: list[str], seeds: str | None) -> Overrides:
+    """--set KEY=VALUE (VALUE read as a YAML scalar, so 4, 1e-3, true, normal) and --seeds 0,1,2,
+    checked like the sweep file's settings and seeds. One line (exit 2) on the first problem."""
+    settings: dict = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"--set {pair}: expected KEY=VALUE, e.g. --set epochs=4")
+        if key in AXES or key == "seed":
+            raise ConfigError(f"--set {pair}: {key} is a grid axis; change it in the preset's grids "
+                              "(`gansweep init` writes an editable sweep file)" + (", or use --seeds" if key == "seed"
+                                                                                 else ""))
+        if key not in SETTINGS:
+            raise ConfigError(f"--set {pair}: unknown setting {key!r}; settings are: {', '.join(SETTINGS)}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        if not _type_ok(value, FIELD_TYPES[key]):
+            raise ConfigError(f"--set {pair}: expected {FIELD_TYPES[key]}, got {text!r}")
+        settings[key] = float(value) if FIELD_TYPES[key] == "float" else value
+    parsed = None
+    if seeds is not None:
+        try:
+            parsed = tuple(int(x) for x in seeds.split(","))
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds}: expected integers separated by commas, e.g. 0,1,2") from None
+        if any(x < 0 for x in parsed) or len(set(parsed)) != len(parsed):
+            raise ConfigError(f"--seeds {seeds}: expected distinct non-negative integers")
+    return Overrides(settings, parsed)
 
 
 def _type_ok(value, type_name: str) -> bool:
@@ -104,20 +188,27 @@ def load_file(path: str | Path) -> dict:
 
 
 def load_preset(path: str | Path, name: str, sample: int | None = None, sample_seed: int | None = None,
-                sampler: int = SAMPLER_VERSION) -> Preset:
+                sampler: int = SAMPLER_VERSION, overrides: Overrides = NO_OVERRIDES) -> Preset:
     """A preset of a sweep file; `sample` / `sample_seed` (--sample, --sample-seed) override its own;
-    `sampler`: the sweep/subset.py version that draws it (a run's manifest records its own)."""
+    `sampler`: the sweep/subset.py version that draws it (a run's manifest records its own);
+    `overrides`: --set and --seeds."""
     doc = load_file(path)
     presets = doc["presets"]
     if name not in presets:
         raise ConfigError(f"{path}: unknown preset {name!r}; presets are: {', '.join(presets)}")
     return parse_preset(name, presets[name], where=f"{Path(path).name}: presets.{name}", sample=sample,
-                        sample_seed=sample_seed, sampler=sampler)
+                        sample_seed=sample_seed, sampler=sampler, overrides=overrides)
 
 
 def parse_preset(name: str, body, where: str, sample: int | None = None, sample_seed: int | None = None,
-                 sampler: int = SAMPLER_VERSION) -> Preset:
+                 sampler: int = SAMPLER_VERSION, overrides: Overrides = NO_OVERRIDES) -> Preset:
     def fail(key: str, msg: str):
+        # a problem with a command-line override is named as the user wrote it
+        setting = key.removeprefix("settings.")
+        if setting in overrides.settings:
+            raise ConfigError(f"--set {setting}={overrides.settings[setting]}: {msg}")
+        if key == "seeds" and overrides.seeds is not None:
+            raise ConfigError(f"--seeds: {msg}")
         raise ConfigError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}")
 
     if not isinstance(body, dict):
@@ -136,13 +227,14 @@ def parse_preset(name: str, body, where: str, sample: int | None = None, sample_
     settings = body.get("settings") or {}
     if not isinstance(settings, dict):
         fail("settings", "expected a mapping of setting: value")
+    settings = {**settings, **overrides.settings}
     for key, value in settings.items():
         if key not in SETTINGS:
             fail(f"settings.{key}", f"unknown setting; settings are: {', '.join(SETTINGS)}")
         if not _type_ok(value, FIELD_TYPES[key]):
             fail(f"settings.{key}", f"expected {FIELD_TYPES[key]}, got {value!r}")
 
-    seeds = body["seeds"]
+    seeds = body["seeds"] if overrides.seeds is None else list(overrides.seeds)
     if not isinstance(seeds, list) or not seeds:
         fail("seeds", "expected a non-empty list of seeds")
     for i, s in enumerate(seeds):
@@ -178,7 +270,8 @@ def parse_preset(name: str, body, where: str, sample: int | None = None, sample_
                 trials.append(cfg)
     n, seed = _sample_args(body, sample, sample_seed, len(trials), fail)
     chosen = tuple(trials) if n is None else stratified_sample(tuple(trials), n, seed, sampler)
-    return Preset(name, str(body.get("description", "")), chosen, dict(settings), len(trials), n, seed, sampler)
+    return Preset(name, str(body.get("description", "")), chosen, dict(settings), len(trials), n, seed, sampler,
+                  overrides)
 
 
 def _sample_args(body: dict, sample, sample_seed, grid_size: int, fail) -> tuple[int | None, int]:
@@ -212,7 +305,8 @@ def _expand(family: str, axes, seeds: list, settings: dict, g: str, fail) -> lis
             fail(f"{g}.{axis}", f"unknown axis; axes are: {', '.join(GRID_AXES)} (and, beyond the paper: "
                                 f"{', '.join(STUDY_AXES)})")
         if axis in STUDY_AXES and axis in settings:
-            fail(f"{g}.{axis}", f"also in settings: give {axis} in one place")
+            # (a --set of it is reported as the user's --set, by fail)
+            fail(f"settings.{axis}", f"the preset's grid {g} varies {axis}: give it in one place")
     study = [a for a in STUDY_AXES if a in axes]  # settings this grid varies
     axes = {**OPTIONAL_AXES, **axes}
     for axis in GRID_AXES + tuple(study):

@@ -35,7 +35,8 @@ import pandas as pd
 
 from models.metrics import SCORE_KEYS
 from sweep.config import FIELD_NAMES, TrialConfig
-from sweep.grid import estimate_flops, load_preset
+from models.registry import add_plugin_sources
+from sweep.grid import Overrides, estimate_flops, load_preset
 from sweep.subset import SAMPLER_VERSION
 from sweep.packs import make_packs, trial_label
 from sweep.errors import UserError
@@ -51,15 +52,18 @@ SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy 
 
 def plan(run_dir: Path) -> tuple[TrialConfig, ...]:
     """The grid points a run directory was started with (its own copy of the sweep file, and
-    the sample it drew, which the manifest records whether the file or --sample asked for it)."""
+    the sample it drew, which the manifest records whether the file or --sample asked for it, and
+    the --set / --seeds overrides it was started with)."""
     m = read_manifest(run_dir)
+    add_plugin_sources(m.get("plugins") or [])  # its families and archs, before its points are rebuilt
     sample = m.get("sample")  # runs before --sample have no key: the file decides
     n, seed = (sample["n"], sample["seed"]) if sample else (None, None)
     sampler = sample.get("sampler", 1) if sample else SAMPLER_VERSION  # version 1 recorded none
     if sampler > SAMPLER_VERSION:
         raise UserError(f"{run_dir}: its sample was drawn by sampler version {sampler}, newer than this "
                         f"gansweep's {SAMPLER_VERSION}; upgrade gansweep to resume or check it")
-    preset = load_preset(Path(run_dir) / "sweep.yaml", m["preset"], sample=n, sample_seed=seed, sampler=sampler)
+    preset = load_preset(Path(run_dir) / "sweep.yaml", m["preset"], sample=n, sample_seed=seed, sampler=sampler,
+                         overrides=Overrides.from_record(m.get("overrides")))
     if "sample" in m and sample is None and preset.sample is not None:
         raise UserError(f"{run_dir}: its sweep.yaml samples preset {m['preset']!r} but the run did not")
     return preset.trials

@@ -110,10 +110,12 @@ def git_commit() -> str:
 def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, classifier_sha256: str,
                  reference_scores: dict) -> dict:
     """The manifest of a new run: what it runs, where, with which scorer and code."""
+    from models.registry import plugin_sources
     from sweep import __version__
 
     return {"format": MANIFEST_FORMAT, "name": name, "preset": preset.name, "n_trials": len(preset.trials),
             "sample": preset.sample_record(), "scope": preset.scope,
+            "overrides": preset.overrides.record() if preset.overrides else None, "plugins": plugin_sources(),
             "counts": preset.counts(), "tune_path": tune_path, "runtime": runtime, "device": device,
             "classifier_sha256": classifier_sha256, "reference_scores": reference_scores,
             "gansweep_version": __version__, "git_commit": git_commit(),

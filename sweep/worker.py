@@ -102,10 +102,12 @@ def pack_of(config: dict, packs: dict[str, list[dict]]) -> tuple[str, list[Trial
 
 # --------------------------------------------------------------------------- the trainable
 def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, threads, device,
-              finished: dict, packs: dict, keep_weights: bool):
+              finished: dict, packs: dict, keep_weights: bool, plugins: list):
     """One pack of grid points inside a Tune worker: config = {"pack": pack_id}.
 
     packs: pack_id -> its points' TrialConfig fields (sweep/packs.py), passed once.
+    plugins: the driver's plugin sources (models/registry.py), loaded here before any
+    config is rebuilt, so a plugin family trains on a worker as on the driver.
     finished: point_id -> final report of the points RUN_DIR's tables already record
     as finished (filled on resume). Tune's experiment state is saved periodically, so
     after a driver crash it can hold an older checkpoint of a pack that had in fact
@@ -115,8 +117,10 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     the last one carries every point of the pack, so Tune's last result of a finished
     trial holds each point's final report.
     """
+    from models.registry import load_plugins
     from sweep.trial import finished_status, start_pack, train_pack
 
+    load_plugins(plugins)
     started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
     label, cfgs = pack_of(config, packs)
     torch.set_num_threads(threads)
@@ -193,7 +197,10 @@ def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: in
     """The trainable with MNIST, the classifier and the packs put in the object store once,
     and its resources. train_images: numpy, not a tensor (the object store hands numpy
     arrays to workers without a copy)."""
+    from models.registry import plugin_sources
+
     fn = tune.with_parameters(trainable, images=train_images, clf_state=clf.state_dict(), clf_sha=clf_sha,
                               ref_mean=ref.mean, ref_cov=ref.cov, threads=threads, device=device,
-                              finished=finished, packs=packs, keep_weights=keep_weights)
+                              finished=finished, packs=packs, keep_weights=keep_weights,
+                              plugins=plugin_sources())
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})

@@ -250,7 +250,7 @@ def test_a_grid_may_vary_margin_energy_norm_and_dropout_code(tmp_path):
         load_preset(_write(tmp_path, f.read_text().replace("margin: [5, 10]", "margin: [5, ten]")), "p")
     with pytest.raises(ConfigError, match=r"grids.ebgan.energy_norm: 'l3' is not one of"):
         load_preset(_write(tmp_path, f.read_text().replace("energy_norm: [l2, mse]", "energy_norm: [l3]")), "p")
-    with pytest.raises(ConfigError, match="grids.ebgan.margin: also in settings: give margin in one place"):
+    with pytest.raises(ConfigError, match="settings.margin: the preset.s grid grids.ebgan varies margin: give it in one place"):
         load_preset(_write(tmp_path, f.read_text().replace("{epochs: 1}", "{epochs: 1, margin: 3}")), "p")
     with pytest.raises(ConfigError, match="margin: EBGANs use adam/adam with lr 0.001 and margin 10"):
         load_preset(_write(tmp_path, f.read_text().replace("\n    paper_rules: false", "")), "p")

@@ -1,0 +1,149 @@
+"""Experiment trackers, opt-in: every grid point as a W&B or MLflow run, through Ray Tune's own callbacks.
+
+    pip install -e ".[mlflow]"   # or ".[wandb]"
+    gansweep run --preset mini --tracker mlflow    # MLFLOW_TRACKING_URI, else RUN_DIR/mlruns
+    gansweep run --preset mini --tracker wandb     # WANDB_PROJECT (default gansweep), WANDB_MODE
+
+A tracker run is one Tune trial. With packs of one point (the default on a CPU, and on a
+GPU up to 512 points) that is one grid point: the run is named by its point_id, tagged
+with point_id, family, model and every grid axis, its params are the point's whole
+config, and its metrics are the point's scores and losses per epoch (step = epoch). A
+pack of several points is one run named by the pack, tagged with what its points share,
+and its metrics are named <point_id>/<metric> (step = Tune's iteration).
+
+The results tables in RUN_DIR stay the record; a tracker is a view for filtering runs.
+The runs of a sweep share its name: the MLflow experiment, or the W&B group.
+
+Tune pickles its callbacks into the experiment state and unpickles them on resume, so the
+callbacks hold only names; the packs' points come from `configure`, which sweep/engine.py
+calls in every session (as for sweep/callback.py).
+
+Ray and the trackers are imported inside the functions, after sweep/cluster.py has set Ray's
+environment.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+TRACKERS = ("wandb", "mlflow")  # --tracker choices; each is the pip extra that installs it
+_PACKS: dict = {}  # pack_id -> [TrialConfig] of this driver session
+
+
+def check_tracker(name: str) -> None:
+    """One line (exit 2) when the tracker's package is missing, before anything starts."""
+    from sweep.errors import UserError
+
+    module = {"wandb": "wandb", "mlflow": "mlflow"}[name]
+    try:
+        __import__(module)
+    except ImportError:
+        raise UserError(f"--tracker {name}: {module} is not installed; pip install 'gansweep[{name}]'") from None
+
+
+def configure(packs) -> None:
+    """This session's packs (sweep/packs.py), which name and tag the tracker runs."""
+    _PACKS.clear()
+    _PACKS.update({p.pack_id: list(p.points) for p in packs})
+
+
+def point_tags(cfg) -> dict[str, str]:
+    """What a tracker can filter a point by: its id, family, model and grid axes."""
+    from sweep.config import AXES, STUDY_AXES
+
+    return {"point_id": cfg.point_id, "model": cfg.model, "seed": str(cfg.seed),
+            **{a: str(getattr(cfg, a)) for a in (*AXES, *STUDY_AXES)}}
+
+
+def run_view(pack_id: str) -> tuple[str, dict[str, str], dict]:
+    """(run name, tags, params) of the tracker run of one Tune trial."""
+    points = _PACKS[pack_id]
+    if len(points) == 1:
+        cfg = points[0]
+        return cfg.point_id, point_tags(cfg), cfg.as_dict()
+    tags = [point_tags(c) for c in points]
+    shared = {k: v for k, v in tags[0].items() if all(t.get(k) == v for t in tags)}
+    params = {k: v for k, v in points[0].as_dict().items() if all(c.as_dict()[k] == v for c in points)}
+    return pack_id, {**shared, "pack": pack_id, "points": str(len(points))}, params
+
+
+def result_metrics(pack_id: str, result: dict) -> list[tuple[int, dict[str, float]]]:
+    """[(step, {metric: value})] of one Tune result: each point's finite scores and losses."""
+    from sweep.ledger import point_reports
+    from sweep.schema import CURVE_KEYS
+
+    names = [k for k in CURVE_KEYS if k not in ("epoch", "outcome")]
+    single = len(_PACKS[pack_id]) == 1
+    out: list[tuple[int, dict[str, float]]] = []
+    for rep in point_reports(result):
+        values = {k: float(rep[k]) for k in names
+                  if isinstance(rep.get(k), (int, float)) and not isinstance(rep.get(k), bool)
+                  and math.isfinite(rep[k])}
+        if single:
+            out.append((int(rep["epoch"]), values))
+        else:
+            out.append((int(result["training_iteration"]),
+                        {f"{rep['point_id']}/{k}": v for k, v in values.items()}))
+    return out
+
+
+def make_tracker(name: str, run_dir: Path):
+    """The Tune callback of `--tracker name` for the run in run_dir."""
+    if name == "mlflow":
+        return _mlflow_callback(run_dir)
+    return _wandb_callback(run_dir)
+
+
+def _mlflow_callback(run_dir: Path):
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    class PointMLflow(MLflowLoggerCallback):
+        """Ray's MLflow callback, with a run per point named and tagged as above."""
+
+        def log_trial_start(self, trial):
+            if trial in self._trial_runs:
+                return
+            name, tags, params = run_view(trial.config["pack"])
+            run = self.mlflow_util.start_run(tags={**self.tags, **tags, "trial_name": str(trial)}, run_name=name)
+            self._trial_runs[trial] = run.info.run_id
+            self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=params)
+
+        def log_trial_result(self, iteration, trial, result):
+            if trial not in self._trial_runs:
+                self.log_trial_start(trial)
+            for step, metrics in result_metrics(trial.config["pack"], result):
+                if metrics:
+                    self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:  # a file store beside the run's tables; MLflow keeps it in maintenance mode, behind this switch
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = (Path(run_dir) / "mlruns").resolve().as_uri()
+    return PointMLflow(tracking_uri=uri, experiment_name=Path(run_dir).name, tags={"gansweep_run": Path(run_dir).name})
+
+
+def _wandb_callback(run_dir: Path):
+    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+
+    class PointWandb(WandbLoggerCallback):
+        """Ray's W&B callback, with a run per point named and tagged as above."""
+
+        def log_trial_start(self, trial):
+            name, tags, params = run_view(trial.config["pack"])
+            kwargs = dict(id=f"{Path(run_dir).name}-{trial.trial_id}", name=name, group=self.group,
+                          project=self.project, config=params, resume="allow", allow_val_change=True,
+                          tags=[f"{k}:{v}"[:64] for k, v in tags.items()])
+            self._start_logging_actor(trial, self._exclude_results + self.excludes, **{**kwargs, **self.kwargs})
+
+        def log_trial_result(self, iteration, trial, result):
+            if trial not in self._trial_logging_actors:
+                self.log_trial_start(trial)
+            for step, metrics in result_metrics(trial.config["pack"], result):
+                if metrics:
+                    self._trial_queues[trial].put((_QueueItem.RESULT, {**metrics, "training_iteration": step}))
+
+    extra = {"dir": str(Path(run_dir).resolve())}
+    if os.environ.get("WANDB_MODE"):  # read here: the logging actors may not inherit the driver's environment
+        extra["mode"] = os.environ["WANDB_MODE"]
+    return PointWandb(project=os.environ.get("WANDB_PROJECT") or "gansweep", group=Path(run_dir).name, **extra)
