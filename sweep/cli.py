@@ -205,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "(default 0: as many as resources allow)")
     r.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its checkpoint (default 2)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
-    r.add_argument("--tracker", default=None, choices=TRACKERS,
-                   help="also log every point to an experiment tracker (sweep/trackers.py): wandb reads "
+    r.add_argument("--tracker", action="append", default=[], choices=TRACKERS,
+                   help="also log every point to an experiment tracker (sweep/trackers.py; repeatable): wandb reads "
                         "WANDB_PROJECT / WANDB_MODE, mlflow MLFLOW_TRACKING_URI (default: RUN_DIR/mlruns); "
                         "needs pip install 'gansweep[wandb]' or '[mlflow]'")
     _add_pack_args(r)
@@ -590,11 +590,11 @@ def cmd_run(a) -> int:
     rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                  max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,
                  num_cpus=a.num_cpus, data_root=a.data_root, pack=pack, keep_weights=a.keep_weights,
-                 tracker=a.tracker)
-    if a.tracker:
-        from sweep.trackers import check_tracker
+                 trackers=tuple(dict.fromkeys(a.tracker)))
+    from sweep.trackers import check_tracker
 
-        check_tracker(a.tracker)  # installed? before anything starts
+    for name in rt.trackers:
+        check_tracker(name)  # installed? before anything starts
     run_sweep(preset, config_file, run_dir, rt, storage=a.storage if remote else None,
               shared_storage=a.shared_storage, download=a.download, quiet=a.quiet)
     return 0

@@ -31,7 +31,7 @@ class Runtime:
     data_root: str | None = None  # where MNIST is read (see sweep/data.py)
     pack: int = 1  # grid points per Tune trial (sweep/packs.py); fixed for a run once it starts
     keep_weights: bool = False  # keep every ok point's final G weights in RUN_DIR/weights/
-    tracker: str | None = None  # also log every point to wandb or mlflow (sweep/trackers.py)
+    trackers: tuple[str, ...] = ()  # also log every point to these: wandb, mlflow (sweep/trackers.py)
 
     @property
     def threads(self) -> int:

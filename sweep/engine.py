@@ -81,10 +81,10 @@ def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
 
     storage_path, name = manifest["tune_path"].rsplit("/", 1)
     callbacks = [JsonLoggerCallback(), TBXLoggerCallback(), LedgerCallback()]
-    if rt.tracker:
+    if rt.trackers:
         from sweep.trackers import make_tracker
 
-        callbacks.append(make_tracker(rt.tracker, run_dir))
+        callbacks += [make_tracker(name, run_dir) for name in rt.trackers]
     return tune.RunConfig(
         name=name, storage_path=storage_path, verbose=0,
         callbacks=callbacks,

@@ -101,3 +101,43 @@ def assert_ledger_holds(run: Path) -> pd.DataFrame:
     curves = pd.read_parquet(run / "curves.parquet")
     assert check_run(run, results, curves) == []
     return results
+
+
+def wandb_records(path: Path) -> dict:
+    """What an offline W&B run file (run-*.wandb) holds: its name, tags, config and history rows.
+
+    The file is a LevelDB-style log (32 KiB blocks of records, each with a 7-byte header:
+    crc32, length, type full/first/middle/last) of wandb's protobuf Records, after a 7-byte
+    file header. wandb no longer ships a Python reader, so the test reads it here."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, part, records = Path(path).read_bytes(), 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and n == 0:
+            break
+        part += data[pos + 7:pos + 7 + n]
+        pos += 7 + n
+        if kind in (1, 4):  # full, or the last piece of one
+            records.append(part)
+            part = b""
+    out = {"name": None, "tags": [], "config": {}, "history": []}
+    for raw in records:
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["name"], out["tags"] = rec.run.display_name, list(rec.run.tags)
+            out["config"].update({i.key: json.loads(i.value_json) for i in rec.run.config.update})
+        elif kind == "config":
+            out["config"].update({i.key: json.loads(i.value_json) for i in rec.config.update})
+        elif kind == "history":
+            out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in rec.history.item})
+    return out

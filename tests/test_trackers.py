@@ -1,0 +1,91 @@
+"""--tracker wandb / mlflow on a real sweep, offline: every point arrives as its own run, with its metrics.
+
+W&B runs in offline mode (files under RUN_DIR/wandb), MLflow logs to a local file store
+(RUN_DIR/mlruns); neither needs a network. Both trackers log the same sweep.
+"""
+import pandas as pd
+import pytest
+
+from helpers import REPO, cli, wandb_records
+
+pytestmark = pytest.mark.ray
+
+SWEEP = """
+presets:
+  t:
+    seeds: [0]
+    settings: {epochs: 2, batch_size: 32, n_train: 1024, n_eval: 100}
+    grids:
+      gan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
+            optimD: [adam], optimG: [adam, sgd], lr: [0.001]}
+      ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
+              optimD: [adam], optimG: [adam], lr: [0.001]}
+"""
+
+
+def test_every_point_reaches_wandb_and_mlflow(tmp_path, data_root, monkeypatch):
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    r = cli("run", "--preset", "t", "--name", "a", "--num-cpus", "2", "--tracker", "wandb", "--tracker", "mlflow",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "a"
+    curves = pd.read_parquet(run / "curves.parquet")
+    points = set(curves.point_id)
+    assert len(points) == 3
+    fid = {(p, int(e)): v for p, e, v in zip(curves.point_id, curves.epoch, curves.fid)}
+
+    # MLflow: one finished run per point in the experiment named after the sweep, tagged, with every epoch
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("a").experiment_id])
+    assert sorted(x.info.run_name for x in runs) == sorted(points)
+    for x in runs:
+        pid = x.info.run_name
+        assert x.info.status == "FINISHED"
+        assert x.data.tags["point_id"] == pid and x.data.tags["family"] == pid.split("-")[0]
+        assert x.data.tags["model"] == pid.split("-")[0] and x.data.tags["nLayerG"] == "2"
+        assert x.data.params["epochs"] == "2" and x.data.params["n_eval"] == "100"
+        history = client.get_metric_history(x.info.run_id, "fid")
+        assert sorted((h.step, round(h.value, 6)) for h in history) == [(e, round(fid[pid, e], 6)) for e in (1, 2)]
+        assert {"i_prime", "inception_score", "loss_d", "loss_g", "digit_share"} <= set(x.data.metrics)
+
+    # W&B: one offline run per point, named and tagged by it, with one history row per epoch
+    files = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 3
+    seen = {}
+    for f in files:
+        rec = wandb_records(f)
+        seen[rec["name"]] = rec
+        assert f"point_id:{rec['name']}" in rec["tags"] and "nLayerD:2" in rec["tags"]
+        assert rec["config"]["n_train"] == 1024 and rec["config"]["family"] == rec["name"].split("-")[0]
+        rows = [h for h in rec["history"] if "fid" in h]
+        assert [h["_step"] for h in rows] == [1, 2]
+        assert [round(h["fid"], 6) for h in rows] == [round(fid[rec["name"], e], 6) for e in (1, 2)]
+    assert set(seen) == points
+
+
+def test_a_missing_tracker_is_one_line(monkeypatch):
+    """Without the package installed the run stops before anything starts (simulated by hiding it)."""
+    import builtins
+
+    from sweep.errors import UserError
+    from sweep.trackers import check_tracker
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *a, **k):
+        if name == "wandb":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    with pytest.raises(UserError, match=r"--tracker wandb: wandb is not installed; pip install 'gansweep\[wandb\]'"):
+        check_tracker("wandb")
