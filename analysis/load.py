@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +75,21 @@ def one_scorer(results: pd.DataFrame, where: Path) -> str:
     return shas[0] if shas else ""
 
 
+def _load_plugins(manifest: dict) -> None:
+    """The run's plugin families and archs, for their labels and colours. A plugin that is gone
+    costs only those: its models are then drawn in gray under their plain names."""
+    from models.registry import PluginError, add_plugin_sources
+
+    try:
+        add_plugin_sources(manifest.get("plugins") or [])
+    except PluginError as e:
+        logging.getLogger("gansweep").warning("%s: its models are drawn unlabelled, in gray", e)
+
+
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     manifest, results = read_run_results(run_dir)
+    _load_plugins(manifest)
     try:
         curves = read_curves(run_dir)
     except Exception as e:  # pyarrow raises several types for damaged files
