@@ -95,16 +95,19 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
 
 
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
-    """Run on a 10-point sample of the 12 (--sample): the resume keeps that sample."""
-    from sweep.grid import load_preset
+    """Run on a 10-point sample of the 12 (--sample), with --set and --seeds: the resume keeps that
+    sample and those overrides (had it replanned the file's own seed 0, no point would match)."""
+    from sweep.grid import load_preset, parse_overrides
 
     run = tmp_path / "runs" / "k"
-    sampled = {t.point_id for t in load_preset(sweep_file, "t", sample=10, sample_seed=3).trials}
+    over = parse_overrides(["n_eval=150"], "4")
+    sampled = {t.point_id for t in load_preset(sweep_file, "t", sample=10, sample_seed=3, overrides=over).trials}
+    assert all(p.endswith("-s4") for p in sampled)
     # one trial at a time: the sweep then lasts long enough (10 trials x ~3 s) to be caught
     # with some trials finished and most not, whatever the machine's speed
     proc = start("run", "--config", sweep_file, "--preset", "t", "--name", "k", "--storage",
                  tmp_path / "runs", "--num-cpus", "2", "--max-concurrent", "1", "--quiet", "--sample", "10",
-                 "--sample-seed", "3", cwd=tmp_path)
+                 "--sample-seed", "3", "--set", "n_eval=150", "--seeds", "4", cwd=tmp_path)
     before = wait_for(lambda: results_with(run, 2), 240, "two finished trials", proc)
     # while it runs: every port of the local Ray instance listens on loopback only
     addresses = listening_addresses(proc.pid)
@@ -120,6 +123,7 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert len(after) == 10 and after["point_id"].is_unique
     assert set(after["point_id"]) == sampled
     assert (after["status"] == "ok").all() and (after["epochs_done"] == 3).all()
+    assert (after["n_eval"] == 150).all() and (after["seed"] == 4).all()
     # trials that had finished were not trained again: same scores, same training seconds
     a = after.set_index("point_id").loc[finished.index]
     assert (a["train_seconds"] == finished["train_seconds"]).all()
@@ -130,6 +134,7 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert len(m["sessions"]) == 1  # the killed session never finished; the resume did
     assert m["sample"] == {"n": 10, "seed": 3, "grid_size": N_POINTS, "sampler": 2}
     assert m["scope"] == "a 10-point sample (seed 3) of the 12-point grid"
+    assert m["overrides"] == {"set": {"n_eval": 150}, "seeds": [4]}
     assert_ledger_holds(run)
 
 
