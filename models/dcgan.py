@@ -1,6 +1,6 @@
 """DCGAN-style convolutional networks for 32x32x1 MNIST (grid axis `arch: dcgan`).
 
-    gansweep trial --family ebgan --arch dcgan --nLayerG 4 --nLayerD 4 --sizeG 64 --sizeD 64 --epochs 1
+    gansweep trial --family ebgan --arch dcgan --n-layer-g 4 --n-layer-d 4 --size-g 64 --size-d 64 --epochs 1
 
 The DCGAN guidelines (Radford et al. 2016, section 3), applied as written:
   * no pooling: strided convolutions in D, fractionally-strided (transposed)

@@ -1,12 +1,17 @@
 """The `gansweep` command line.
 
-    gansweep trial --family ebgan --nLayerG 3 --nLayerD 2 --epochs 1   # one trial, no Ray
-    gansweep score --images samples.npy                                # metrics as JSON
-    gansweep classifier train                                          # the fixed scorer
+    gansweep presets                                                   # what can run, and its cost
     gansweep plan --preset paper                                       # counts and cost
-    gansweep run --preset mini                                         # a Ray Tune sweep
+    gansweep run --preset mini --set epochs=4                          # a Ray Tune sweep
     gansweep resume runs/mini-...   /   gansweep status runs/mini-...
     gansweep report runs/mini-...                                      # figures + HTML
+    gansweep trial --family ebgan --n-layer-g 3 --n-layer-d 2 --epochs 1   # one trial, no Ray
+    gansweep score --images samples.npy                                # metrics as JSON
+    gansweep classifier train                                          # the fixed scorer
+
+Every subcommand's help (description, examples, options) is in SUBCOMMANDS and
+build_parser below; `trial`'s options are the config's fields, documented by
+their comments in sweep/config.py.
 
 Bad input (a typo, a missing file, a malformed sweep.yaml, a missing dataset)
 is one line on stderr and exit status 2; nothing is written.

@@ -1,6 +1,6 @@
 """Trials: build G and D for a grid point, train, score after every epoch; alone or in a pack.
 
-    gansweep trial --family ebgan --nLayerG 3 --nLayerD 2 --sizeG 400 --sizeD 128 --epochs 1
+    gansweep trial --family ebgan --n-layer-g 3 --n-layer-d 2 --size-g 400 --size-d 128 --epochs 1
 
 This is the only training loop in gansweep: every family (GAN, EBGAN,
 EBGAN-PT, BEGAN) on either arch (mlp, dcgan) trains through `PointRun`.
