@@ -265,6 +265,9 @@ def parse_preset(name: str, body, where: str, sample: int | None = None, sample_
                 seen[cfg.point_id] = g
                 if paper_rules:
                     why = paper_rule_violation(cfg)
+                    if why and why.split(":")[0] in overrides.settings:  # e.g. --set margin=5 on EBGANs
+                        fail(f"settings.{why.split(':')[0]}", why.split(": ", 1)[1] + "; the preset keeps "
+                             "the paper's rules (paper_rules: false in an editable copy lifts them)")
                     if why:
                         fail(g, f"{why}; set paper_rules: false to explore beyond the paper")
                 trials.append(cfg)

@@ -115,7 +115,9 @@ def test_errors_carry_one_prefix(tmp_path):
                        (["plan", "--set", "epochs=0"], "gansweep: --set epochs=0: 0 is outside [1, inf]"),
                        (["plan", "--set", "lr=0.1"], "gansweep: --set lr=0.1: lr is a grid axis"),
                        (["plan", "--seeds", "0,x"], "gansweep: --seeds 0,x: expected integers separated by commas"),
-                       (["plan", "--set", "n_eval=5"], "gansweep: --set n_eval=5: 5 is outside [10, inf]")):
+                       (["plan", "--set", "n_eval=5"], "gansweep: --set n_eval=5: 5 is outside [10, inf]"),
+                       (["plan", "--set", "margin=5"], "gansweep: --set margin=5.0: EBGANs use adam/adam with lr "
+                                                       "0.001 and margin 10 in the paper (got 5); the preset keeps")):
         r = gansweep(*args, cwd=tmp_path)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
         assert r.stderr.startswith(text), (args, r.stderr)

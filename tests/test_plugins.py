@@ -1,5 +1,6 @@
 """A GAN family from one file outside the package: registered, planned with the right FLOPs,
 trained in a real sweep, and drawn in the report under its own label and colour."""
+import os
 import re
 import sys
 from pathlib import Path
@@ -101,6 +102,24 @@ def test_the_plan_of_a_plugin_family(tmp_path, plugin):
     assert re.search(r"^lsgan\s+2\s", r.stdout, re.M) and re.search(r"^gan\s+1\s", r.stdout, re.M)
     without = cli("plan", "--preset", "t", cwd=tmp_path)  # without the plugin the family is unknown
     assert without.returncode == 2 and "grids.lsgan: unknown family" in without.stderr
+
+
+def test_an_installed_plugin_is_found_by_its_entry_point(tmp_path):
+    """A package that declares a `gansweep.families` entry point: no --plugin needed. (A folder on
+    PYTHONPATH with a .dist-info is what pip install leaves; importlib.metadata reads the same.)"""
+    site = tmp_path / "site"
+    (site / "my_gans").mkdir(parents=True)
+    (site / "my_gans" / "__init__.py").write_text("")
+    (site / "my_gans" / "lsgan.py").write_text(LSGAN)
+    info = site / "my_gans-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-gans\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[gansweep.families]\nlsgan = my_gans.lsgan\n")
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    r = cli("plan", "--preset", "t", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^lsgan\s+2\s", r.stdout, re.M)
 
 
 def _share_of_fill(png: Path, hex_color: str, alpha: float = 0.45) -> float:
