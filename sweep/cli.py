@@ -78,7 +78,7 @@ def _verbosity(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser, download: bool = True) -> None:
-    p.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANSWEEP_DATA, "
+    p.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw (default: $GANSWEEP_DATA, "
                                        "else ~/.cache/gansweep)")
     if download:
         p.add_argument("--download", action="store_true", help="download MNIST if it is missing")
@@ -94,7 +94,7 @@ def _add_config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_preset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="mini", help="which preset of the sweep file (default: mini; "
+    p.add_argument("--preset", default="mini", metavar="NAME", help="which preset of the sweep file (default: mini; "
                                                     "`gansweep presets` lists them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of every point, e.g. --set epochs=4 --set n_eval=2000 "
@@ -109,7 +109,7 @@ def _add_preset_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_pack_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pack", default="auto",
+    p.add_argument("--pack", default="auto", metavar="K",
                    help="grid points per Tune trial, trained as stacked models of one shape (sweep/packs.py): "
                         "a number, or auto (1 on CPU; on a GPU 1 up to 512 points, beyond, packs that keep Tune "
                         "near 512 trials). Fixed for a run once it starts")
@@ -199,17 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = _sub(sub, "run")
     _add_preset_args(r)
-    r.add_argument("--name", default=None, help="run name (default: <preset>-<time>)")
-    r.add_argument("--storage", default="runs", help="where runs live: a path, NFS path, s3:// or gs://")
-    r.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
+    r.add_argument("--name", default=None, metavar="NAME", help="run name (default: <preset>-<time>)")
+    r.add_argument("--storage", default="runs", metavar="PATH", help="where runs live: a path, NFS path, s3:// or gs://")
+    r.add_argument("--address", default=None, metavar="ADDR", help="join an existing Ray cluster (e.g. auto)")
     r.add_argument("--shared-storage", action="store_true",
                    help="assert that a --storage path is visible from every node")
-    r.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial (default 1)")
-    r.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials per GPU (default 0)")
-    r.add_argument("--max-concurrent", type=int, default=0, help="at most this many trials at once "
+    r.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N", help="CPUs reserved per trial (default 1)")
+    r.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="F", help="e.g. 0.25: four trials per GPU (default 0)")
+    r.add_argument("--max-concurrent", type=int, default=0, metavar="N", help="at most this many trials at once "
                                                                  "(default 0: as many as resources allow)")
-    r.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its checkpoint (default 2)")
-    r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    r.add_argument("--max-failures", type=int, default=2, metavar="N", help="retries per trial, from its checkpoint (default 2)")
+    r.add_argument("--num-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray instance (default: all)")
     r.add_argument("--tracker", action="append", default=[], choices=TRACKERS,
                    help="also log every point to an experiment tracker (sweep/trackers.py; repeatable): wandb reads "
                         "WANDB_PROJECT / WANDB_MODE, mlflow MLFLOW_TRACKING_URI (default: RUN_DIR/mlruns); "
@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     errored.add_argument("--skip-errored", action="store_true", help="do not retry errored trials")
     errored.add_argument("--restart-errored", action="store_true",
                          help="retry errored trials from scratch, not from their last checkpoint")
-    rs.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
-    rs.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    rs.add_argument("--address", default=None, metavar="ADDR", help="join an existing Ray cluster (e.g. auto)")
+    rs.add_argument("--num-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray instance (default: all)")
     _add_data_args(rs)
 
     st = _sub(sub, "status")
@@ -507,10 +507,16 @@ def cmd_presets(a) -> int:
         p = load_preset(path, name)
         hours = sum(estimate_flops(t) for t in p.trials) / (a.gflops * 1e9) / 3600
         rows.append((name, f"{len(p.trials):,}", f"{hours:,.1f}", p.description))
+    import shutil
+    import textwrap
+
     w = [max(len(r[i]) for r in rows + [("preset", "trials", "slot-h", "")]) for i in range(3)]
+    indent = " " * (2 + w[0] + 2 + w[1] + 2 + w[2] + 2)
+    width = max(shutil.get_terminal_size((100, 24)).columns, len(indent) + 40)
     print(f"  {'preset':<{w[0]}}  {'trials':>{w[1]}}  {'slot-h':>{w[2]}}  description")
     for r in rows:
-        print(f"  {r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]}")
+        head = f"  {r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  "
+        print(textwrap.fill(r[3] or "-", width, initial_indent=head, subsequent_indent=indent))
     return 0
 
 
@@ -527,8 +533,9 @@ def cmd_init(a) -> int:
     text = re.sub(r"^# yaml-language-server: \$schema=.*$", f"# yaml-language-server: $schema={SCHEMA_FILE.resolve()}",
                   PACKAGED_SWEEP.read_text(), count=1, flags=re.M)
     write_atomic(out, lambda p: Path(p).write_text(text))
-    log.info("wrote %s: edit it, then `gansweep plan --preset NAME` reads it from this folder", out)
-    print(f"[gansweep] wrote {out}")
+    here = out.resolve() == Path("sweep.yaml").resolve()
+    print(f"[gansweep] wrote {out}: edit it; " + ("plan and run read it from this folder" if here else
+                                                 f"pass --config {out} to plan and run"))
     return 0
 
 

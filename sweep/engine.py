@@ -75,12 +75,12 @@ def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, 
 
 def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
+    from ray.tune.logger import JsonLoggerCallback
 
     from sweep.callback import LedgerCallback
 
     storage_path, name = manifest["tune_path"].rsplit("/", 1)
-    callbacks = [JsonLoggerCallback(), TBXLoggerCallback(), LedgerCallback()]
+    callbacks = [JsonLoggerCallback(), trackers.tensorboard_callback(), LedgerCallback()]
     if rt.trackers:
         from sweep.trackers import make_tracker
 

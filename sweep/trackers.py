@@ -11,6 +11,9 @@ config, and its metrics are the point's scores and losses per epoch (step = epoc
 pack of several points is one run named by the pack, tagged with what its points share,
 and its metrics are named <point_id>/<metric> (step = Tune's iteration).
 
+Tune's TensorBoard files (RUN_DIR/tune/<trial>/events.*) get the same metrics,
+with or without a tracker (`tensorboard_callback`).
+
 The results tables in RUN_DIR stay the record; a tracker is a view for filtering runs.
 The runs of a sweep share its name: the MLflow experiment, or the W&B group.
 
@@ -86,6 +89,21 @@ def result_metrics(pack_id: str, result: dict) -> list[tuple[int, dict[str, floa
             out.append((int(result["training_iteration"]),
                         {f"{rep['point_id']}/{k}": v for k, v in values.items()}))
     return out
+
+
+def tensorboard_callback():
+    """Tune's TensorBoard writer, fed each point's scores and losses per epoch (as the trackers
+    are) instead of the pack's report, whose point metrics Tune cannot see inside its JSON.
+    Always on: `tensorboard --logdir RUN_DIR/tune` with the `tensorboard` extra."""
+    from ray.tune.logger import TBXLoggerCallback
+
+    class PointTBX(TBXLoggerCallback):
+        def log_trial_result(self, iteration, trial, result):
+            for step, metrics in result_metrics(trial.config["pack"], result):
+                if metrics:
+                    super().log_trial_result(iteration, trial, {**metrics, "training_iteration": step})
+
+    return PointTBX()
 
 
 def make_tracker(name: str, run_dir: Path):

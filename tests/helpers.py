@@ -141,3 +141,21 @@ def wandb_records(path: Path) -> dict:
             out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
                                    for i in rec.history.item})
     return out
+
+
+def tensorboard_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] of a TensorBoard event file: TFRecords (uint64 length, uint32
+    crc, the Event proto, uint32 crc), read with the protos tensorboardX ships."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    data, pos, out = Path(path).read_bytes(), 0, {}
+    while pos + 12 <= len(data):
+        (n,) = struct.unpack("<Q", data[pos:pos + 8])
+        event = event_pb2.Event()
+        event.ParseFromString(data[pos + 12:pos + 12 + n])
+        pos += 12 + n + 4
+        for v in event.summary.value:
+            out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out

@@ -1,4 +1,5 @@
-"""--tracker wandb / mlflow on a real sweep, offline: every point arrives as its own run, with its metrics.
+"""--tracker wandb / mlflow on a real sweep, offline: every point arrives as its own run, with its
+metrics; and Tune's TensorBoard files hold the same metrics.
 
 W&B runs in offline mode (files under RUN_DIR/wandb), MLflow logs to a local file store
 (RUN_DIR/mlruns); neither needs a network. Both trackers log the same sweep.
@@ -6,7 +7,7 @@ W&B runs in offline mode (files under RUN_DIR/wandb), MLflow logs to a local fil
 import pandas as pd
 import pytest
 
-from helpers import REPO, cli, wandb_records
+from helpers import REPO, cli, tensorboard_scalars, wandb_records
 
 pytestmark = pytest.mark.ray
 
@@ -70,6 +71,13 @@ def test_every_point_reaches_wandb_and_mlflow(tmp_path, data_root, monkeypatch):
         assert [h["_step"] for h in rows] == [1, 2]
         assert [round(h["fid"], 6) for h in rows] == [round(fid[rec["name"], e], 6) for e in (1, 2)]
     assert set(seen) == points
+
+    # TensorBoard (always on): each trial's event file holds its point's metrics per epoch
+    for pid in points:
+        (events,) = (run / "tune").glob(f"{pid}-*/events.out.tfevents.*")
+        scalars = tensorboard_scalars(events)
+        assert [s for s, _ in scalars["ray/tune/fid"]] == [1, 2]
+        assert [round(v, 2) for _, v in scalars["ray/tune/fid"]] == [round(fid[pid, e], 2) for e in (1, 2)]
 
 
 def test_a_missing_tracker_is_one_line(monkeypatch):
