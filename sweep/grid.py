@@ -13,6 +13,10 @@ refuses EBGAN points the paper does not allow (adam/adam, lr 0.001, m = 10).
 Beyond the paper, a grid may also list values of the settings in STUDY_AXES
 (margin, energy_norm, dropout_code): the margin preset crosses them. `sample: N`
 (or --sample N) runs a seeded, stratified N-point subset (sweep/subset.py).
+On the command line, --set KEY=VALUE and --seeds change a preset's settings and
+seeds without editing the file (`Overrides`; a run's manifest records them).
+Without --config, ./sweep.yaml is read, else the copy shipped in this package
+(`sweep_file`); its JSON Schema is generated from the tables here (sweep/yaml_schema.py).
 
 Every problem is reported as one line that names the key, e.g.
     sweep.yaml: presets.mini.grids.gan.lr[1]: must be positive, got -0.01
@@ -20,7 +24,6 @@ Every problem is reported as one line that names the key, e.g.
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +33,6 @@ from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, Trial
 from sweep.errors import UserError
 from sweep.subset import SAMPLER_VERSION, stratified_sample
 
-log = logging.getLogger("gansweep")
 # The sweep file shipped inside the package: a link to the checkout's ./sweep.yaml, so there is
 # one copy to edit and the installed command works from any folder.
 PACKAGED_SWEEP = Path(__file__).with_name("presets.yaml")
