@@ -38,11 +38,26 @@ EXIT_USAGE = 2
 log = logging.getLogger("gansweep")
 
 
+class LazyHelp(str):
+    """A help text computed only when help is shown: the family and arch choices come from the
+    registries, whose import costs torch's (seconds), which no other use of the parser should pay."""
+
+    def __new__(cls, make):
+        text = super().__new__(cls, "(computed when shown)")
+        text.make = make
+        return text
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def _get_help_string(self, action):
+        return action.help.make() if isinstance(action.help, LazyHelp) else action.help
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (no usage dump) and exit 2."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
@@ -173,7 +188,7 @@ def _sub(sub, name: str) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     from sweep import __version__
 
-    ap = _Parser(prog="gansweep", description="GAN / EBGAN hyperparameter studies on MNIST with Ray Tune: the EBGAN "
+    ap = _Parser(prog="gansweep", description="GAN / EBGAN hyperparameter studies on MNIST with Ray Tune:\nthe EBGAN "
                                               "paper's grid search (Zhao et al. 2017, section 4.1), scored and reported.",
                  epilog="start here:\n  gansweep presets\n  gansweep plan --preset mini\n  gansweep run --preset mini\n"
                         "  gansweep report runs/<the run's name>\n\n`gansweep COMMAND --help` explains each command.")
@@ -250,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in AXES + ("seed",) + SETTINGS:
         group = axes if name in AXES or name == "seed" else settings
         group.add_argument(*_flags(name), dest=name, type=types[FIELD_TYPES[name]], default=defaults[name],
-                           metavar=FIELD_TYPES[name].upper(), help=_field_help(name, defaults[name]))
+                           metavar=FIELD_TYPES[name].upper(),
+                           help=LazyHelp(lambda n=name: _field_help(n, defaults[n])))
     t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--out", default=None, help="output folder (default: runs/trial-<time>)")
@@ -751,12 +767,25 @@ COMMANDS = {"presets": cmd_presets, "init": cmd_init, "bench": cmd_bench, "trial
             "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report, "rescore": cmd_rescore}
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged (main() may run in a process, a
+    test say, that swaps sys.stderr), not to the stream it found when logging was set up."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(verbose: bool, quiet: bool) -> None:
     """gansweep's own log lines ("gansweep" logger) on stderr: info by default, debug with
     --verbose, warnings only with --quiet. --verbose also lets Ray's warnings through
     (sweep/cluster.py), e.g. its slow experiment-state saves at thousands of trials."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("[gansweep] %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
