@@ -203,6 +203,8 @@ def test_a_signal_stops_the_sweep_truthfully_and_resume_finishes_it(tmp_path, da
     assert f"{len(ok)} of 6 points finished (ok {len(ok)}, diverged 0), {6 - len(ok)} did not (" in last
     st = cli("status", run, "--check", cwd=tmp_path)
     assert st.returncode == 0 and f"stopped by {name}" in st.stdout, st.stdout
+    if sig != signal.SIGINT:
+        return  # what is left after a stop is the same whatever the signal: one resume of it is enough (~15 s)
 
     r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
