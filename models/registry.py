@@ -102,8 +102,13 @@ def load_plugins(sources: list[str] | None = None) -> None:
         _load_one(source)
 
 
+def _key(source: str) -> str:
+    """How a plugin source is recorded: a file by its absolute path, a module by its name."""
+    return str(Path(source).resolve()) if source.endswith(".py") else source
+
+
 def _load_one(source: str) -> None:
-    key = str(Path(source).resolve()) if source.endswith(".py") else source
+    key = _key(source)
     if key in _loaded:
         return
     _loaded.append(key)  # before running it: a plugin's own lookups must not load it again
@@ -127,7 +132,7 @@ def _load_one(source: str) -> None:
 
 def add_plugin_sources(sources: list[str]) -> None:
     """Make `sources` part of $GANSWEEP_PLUGINS (so local Ray workers inherit them) and load them."""
-    keys = [str(Path(s).resolve()) if s.endswith(".py") else s for s in sources]
+    keys = [_key(s) for s in sources]
     env = [s for s in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if s]
     os.environ[PLUGINS_ENV] = os.pathsep.join(dict.fromkeys(env + keys))
     load_plugins()

@@ -99,13 +99,23 @@ def _add_data_args(p: argparse.ArgumentParser, download: bool = True) -> None:
         p.add_argument("--download", action="store_true", help="download MNIST if it is missing")
 
 
+def _add_plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a .py file (or module) that registers families or archs (models/registry.py); repeatable. "
+                        "A run records its plugins, and resume loads them again")
+
+
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE",
                    help="sweep file (default: ./sweep.yaml when there is one, else the copy shipped with gansweep; "
                         "`gansweep init` writes an editable copy)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
-                   help="a .py file (or module) that registers families or archs (models/registry.py); repeatable. "
-                        "A run records its plugins, and resume loads them again")
+    _add_plugin_arg(p)
+
+
+def _add_gflops_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gflops", type=float, default=20.0,
+                   help="sustained GFLOP/s of one trial slot, for the time estimate (default 20, "
+                        "about one CPU core; `gansweep bench` measures it)")
 
 
 def _add_preset_args(p: argparse.ArgumentParser) -> None:
@@ -197,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = _sub(sub, "presets")
     _add_config_arg(pr)
-    pr.add_argument("--gflops", type=float, default=20.0, help="sustained GFLOP/s of one trial slot, for the time "
-                                                               "estimate (default 20, about one CPU core)")
+    _add_gflops_arg(pr)
 
     it = _sub(sub, "init")
     it.add_argument("file", nargs="?", default="sweep.yaml", help="where to write it (default: ./sweep.yaml)")
@@ -207,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = _sub(sub, "plan")
     _add_preset_args(pl)
     _add_pack_args(pl)
-    pl.add_argument("--gflops", type=float, default=20.0,
-                    help="sustained GFLOP/s of one trial slot, for the time estimate (default 20, "
-                         "about one CPU core; `gansweep bench` measures it)")
+    _add_gflops_arg(pl)
     _add_config_arg(pl)
 
     r = _sub(sub, "run")
@@ -270,8 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--out", default=None, help="output folder (default: runs/trial-<time>)")
-    t.add_argument("--plugin", action="append", default=[], metavar="FILE",
-                   help="a .py file (or module) that registers families or archs; repeatable")
+    _add_plugin_arg(t)
     _add_data_args(t)
 
     s = _sub(sub, "score")
@@ -510,18 +516,16 @@ def _pack_size(a, n_points: int, device: str) -> int:
 
 
 def cmd_presets(a) -> int:
-    from models.registry import add_plugin_sources
-    from sweep.grid import estimate_flops, load_file, load_preset, source_name, sweep_file
+    from sweep.grid import estimate_flops, load_file, load_preset, slot_hours, source_name
 
-    add_plugin_sources(a.plugin)
-    path = sweep_file(a.config)
+    path = _sweep_file(a)
     names = list(load_file(path)["presets"])
     print(f"presets of {source_name(path)}\n(cost: slot-hours at {a.gflops:g} GFLOP/s per slot; `gansweep plan --preset NAME` "
           "for the details):")
     rows = []
     for name in names:
         p = load_preset(path, name)
-        hours = sum(estimate_flops(t) for t in p.trials) / (a.gflops * 1e9) / 3600
+        hours = slot_hours(sum(estimate_flops(t) for t in p.trials), a.gflops)
         rows.append((name, f"{len(p.trials):,}", f"{hours:,.1f}", p.description))
     import shutil
     import textwrap
@@ -555,20 +559,28 @@ def cmd_init(a) -> int:
     return 0
 
 
+def _sweep_file(a) -> Path:
+    """The sweep file a command reads (--config, ./sweep.yaml or the shipped one), with --plugin's
+    families and archs registered first, since the file may name them."""
+    from models.registry import add_plugin_sources
+    from sweep.grid import sweep_file
+
+    add_plugin_sources(a.plugin)
+    return sweep_file(a.config)
+
+
 def _preset(a):
     """The preset a plan or run asks for: its sweep file, plugins, --set, --seeds and --sample."""
-    from models.registry import add_plugin_sources
-    from sweep.grid import load_preset, parse_overrides, sweep_file
+    from sweep.grid import load_preset, parse_overrides
 
     overrides = parse_overrides(a.overrides, a.seeds)  # the command line first: its errors are the cheapest
-    add_plugin_sources(a.plugin)
-    path = sweep_file(a.config)
+    path = _sweep_file(a)
     return path, load_preset(path, a.preset, a.sample, a.sample_seed, overrides=overrides)
 
 
 def cmd_plan(a) -> int:
     from sweep.disk import estimate_disk, fmt_bytes
-    from sweep.grid import estimate_flops
+    from sweep.grid import estimate_flops, slot_hours
     from sweep.packs import make_packs
 
     path, preset = _preset(a)
@@ -585,13 +597,13 @@ def cmd_plan(a) -> int:
     from sweep.grid import source_name
 
     print(f"preset {preset.name} of {source_name(path)}: {preset.description}")
-    print(f"points: {preset.scope}" + (f"; overridden: {preset.overrides.describe()}"
-                                       if preset.overrides and preset.overrides.record() else ""))
+    overridden = preset.overrides.describe()
+    print(f"points: {preset.scope}" + (f"; overridden: {overridden}" if overridden else ""))
     print(f"{'model':<15} {'trials':>7} {'TFLOP':>10}")
     for model, n in counts.items():
         print(f"{model:<15} {n:>7} {flops[model] / 1e12:>10.1f}")
     print(f"{'total':<15} {len(preset.trials):>7} {total / 1e12:>10.1f}")
-    hours = total / (a.gflops * 1e9) / 3600
+    hours = slot_hours(total, a.gflops)
     print(f"estimated cost: {hours:.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
           f"(settings: {json.dumps(preset.settings)})")
     biggest = max(len(p.points) for p in packs)
@@ -726,11 +738,11 @@ def cmd_report(a) -> int:
 def cmd_bench(a) -> int:
     from sweep.bench import format_table, run_bench
     from sweep.data import load_mnist
-    from sweep.grid import load_preset, sweep_file
+    from sweep.grid import load_preset
 
     if a.scale:
         return _bench_scale(a)
-    config = sweep_file(a.config)
+    config = _sweep_file(a)
     load_preset(config, "mini")  # the sweep file must hold a valid mini preset
     load_mnist(a.data_root, a.download)  # fail (or download) now, not after minutes of benchmarking
     res = run_bench(config, a.data_root, Path(a.out),
@@ -744,11 +756,11 @@ def _bench_scale(a) -> int:
     import tempfile
 
     from sweep.data import load_mnist
-    from sweep.grid import load_preset, sweep_file
+    from sweep.grid import load_preset
     from sweep.packs import parse_pack
     from sweep.scale import format_scale, run_scale, write_json
 
-    config = sweep_file(a.config)
+    config = _sweep_file(a)
     load_preset(config, "paper")  # the sweep file must hold a valid paper preset
     parse_pack(a.pack)
     load_mnist(a.data_root, a.download)

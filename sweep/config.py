@@ -9,6 +9,7 @@ every result row, so any score can be traced to exactly what produced it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -107,6 +108,7 @@ def model_name(family: str, arch: str) -> str:
     return family if arch == "mlp" else f"{family}-{arch}"
 
 
+@functools.cache
 def field_docs() -> dict[str, str]:
     """Field name -> the comment written beside it in TrialConfig above (the one place a field is
     documented: `gansweep trial --help` and the sweep file's JSON Schema read it from here)."""

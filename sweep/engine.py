@@ -81,10 +81,7 @@ def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
 
     storage_path, name = manifest["tune_path"].rsplit("/", 1)
     callbacks = [JsonLoggerCallback(), trackers.tensorboard_callback(), LedgerCallback()]
-    if rt.trackers:
-        from sweep.trackers import make_tracker
-
-        callbacks += [make_tracker(name, run_dir) for name in rt.trackers]
+    callbacks += [trackers.make_tracker(name, run_dir) for name in rt.trackers]
     return tune.RunConfig(
         name=name, storage_path=storage_path, verbose=0,
         callbacks=callbacks,
@@ -144,7 +141,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         if not quiet:
             from sweep.grid import source_name
 
-            overridden = preset.overrides.describe() if preset.overrides else ""
+            overridden = preset.overrides.describe()
             print(f"[gansweep] run {run_dir} : preset {preset.name} of {source_name(config_file)}"
                   f"{' with ' + overridden if overridden else ''}, {_trials_phrase(preset.trials, packs)}, "
                   f"{slots} at a time, {rt.cpus_per_trial:g} CPU / {rt.gpus_per_trial:g} GPU each", flush=True)

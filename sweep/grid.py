@@ -49,6 +49,34 @@ class ConfigError(UserError):
 
 
 @dataclass(frozen=True)
+class Overrides:
+    """What the command line changes in a preset (--set KEY=VALUE, --seeds): recorded in the
+    run's manifest, so resume rebuilds the same points."""
+
+    settings: dict  # setting -> typed value, applied over the preset's `settings` and grids
+    seeds: tuple[int, ...] | None = None  # replaces the preset's `seeds`
+
+    def record(self) -> dict | None:
+        return None if not self.settings and self.seeds is None else {
+            "set": dict(self.settings), "seeds": None if self.seeds is None else list(self.seeds)}
+
+    @classmethod
+    def from_record(cls, rec: dict | None) -> "Overrides":
+        rec = rec or {}
+        seeds = rec.get("seeds")
+        return cls(dict(rec.get("set") or {}), None if seeds is None else tuple(seeds))
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.settings.items()]
+        if self.seeds is not None:
+            parts.append(f"seeds={','.join(map(str, self.seeds))}")
+        return ", ".join(parts)
+
+
+NO_OVERRIDES = Overrides({})
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
@@ -58,7 +86,7 @@ class Preset:
     sample: int | None = None  # N of a stratified sample (sweep/subset.py), or None: the whole grid
     sample_seed: int = 0  # the sample's seed
     sampler: int = SAMPLER_VERSION  # the version of sweep/subset.py that draws it
-    overrides: "Overrides | None" = None  # --set / --seeds given on the command line
+    overrides: Overrides = NO_OVERRIDES  # --set / --seeds given on the command line
 
     @property
     def scope(self) -> str:
@@ -93,34 +121,6 @@ def source_name(path: Path) -> str:
     if Path(path) == PACKAGED_SWEEP:
         return "the sweep file shipped with gansweep (`gansweep init` writes an editable copy)"
     return f"./{path}" if not Path(path).is_absolute() and "/" not in str(path) else str(path)
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """What the command line changes in a preset (--set KEY=VALUE, --seeds): recorded in the
-    run's manifest, so resume rebuilds the same points."""
-
-    settings: dict  # setting -> typed value, applied over the preset's `settings` and grids
-    seeds: tuple[int, ...] | None = None  # replaces the preset's `seeds`
-
-    def record(self) -> dict | None:
-        return None if not self.settings and self.seeds is None else {
-            "set": dict(self.settings), "seeds": None if self.seeds is None else list(self.seeds)}
-
-    @classmethod
-    def from_record(cls, rec: dict | None) -> "Overrides":
-        rec = rec or {}
-        seeds = rec.get("seeds")
-        return cls(dict(rec.get("set") or {}), None if seeds is None else tuple(seeds))
-
-    def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.settings.items()]
-        if self.seeds is not None:
-            parts.append(f"seeds={','.join(map(str, self.seeds))}")
-        return ", ".join(parts)
-
-
-NO_OVERRIDES = Overrides({})
 
 
 def parse_overrides(pairs: list[str], seeds: str | None) -> Overrides:
@@ -357,6 +357,11 @@ def network_macs(cfg: TrialConfig) -> tuple[int, int]:
     from models.losses import get_family
 
     return get_arch(cfg.arch).macs(cfg, get_family(cfg.family).discriminator)
+
+
+def slot_hours(flops: float, gflops: float) -> float:
+    """Hours of one trial slot that sustains `gflops` GFLOP/s (the plan's time estimate)."""
+    return flops / (gflops * 1e9) / 3600
 
 
 def estimate_flops(cfg: TrialConfig) -> float:

@@ -115,7 +115,7 @@ def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, 
 
     return {"format": MANIFEST_FORMAT, "name": name, "preset": preset.name, "n_trials": len(preset.trials),
             "sample": preset.sample_record(), "scope": preset.scope,
-            "overrides": preset.overrides.record() if preset.overrides else None, "plugins": plugin_sources(),
+            "overrides": preset.overrides.record(), "plugins": plugin_sources(),
             "counts": preset.counts(), "tune_path": tune_path, "runtime": runtime, "device": device,
             "classifier_sha256": classifier_sha256, "reference_scores": reference_scores,
             "gansweep_version": __version__, "git_commit": git_commit(),

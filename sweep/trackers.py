@@ -38,11 +38,10 @@ def check_tracker(name: str) -> None:
     """One line (exit 2) when the tracker's package is missing, before anything starts."""
     from sweep.errors import UserError
 
-    module = {"wandb": "wandb", "mlflow": "mlflow"}[name]
     try:
-        __import__(module)
+        __import__(name)  # each tracker's module has its name
     except ImportError:
-        raise UserError(f"--tracker {name}: {module} is not installed; pip install 'gansweep[{name}]'") from None
+        raise UserError(f"--tracker {name}: {name} is not installed; pip install 'gansweep[{name}]'") from None
 
 
 def configure(packs) -> None:
