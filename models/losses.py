@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from models.networks import DOut
+from models.networks import D_BATCHES, DOut
 from models.registry import PluginError, Registry
 
 
@@ -158,11 +158,19 @@ class Family:
     separate_z: bool = False  # the G step draws its own z (BEGAN's z_G); else it reuses the D step's G(z)
     hinged: bool = False  # D's loss holds the fake energy up to the margin m (EBGAN's [m - D(G(z))]^+)
     paper_rule: Callable[..., str | None] | None = None  # (cfg) -> why cfg is outside the paper's grid, or None
+    # what the d_batch setting's "auto" means for this family: "joint" ([real; generated] through D's
+    # batch norm in one pass) or "separate"; default: joint for a logit D, separate for an auto-encoder
+    # (measured on GAN, EBGAN, EBGAN-PT and BEGAN: docs/reproduction.md, section 1)
+    d_batch: str = ""
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATOR_KINDS:
             raise PluginError(f"family {self.name!r}: discriminator {self.discriminator!r} is not one of "
                               f"{', '.join(DISCRIMINATOR_KINDS)}")
+        if not self.d_batch:
+            object.__setattr__(self, "d_batch", "joint" if self.discriminator == "logit" else "separate")
+        if self.d_batch not in D_BATCHES:
+            raise PluginError(f"family {self.name!r}: d_batch {self.d_batch!r} is not one of {', '.join(D_BATCHES)}")
         if not self.label:
             object.__setattr__(self, "label", self.name.upper())
 

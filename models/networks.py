@@ -18,13 +18,14 @@ biases 0. dropoutD adds dropout after D's hidden activations.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
 IMAGE_DIM = 32 * 32  # padded MNIST, flattened
 ENERGY_NORMS = ("l2", "l2_squared", "mse", "l1")
+D_BATCHES = ("joint", "separate")  # how D's batch norm sees a step's real and generated images
 
 
 class DOut(NamedTuple):
@@ -146,3 +147,28 @@ def reconstruction_energy(recon: torch.Tensor, x: torch.Tensor, norm: str) -> to
         return sq
     return sq / IMAGE_DIM
 
+
+def discriminate(d: Callable[[torch.Tensor], DOut], real: torch.Tensor, fake: torch.Tensor,
+                 d_batch: str) -> tuple[DOut, DOut]:
+    """D's outputs on a real and a generated batch, (..., B, 1024) each -> (..., B) scores.
+
+    The paper does not say how D's batches are formed (the `d_batch` setting):
+      "joint"     one pass over [real; fake] (..., 2B, 1024): D's batch norm normalises
+                  both halves with the same batch statistics, so what every generated
+                  sample shares (a grey background, saturation, one image) stays visible
+                  to D, and its gradient reaches G;
+      "separate"  two passes, each batch normalised by its own statistics (the DCGAN code's
+                  habit). Batch norm over an all-generated batch removes each feature's
+                  batch mean, and its backward pass removes the batch-mean part of the
+                  gradient: G gets no signal against an error all its samples share.
+    Leading axes (a pack's K) pass through; batch norm reduces over the batch axis only.
+    """
+    if d_batch == "separate":
+        return d(real), d(fake)
+    if d_batch != "joint":
+        raise ValueError(f"d_batch must be one of {D_BATCHES}, got {d_batch!r}")
+    b = real.shape[-2]
+    out = d(torch.cat([real, fake], dim=-2))  # score (..., 2B), code (..., 2B, C)
+    code = out.code
+    return (DOut(out.score[..., :b], None if code is None else code[..., :b, :]),
+            DOut(out.score[..., b:], None if code is None else code[..., b:, :]))

@@ -21,6 +21,7 @@ STUDY_AXES = {
     "margin": lambda v: f"m{v:g}",
     "energy_norm": str,
     "dropout_code": lambda v: "codedrop" if v else "codekept",
+    "d_batch": lambda v: {"joint": "jointbn", "separate": "sepbn"}[v],
 }
 
 
@@ -47,6 +48,7 @@ class TrialConfig:
     z_dist: str = "uniform"  # uniform on [-1, 1] (as DCGAN) | normal
     dropout_rate: float = 0.5  # dropout probability when dropoutD is true
     dropout_code: bool = True  # with dropoutD, auto-encoder Ds also drop out their code (the encoder's last layer)
+    d_batch: str = "auto"  # D's batch norm: auto (the family's) | joint (real + generated in one pass) | separate
     adam_beta1: float = 0.5  # Adam beta1 (the DCGAN / EBGAN code value)
     adam_beta2: float = 0.999  # Adam beta2
     sgd_momentum: float = 0.0  # SGD momentum (plain SGD unless set)
@@ -66,11 +68,9 @@ class TrialConfig:
         problems = validate(self)
         if problems:
             raise ValueError(problems[0])
-        if self.energy_norm == "auto":
-            # Stored resolved, so every result row names the energy actually used.
-            from models.losses import get_family
-
-            object.__setattr__(self, "energy_norm", get_family(self.family).energy)
+        # "auto" settings are stored resolved, so every result row names what was actually used.
+        for name in family_defaults(self.family):
+            object.__setattr__(self, name, resolve(self.family, name, getattr(self, name)))
 
     def replace(self, **changes) -> "TrialConfig":
         return dataclasses.replace(self, **changes)
@@ -93,14 +93,26 @@ class TrialConfig:
 
     def _study_tag(self) -> str:
         """'-m5-l2_squared-codekept' for the STUDY_AXES that differ from their defaults ('' for the paper's)."""
-        from models.losses import get_family
-
         tag = ""
         for name, spell in STUDY_AXES.items():
-            default = get_family(self.family).energy if name == "energy_norm" else _DEFAULTS[name]
+            default = family_defaults(self.family).get(name, _DEFAULTS[name])
             if getattr(self, name) != default:
                 tag += f"-{spell(getattr(self, name))}"
         return tag
+
+
+def family_defaults(family: str) -> dict:
+    """What the settings left at "auto" resolve to for a family (models/losses.py `Family`):
+    its paper's energy norm, and how its D's batch norm sees real and generated images."""
+    from models.losses import get_family
+
+    fam = get_family(family)
+    return {"energy_norm": fam.energy, "d_batch": fam.d_batch}
+
+
+def resolve(family: str, name: str, value):
+    """A setting's value as a point of `family` trains with it ("auto" -> the family's choice)."""
+    return family_defaults(family)[name] if value == "auto" and name in family_defaults(family) else value
 
 
 def model_name(family: str, arch: str) -> str:
@@ -120,6 +132,15 @@ def field_docs() -> dict[str, str]:
 
 
 _DEFAULTS = {f.name: f.default for f in fields(TrialConfig)}
+# Settings whose default changed, and the value that runs started before the change trained
+# with. A run's manifest records the defaults it started with (`setting_defaults`); one written
+# before gansweep recorded them trained with these, so its plan is rebuilt with them.
+LEGACY_DEFAULTS = {"d_batch": "separate"}
+
+
+def setting_defaults() -> dict:
+    """Every setting's default as this code declares it (what a new run's manifest records)."""
+    return {name: _DEFAULTS[name] for name in SETTINGS}
 FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
 FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
 SETTINGS = tuple(n for n in FIELD_NAMES if n not in AXES and n != "seed")
@@ -134,6 +155,7 @@ class _Choices(Mapping):
         "z_dist": ("uniform", "normal"),
         "energy_norm": ("auto", "l2", "l2_squared", "mse", "l1"),
         "sample_bn": ("eval", "train"),
+        "d_batch": ("auto", "joint", "separate"),
     }
 
     def __getitem__(self, name: str) -> tuple[str, ...]:

@@ -39,8 +39,8 @@ from sweep.errors import Interrupted, UserError
 from sweep.grid import Preset, estimate_flops
 from sweep.lock import RunLock
 from sweep.packs import Pack, make_packs, trial_label
-from sweep.ledger import (Ledger, banked_compute, finished_reports, fmt_s, heal, interrupted_line, plan,
-                          session_summary)
+from sweep.ledger import (Ledger, banked_compute, check_defaults, finished_reports, fmt_s, heal, interrupted_line,
+                          plan, session_summary)
 from sweep.results import (MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, tune_path_of,
                            write_manifest)
 from sweep.signals import STOP
@@ -166,9 +166,10 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
 
 def _resume(run_dir: Path, manifest: dict, t0: float, rt_overrides: dict | None, skip_errored: bool,
             restart_errored: bool, download: bool, quiet: bool) -> dict:
+    preset_trials = plan(run_dir)
+    check_defaults(run_dir, manifest, preset_trials)  # before anything is written
     for line in heal(run_dir):  # results/curves that a full disk or a cut copy damaged
         print(f"[gansweep] {line}", flush=True)
-    preset_trials = plan(run_dir)
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
     packs = make_packs(preset_trials, rt.pack)
     trackers.configure(packs)

@@ -369,12 +369,13 @@ def estimate_flops(cfg: TrialConfig) -> float:
 
     Per training sample: G forward (MG); D step: D forward on real and fake,
     backward on both (6 MD); G step: D forward and backward to its input only
-    (2 MD), G backward (2 MG). Scoring: G forward and the classifier (~9.6 M
-    MACs) per evaluated sample. Batch norm and activations are not counted.
+    on the fake batch (2 MD), or on the joint batch with `d_batch: joint` (4 MD),
+    G backward (2 MG). Scoring: G forward and the classifier (~9.6 M MACs) per
+    evaluated sample. Batch norm and activations are not counted.
     """
     mg, md = network_macs(cfg)
     samples = cfg.epochs * (cfg.n_train // cfg.batch_size) * cfg.batch_size
-    train = 2 * samples * (3 * mg + 8 * md)
+    train = 2 * samples * (3 * mg + (10 if cfg.d_batch == "joint" else 8) * md)
     evals = -(-cfg.epochs // cfg.eval_every)
     score = 2 * evals * cfg.n_eval * (mg + 9.6e6)
     return float(train + score)

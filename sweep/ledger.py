@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.metrics import SCORE_KEYS
-from sweep.config import FIELD_NAMES, TrialConfig
+from sweep.config import FIELD_NAMES, LEGACY_DEFAULTS, TrialConfig, resolve, setting_defaults
 from models.registry import add_plugin_sources
 from sweep.grid import Overrides, estimate_flops, load_preset
 from sweep.subset import SAMPLER_VERSION
@@ -67,6 +67,38 @@ def plan(run_dir: Path) -> tuple[TrialConfig, ...]:
     if "sample" in m and sample is None and preset.sample is not None:
         raise UserError(f"{run_dir}: its sweep.yaml samples preset {m['preset']!r} but the run did not")
     return preset.trials
+
+
+def changed_defaults(manifest: dict) -> dict:
+    """Settings whose default changed since the run started -> the default it started with
+    (a manifest written before gansweep recorded its defaults: LEGACY_DEFAULTS)."""
+    recorded = manifest.get("setting_defaults", LEGACY_DEFAULTS)
+    now = setting_defaults()
+    return {k: v for k, v in recorded.items() if k in now and now[k] != v}
+
+
+def check_defaults(run_dir: Path, manifest: dict, trials: tuple[TrialConfig, ...]) -> None:
+    """Refuse to resume a run whose unfinished points would now train otherwise than its finished
+    ones did: a default they took has changed since the run started (e.g. d_batch, which GANs
+    trained as `separate` before the setting existed). One run, one meaning per point."""
+    changed = changed_defaults(manifest)
+    if not changed:
+        return
+    try:
+        table = read_results(run_dir)
+        done = set(table.loc[table["status"].isin(FINISHED), "point_id"])
+    except Exception:  # no readable table: every point counts as unfinished
+        done = set()
+    for name, then in changed.items():
+        now = setting_defaults()[name]
+        stale = [t for t in trials if t.point_id not in done
+                 and getattr(t, name) == resolve(t.family, name, now) != resolve(t.family, name, then)]
+        if stale:
+            raise UserError(
+                f"{run_dir}: started by a gansweep whose default {name} was {then!r} (now {now!r}); "
+                f"{len(stale)} unfinished points such as {stale[0].point_id} would train with "
+                f"{getattr(stale[0], name)!r}, not as its finished ones did: finish it with the gansweep "
+                f"that started it (commit {manifest.get('git_commit', 'unknown')}), or start a new run")
 
 
 def pack_size(manifest: dict) -> int:

@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from models.networks import discriminate
 from models.packed import PACKABLE, PackedNet
 from sweep.trial import DIVERGENCE_CHECK_EVERY, PointRun, eval_chunks, sample_noise
 
@@ -191,6 +192,9 @@ class PackedTrainer:
                 spent[r] += (now - mark) / len(self.runs)
             mark = now
 
+        def d(images: torch.Tensor):  # the stacked D in training mode: (K, N, 1024) -> DOut of (K, N)
+            return self.d(images, training=True)
+
         for step in range(n_steps):
             x = data[perms[:, step * cfg.batch_size:(step + 1) * cfg.batch_size]]  # (K, B, 1024)
             z = torch.stack([sample_noise(r.cfg, cfg.batch_size, r.gen, device) for r in self.runs])  # (K, B, z)
@@ -200,10 +204,10 @@ class PackedTrainer:
                 z_g = torch.stack([sample_noise(r.cfg, cfg.batch_size, r.gen, device) for r in self.runs])
                 fake_g = self.g(z_g, training=True)  # (K, B, 1024)
 
-            real_out, fake_out = self.d(x, training=True), self.d(fake.detach(), training=True)
+            real_out, fake_out = discriminate(d, x, fake.detach(), cfg.d_batch)  # (K, B) scores each
             if self.state is not None:  # BEGAN: k_t reads L(G(z_G)) from the D that L(x) came from
                 with torch.no_grad():
-                    fake_out_k = self.d(fake_g.detach(), training=True)
+                    fake_out_k = discriminate(d, x, fake_g.detach(), cfg.d_batch)[1]
             loss_d = fam.d_loss(real_out, fake_out, hp, self.state)  # (K,)
             self.opt_d.zero_grad()
             loss_d.sum().backward()  # the sum: each point gets exactly its own gradient
@@ -212,7 +216,7 @@ class PackedTrainer:
             d_params = self.d.parameters()
             for prm in d_params:
                 prm.requires_grad_(False)
-            fake_out_g = self.d(fake_g, training=True)
+            fake_out_g = discriminate(d, x, fake_g, cfg.d_batch)[1]  # joint: beside the real batch again
             loss_g = fam.g_loss(fake_out_g, hp, self.state)  # (K,)
             self.opt_g.zero_grad()
             loss_g.sum().backward()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.config import model_name
+from sweep.config import LEGACY_DEFAULTS, model_name, setting_defaults
 from sweep.errors import UserError
 
 MANIFEST = "gansweep.json"
@@ -116,7 +116,7 @@ def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, 
     return {"format": MANIFEST_FORMAT, "name": name, "preset": preset.name, "n_trials": len(preset.trials),
             "sample": preset.sample_record(), "scope": preset.scope,
             "overrides": preset.overrides.record(), "plugins": plugin_sources(),
-            "counts": preset.counts(), "tune_path": tune_path, "runtime": runtime, "device": device,
+            "counts": preset.counts(), "setting_defaults": setting_defaults(), "tune_path": tune_path, "runtime": runtime, "device": device,
             "classifier_sha256": classifier_sha256, "reference_scores": reference_scores,
             "gansweep_version": __version__, "git_commit": git_commit(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sessions": []}
@@ -159,4 +159,11 @@ def read_run_results(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         raise UserError(f"{path}: not a gansweep results table (missing {sorted(missing)[0]!r})")
     if results.empty:
         raise UserError(f"{path}: the results table is empty")
-    return manifest, results
+    return manifest, with_legacy_settings(results)
+
+
+def with_legacy_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """A table written before a setting existed, with that setting's column: the value those
+    runs trained with (LEGACY_DEFAULTS), so every row names what produced it."""
+    missing = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in df.columns}
+    return df.assign(**missing) if missing else df

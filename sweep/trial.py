@@ -36,6 +36,7 @@ import torch
 from models.archs import get_arch
 from models.losses import LossParams, get_family
 from models.metrics import SCORE_KEYS, Scorer, ScoreSettings
+from models.networks import discriminate
 from sweep.config import TrialConfig
 from sweep.data import to_model_space
 from sweep.schema import DIVERGED, OK
@@ -250,10 +251,10 @@ class PointRun:
             fake = g(z)  # (B, 1024)
             fake_g = g(sample_noise(cfg, cfg.batch_size, self.gen, device)) if fam.separate_z else fake  # z_G
 
-            real_out, fake_out = d(x), d(fake.detach())
+            real_out, fake_out = discriminate(d, x, fake.detach(), cfg.d_batch)  # (B,) scores each
             if state is not None:  # BEGAN: k_t reads L(G(z_G)) from the D that L(x) came from
                 with torch.no_grad():
-                    fake_out_k = d(fake_g.detach())
+                    fake_out_k = discriminate(d, x, fake_g.detach(), cfg.d_batch)[1]
             loss_d = fam.d_loss(real_out, fake_out, hp, state)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -262,7 +263,7 @@ class PointRun:
             # G step through the same fake; D's weights need no gradient here.
             for prm in d_params:
                 prm.requires_grad_(False)
-            fake_out_g = d(fake_g)
+            fake_out_g = discriminate(d, x, fake_g, cfg.d_batch)[1]  # joint: beside the real batch again
             loss_g = fam.g_loss(fake_out_g, hp, state)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()

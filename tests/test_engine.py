@@ -8,7 +8,7 @@ import pytest
 
 from helpers import (LOOPBACK, REPO, assert_ledger_holds, cli, listening_addresses, results_with, session_pids,
                      start, wait_for)
-from sweep.config import FIELD_NAMES
+from sweep.config import FIELD_NAMES, SETTINGS
 
 pytestmark = pytest.mark.ray
 
@@ -84,6 +84,7 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
     assert len(list((run / "samples").glob("*.npy"))) == N_POINTS
     m = json.loads((run / "gansweep.json").read_text())
     assert m["n_trials"] == N_POINTS and len(m["sessions"]) == 1
+    assert m["setting_defaults"]["d_batch"] == "auto" and len(m["setting_defaults"]) == len(SETTINGS)
     assert m["reference_scores"]["inception_score"] > 9.5
     assert 0 <= m["sessions"][0]["overhead_share"] < 1
 

@@ -77,7 +77,11 @@ def test_flop_estimate_by_hand():
                     n_train=8, batch_size=4, n_eval=10)
     pg = 4 * 10 + 10 * 1024
     pd = 1024 * 5 + 5
-    assert estimate_flops(t) == 2 * 8 * (3 * pg + 8 * pd) + 2 * 10 * (pg + 9.6e6)
+    assert t.d_batch == "joint"  # a GAN's G step runs D on the real batch too: 2 MD more
+    assert estimate_flops(t) == 2 * 8 * (3 * pg + 10 * pd) + 2 * 10 * (pg + 9.6e6)
+    ebgan = TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=10, sizeD=5, z_dim=4, epochs=1,
+                        n_train=8, batch_size=4, n_eval=10)  # separate
+    assert estimate_flops(ebgan) == 2 * 8 * (3 * pg + 8 * (1024 * 5 + 5 * 1024)) + 2 * 10 * (pg + 9.6e6)
 
 
 GOOD = """
