@@ -89,12 +89,24 @@ def _headline(run: Run, tests: pd.DataFrame) -> str:
             parts.append(f"{model_label(m)}: median I' {s.median():.2f}, "
                          f"{(s < FAILURE_I_PRIME).mean():.0%} of {len(s)} finished runs below "
                          f"{FAILURE_I_PRIME:g}{digits}")
-    text = "; ".join(parts) + "."
+    text = "; ".join(parts) + "." + _d_batch_line(df)
     for t in tests.itertuples(index=False):
         a, b = t.comparison.split(" vs ")
         text += (f" {t.comparison}: a random {a} run outscores a random {b} run "
                  f"with probability {t.prob_a_beats_b:.2f} (Mann-Whitney p = {t.p_value:.2g}).")
     return text
+
+
+def _d_batch_line(df: pd.DataFrame) -> str:
+    """' D's batch norm (d_batch): joint for GAN; separate for EBGAN, EBGAN-PT.' The setting
+    that decides whether a GAN can train at all here (docs/reproduction.md), so the headline names it."""
+    if "d_batch" not in df.columns:
+        return ""
+    by_value: dict[str, list[str]] = {}
+    for m in models(df):
+        value = "/".join(sorted(set(map(str, of_model(df, m)["d_batch"]))))
+        by_value.setdefault(value, []).append(model_label(m))
+    return " D's batch norm (d_batch): " + "; ".join(f"{v} for {', '.join(ms)}" for v, ms in by_value.items()) + "."
 
 
 def _scope(manifest: dict, n_points: int) -> str:

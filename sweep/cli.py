@@ -180,6 +180,10 @@ SUBCOMMANDS = {
               ["gansweep score --images samples.npy"]),
     "classifier": ("train or check the fixed MNIST classifier behind every score",
                    ["gansweep classifier check", "gansweep classifier train --out my_cnn.pt"]),
+    "compare": ("two runs side by side: each model's I' histograms overlaid, failure and digit shares, "
+                "a Mann-Whitney test of B against A",
+                ["gansweep compare runs/mini-before runs/mini-after",
+                 "gansweep compare runs/paper-sample-separate runs/paper-sample-joint --out d_batch/"]),
     "rescore": ("score a run's kept generators again with another sampling setting",
                 ["gansweep rescore runs/mini-... --sample-bn train"]),
     "bench": ("measure the harness against the machine and a plain loop (or Tune at paper scale)",
@@ -262,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--relative", action="store_true",
                     help="draw histogram x axes as I' / I'(real MNIST test set) of the run's scorer, so runs "
                          "scored by other classifiers or prob_eps can be placed, not only shaped")
+
+    cp = _sub(sub, "compare")
+    cp.add_argument("run_a", metavar="RUN_A", help="the run to compare against (drawn outlined)")
+    cp.add_argument("run_b", metavar="RUN_B", help="the run compared (drawn filled)")
+    cp.add_argument("--out", default=None, help="output folder (default: RUN_B/compare-<RUN_A's name>)")
 
     t = _sub(sub, "trial")
     # the declared defaults (an instance would hold energy_norm resolved for its own family)
@@ -735,6 +744,15 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from analysis.compare import build_compare, format_table
+
+    page, table, (label_a, label_b) = build_compare(Path(a.run_a), Path(a.run_b), Path(a.out) if a.out else None)
+    print(format_table(table, label_a, label_b))
+    print(f"[gansweep] compare: {page}")
+    return 0
+
+
 def cmd_bench(a) -> int:
     from sweep.bench import format_table, run_bench
     from sweep.data import load_mnist
@@ -776,7 +794,8 @@ def _bench_scale(a) -> int:
 
 
 COMMANDS = {"presets": cmd_presets, "init": cmd_init, "bench": cmd_bench, "trial": cmd_trial, "score": cmd_score, "classifier": cmd_classifier, "plan": cmd_plan,
-            "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report, "rescore": cmd_rescore}
+            "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report, "compare": cmd_compare,
+            "rescore": cmd_rescore}
 
 
 class _StderrHandler(logging.StreamHandler):

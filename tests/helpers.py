@@ -7,6 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import json
+import math
+
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,3 +163,43 @@ def tensorboard_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
         for v in event.summary.value:
             out.setdefault(v.tag, []).append((event.step, v.simple_value))
     return out
+
+
+# --------------------------------------------------------------------------- synthetic runs
+def row(family, i_prime, status="ok", nLayerG=2, nLayerD=2, optimD="adam", optimG="adam", lr=0.001,
+        seed=0, sizeG=400, arch="mlp", **settings):
+    """One results row of a finished (or not) point, with hand-set scores (analysis tests)."""
+    from sweep.config import TrialConfig
+
+    cfg = TrialConfig(family=family, arch=arch, nLayerG=nLayerG, nLayerD=nLayerD, optimD=optimD,
+                      optimG=optimG, lr=lr, seed=seed, sizeG=sizeG, epochs=2, **settings)
+    nan = math.nan
+    ok = status == "ok"
+    return {"point_id": cfg.point_id, **cfg.as_dict(), "status": status,
+            "tune_status": {"ok": "TERMINATED", "diverged": "TERMINATED", "error": "ERROR"}.get(status, "PENDING"),
+            "i_prime": i_prime if ok else nan, "inception_score": 1 + i_prime if ok else nan,
+            "fid": 100.0 - i_prime if ok else nan, "classes_covered": 5 if ok else nan,
+            "epochs_done": 2 if status in ("ok", "diverged") else 0,
+            "diverged_reason": "non-finite loss" if status == "diverged" else ""}
+
+
+def make_run(tmp_path, df, name="syn") -> Path:
+    """A run directory holding `df` as its results, a valid ledger and random samples."""
+    from sweep.results import MANIFEST_FORMAT, write_results
+
+    run = tmp_path / name
+    run.mkdir()
+    (run / "gansweep.json").write_text(json.dumps({
+        "format": MANIFEST_FORMAT, "name": name, "preset": "synthetic", "created": "2026-11-23T00:00:00",
+        "gansweep_version": "0.1.0", "git_commit": "abc", "classifier_sha256": "f" * 64,
+        "reference_scores": {"i_prime": 13.3, "inception_score": 9.8}, "sessions": []}))
+    write_results(df, run)
+    # a valid ledger (sweep/ledger.py): finished points have both epochs, the last one the row's I'
+    curves = pd.DataFrame([{"point_id": r.point_id, "epoch": e, "i_prime": r.i_prime * e / 2}
+                           for r in df.itertuples() if r.status in ("ok", "diverged") for e in (1, 2)])
+    curves.to_parquet(run / "curves.parquet")
+    (run / "samples").mkdir()
+    rng = np.random.default_rng(0)
+    for pid in df.loc[df.status == "ok", "point_id"]:
+        np.save(run / "samples" / f"{pid}.npy", rng.integers(0, 256, (64, 32, 32), dtype=np.uint8))
+    return run

@@ -1,6 +1,5 @@
 """The analysis package on synthetic results tables with known values."""
 import itertools
-import json
 import math
 import shutil
 import subprocess
@@ -15,24 +14,9 @@ from analysis import figures
 from analysis.report import build_report
 from analysis.stats import (I_PRIME_EDGES, budget_table, ebgan_vs_gan_tests, expected_best_of_k,
                             figure2_counts, mann_whitney, stability_table)
-from sweep.config import TrialConfig
-from sweep.results import MANIFEST_FORMAT, write_results
+from helpers import make_run, row
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def row(family, i_prime, status="ok", nLayerG=2, nLayerD=2, optimD="adam", optimG="adam", lr=0.001,
-        seed=0, sizeG=400, arch="mlp"):
-    cfg = TrialConfig(family=family, arch=arch, nLayerG=nLayerG, nLayerD=nLayerD, optimD=optimD,
-                      optimG=optimG, lr=lr, seed=seed, sizeG=sizeG, epochs=2)
-    nan = math.nan
-    ok = status == "ok"
-    return {"point_id": cfg.point_id, **cfg.as_dict(), "status": status,
-            "tune_status": {"ok": "TERMINATED", "diverged": "TERMINATED", "error": "ERROR"}.get(status, "PENDING"),
-            "i_prime": i_prime if ok else nan, "inception_score": 1 + i_prime if ok else nan,
-            "fid": 100.0 - i_prime if ok else nan, "classes_covered": 5 if ok else nan,
-            "epochs_done": 2 if status in ("ok", "diverged") else 0,
-            "diverged_reason": "non-finite loss" if status == "diverged" else ""}
 
 
 def synthetic() -> pd.DataFrame:
@@ -49,25 +33,6 @@ def synthetic() -> pd.DataFrame:
         row("ebgan", 15.0, nLayerG=4, nLayerD=4),
     ]
     return pd.DataFrame(rows)
-
-
-def make_run(tmp_path, df, name="syn") -> Path:
-    run = tmp_path / name
-    run.mkdir()
-    (run / "gansweep.json").write_text(json.dumps({
-        "format": MANIFEST_FORMAT, "name": name, "preset": "synthetic", "created": "2026-11-23T00:00:00",
-        "gansweep_version": "0.1.0", "git_commit": "abc", "classifier_sha256": "f" * 64,
-        "reference_scores": {"i_prime": 13.3, "inception_score": 9.8}, "sessions": []}))
-    write_results(df, run)
-    # a valid ledger (sweep/ledger.py): finished points have both epochs, the last one the row's I'
-    curves = pd.DataFrame([{"point_id": r.point_id, "epoch": e, "i_prime": r.i_prime * e / 2}
-                           for r in df.itertuples() if r.status in ("ok", "diverged") for e in (1, 2)])
-    curves.to_parquet(run / "curves.parquet")
-    (run / "samples").mkdir()
-    rng = np.random.default_rng(0)
-    for pid in df.loc[df.status == "ok", "point_id"]:
-        np.save(run / "samples" / f"{pid}.npy", rng.integers(0, 256, (64, 32, 32), dtype=np.uint8))
-    return run
 
 
 def counts_of(table, panel, model):
@@ -314,11 +279,15 @@ def test_dcgan_runs_are_their_own_models_everywhere():
 
 
 def test_tables_from_before_the_arch_axis_read_as_mlp(tmp_path):
-    df = synthetic().drop(columns=["arch"])
+    """And from before d_batch: their GANs trained on separate batches (LEGACY_DEFAULTS)."""
+    df = synthetic().drop(columns=["arch", "d_batch"])
     run = make_run(tmp_path, df, "old")
     html = build_report(run).read_text()
     assert "GAN: median I&#x27; 0.15" in html or "GAN: median I' 0.15" in html
     assert list(pd.read_csv(run / "report" / "stability.csv").group)[:2] == ["GAN", "EBGAN"]
+    assert "D&#x27;s batch norm (d_batch): separate for GAN, EBGAN." in html
+    new = build_report(make_run(tmp_path, synthetic(), "new")).read_text()
+    assert "D&#x27;s batch norm (d_batch): joint for GAN; separate for EBGAN." in new
 
 
 # --------------------------------------------------------------------------- the digit test

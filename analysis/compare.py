@@ -1,0 +1,197 @@
+"""Two runs side by side: what a setting (or a code change) did to each model.
+
+    gansweep run --preset mini --name before --set d_batch=separate
+    gansweep run --preset mini --name after
+    gansweep compare runs/before runs/after          # -> runs/after/compare-before/compare.html
+
+For every model either run has: both runs' I' histograms overlaid (A outlined, B
+filled), their failure shares (I' < 1), shares of runs that draw digits and median
+digit_share side by side, and a two-sided Mann-Whitney test of B's final I' against
+A's (prob_b_beats_a: the chance that a random B run outscores a random A run). The
+runs' labels name the settings whose values differ between them (e.g. "d_batch=joint"),
+else their run names. Writes compare.html (images embedded), compare.png and
+compare.csv; the table is also printed.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis import figures
+from analysis.load import Run, load_run, one_scorer
+from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, draws_digits, finished_scores, has_digit_share,
+                            mann_whitney, model_label, models, of_model)
+from sweep.errors import UserError
+from sweep.results import write_atomic
+
+MAX_LABEL_SETTINGS = 3  # a label names at most this many differing settings, then "..."
+
+
+def differing_settings(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Settings whose values differ between two sets of rows: name -> (A's values, B's values),
+    each its sorted distinct values joined by "/" ("joint", or "joint/separate")."""
+    from sweep.config import SETTINGS
+
+    out = {}
+    for name in SETTINGS:
+        va = sorted(set(map(str, a[name].dropna()))) if name in a else []
+        vb = sorted(set(map(str, b[name].dropna()))) if name in b else []
+        if va != vb:
+            out[name] = ("/".join(va) or "-", "/".join(vb) or "-")
+    return out
+
+
+def labels(a: Run, b: Run) -> tuple[str, str]:
+    """'d_batch=separate' / 'd_batch=joint/separate' when settings tell the runs apart, else
+    the run names."""
+    diff = differing_settings(a.results, b.results)
+    if not diff:
+        name_a, name_b = a.manifest.get("name", "A"), b.manifest.get("name", "B")
+        return (name_a, name_b) if name_a != name_b else (str(a.run_dir), str(b.run_dir))
+    shown = list(diff.items())[:MAX_LABEL_SETTINGS]
+    more = ", ..." if len(diff) > MAX_LABEL_SETTINGS else ""
+    return (", ".join(f"{k}={va}" for k, (va, _) in shown) + more,
+            ", ".join(f"{k}={vb}" for k, (_, vb) in shown) + more)
+
+
+def compare_table(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """One row per model of either run: the settings its runs changed, finished runs, median I',
+    failure and digit shares of A and B, and the Mann-Whitney test of B against A (NaN where a
+    run has no such model)."""
+    scored = has_digit_share(a) and has_digit_share(b)
+    rows = []
+    for m in models(pd.concat([a[["family", "model"]], b[["family", "model"]]], ignore_index=True)):
+        ra, rb = of_model(a, m), of_model(b, m)
+        sa, sb = finished_scores(ra), finished_scores(rb)
+        u, p = mann_whitney(sa, sb)
+        changed = differing_settings(ra, rb) if len(ra) and len(rb) else {}
+        row = {"model": model_label(m),
+               "settings_changed": "; ".join(f"{k} {va} -> {vb}" for k, (va, vb) in changed.items()),
+               "n_a": len(sa), "n_b": len(sb),
+               "median_i_prime_a": _median(sa), "median_i_prime_b": _median(sb),
+               "failure_share_a": _share(sa < FAILURE_I_PRIME, len(sa)),
+               "failure_share_b": _share(sb < FAILURE_I_PRIME, len(sb))}
+        if scored:
+            row.update({"draws_digits_a": _share(draws_digits(ra), len(sa)),
+                        "draws_digits_b": _share(draws_digits(rb), len(sb)),
+                        "median_digit_share_a": _median(finished_scores(ra, "digit_share")),  # diverged: 0
+                        "median_digit_share_b": _median(finished_scores(rb, "digit_share"))})
+        # u is A's U: the chance that a random B run beats a random A run is 1 - U_A / (n_a n_b)
+        row.update({"prob_b_beats_a": 1.0 - u / (len(sa) * len(sb)) if len(sa) and len(sb) else math.nan,
+                    "p_value": p})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _median(s: pd.Series) -> float:
+    return float(s.median()) if len(s) else math.nan
+
+
+def _share(mask: pd.Series, n: int) -> float:
+    return float(mask.sum()) / n if n else math.nan
+
+
+def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
+                   real_i_prime: float | None = None, x: figures.XAxis = figures.I_AXIS) -> plt.Figure:
+    """One panel per model: B's histogram filled (non-digit runs cross-hatched at each bar's foot),
+    A's outlined in black."""
+    ms = models(pd.concat([a[["family", "model"]], b[["family", "model"]]], ignore_index=True))
+    fig, axes = figures._panels(len(ms), 4.6, 3.2, sharey=True)
+    for ax, m in zip(axes, ms):
+        ra, rb = of_model(a, m), of_model(b, m)
+        na, nb = len(finished_scores(ra)), len(finished_scores(rb))
+        if nb:
+            figures._hist(ax, rb, m, n_label=False, x=x)
+        if na:
+            ax.stairs(x.bin(finished_scores(ra))[1], x.edges, color="black", linewidth=1.4, label="A")
+        handles, names = ax.get_legend_handles_labels()
+        names = [f"A: {label_a} (n={na})" if n == "A" else f"B: {label_b} (n={nb})" for n in names]
+        ax.set_title(model_label(m))
+        figures._axes_labels(ax, real_i_prime, x)
+        ax.legend(handles, names, fontsize=7, loc="upper right")
+    figures._label_outer(axes)
+    fig.suptitle(f"A, outlined: {label_a}   B, filled: {label_b}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def build_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Path, pd.DataFrame, tuple[str, str]]:
+    """compare.html, compare.png and compare.csv of two runs; returns (page, table, labels)."""
+    from analysis.report import _png, _table, check_tables
+
+    a, b = load_run(run_a), load_run(run_b)
+    sha_a, sha_b = one_scorer(a.results, a.run_dir), one_scorer(b.results, b.run_dir)
+    if sha_a and sha_b and sha_a != sha_b:
+        raise UserError(f"{a.run_dir} and {b.run_dir} were scored by different classifiers "
+                        f"({sha_a[:12]}... and {sha_b[:12]}...); their I' do not compare")
+    for run in (a, b):
+        check_tables(run)
+    if a.run_dir.resolve() == b.run_dir.resolve():
+        raise UserError(f"{a.run_dir}: compare needs two different runs")
+    label_a, label_b = labels(a, b)
+    table = compare_table(a.results, b.results)
+    real = (b.manifest.get("reference_scores") or {}).get("i_prime")
+    png = _png(compare_figure(a.results, b.results, label_a, label_b, real))
+    out = out or b.run_dir / f"compare-{a.run_dir.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "compare.png", lambda p: Path(p).write_bytes(png))
+    write_atomic(out / "compare.csv", lambda p: table.to_csv(p, index=False))
+    diff = differing_settings(a.results, b.results)
+    diff_html = ("".join(f"<li><code>{html.escape(k)}</code>: {html.escape(va)} &rarr; {html.escape(vb)}</li>"
+                         for k, (va, vb) in diff.items()) or "<li>none: the runs hold the same settings</li>")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>gansweep compare: {html.escape(label_a)} vs {html.escape(label_b)}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1400px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }}
+img {{ max-width: 100%; }} table {{ border-collapse: collapse; font-size: 0.88em; margin: 0.6em 0; }}
+th, td {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f0f0f0; }} td:first-child, th:first-child {{ text-align: left; }}
+</style></head><body>
+<h1>gansweep compare</h1>
+<p>A: <code>{html.escape(str(a.run_dir))}</code> ({html.escape(a.manifest.get('preset', ''))}), labelled
+<b>{html.escape(label_a)}</b><br>B: <code>{html.escape(str(b.run_dir))}</code>
+({html.escape(b.manifest.get('preset', ''))}), labelled <b>{html.escape(label_b)}</b></p>
+<p>Settings that hold one value in each run and differ:</p><ul>{diff_html}</ul>
+<figure><img alt="I' histograms of A and B per model" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>
+{_table(table, 'compare')}
+<p>Finished runs only (diverged ones as I' = 0). failure_share: I' &lt; {FAILURE_I_PRIME:g}. draws_digits:
+share of finished runs with digit_share &ge; {DIGITS_RUN_SHARE:g}; median_digit_share: over finished runs,
+diverged ones as 0. p_value: two-sided Mann-Whitney U test
+of B's final I' against A's; prob_b_beats_a = U_B / (n_a n_b).</p>
+</body></html>
+"""
+    write_atomic(out / "compare.html", lambda p: Path(p).write_text(page, encoding="utf-8"))
+    return out / "compare.html", table, (label_a, label_b)
+
+
+def format_table(table: pd.DataFrame, label_a: str, label_b: str) -> str:
+    """The table as the terminal shows it: one line per model, A -> B."""
+    digits = "draws_digits_a" in table.columns
+    head = (f"{'model':<16} {'n A/B':>7}  {'median I_':<14} {'I_ < 1':<12}" + (f" {'digits':<12}" if digits else "")
+            + f" {'P(B>A)':>7} {'p':>8}  settings changed").replace("I_", "I'")
+    lines = [f"A: {label_a}", f"B: {label_b}", head]
+    for r in table.itertuples(index=False):
+        line = (f"{r.model:<16} {f'{r.n_a}/{r.n_b}':>7}  {_num(r.median_i_prime_a) + ' -> ' + _num(r.median_i_prime_b):<14}"
+                f" {_pct(r.failure_share_a) + ' -> ' + _pct(r.failure_share_b):<12}")
+        if digits:
+            line += f" {_pct(r.draws_digits_a) + ' -> ' + _pct(r.draws_digits_b):<12}"
+        lines.append(line + f" {_num(r.prob_b_beats_a):>7} {_p(r.p_value):>8}  {r.settings_changed}".rstrip())
+    return "\n".join(lines)
+
+
+def _num(v: float) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.2f}"
+
+
+def _pct(v: float) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.0%}"
+
+
+def _p(v: float) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.2g}"
