@@ -42,11 +42,14 @@ def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.D
         raise UserError(f"{run.run_dir}: scored by another classifier than this one; scores would not compare")
     rows = []
     for _, row in ok[ok["point_id"].isin(kept)].iterrows():
-        cfg = run.config(row["point_id"]).replace(sample_bn=sample_bn)
-        samples = draw_samples(run.generator(cfg.point_id), eval_noise(cfg, "cpu"), cfg)  # (n_eval, 1024)
+        # the row's id, not cfg.point_id: a table from before a setting existed reads its value as
+        # the one it trained with (results.with_legacy_settings), which ids of today may spell
+        pid = row["point_id"]
+        cfg = run.config(pid).replace(sample_bn=sample_bn)
+        samples = draw_samples(run.generator(pid), eval_noise(cfg, "cpu"), cfg)  # (n_eval, 1024)
         new = scorer.score(samples.view(-1, 1, 32, 32), ScoreSettings(eps=cfg.prob_eps,
                                                                        coverage_min_frac=cfg.coverage_min_frac))
-        rows.append({"point_id": cfg.point_id, "model": row["model"], "recorded_sample_bn": row["sample_bn"],
+        rows.append({"point_id": pid, "model": row["model"], "recorded_sample_bn": row["sample_bn"],
                      **{f"recorded_{k}": row[k] for k in SCORE_KEYS}, "sample_bn": sample_bn,
                      **{k: new[k] for k in SCORE_KEYS}})
     out = pd.DataFrame(rows)

@@ -288,6 +288,19 @@ def test_tables_from_before_the_arch_axis_read_as_mlp(tmp_path):
     assert "D&#x27;s batch norm (d_batch): separate for GAN, EBGAN." in html
     new = build_report(make_run(tmp_path, synthetic(), "new")).read_text()
     assert "D&#x27;s batch norm (d_batch): joint for GAN; separate for EBGAN." in new
+    # a kept G of such a run is found by its row's id (today's id of that config says -sepbn)
+    import torch
+
+    from analysis.load import load_run
+    from sweep.trial import build_models
+
+    loaded = load_run(run)
+    gan_id = df.loc[df.family == "gan", "point_id"].iloc[0]
+    cfg = loaded.config(gan_id)
+    assert cfg.d_batch == "separate" and cfg.point_id == gan_id.replace("-s0", "-sepbn-s0")
+    (run / "weights").mkdir()
+    torch.save(build_models(cfg, torch.device("cpu"))[1].state_dict(), run / "weights" / f"{gan_id}.pt")
+    assert loaded.generator(gan_id) is not None
 
 
 # --------------------------------------------------------------------------- the digit test
