@@ -52,7 +52,7 @@ class Run:
         import torch
 
         from sweep.ledger import WEIGHTS_DIR
-        from sweep.trial import build_models
+        from sweep.train.point import build_models
 
         path = self.run_dir / WEIGHTS_DIR / f"{point_id}.pt"
         cfg = self.config(point_id)

@@ -3,7 +3,7 @@
 Every family has the same signature (compare_gan style): the losses are
 functions of the discriminator's outputs only (`DOut`: a per-sample score and,
 for auto-encoder discriminators, the encoder code), so GAN, EBGAN and EBGAN-PT
-share one training loop (sweep/trial.py).
+share one training loop (sweep/train/loop.py).
 
     d_loss(real: DOut, fake: DOut, hp) -> scalar   (fake computed from G(z).detach())
     g_loss(fake: DOut, hp) -> scalar               (fake computed from G(z))

@@ -16,7 +16,7 @@ points' own. Each layer is one batched kernel for the whole pack:
     ReLU, tanh   elementwise
 
 Only the paper's fully-connected nets (models/networks.py) are packed this way;
-the DCGAN nets of a pack train one after another (sweep/trial.py).
+the DCGAN nets of a pack run one after another (sweep/train/backends.py ModulePack).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@
      measured fp32 matrix-multiply throughput, same thread count, same run;
   d. scaling: the same trials with 1 and with 2 concurrent trials;
   e. packs: kernel launches (aten ops) per point-step and samples/s of a pack of
-     PACK_K points (sweep/pack_trainer.py) against a point alone and the solo
+     PACK_K points (sweep/train/backends.py) against a point alone and the solo
      nn.Module step, for the smallest and the middle point.
 
 `gansweep bench --scale` (sweep/scale.py) measures the engine on the whole paper plan.
@@ -55,7 +55,7 @@ def train_flops_per_sample(cfg: TrialConfig) -> float:
 
 
 def ours_samples_per_s(cfg: TrialConfig, images, scorer) -> float:
-    from sweep.trial import run_trial
+    from sweep.train.loop import run_trial
 
     out = run_trial(cfg, images, scorer)
     return cfg.n_train // cfg.batch_size * cfg.batch_size / out.train_seconds
@@ -68,7 +68,7 @@ def reference_samples_per_s(cfg: TrialConfig, data_root, steps: int) -> float:
     from torchvision.datasets import MNIST
 
     from sweep.data import resolve_root
-    from sweep.trial import build_models, make_optimizer
+    from sweep.train.point import build_models, make_optimizer
 
     torch.manual_seed(cfg.seed)
     fam, g, d = build_models(cfg, torch.device("cpu"))
@@ -115,8 +115,8 @@ def pack_profile(images, k: int = 4, steps: int = 20) -> dict:
     nn.Module step, a stack of one (how a point trains alone), and a pack of k."""
     from torch.profiler import ProfilerActivity, profile
 
-    from sweep.pack_trainer import PackedTrainer
-    from sweep.trial import start_pack
+    from sweep.train.backends import ModulePack, StackedPack
+    from sweep.train.loop import start_pack, train_epoch
 
     out = {}
     for name in ("smallest", "middle"):
@@ -128,9 +128,9 @@ def pack_profile(images, k: int = 4, steps: int = 20) -> dict:
                                      (f"pack_of_{k}", pack, True)):
             def epoch():
                 runs = start_pack(cfgs, images)
-                trainer = PackedTrainer(runs) if stacked else None
+                pack = StackedPack(runs) if stacked else ModulePack(runs)
                 t0 = time.perf_counter()
-                trainer.train_epoch() if stacked else runs[0].train_epoch()
+                train_epoch(pack)
                 return time.perf_counter() - t0
             epoch()  # warm-up
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -164,7 +164,7 @@ def _init_worker(data_root, threads):
 
 
 def _bare_trial(fields: dict) -> float:
-    from sweep.trial import run_trial
+    from sweep.train.loop import run_trial
 
     t0 = time.perf_counter()
     run_trial(TrialConfig(**fields), _WORKER["images"], _WORKER["scorer"])

@@ -350,7 +350,7 @@ def cmd_trial(a) -> int:
     from sweep.data import load_mnist
     from sweep.ledger import summarize
     from sweep.scoring import build_scorer
-    from sweep.trial import run_trial
+    from sweep.train.loop import run_trial
 
     from models.registry import add_plugin_sources
 

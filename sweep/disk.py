@@ -40,7 +40,7 @@ def _param_counts(family: str, arch: str, nLayerG: int, sizeG: int, nLayerD: int
     meta device (no memory, no time)."""
     import torch
 
-    from sweep.trial import build_models
+    from sweep.train.point import build_models
 
     cfg = TrialConfig(family=family, arch=arch, nLayerG=nLayerG, sizeG=sizeG, nLayerD=nLayerD, sizeD=sizeD,
                       z_dim=z_dim, energy_norm=energy_norm, dropoutD=False)

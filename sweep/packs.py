@@ -12,7 +12,7 @@ dropout and every setting, so they train as one stacked model with batched
 kernels (models/packed.py). A pack whose shape group is smaller than K takes
 other stacks too (under the paper's rules every EBGAN shape holds one point),
 trained one after another. Each point keeps its own row, RNG streams,
-divergence and metrics (sweep/trial.py run_pack).
+divergence and metrics (sweep/train/loop.py run_pack).
 
 Packs are a pure function of the plan and K: the same sweep file and K give the
 same packs, ids and order, which is how `resume` and the ledger find them again.

@@ -30,7 +30,7 @@ def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.D
     from sweep.data import load_mnist
     from sweep.results import write_atomic
     from sweep.scoring import build_scorer
-    from sweep.trial import draw_samples, eval_noise
+    from sweep.train.point import draw_samples, eval_noise
 
     run = load_run(run_dir)
     ok = run.results[run.results["status"] == OK]

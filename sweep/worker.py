@@ -1,6 +1,6 @@
 """The worker side of a sweep: the Tune trainable, its per-process caches, its checkpoints.
 
-The trainable is thin (restore, train the pack, report; sweep/trial.py does the work).
+The trainable is thin (restore, train the pack, report; sweep/train/ does the work).
 A Tune trial is a pack of grid points (sweep/packs.py).
 MNIST and the classifier reach the workers once, through the object store
 (`make_trainable` wraps them with `tune.with_parameters`). Every scored epoch
@@ -39,7 +39,7 @@ _DATASETS: dict = {}
 
 def _dataset(images, n_train: int, device: str) -> torch.Tensor:
     """MNIST in model space on the trial's device, converted once per worker and size."""
-    from sweep.trial import prepare_data
+    from sweep.train.point import prepare_data
 
     key = (n_train, device)
     if key not in _DATASETS:
@@ -118,7 +118,8 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     trial holds each point's final report.
     """
     from models.registry import load_plugins
-    from sweep.trial import finished_status, start_pack, train_pack
+    from sweep.train.loop import start_pack, train_pack
+    from sweep.train.point import finished_status
 
     load_plugins(plugins)
     started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`

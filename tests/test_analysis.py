@@ -292,7 +292,7 @@ def test_tables_from_before_the_arch_axis_read_as_mlp(tmp_path):
     import torch
 
     from analysis.load import load_run
-    from sweep.trial import build_models
+    from sweep.train.point import build_models
 
     loaded = load_run(run)
     gan_id = df.loc[df.family == "gan", "point_id"].iloc[0]

@@ -11,7 +11,7 @@ import torch
 from models.losses import gan_g_loss, get_family
 from models.networks import D_BATCHES, DOut, MLPDiscriminator, discriminate
 from sweep.config import TrialConfig
-from sweep.trial import build_models
+from sweep.train.point import build_models
 
 B = 16
 

@@ -8,7 +8,7 @@ from models.dcgan import (MAX_LAYERS, ConvAutoEncoderDiscriminator, ConvDiscrimi
 from models.archs import get_arch
 from sweep.config import TrialConfig
 from sweep.grid import network_macs
-from sweep.trial import build_models
+from sweep.train.point import build_models
 
 
 def layers(module, kind):

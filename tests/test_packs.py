@@ -9,7 +9,7 @@ from sweep.config import TrialConfig
 from sweep.disk import checkpoint_bytes, estimate_disk, param_counts
 from sweep.grid import parse_preset
 from sweep.packs import PACK_VARIES, auto_pack_size, make_packs, shape_key, stacks_of
-from sweep.trial import run_pack, run_trial
+from sweep.train.loop import run_pack, run_trial
 from test_trial import FAMILIES, TINY_DCGAN, strip
 
 # 32 GAN points of 4 shapes (nLayerG x nLayerD), 8 per shape (optimD x optimG x lr).
@@ -173,20 +173,21 @@ def _biases_before_batch_norm(net: torch.nn.Module) -> set[str]:
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("optim", ["adam", "sgd"])
 def test_the_stacked_step_is_the_module_step(family, optim, mnist):
-    """The stacked model is the solo networks' math: one step of the stacked path and of
-    nn.Linear / nn.BatchNorm1d / F.dropout / torch.optim on the same point give the same
-    losses and weights up to float rounding (they differ only in summation order: rtol 1e-4;
-    over hundreds of steps GAN training amplifies such differences, as it does any)."""
-    from sweep.pack_trainer import PackedTrainer
-    from sweep.trial import start_pack
+    """The two back-ends of the one training loop (sweep/train/backends.py): one step of the
+    stacked nets and of the point's own nn.Linear / nn.BatchNorm1d / F.dropout / torch.optim
+    give the same losses and weights up to float rounding (they differ only in summation
+    order: rtol 1e-4; over hundreds of steps GAN training amplifies such differences, as it
+    does any)."""
+    from sweep.train.backends import ModulePack, StackedPack
+    from sweep.train.loop import start_pack, train_epoch
 
     cfg = TrialConfig(family=family, dropoutD=True, optimD=optim, optimG=optim, lr=0.01,
                       **{**PACK_TINY, "n_train": 32})
     module, = start_pack([cfg], mnist.train_images)
     stacked, = start_pack([cfg], mnist.train_images)
-    m_module = module.train_epoch()  # nn.Module path (sweep/trial.py PointRun)
-    trainer = PackedTrainer([stacked])
-    m_stacked = trainer.train_epoch()[stacked]
+    m_module = train_epoch(ModulePack([module]))[module]
+    trainer = StackedPack([stacked])
+    m_stacked = train_epoch(trainer)[stacked]
     trainer.write_back()
     for k in ("loss_d", "loss_g", "d_real", "d_fake"):
         assert m_stacked[k] == pytest.approx(m_module[k], rel=1e-4, abs=1e-6), k
@@ -211,7 +212,7 @@ def test_the_stacked_step_is_the_module_step(family, optim, mnist):
 def test_the_stacked_optimizer_is_torch_optim():
     """Adam and SGD over stacked parameters, with a different lr per point and a mixed pack,
     against torch.optim on each point's own tensors, over 5 steps of the same gradients."""
-    from sweep.pack_trainer import StackedOptimizer
+    from sweep.train.backends import StackedOptimizer
 
     torch.manual_seed(0)
 
@@ -295,7 +296,7 @@ def test_packed_sweep_killed_and_resumed_keeps_every_point_once_on_a_bounded_dis
 
     from helpers import assert_ledger_holds, results_with, start, wait_for
     from analysis.load import load_run
-    from sweep.trial import PointRun, to_uint8
+    from sweep.train.point import PointRun, to_uint8
     from sweep.schema import RESULT_COLUMNS
 
     monkeypatch.setenv("GANSWEEP_DATA", str(data_root))

@@ -9,7 +9,8 @@ import torch
 
 from sweep.config import TrialConfig
 from sweep.ledger import summarize
-from sweep.trial import build_models, run_pack, run_trial
+from sweep.train.loop import run_pack, run_trial
+from sweep.train.point import build_models
 
 
 def strip(history):
@@ -200,8 +201,9 @@ def test_a_began_step_is_its_papers_step_by_hand(arch, mnist):
     L(G(z_G)) under the updated D, and k_{t+1}, M_global read L(x) and L(G(z_G)) of the old D."""
     import copy
 
-    from sweep.pack_trainer import PackedTrainer
-    from sweep.trial import PointRun, prepare_data, sample_noise
+    from sweep.train.backends import backend_for
+    from sweep.train.loop import train_epoch
+    from sweep.train.point import PointRun, prepare_data, sample_noise
 
     shape = TINY_DCGAN if arch == "dcgan" else {}
     cfg = TrialConfig(family="began", **{**TINY, **shape, "n_train": 32, "began_lambda_k": 0.01})  # one step
@@ -209,13 +211,9 @@ def test_a_began_step_is_its_papers_step_by_hand(arch, mnist):
     run = PointRun(cfg, data, torch.device("cpu"))
     run.state.k = torch.tensor(0.3)
     g0, d0, gen = copy.deepcopy(run.g), copy.deepcopy(run.d), copy.deepcopy(run.gen)
-    if arch == "mlp":
-        stack = PackedTrainer([run])
-        stack.state.k = torch.tensor([0.3])
-        m = stack.train_epoch()[run]
-        stack.write_back()
-    else:
-        m = run.train_epoch()
+    pack = backend_for([run])  # stacked (mlp) or the point's own modules (dcgan)
+    m = train_epoch(pack)[run]
+    pack.write_back()
 
     perm = torch.randperm(cfg.n_train, generator=gen)
     x = data[perm[:cfg.batch_size]]
@@ -239,8 +237,8 @@ def test_sample_bn_train_draws_with_batch_statistics_and_changes_nothing_else(mn
     by hand with nn.BatchNorm1d in training mode; training and running statistics are untouched."""
     import copy
 
-    from sweep.pack_trainer import PackedTrainer
-    from sweep.trial import PointRun, eval_chunks, prepare_data, sampling_mode
+    from sweep.train.backends import StackedPack
+    from sweep.train.point import PointRun, eval_chunks, prepare_data, sampling_mode
 
     cfg = TrialConfig(family="gan", **{**TINY, "nLayerG": 3, "n_eval": 100})
     assert eval_chunks(cfg.replace(sample_bn="train")) == [(0, 32), (32, 64), (64, 96), (96, 100)]
@@ -249,7 +247,7 @@ def test_sample_bn_train_draws_with_batch_statistics_and_changes_nothing_else(mn
     data = prepare_data(mnist.train_images, cfg.n_train, "cpu")
     for mode in ("eval", "train"):
         run = PointRun(cfg.replace(sample_bn=mode), data, torch.device("cpu"))
-        stack = PackedTrainer([run])
+        stack = StackedPack([run])
         g = copy.deepcopy(run.g).train(mode == "train")
         with torch.no_grad():
             by_hand = torch.cat([g(run.eval_z[a:b]) for a, b in eval_chunks(run.cfg)])  # (100, 1024)

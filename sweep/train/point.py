@@ -1,27 +1,13 @@
-"""Trials: build G and D for a grid point, train, score after every epoch; alone or in a pack.
+"""One grid point's state: its nets, optimizers, RNG streams, scores and checkpoints.
 
-    gansweep trial --family ebgan --n-layer-g 3 --n-layer-d 2 --size-g 400 --size-d 128 --epochs 1
+    run = PointRun(cfg, data, device)          # built (or restored from run.checkpoint())
+    with run.own_rng(): ...                    # torch's global RNG is the point's own stream
 
-This is the only training loop in gansweep: every family (GAN, EBGAN,
-EBGAN-PT, BEGAN) on either arch (mlp, dcgan) trains through `PointRun`.
-`run_pack` trains a pack of points epoch by epoch (a Ray trial of the sweep,
-sweep/worker.py); `run_trial`, a pack of one, is what `gansweep trial` runs.
-The loop:
-
-  * holds the training images as one tensor on the trial's device (no DataLoader);
-  * per step: a D update on a real batch and G(z).detach(), then a G update
-    through the same G(z) (D's parameters frozen for it); a family with
-    `separate_z` (BEGAN, as its paper) draws a second z_G for the G update;
-  * checks losses for NaN/inf without a device sync per step; a non-finite loss
-    or sample ends the point as `diverged`, keeping every epoch measured so far
-    (the other points of its pack go on);
-  * after each epoch, scores `n_eval` samples from fixed noise (never training
-    batches) and hands the epoch's metrics and a lazily built checkpoint to
-    `on_epoch`. Resuming from such a checkpoint continues bit-for-bit.
-
-Every point draws from its own RNG streams (PointRun), so a point inside a pack
-trains exactly as alone. Fully-connected points train as one stacked model
-(sweep/pack_trainer.py; a lone one as a stack of one); DCGAN points one after another.
+What a point *is*, not how it trains: sweep/train/loop.py trains points, always as a pack
+(a lone point is a pack of one), through a back-end (sweep/train/backends.py). Every
+random draw of a point comes from its own streams, so it trains identically alone or in
+a pack, and its checkpoint restores them for a bit-identical resume. Also here: building
+a config's nets and optimizers, its noise, and how its samples are drawn for scoring.
 """
 from __future__ import annotations
 
@@ -29,22 +15,16 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from models.archs import get_arch
 from models.losses import LossParams, get_family
 from models.metrics import SCORE_KEYS, Scorer, ScoreSettings
-from models.networks import discriminate
 from sweep.config import TrialConfig
 from sweep.data import to_model_space
 from sweep.schema import DIVERGED, OK
 
-# How often (in steps) the loop checks its on-device non-finite flag. A check
-# is a device sync; every 50 steps costs nothing measurable and bounds the work
-# wasted after a divergence.
-DIVERGENCE_CHECK_EVERY = 50
 N_KEPT_SAMPLES = 64  # samples kept per evaluation for sample grids (Figure 4)
 
 
@@ -230,67 +210,6 @@ class PointRun:
             self._rng = self._global_rng()
             self._set_global_rng(outer)
 
-    # ---------------------------------------------------------------- one epoch
-    def train_epoch(self) -> dict:
-        """One pass over the training subset; returns the epoch's metrics (unscored)."""
-        with self.own_rng():
-            return self._train_epoch()
-
-    def _train_epoch(self) -> dict:
-        cfg, device, g, d, fam, hp, state = self.cfg, self.device, self.g, self.d, self.fam, self.hp, self.state
-        n_steps = cfg.n_train // cfg.batch_size  # the last incomplete batch is dropped (BN, PT need > 1)
-        d_params = list(d.parameters())
-        t0 = time.perf_counter()
-        g.train(), d.train()
-        perm = torch.randperm(cfg.n_train, generator=self.gen, device=device)
-        sums = torch.zeros(5, device=device)  # loss_d, loss_g, D(x), D(G(z)), M_global over steps
-        bad = torch.zeros((), dtype=torch.bool, device=device)
-        for step in range(n_steps):
-            x = self.data[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]]  # (B, 1024)
-            z = sample_noise(cfg, cfg.batch_size, self.gen, device)  # (B, z_dim)
-            fake = g(z)  # (B, 1024)
-            fake_g = g(sample_noise(cfg, cfg.batch_size, self.gen, device)) if fam.separate_z else fake  # z_G
-
-            real_out, fake_out = discriminate(d, x, fake.detach(), cfg.d_batch)  # (B,) scores each
-            if state is not None:  # BEGAN: k_t reads L(G(z_G)) from the D that L(x) came from
-                with torch.no_grad():
-                    fake_out_k = discriminate(d, x, fake_g.detach(), cfg.d_batch)[1]
-            loss_d = fam.d_loss(real_out, fake_out, hp, state)
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
-
-            # G step through the same fake; D's weights need no gradient here.
-            for prm in d_params:
-                prm.requires_grad_(False)
-            fake_out_g = discriminate(d, x, fake_g, cfg.d_batch)[1]  # joint: beside the real batch again
-            loss_g = fam.g_loss(fake_out_g, hp, state)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
-            for prm in d_params:
-                prm.requires_grad_(True)
-            # BEGAN: M_global of this step, then k_t moves towards the equilibrium
-            m_global = state.step(real_out, fake_out_k, hp)["m_global"] if state is not None \
-                else torch.zeros((), device=device)
-
-            step_vals = torch.stack([loss_d.detach(), loss_g.detach(), real_out.score.detach().mean(),
-                                     fake_out.score.detach().mean(), m_global])
-            sums += step_vals
-            bad |= ~torch.isfinite(step_vals).all()
-            if (step + 1) % DIVERGENCE_CHECK_EVERY == 0 and bad.item():
-                break
-        self.train_seconds += time.perf_counter() - t0
-        self.epoch += 1
-        means = (sums / n_steps).tolist()
-        metrics = {"epoch": self.epoch, "loss_d": means[0], "loss_g": means[1],
-                   "d_real": means[2], "d_fake": means[3],
-                   "m_global": means[4] if state is not None else math.nan,
-                   "k_t": state.k.item() if state is not None else math.nan}
-        if bad.item():
-            return self.mark_diverged(metrics, "non-finite loss")
-        return metrics
-
     def scores_now(self) -> bool:
         return not self.done and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs)
 
@@ -342,96 +261,3 @@ class PointRun:
     def outcome(self) -> TrialOutcome:
         return TrialOutcome(self.status or OK, self.history, self.samples, self.train_seconds,
                             self.eval_seconds, self.reason)
-
-
-def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str | torch.device = "cpu",
-               resume: list[dict | None] | None = None) -> list[PointRun]:
-    """The PointRuns of a pack, built (or restored from `PointRun.checkpoint()` states).
-
-    train_images: uint8 (N, 28, 28) MNIST training images, or the output of
-    `prepare_data` (float (>= n_train, 1024) on `device`), which a process running
-    many trials prepares once.
-    """
-    device = torch.device(device)
-    if len({c.tf32 for c in cfgs}) > 1:
-        raise ValueError("the points of a pack share the tf32 setting")
-    # process-wide switches: set for every pack, so a reused worker never keeps another run's
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].tf32
-    if train_images.dtype == torch.uint8:
-        data = prepare_data(train_images, max(c.n_train for c in cfgs), device)  # (n_train, 1024) in [-1, 1]
-    else:
-        data = train_images
-    resume = resume or [None] * len(cfgs)
-    return [PointRun(cfg, data, device, r) for cfg, r in zip(cfgs, resume)]
-
-
-def train_pack(runs: list[PointRun], scorer: Scorer,
-               on_epoch: Callable[[dict[int, dict], Callable[[], list[dict]]], None] | None = None) -> None:
-    """Train a pack epoch by epoch, each point exactly as it would train alone.
-
-    on_epoch(reported, make_checkpoint) is called after every epoch in which some point
-    scored or diverged: reported maps a point's index to that epoch's metrics, and
-    make_checkpoint() returns one `PointRun.checkpoint()` per point, in order, which
-    `start_pack(resume=...)` accepts. A diverged point stops; the others go on.
-    """
-    from sweep.pack_trainer import PackedTrainer, packable
-
-    stacked = PackedTrainer(runs) if packable(runs) else None
-
-    def checkpoint() -> list[dict]:
-        if stacked is not None:
-            stacked.write_back()
-        return [r.checkpoint() for r in runs]
-
-    index = {r: i for i, r in enumerate(runs)}
-    while not all(r.done for r in runs):
-        reported: dict[int, dict] = {}
-        if stacked is not None:  # the whole pack in batched kernels (sweep/pack_trainer.py)
-            epoch = stacked.train_epoch()  # points that diverged have left the pack
-            scored = [r for r in stacked.runs if r.scores_now()]  # all or none: eval_every is shared
-            if scored:
-                t1 = time.perf_counter()
-                samples = stacked.samples()  # (K, n_eval, 1024)
-                share = (time.perf_counter() - t1) / len(scored)
-                for r, s in zip(scored, samples):
-                    r.eval_seconds += share
-                    r.evaluate(epoch[r], scorer, s)
-                stacked.drop_done()  # non-finite samples
-            reported = {index[r]: m for r, m in epoch.items() if r.done or r in scored}
-        else:  # one point after another (DCGAN nets, SGD with momentum)
-            for i, r in enumerate(runs):
-                if r.done:
-                    continue
-                metrics = r.train_epoch()
-                if r.done:  # diverged in this epoch
-                    reported[i] = metrics
-                elif r.scores_now():
-                    reported[i] = r.evaluate(metrics, scorer)
-        if reported and on_epoch is not None:
-            on_epoch(dict(sorted(reported.items())), checkpoint)
-
-
-def run_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, scorer: Scorer,
-             device: str | torch.device = "cpu", *, resume: list[dict | None] | None = None,
-             on_epoch=None) -> list[PointRun]:
-    """start_pack + train_pack: the pack's PointRuns, trained."""
-    runs = start_pack(cfgs, train_images, device, resume)
-    train_pack(runs, scorer, on_epoch)
-    return runs
-
-
-def run_trial(cfg: TrialConfig, train_images: torch.Tensor, scorer: Scorer,
-              device: str | torch.device = "cpu", *, resume: dict | None = None,
-              on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None) -> TrialOutcome:
-    """Train one grid point: a pack of one.
-
-    on_epoch(metrics, make_checkpoint) is called after each scored epoch;
-    make_checkpoint() returns a dict of tensors and plain values that `resume`
-    accepts (torch.save / torch.load(weights_only=True) compatible).
-    """
-    def one(reported, make_checkpoint):
-        on_epoch(reported[0], lambda: make_checkpoint()[0])
-
-    run, = run_pack([cfg], train_images, scorer, device, resume=[resume],
-                    on_epoch=one if on_epoch is not None else None)
-    return run.outcome()
