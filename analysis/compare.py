@@ -3,6 +3,7 @@
     gansweep run --preset mini --name before --set d_batch=separate
     gansweep run --preset mini --name after
     gansweep compare runs/before runs/after          # -> runs/after/compare-before/compare.html
+    gansweep compare runs/d-batch --by d_batch=separate,joint   # one run, split by a setting it varies
 
 For every model either run has: both runs' I' histograms overlaid (A outlined, B
 filled), their failure shares (I' < 1), shares of runs that draw digits and median
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -27,7 +29,7 @@ from analysis.load import Run, load_run, one_scorer
 from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, draws_digits, finished_scores, has_digit_share,
                             mann_whitney, model_label, models, of_model)
 from sweep.errors import UserError
-from sweep.results import write_atomic
+from sweep.record.results import write_atomic
 
 MAX_LABEL_SETTINGS = 3  # a label names at most this many differing settings, then "..."
 
@@ -35,7 +37,7 @@ MAX_LABEL_SETTINGS = 3  # a label names at most this many differing settings, th
 def differing_settings(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, tuple[str, str]]:
     """Settings whose values differ between two sets of rows: name -> (A's values, B's values),
     each its sorted distinct values joined by "/" ("joint", or "joint/separate")."""
-    from sweep.config import SETTINGS
+    from sweep.plan.config import SETTINGS
 
     out = {}
     for name in SETTINGS:
@@ -120,24 +122,65 @@ def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
     return fig
 
 
-def build_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Path, pd.DataFrame, tuple[str, str]]:
-    """compare.html, compare.png and compare.csv of two runs; returns (page, table, labels)."""
-    from analysis.report import _png, _table, check_tables
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: its rows (with their model column), its label, where it is from."""
+
+    label: str
+    results: pd.DataFrame
+    source: str  # "runs/mini-... (preset mini)" or "runs/d-batch, d_batch=joint"
+
+
+def runs_sides(run_a: Path, run_b: Path) -> tuple[Side, Side, float | None]:
+    """Two runs as the sides A and B (same scorer, tables that keep the ledger's rules)."""
+    from analysis.report import check_tables
 
     a, b = load_run(run_a), load_run(run_b)
+    if a.run_dir.resolve() == b.run_dir.resolve():
+        raise UserError(f"{a.run_dir}: compare needs two different runs (or one run and --by SETTING)")
     sha_a, sha_b = one_scorer(a.results, a.run_dir), one_scorer(b.results, b.run_dir)
     if sha_a and sha_b and sha_a != sha_b:
         raise UserError(f"{a.run_dir} and {b.run_dir} were scored by different classifiers "
                         f"({sha_a[:12]}... and {sha_b[:12]}...); their I' do not compare")
     for run in (a, b):
         check_tables(run)
-    if a.run_dir.resolve() == b.run_dir.resolve():
-        raise UserError(f"{a.run_dir}: compare needs two different runs")
     label_a, label_b = labels(a, b)
-    table = compare_table(a.results, b.results)
     real = (b.manifest.get("reference_scores") or {}).get("i_prime")
-    png = _png(compare_figure(a.results, b.results, label_a, label_b, real))
-    out = out or b.run_dir / f"compare-{a.run_dir.name}"
+    return (Side(label_a, a.results, f"{a.run_dir} (preset {a.manifest.get('preset', '?')})"),
+            Side(label_b, b.results, f"{b.run_dir} (preset {b.manifest.get('preset', '?')})"), real)
+
+
+def split_sides(run_dir: Path, by: str) -> tuple[Side, Side, float | None]:
+    """One run split by a setting it varies: `--by d_batch` (its two values, in sorted order) or
+    `--by d_batch=separate,joint` (A, then B)."""
+    from analysis.report import check_tables
+    from sweep.plan.config import SETTINGS
+
+    run = load_run(run_dir)
+    check_tables(run)
+    name, _, values = by.partition("=")
+    df = run.results
+    if name not in SETTINGS or name not in df.columns:
+        raise UserError(f"--by {by}: {name!r} is not a setting (settings are: {', '.join(SETTINGS)})")
+    held = sorted(set(map(str, df[name])))
+    want = values.split(",") if values else held
+    if len(want) != 2 or len(set(want)) != 2:
+        raise UserError(f"--by {by}: needs two values of {name}; {run.run_dir} holds {', '.join(held)}"
+                        + ("" if values else f" (name them: --by {name}=A,B)"))
+    missing = [v for v in want if v not in held]
+    if missing:
+        raise UserError(f"--by {by}: no row of {run.run_dir} has {name}={missing[0]} (it holds {', '.join(held)})")
+    real = (run.manifest.get("reference_scores") or {}).get("i_prime")
+    return tuple(Side(f"{name}={v}", df[df[name].astype(str) == v], f"{run.run_dir}, {name}={v}")
+                 for v in want) + (real,)
+
+
+def build_compare(a: Side, b: Side, out: Path, real_i_prime: float | None = None) -> tuple[Path, pd.DataFrame]:
+    """compare.html, compare.png and compare.csv of two sides into `out`; returns (page, table)."""
+    from analysis.report import _png, _table
+
+    table = compare_table(a.results, b.results)
+    png = _png(compare_figure(a.results, b.results, a.label, b.label, real_i_prime))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "compare.png", lambda p: Path(p).write_bytes(png))
     write_atomic(out / "compare.csv", lambda p: table.to_csv(p, index=False))
@@ -145,7 +188,7 @@ def build_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Pa
     diff_html = ("".join(f"<li><code>{html.escape(k)}</code>: {html.escape(va)} &rarr; {html.escape(vb)}</li>"
                          for k, (va, vb) in diff.items()) or "<li>none: the runs hold the same settings</li>")
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>gansweep compare: {html.escape(label_a)} vs {html.escape(label_b)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>gansweep compare: {html.escape(a.label)} vs {html.escape(b.label)}</title>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1400px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }}
@@ -154,20 +197,19 @@ th, td {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f0f0f0; }} td:first-child, th:first-child {{ text-align: left; }}
 </style></head><body>
 <h1>gansweep compare</h1>
-<p>A: <code>{html.escape(str(a.run_dir))}</code> ({html.escape(a.manifest.get('preset', ''))}), labelled
-<b>{html.escape(label_a)}</b><br>B: <code>{html.escape(str(b.run_dir))}</code>
-({html.escape(b.manifest.get('preset', ''))}), labelled <b>{html.escape(label_b)}</b></p>
-<p>Settings that hold one value in each run and differ:</p><ul>{diff_html}</ul>
+<p>A: <code>{html.escape(a.source)}</code>, labelled <b>{html.escape(a.label)}</b><br>
+B: <code>{html.escape(b.source)}</code>, labelled <b>{html.escape(b.label)}</b></p>
+<p>Settings whose values differ between A and B:</p><ul>{diff_html}</ul>
 <figure><img alt="I' histograms of A and B per model" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>
 {_table(table, 'compare')}
 <p>Finished runs only (diverged ones as I' = 0). failure_share: I' &lt; {FAILURE_I_PRIME:g}. draws_digits:
 share of finished runs with digit_share &ge; {DIGITS_RUN_SHARE:g}; median_digit_share: over finished runs,
-diverged ones as 0. p_value: two-sided Mann-Whitney U test
-of B's final I' against A's; prob_b_beats_a = U_B / (n_a n_b).</p>
+diverged ones as 0. p_value: two-sided Mann-Whitney U test of B's final I' against A's;
+prob_b_beats_a = U_B / (n_a n_b).</p>
 </body></html>
 """
     write_atomic(out / "compare.html", lambda p: Path(p).write_text(page, encoding="utf-8"))
-    return out / "compare.html", table, (label_a, label_b)
+    return out / "compare.html", table
 
 
 def format_table(table: pd.DataFrame, label_a: str, label_b: str) -> str:

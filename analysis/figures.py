@@ -44,8 +44,8 @@ from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, FIGURE2_PANELS, I
                             last_rise, margin_runs, model_label, models, non_digit_scores, of_model,
                             with_models)
 from models.archs import ARCHS
-from sweep.config import model_name
-from sweep.schema import FINISHED, OK
+from sweep.plan.config import model_name
+from sweep.record.schema import FINISHED, OK
 
 
 

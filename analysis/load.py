@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import UserError
-from sweep.results import read_curves, read_run_results, with_models
+from sweep.record.results import read_curves, read_run_results, with_models
 
 
 @dataclass(frozen=True)
 class Run:
     run_dir: Path
     manifest: dict  # gansweep.json: preset, runtime, versions, sessions, reference scores
-    results: pd.DataFrame  # one row per grid point (sweep/results.py), plus its `model`
+    results: pd.DataFrame  # one row per grid point (sweep/record/results.py), plus its `model`
     curves: pd.DataFrame  # one row per (grid point, epoch)
 
     def samples(self, point_id: str) -> np.ndarray | None:
@@ -35,7 +35,7 @@ class Run:
 
     def config(self, point_id: str):
         """The TrialConfig of a point's results row, or None if the table has no such point."""
-        from sweep.config import FIELD_NAMES, TrialConfig
+        from sweep.plan.config import FIELD_NAMES, TrialConfig
 
         rows = self.results[self.results["point_id"] == point_id]
         if rows.empty:
@@ -51,7 +51,7 @@ class Run:
         """
         import torch
 
-        from sweep.ledger import WEIGHTS_DIR
+        from sweep.record.ledger import WEIGHTS_DIR
         from sweep.train.point import build_models
 
         path = self.run_dir / WEIGHTS_DIR / f"{point_id}.pt"

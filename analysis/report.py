@@ -29,9 +29,9 @@ from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, MARGIN_GROUP, STI
                             finished_scores, has_digit_share, margin_runs, margin_table, median_curves,
                             model_label, models, of_model, stability_table)
 from sweep.errors import UserError
-from sweep.ledger import check_run
-from sweep.results import write_atomic
-from sweep.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
+from sweep.record.ledger import check_run
+from sweep.record.results import write_atomic
+from sweep.record.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -59,7 +59,7 @@ def _table(df: pd.DataFrame, cls: str) -> str:
 
 
 def _settings(results: pd.DataFrame) -> pd.DataFrame:
-    from sweep.config import SETTINGS
+    from sweep.plan.config import SETTINGS
 
     rows = []
     for s in SETTINGS:

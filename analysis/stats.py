@@ -10,7 +10,7 @@ Conventions (documented in the report too):
   * A run has *failed* when its I' is below `FAILURE_I_PRIME` = 1.0 (the real MNIST
     test set scores 11.0 with the committed classifier, one digit class alone 0.03).
   * Runs are compared by *model*: the family for the paper's fully-connected nets
-    ("ebgan"), family-arch for the others ("ebgan-dcgan"; sweep/config.py).
+    ("ebgan"), family-arch for the others ("ebgan-dcgan"; sweep/plan/config.py).
   * A run *draws digits* when at least DIGITS_RUN_SHARE = 0.5 of its scored samples
     pass the classifier's digit test (`digit_share`, models/classifier.py). A finished
     run that does not is a *non-digit* run: whatever its I', it draws something else
@@ -24,9 +24,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from sweep.config import model_name
-from sweep.results import with_models
-from sweep.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
+from sweep.plan.config import model_name
+from sweep.record.results import with_models
+from sweep.record.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0

@@ -7,7 +7,7 @@ Every net takes and returns flattened (N, 1024) images and a discriminator retur
 `DOut` (models/networks.py), so the losses, the training loop and the scorer never see an
 arch. `macs(cfg, discriminator)` counts the multiply-accumulates of one forward pass of G
 and of D per sample (D of the given kind, "logit" or "autoencoder"); the plan's FLOPs and
-time estimates come from it (sweep/grid.py).
+time estimates come from it (sweep/plan/grid.py).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@
 
 Every subcommand's help (description, examples, options) is in SUBCOMMANDS and
 build_parser below; `trial`'s options are the config's fields, documented by
-their comments in sweep/config.py.
+their comments in sweep/plan/config.py.
 
 Bad input (a typo, a missing file, a malformed sweep.yaml, a missing dataset)
 is one line on stderr and exit status 2; nothing is written.
@@ -30,9 +30,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, TrialConfig
+from sweep.plan.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, TrialConfig
 from sweep.errors import Interrupted, UserError
-from sweep.trackers import TRACKERS
+from sweep.runner.trackers import TRACKERS
 
 EXIT_USAGE = 2
 log = logging.getLogger("gansweep")
@@ -128,14 +128,14 @@ def _add_preset_args(p: argparse.ArgumentParser) -> None:
                    help="the seeds to repeat every grid point with, e.g. 0,1,2 (default: the preset's `seeds`)")
     p.add_argument("--sample", type=int, default=None, metavar="N",
                    help="run N points of the preset's grid, a seeded sample stratified by model and axis value "
-                        "(sweep/subset.py); overrides the preset's own `sample`")
+                        "(sweep/plan/subset.py); overrides the preset's own `sample`")
     p.add_argument("--sample-seed", type=int, default=None, metavar="S",
                    help="seed of the sample (default: the preset's `sample_seed`, else 0)")
 
 
 def _add_pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pack", default="auto", metavar="K",
-                   help="grid points per Tune trial, trained as stacked models of one shape (sweep/packs.py): "
+                   help="grid points per Tune trial, trained as stacked models of one shape (sweep/plan/packs.py): "
                         "a number, or auto (1 on CPU; on a GPU 1 up to 512 points, beyond, packs that keep Tune "
                         "near 512 trials). Fixed for a run once it starts")
     p.add_argument("--keep-weights", action="store_true",
@@ -143,8 +143,8 @@ def _add_pack_args(p: argparse.ArgumentParser) -> None:
 
 
 def _field_help(name: str, default) -> str:
-    """A config field's help: its comment in sweep/config.py, its choices, its default."""
-    from sweep.config import BOUNDS, CHOICES, field_docs
+    """A config field's help: its comment in sweep/plan/config.py, its choices, its default."""
+    from sweep.plan.config import BOUNDS, CHOICES, field_docs
 
     text = field_docs()[name]
     if name in CHOICES:
@@ -183,7 +183,7 @@ SUBCOMMANDS = {
     "compare": ("two runs side by side: each model's I' histograms overlaid, failure and digit shares, "
                 "a Mann-Whitney test of B against A",
                 ["gansweep compare runs/mini-before runs/mini-after",
-                 "gansweep compare runs/paper-sample-separate runs/paper-sample-joint --out d_batch/"]),
+                 "gansweep compare runs/d-batch --by d_batch=separate,joint"]),
     "rescore": ("score a run's kept generators again with another sampling setting",
                 ["gansweep rescore runs/mini-... --sample-bn train"]),
     "bench": ("measure the harness against the machine and a plain loop (or Tune at paper scale)",
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=2, metavar="N", help="retries per trial, from its checkpoint (default 2)")
     r.add_argument("--num-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray instance (default: all)")
     r.add_argument("--tracker", action="append", default=[], choices=TRACKERS,
-                   help="also log every point to an experiment tracker (sweep/trackers.py; repeatable): wandb reads "
+                   help="also log every point to an experiment tracker (sweep/runner/trackers.py; repeatable): wandb reads "
                         "WANDB_PROJECT / WANDB_MODE, mlflow MLFLOW_TRACKING_URI (default: RUN_DIR/mlruns); "
                         "needs pip install 'gansweep[wandb]' or '[mlflow]'")
     _add_pack_args(r)
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = _sub(sub, "status")
     st.add_argument("run_dir")
     st.add_argument("--check", action="store_true",
-                    help="also check the tables against the ledger's rules (sweep/ledger.py); "
+                    help="also check the tables against the ledger's rules (sweep/record/ledger.py); "
                          "exit 1 naming the offending points if one is broken")
 
     rp = _sub(sub, "report")
@@ -269,8 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = _sub(sub, "compare")
     cp.add_argument("run_a", metavar="RUN_A", help="the run to compare against (drawn outlined)")
-    cp.add_argument("run_b", metavar="RUN_B", help="the run compared (drawn filled)")
-    cp.add_argument("--out", default=None, help="output folder (default: RUN_B/compare-<RUN_A's name>)")
+    cp.add_argument("run_b", metavar="RUN_B", nargs="?", help="the run compared (drawn filled)")
+    cp.add_argument("--by", metavar="SETTING[=A,B]", default=None,
+                    help="instead of RUN_B: split RUN_A by a setting it varies, e.g. --by d_batch=separate,joint "
+                         "(without values: its two values in sorted order)")
+    cp.add_argument("--out", default=None, help="output folder (default: RUN_B/compare-<RUN_A's name>, "
+                                                "or RUN_A/compare-<SETTING>)")
 
     t = _sub(sub, "trial")
     # the declared defaults (an instance would hold energy_norm resolved for its own family)
@@ -322,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench.json", help="where to write the results as JSON (default: bench.json)")
     b.add_argument("--scale", action="store_true",
                    help="instead: the whole paper plan through the engine with the work cut to nothing "
-                        "(sweep/scale.py; about 10 minutes on 2 cores)")
+                        "(sweep/runner/scale.py; about 10 minutes on 2 cores)")
     b.add_argument("--pack", default="14", help="with --scale: points per Tune trial (default: 14, what --pack "
                                                   "auto picks for the paper preset on a GPU)")
     b.add_argument("--work", default=None, help="with --scale: folder for its runs (default: a temporary one)")
@@ -347,9 +351,9 @@ def _device(name: str) -> str:
 def cmd_trial(a) -> int:
     import torch
 
-    from sweep.data import load_mnist
-    from sweep.ledger import summarize
-    from sweep.scoring import build_scorer
+    from sweep.train.data import load_mnist
+    from sweep.record.ledger import summarize
+    from sweep.train.scoring import build_scorer
     from sweep.train.loop import run_trial
 
     from models.registry import add_plugin_sources
@@ -392,7 +396,7 @@ def cmd_trial(a) -> int:
 def _write_trial_outputs(out: Path, summary: dict, outcome) -> None:
     import pandas as pd
 
-    from sweep.results import write_atomic
+    from sweep.record.results import write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
@@ -407,7 +411,7 @@ def save_sample_grid(samples_u8, path: Path, nrow: int = 8) -> None:
     import torch
     from torchvision.utils import save_image
 
-    from sweep.results import write_atomic
+    from sweep.record.results import write_atomic
 
     x = torch.as_tensor(samples_u8).float().div(255).unsqueeze(1)  # (N, 1, 32, 32) in [0, 1]
     write_atomic(path, lambda p: save_image(x, p, nrow=nrow, padding=2, pad_value=1.0, format="png"))
@@ -418,7 +422,7 @@ def load_images(path: str):
     import numpy as np
     import torch
 
-    from sweep.data import to_model_space
+    from sweep.train.data import to_model_space
 
     p = Path(path)
     if not p.is_file():
@@ -449,8 +453,8 @@ def load_images(path: str):
 
 
 def cmd_score(a) -> int:
-    from sweep.data import load_mnist
-    from sweep.scoring import build_scorer
+    from sweep.train.data import load_mnist
+    from sweep.train.scoring import build_scorer
 
     images = load_images(a.images)  # validate before the slow loads
     mnist = load_mnist(a.data_root, a.download)
@@ -467,9 +471,9 @@ def cmd_classifier(a) -> int:
 
     from models.classifier import (TRAIN_EPOCHS, WEIGHTS_PATH, accuracy, digit_threshold,
                                    file_sha256, train_classifier)
-    from sweep.data import load_mnist, to_model_space
-    from sweep.results import write_atomic
-    from sweep.scoring import (REFERENCE_PATH, build_scorer, check_scorer, compute_reference,
+    from sweep.train.data import load_mnist, to_model_space
+    from sweep.record.results import write_atomic
+    from sweep.train.scoring import (REFERENCE_PATH, build_scorer, check_scorer, compute_reference,
                                images_sha256, save_reference)
 
     # validate before the slow loads
@@ -519,13 +523,13 @@ def format_check(rows: list[dict]) -> str:
 
 
 def _pack_size(a, n_points: int, device: str) -> int:
-    from sweep.packs import auto_pack_size, parse_pack
+    from sweep.plan.packs import auto_pack_size, parse_pack
 
     return parse_pack(a.pack) or auto_pack_size(n_points, device)
 
 
 def cmd_presets(a) -> int:
-    from sweep.grid import estimate_flops, load_file, load_preset, slot_hours, source_name
+    from sweep.plan.grid import estimate_flops, load_file, load_preset, slot_hours, source_name
 
     path = _sweep_file(a)
     names = list(load_file(path)["presets"])
@@ -550,8 +554,8 @@ def cmd_presets(a) -> int:
 
 
 def cmd_init(a) -> int:
-    from sweep.grid import PACKAGED_SWEEP, SCHEMA_FILE
-    from sweep.results import write_atomic
+    from sweep.plan.grid import PACKAGED_SWEEP, SCHEMA_FILE
+    from sweep.record.results import write_atomic
 
     out = Path(a.file)
     if out.exists() and not a.force:
@@ -572,7 +576,7 @@ def _sweep_file(a) -> Path:
     """The sweep file a command reads (--config, ./sweep.yaml or the shipped one), with --plugin's
     families and archs registered first, since the file may name them."""
     from models.registry import add_plugin_sources
-    from sweep.grid import sweep_file
+    from sweep.plan.grid import sweep_file
 
     add_plugin_sources(a.plugin)
     return sweep_file(a.config)
@@ -580,7 +584,7 @@ def _sweep_file(a) -> Path:
 
 def _preset(a):
     """The preset a plan or run asks for: its sweep file, plugins, --set, --seeds and --sample."""
-    from sweep.grid import load_preset, parse_overrides
+    from sweep.plan.grid import load_preset, parse_overrides
 
     overrides = parse_overrides(a.overrides, a.seeds)  # the command line first: its errors are the cheapest
     path = _sweep_file(a)
@@ -588,9 +592,9 @@ def _preset(a):
 
 
 def cmd_plan(a) -> int:
-    from sweep.disk import estimate_disk, fmt_bytes
-    from sweep.grid import estimate_flops, slot_hours
-    from sweep.packs import make_packs
+    from sweep.plan.disk import estimate_disk, fmt_bytes
+    from sweep.plan.grid import estimate_flops, slot_hours
+    from sweep.plan.packs import make_packs
 
     path, preset = _preset(a)
     import torch
@@ -603,7 +607,7 @@ def cmd_plan(a) -> int:
     for t in preset.trials:
         flops[t.model] = flops.get(t.model, 0.0) + estimate_flops(t)
     total = sum(flops.values())
-    from sweep.grid import source_name
+    from sweep.plan.grid import source_name
 
     print(f"preset {preset.name} of {source_name(path)}: {preset.description}")
     overridden = preset.overrides.describe()
@@ -626,8 +630,8 @@ def cmd_plan(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from sweep.cluster import Runtime
-    from sweep.engine import run_sweep
+    from sweep.runner.cluster import Runtime
+    from sweep.runner.engine import run_sweep
     config_file, preset = _preset(a)
     _check_runtime(a)
     pack = _pack_size(a, len(preset.trials), "cuda" if a.gpus_per_trial > 0 else "cpu")
@@ -640,7 +644,7 @@ def cmd_run(a) -> int:
                  max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,
                  num_cpus=a.num_cpus, data_root=a.data_root, pack=pack, keep_weights=a.keep_weights,
                  trackers=tuple(dict.fromkeys(a.tracker)))
-    from sweep.trackers import check_tracker
+    from sweep.runner.trackers import check_tracker
 
     for name in rt.trackers:
         check_tracker(name)  # installed? before anything starts
@@ -662,7 +666,7 @@ def _check_runtime(a) -> None:
 
 
 def cmd_resume(a) -> int:
-    from sweep.engine import resume_sweep
+    from sweep.runner.engine import resume_sweep
 
     if a.num_cpus is not None and a.num_cpus < 1:
         raise UserError("--num-cpus must be >= 1")
@@ -674,10 +678,10 @@ def cmd_resume(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from sweep.engine import sweep_status
-    from sweep.ledger import count, damage_phrase, damaged_tables
-    from sweep.results import with_models
-    from sweep.schema import FINISHED, PENDING, STATUSES
+    from sweep.runner.engine import sweep_status
+    from sweep.record.ledger import count, damage_phrase, damaged_tables
+    from sweep.record.results import with_models
+    from sweep.record.schema import FINISHED, PENDING, STATUSES
 
     manifest, df = sweep_status(Path(a.run_dir))
     damaged = damaged_tables(Path(a.run_dir))
@@ -709,8 +713,8 @@ def cmd_status(a) -> int:
 
 
 def _check(run_dir: Path, results) -> int:
-    from sweep.ledger import check_run
-    from sweep.results import read_curves
+    from sweep.record.ledger import check_run
+    from sweep.record.results import read_curves
 
     try:
         curves = read_curves(run_dir)
@@ -719,16 +723,16 @@ def _check(run_dir: Path, results) -> int:
                         f"`gansweep resume {run_dir}` rebuilds it") from None
     problems = check_run(run_dir, results, curves)
     if problems:
-        print(f"  check: {len(problems)} rule(s) broken (sweep/ledger.py):")
+        print(f"  check: {len(problems)} rule(s) broken (sweep/record/ledger.py):")
         for p in problems:
             print(f"    - {p}")
         return 1
-    print(f"  check: all {len(results)} rows keep the ledger's rules (sweep/ledger.py)")
+    print(f"  check: all {len(results)} rows keep the ledger's rules (sweep/record/ledger.py)")
     return 0
 
 
 def cmd_rescore(a) -> int:
-    from sweep.rescore import rescore, summary
+    from analysis.rescore import rescore, summary
 
     table = rescore(Path(a.run_dir), a.sample_bn, a.data_root)
     print(summary(table))
@@ -745,18 +749,26 @@ def cmd_report(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    from analysis.compare import build_compare, format_table
+    from analysis.compare import build_compare, format_table, runs_sides, split_sides
 
-    page, table, (label_a, label_b) = build_compare(Path(a.run_a), Path(a.run_b), Path(a.out) if a.out else None)
-    print(format_table(table, label_a, label_b))
+    if (a.run_b is None) == (a.by is None):
+        raise UserError("compare: give RUN_B, or --by SETTING to split RUN_A (not both)")
+    if a.by is not None:
+        side_a, side_b, real = split_sides(Path(a.run_a), a.by)
+        out = Path(a.out) if a.out else Path(a.run_a) / f"compare-{a.by.partition('=')[0]}"
+    else:
+        side_a, side_b, real = runs_sides(Path(a.run_a), Path(a.run_b))
+        out = Path(a.out) if a.out else Path(a.run_b) / f"compare-{Path(a.run_a).resolve().name}"
+    page, table = build_compare(side_a, side_b, out, real)
+    print(format_table(table, side_a.label, side_b.label))
     print(f"[gansweep] compare: {page}")
     return 0
 
 
 def cmd_bench(a) -> int:
-    from sweep.bench import format_table, run_bench
-    from sweep.data import load_mnist
-    from sweep.grid import load_preset
+    from sweep.runner.bench import format_table, run_bench
+    from sweep.train.data import load_mnist
+    from sweep.plan.grid import load_preset
 
     if a.scale:
         return _bench_scale(a)
@@ -773,10 +785,10 @@ def cmd_bench(a) -> int:
 def _bench_scale(a) -> int:
     import tempfile
 
-    from sweep.data import load_mnist
-    from sweep.grid import load_preset
-    from sweep.packs import parse_pack
-    from sweep.scale import format_scale, run_scale, write_json
+    from sweep.train.data import load_mnist
+    from sweep.plan.grid import load_preset
+    from sweep.plan.packs import parse_pack
+    from sweep.runner.scale import format_scale, run_scale, write_json
 
     config = _sweep_file(a)
     load_preset(config, "paper")  # the sweep file must hold a valid paper preset
@@ -814,7 +826,7 @@ class _StderrHandler(logging.StreamHandler):
 def setup_logging(verbose: bool, quiet: bool) -> None:
     """gansweep's own log lines ("gansweep" logger) on stderr: info by default, debug with
     --verbose, warnings only with --quiet. --verbose also lets Ray's warnings through
-    (sweep/cluster.py), e.g. its slow experiment-state saves at thousands of trials."""
+    (sweep/runner/cluster.py), e.g. its slow experiment-state saves at thousands of trials."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("[gansweep] %(message)s"))
@@ -826,7 +838,7 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     from models.classifier import ClassifierError
     from models.registry import PluginError
-    from sweep.data import DataError
+    from sweep.train.data import DataError
 
     try:
         a = build_parser().parse_args(argv)

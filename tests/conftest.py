@@ -27,14 +27,14 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(data_root):
-    from sweep.data import load_mnist
+    from sweep.train.data import load_mnist
 
     return load_mnist(data_root)
 
 
 @pytest.fixture(scope="session")
 def scorer(mnist):
-    from sweep.scoring import build_scorer
+    from sweep.train.scoring import build_scorer
 
     return build_scorer(mnist.test_images)[0]
 

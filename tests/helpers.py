@@ -98,8 +98,8 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFF
 
 
 def assert_ledger_holds(run: Path) -> pd.DataFrame:
-    """The run's tables keep every rule of sweep/ledger.py, against its own plan; returns results."""
-    from sweep.ledger import check_run
+    """The run's tables keep every rule of sweep/record/ledger.py, against its own plan; returns results."""
+    from sweep.record.ledger import check_run
 
     results = pd.read_parquet(run / "results.parquet")
     curves = pd.read_parquet(run / "curves.parquet")
@@ -169,7 +169,7 @@ def tensorboard_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
 def row(family, i_prime, status="ok", nLayerG=2, nLayerD=2, optimD="adam", optimG="adam", lr=0.001,
         seed=0, sizeG=400, arch="mlp", **settings):
     """One results row of a finished (or not) point, with hand-set scores (analysis tests)."""
-    from sweep.config import TrialConfig
+    from sweep.plan.config import TrialConfig
 
     cfg = TrialConfig(family=family, arch=arch, nLayerG=nLayerG, nLayerD=nLayerD, optimD=optimD,
                       optimG=optimG, lr=lr, seed=seed, sizeG=sizeG, epochs=2, **settings)
@@ -185,7 +185,7 @@ def row(family, i_prime, status="ok", nLayerG=2, nLayerD=2, optimD="adam", optim
 
 def make_run(tmp_path, df, name="syn") -> Path:
     """A run directory holding `df` as its results, a valid ledger and random samples."""
-    from sweep.results import MANIFEST_FORMAT, write_results
+    from sweep.record.results import MANIFEST_FORMAT, write_results
 
     run = tmp_path / name
     run.mkdir()
@@ -194,7 +194,7 @@ def make_run(tmp_path, df, name="syn") -> Path:
         "gansweep_version": "0.1.0", "git_commit": "abc", "classifier_sha256": "f" * 64,
         "reference_scores": {"i_prime": 13.3, "inception_score": 9.8}, "sessions": []}))
     write_results(df, run)
-    # a valid ledger (sweep/ledger.py): finished points have both epochs, the last one the row's I'
+    # a valid ledger (sweep/record/ledger.py): finished points have both epochs, the last one the row's I'
     curves = pd.DataFrame([{"point_id": r.point_id, "epoch": e, "i_prime": r.i_prime * e / 2}
                            for r in df.itertuples() if r.status in ("ok", "diverged") for e in (1, 2)])
     curves.to_parquet(run / "curves.parquet")

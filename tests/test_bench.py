@@ -1,7 +1,7 @@
 """The benchmark's arithmetic (its timings are read, never asserted: docs/performance.md)."""
 
-from sweep.bench import format_table, targets, train_flops_per_sample
-from sweep.config import TrialConfig
+from sweep.runner.bench import format_table, targets, train_flops_per_sample
+from sweep.plan.config import TrialConfig
 
 
 def test_flop_count_by_hand():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.config import AXES, BOUNDS, CHOICES, FIELD_TYPES, SETTINGS, field_docs
-from sweep.grid import (PACKAGED_SWEEP, SCHEMA_FILE, ConfigError, estimate_flops, load_file, load_preset,
+from sweep.plan.config import AXES, BOUNDS, CHOICES, FIELD_TYPES, SETTINGS, field_docs
+from sweep.plan.grid import (PACKAGED_SWEEP, SCHEMA_FILE, ConfigError, estimate_flops, load_file, load_preset,
                         parse_overrides, parse_preset)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,8 +133,8 @@ def test_overrides_are_recorded_and_rebuilt_by_the_ledger(tmp_path):
     """What resume replans from: the run's sweep file and the manifest's overrides give the same points."""
     import shutil
 
-    from sweep.ledger import plan
-    from sweep.results import new_manifest, write_manifest
+    from sweep.record.ledger import plan
+    from sweep.record.results import new_manifest, write_manifest
 
     over = parse_overrides(["epochs=3", "n_eval=500", "z_dist=normal"], "4,7")
     preset = load_preset(PACKAGED_SWEEP, "mini", overrides=over)
@@ -159,9 +159,9 @@ def _validator():
 
 
 def test_the_shipped_schema_is_generated_from_the_validator_tables():
-    from sweep.yaml_schema import schema_text
+    from sweep.plan.yaml_schema import schema_text
 
-    assert SCHEMA_FILE.read_text() == schema_text(), "run `python -m sweep.yaml_schema`"
+    assert SCHEMA_FILE.read_text() == schema_text(), "run `python -m sweep.plan.yaml_schema`"
     assert PACKAGED_SWEEP.read_text().startswith("# yaml-language-server: $schema=sweep/sweep.schema.json\n")
     assert (REPO / "sweep.yaml").resolve() == PACKAGED_SWEEP.resolve()  # one file: the package links to it
     doc = yaml.safe_load(PACKAGED_SWEEP.read_text())

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.compare import build_compare, compare_figure, compare_table, differing_settings
+from analysis.compare import compare_figure, compare_table, differing_settings, runs_sides
 from analysis.stats import I_PRIME_EDGES, mann_whitney, with_models
 from helpers import REPO, cli, make_run, row
 
@@ -79,7 +79,9 @@ def test_the_command_writes_the_page_and_prints_the_table(tmp_path):
 def test_bad_inputs_are_one_line(tmp_path):
     run_a, run_b = two_runs(tmp_path)
     for args, fragment in (((run_a, tmp_path / "nope"), "no such run directory"),
-                           ((run_a, run_a), "compare needs two different runs")):
+                           ((run_a, run_a), "compare needs two different runs"),
+                           ((run_a,), "give RUN_B, or --by SETTING"),
+                           ((run_a, "--by", "d_batch"), "needs two values of d_batch; ")):
         r = cli("compare", *args, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
     m = json.loads((run_b / "gansweep.json").read_text())
@@ -88,5 +90,27 @@ def test_bad_inputs_are_one_line(tmp_path):
     df.to_parquet(run_b / "results.parquet")
     pd.read_parquet(run_a / "results.parquet").assign(classifier_sha256="f" * 64).to_parquet(run_a / "results.parquet")
     with pytest.raises(Exception, match="scored by different classifiers"):
-        build_compare(run_a, run_b)
+        runs_sides(run_a, run_b)
     assert not (run_b / "compare-separate").exists() and REPO.is_dir()
+
+
+def test_one_run_split_by_a_setting(tmp_path):
+    """--by d_batch=separate,joint: the rows of one run that hold each value, as A and B."""
+    run_a, run_b = two_runs(tmp_path)
+    both = pd.concat([pd.read_parquet(run_a / "results.parquet").iloc[:4],
+                      pd.read_parquet(run_b / "results.parquet")], ignore_index=True)
+    both["point_id"] = [p if i >= 4 else p.replace("-s0", "-sepbn-s0") for i, p in enumerate(both.point_id)]
+    run = make_run(tmp_path, both, "study")
+    r = cli("compare", run, "--by", "d_batch=separate,joint", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["A: d_batch=separate", "B: d_batch=joint"]
+    gan = next(line for line in lines if line.startswith("GAN "))
+    assert "4/4" in gan and "0.00 -> 2.00" in gan and "0.84" in gan  # as the two runs above
+    ebgan = next(line for line in lines if line.startswith("EBGAN "))
+    assert "2/0" in ebgan  # the EBGANs all hold separate
+    assert (run / "compare-d_batch" / "compare.html").is_file()
+    r = cli("compare", run, "--by", "d_batch=separate,both", cwd=tmp_path)
+    assert r.returncode == 2 and "no row of" in r.stderr and "d_batch=both" in r.stderr
+    r = cli("compare", run, "--by", "epochz", cwd=tmp_path)
+    assert r.returncode == 2 and "'epochz' is not a setting" in r.stderr

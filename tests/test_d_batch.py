@@ -10,7 +10,7 @@ import torch
 
 from models.losses import gan_g_loss, get_family
 from models.networks import D_BATCHES, DOut, MLPDiscriminator, discriminate
-from sweep.config import TrialConfig
+from sweep.plan.config import TrialConfig
 from sweep.train.point import build_models
 
 B = 16
@@ -147,10 +147,10 @@ def test_a_plugin_family_gets_the_choice_of_its_discriminator_kind():
 
 
 def test_joint_batches_cost_two_more_d_passes_per_sample_in_the_plan():
-    """The plan's FLOPs (sweep/grid.py): a joint G step runs D forward and backward on the real
+    """The plan's FLOPs (sweep/plan/grid.py): a joint G step runs D forward and backward on the real
     batch too: 2 * samples * 2 MD more (MD: D's MACs per sample, models/archs.py)."""
     from models.archs import mlp_macs
-    from sweep.grid import estimate_flops
+    from sweep.plan.grid import estimate_flops
 
     cfg = TrialConfig(family="gan", nLayerD=3, sizeD=128, epochs=1, n_train=6400, n_eval=10)
     _, md = mlp_macs(cfg, "logit")
@@ -164,8 +164,8 @@ def test_a_run_started_before_the_setting_is_not_resumed_with_another_meaning(tm
     on separate batches. Resuming an unfinished GAN point would train it with joint ones, so
     resume refuses (one line); unfinished points whose families keep separate may go on."""
     from sweep.errors import UserError
-    from sweep.ledger import changed_defaults, check_defaults
-    from sweep.results import write_results
+    from sweep.record.ledger import changed_defaults, check_defaults
+    from sweep.record.results import write_results
 
     gan, ebgan = TrialConfig(family="gan"), TrialConfig(family="ebgan")
     trials = (gan, ebgan)
@@ -179,7 +179,7 @@ def test_a_run_started_before_the_setting_is_not_resumed_with_another_meaning(tm
     write_results(pd.DataFrame([{"point_id": gan.point_id, "status": "ok"},
                                 {"point_id": ebgan.point_id, "status": "pending"}]), tmp_path)
     check_defaults(tmp_path, old, trials)  # the GAN is finished; the EBGAN trains as it would have
-    from sweep.config import setting_defaults
+    from sweep.plan.config import setting_defaults
 
     now = {"setting_defaults": setting_defaults()}
     assert changed_defaults(now) == {} and setting_defaults()["d_batch"] == "auto"

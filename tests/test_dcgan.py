@@ -6,8 +6,8 @@ from torch import nn
 from models.dcgan import (MAX_LAYERS, ConvAutoEncoderDiscriminator, ConvDiscriminator,
                           ConvGenerator)
 from models.archs import get_arch
-from sweep.config import TrialConfig
-from sweep.grid import network_macs
+from sweep.plan.config import TrialConfig
+from sweep.plan.grid import network_macs
 from sweep.train.point import build_models
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import (LOOPBACK, REPO, assert_ledger_holds, cli, listening_addresses, results_with, session_pids,
                      start, wait_for)
-from sweep.config import FIELD_NAMES, SETTINGS
+from sweep.plan.config import FIELD_NAMES, SETTINGS
 
 pytestmark = pytest.mark.ray
 
@@ -98,7 +98,7 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     """Run on a 10-point sample of the 12 (--sample), with --set and --seeds: the resume keeps that
     sample and those overrides (had it replanned the file's own seed 0, no point would match)."""
-    from sweep.grid import load_preset, parse_overrides
+    from sweep.plan.grid import load_preset, parse_overrides
 
     run = tmp_path / "runs" / "k"
     over = parse_overrides(["n_eval=150"], "4")

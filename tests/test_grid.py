@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.grid import ConfigError, estimate_flops, load_preset
+from sweep.plan.grid import ConfigError, estimate_flops, load_preset
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "sweep.yaml"
@@ -71,7 +71,7 @@ def test_plan_command_prints_counts():
 
 
 def test_flop_estimate_by_hand():
-    from sweep.config import TrialConfig
+    from sweep.plan.config import TrialConfig
 
     t = TrialConfig(family="gan", nLayerG=2, nLayerD=2, sizeG=10, sizeD=5, z_dim=4, epochs=1,
                     n_train=8, batch_size=4, n_eval=10)
@@ -159,7 +159,7 @@ def test_paper_rules_can_be_lifted(tmp_path):
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, margin, mini, smoke, began, dcgan"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, margin, mini, gan-batchnorm, d-batch, d-batch-dcgan, gan-budget, smoke, began, dcgan"):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")
@@ -286,8 +286,8 @@ def test_a_run_redraws_its_sample_with_the_sampler_version_that_drew_it(tmp_path
     import shutil
 
     from sweep.errors import UserError
-    from sweep.ledger import plan
-    from sweep.results import MANIFEST, MANIFEST_FORMAT
+    from sweep.record.ledger import plan
+    from sweep.record.results import MANIFEST, MANIFEST_FORMAT
 
     v1, v2 = (load_preset(SWEEP, "paper-sample", sampler=v).trials for v in (1, 2))
     assert v1 != v2 and len(v1) == len(v2) == 24

@@ -7,12 +7,12 @@ import signal
 import pandas as pd
 import pytest
 
-from sweep.config import TrialConfig
-from sweep.ledger import (Ledger, TrialState, check_tables, curves_from_tune_logs, finished_reports,
+from sweep.plan.config import TrialConfig
+from sweep.record.ledger import (Ledger, TrialState, check_tables, curves_from_tune_logs, finished_reports,
                           judge, scored_epochs, summarize)
-from sweep.results import read_curves, read_results, write_results
-from sweep.schema import CURVE_COLUMNS, RESTORED_HISTORY, RESULT_COLUMNS
-from sweep.signals import STOP
+from sweep.record.results import read_curves, read_results, write_results
+from sweep.record.schema import CURVE_COLUMNS, RESTORED_HISTORY, RESULT_COLUMNS
+from sweep.runner.signals import STOP
 
 CFG = TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, epochs=3, n_train=512)
 SCORES = {"i_prime": 2.0, "inception_score": 3.0, "fid": 50.0, "classes_covered": 7, "kl_uniform": 0.1,
@@ -264,8 +264,8 @@ def test_healing_without_tune_records_changes_nothing(tmp_path):
     """results.parquet is damaged and Tune's folder is gone: the intact CSV must not be
     overwritten by rows rebuilt from nothing."""
     from sweep.errors import UserError
-    from sweep.ledger import damaged_tables, heal
-    from sweep.results import MANIFEST_FORMAT, write_manifest
+    from sweep.record.ledger import damaged_tables, heal
+    from sweep.record.results import MANIFEST_FORMAT, write_manifest
 
     (tmp_path / "sweep.yaml").write_text("presets:\n  t:\n    seeds: [0]\n    settings: {epochs: 3}\n"
                                          "    grids:\n      ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [32], "
@@ -285,6 +285,6 @@ def test_the_ledger_imports_no_ray():
     import subprocess
     import sys
 
-    code = "import sys, sweep.ledger, sweep.schema, sweep.engine, sweep.cli; print('ray' in sys.modules)"
+    code = "import sys, sweep.record.ledger, sweep.record.schema, sweep.runner.engine, sweep.cli; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr

@@ -140,7 +140,7 @@ def test_l1_energy_is_the_mean_absolute_error():
 
 
 def test_energy_norm_auto_resolves_per_family():
-    from sweep.config import TrialConfig
+    from sweep.plan.config import TrialConfig
 
     assert TrialConfig(family="began").energy_norm == "l1"
     assert TrialConfig(family="ebgan").energy_norm == "l2"

@@ -78,7 +78,7 @@ def test_frechet_distance():
 
 def test_classifier_accuracy_and_hash(mnist):
     from models.classifier import WEIGHTS_SHA256, accuracy, load_classifier
-    from sweep.data import to_model_space
+    from sweep.train.data import to_model_space
 
     clf, sha = load_classifier()
     assert sha == WEIGHTS_SHA256
@@ -86,7 +86,7 @@ def test_classifier_accuracy_and_hash(mnist):
 
 
 def test_real_mnist_scores_high_and_one_digit_collapses(mnist, scorer):
-    from sweep.data import to_model_space
+    from sweep.train.data import to_model_space
 
     real = scorer.score(to_model_space(mnist.test_images))
     assert real["inception_score"] >= 9.5
@@ -101,7 +101,7 @@ def test_real_mnist_scores_high_and_one_digit_collapses(mnist, scorer):
 
 def test_pinned_fid_reference_matches_a_recomputation(mnist):
     from models.classifier import load_classifier
-    from sweep.scoring import REFERENCE_PATH, compute_reference, images_sha256, load_reference
+    from sweep.train.scoring import REFERENCE_PATH, compute_reference, images_sha256, load_reference
 
     clf, sha = load_classifier()
     state = torch.load(REFERENCE_PATH, weights_only=True)

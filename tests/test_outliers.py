@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models import outliers
-from sweep.data import to_model_space
+from sweep.train.data import to_model_space
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -74,7 +74,7 @@ def test_training_stream_mixes_every_kind_and_is_reproducible(digits):
 # --------------------------------------------------------------------------- the committed scorer
 @pytest.fixture(scope="module")
 def check_rows(mnist, scorer):
-    from sweep.scoring import check_scorer
+    from sweep.train.scoring import check_scorer
 
     return {r["set"]: r for r in check_scorer(scorer, mnist)}
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from helpers import REPO, cli
-from sweep.config import TrialConfig
-from sweep.disk import checkpoint_bytes, estimate_disk, param_counts
-from sweep.grid import parse_preset
-from sweep.packs import PACK_VARIES, auto_pack_size, make_packs, shape_key, stacks_of
+from sweep.plan.config import TrialConfig
+from sweep.plan.disk import checkpoint_bytes, estimate_disk, param_counts
+from sweep.plan.grid import parse_preset
+from sweep.plan.packs import PACK_VARIES, auto_pack_size, make_packs, shape_key, stacks_of
 from sweep.train.loop import run_pack, run_trial
 from test_trial import FAMILIES, TINY_DCGAN, strip
 
@@ -46,7 +46,7 @@ def test_paper_grid_packs():
     """GAN shapes hold 12 points (2 x 2 optimizers x 3 lr); under the paper's rules every
     EBGAN shape holds one. At the auto size (14 for 7,168 points) each pack is one GAN
     shape's stack of 12 and two single EBGAN points: 512 Tune trials. On CPU auto is 1."""
-    from sweep.grid import load_preset
+    from sweep.plan.grid import load_preset
 
     trials = load_preset(REPO / "sweep.yaml", "paper").trials
     assert auto_pack_size(len(trials), "cuda") == 14 and auto_pack_size(len(trials), "cpu") == 1
@@ -297,7 +297,7 @@ def test_packed_sweep_killed_and_resumed_keeps_every_point_once_on_a_bounded_dis
     from helpers import assert_ledger_holds, results_with, start, wait_for
     from analysis.load import load_run
     from sweep.train.point import PointRun, to_uint8
-    from sweep.schema import RESULT_COLUMNS
+    from sweep.record.schema import RESULT_COLUMNS
 
     monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
@@ -372,7 +372,7 @@ def test_a_pack_of_several_stacks_trains_them_in_turn_through_tune(tmp_path, dat
     import numpy as np
     import pandas as pd
 
-    from sweep.rescore import rescore
+    from analysis.rescore import rescore
 
     same = rescore(run, "eval").set_index("point_id").loc[df.point_id]
     assert len(same) == 12 and (same.recorded_sample_bn == "eval").all()

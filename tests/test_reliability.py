@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers import REPO, assert_ledger_holds, cli, results_with, session_pids, start, wait_for
-from sweep.results import read_results, write_results
+from sweep.record.results import read_results, write_results
 
 # --------------------------------------------------------------------------- results writes
 
@@ -168,7 +168,8 @@ def test_classifier_with_the_wrong_hash_is_refused(tmp_path, monkeypatch, capsys
 
 def test_security_defaults_in_the_code():
     """Guards on the code itself: nothing unpickled blindly, Ray's auth never switched off."""
-    sources = {p: p.read_text() for d in ("models", "sweep", "analysis") for p in (REPO / d).glob("*.py")}
+    sources = {p: p.read_text() for d in ("models", "sweep", "analysis") for p in (REPO / d).rglob("*.py")}
+    assert len(sources) > 40  # every package and subpackage read
     for path, text in sources.items():
         assert "weights_only=False" not in text, path
         assert "allow_pickle=True" not in text, path
@@ -176,7 +177,7 @@ def test_security_defaults_in_the_code():
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, (path, line)
-    assert "include_dashboard=False" in sources[REPO / "sweep" / "cluster.py"]
+    assert "include_dashboard=False" in sources[REPO / "sweep" / "runner" / "cluster.py"]
 
 
 TWO_NODES = """

@@ -85,7 +85,7 @@ def test_a_missing_tracker_is_one_line(monkeypatch):
     import builtins
 
     from sweep.errors import UserError
-    from sweep.trackers import check_tracker
+    from sweep.runner.trackers import check_tracker
 
     real_import = builtins.__import__
 

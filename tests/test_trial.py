@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from sweep.config import TrialConfig
-from sweep.ledger import summarize
+from sweep.plan.config import TrialConfig
+from sweep.record.ledger import summarize
 from sweep.train.loop import run_pack, run_trial
 from sweep.train.point import build_models
 
@@ -32,7 +32,7 @@ def test_score_settings_come_from_the_trial_config(mnist, scorer):
     """prob_eps and coverage_min_frac are recorded in every row, so the scores must use them
     (the first version always scored at the defaults: prob_eps 1e-4 recorded I' at 1e-12)."""
     from models.metrics import ScoreSettings
-    from sweep.data import to_model_space
+    from sweep.train.data import to_model_space
 
     real = to_model_space(mnist.test_images[:500])
 
@@ -175,7 +175,7 @@ def test_trial_command_writes_metrics_and_samples(tmp_path, data_root):
 def test_data_root_order(monkeypatch, tmp_path):
     from pathlib import Path
 
-    from sweep.data import resolve_root
+    from sweep.train.data import resolve_root
 
     monkeypatch.setenv("GANSWEEP_DATA", str(tmp_path / "env"))
     assert resolve_root(tmp_path / "flag") == tmp_path / "flag"  # --data-root wins
@@ -185,7 +185,7 @@ def test_data_root_order(monkeypatch, tmp_path):
 
 
 def test_data_is_padded_and_scaled(mnist):
-    from sweep.data import to_model_space
+    from sweep.train.data import to_model_space
 
     x = to_model_space(mnist.train_images[:8])
     assert x.shape == (8, 1, 32, 32) and x.dtype == torch.float32

@@ -31,7 +31,7 @@ import torch
 
 from models.metrics import Scorer
 from models.networks import discriminate
-from sweep.config import TrialConfig
+from sweep.plan.config import TrialConfig
 from sweep.train.backends import backend_for
 from sweep.train.point import PointRun, TrialOutcome, prepare_data, sample_noise
 
@@ -160,7 +160,7 @@ def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str 
 
 def train_pack(runs: list[PointRun], scorer: Scorer,
                on_epoch: Callable[[dict[int, dict], Callable[[], list[dict]]], None] | None = None) -> None:
-    """Train a pack (points of one shape, sweep/packs.py) epoch by epoch, each point as alone.
+    """Train a pack (points of one shape, sweep/plan/packs.py) epoch by epoch, each point as alone.
 
     on_epoch(reported, make_checkpoint) is called after every epoch in which some point
     scored or diverged: reported maps a point's index to that epoch's metrics, and

@@ -21,9 +21,9 @@ import torch
 from models.archs import get_arch
 from models.losses import LossParams, get_family
 from models.metrics import SCORE_KEYS, Scorer, ScoreSettings
-from sweep.config import TrialConfig
-from sweep.data import to_model_space
-from sweep.schema import DIVERGED, OK
+from sweep.plan.config import TrialConfig
+from sweep.train.data import to_model_space
+from sweep.record.schema import DIVERGED, OK
 
 N_KEPT_SAMPLES = 64  # samples kept per evaluation for sample grids (Figure 4)
 
@@ -107,7 +107,7 @@ def sampling_mode(g: torch.nn.Module, sample_bn: str):
 
 @dataclass
 class TrialOutcome:
-    status: str  # OK or DIVERGED (sweep/schema.py)
+    status: str  # OK or DIVERGED (sweep/record/schema.py)
     history: list[dict]  # one dict of metrics per scored epoch
     samples: torch.Tensor | None  # (64, 32, 32) uint8 from the last scored epoch
     train_seconds: float
@@ -243,7 +243,7 @@ class PointRun:
     # ---------------------------------------------------------------- checkpoint
     def checkpoint(self) -> dict:
         """Everything `PointRun(resume=...)` needs (torch.save / weights_only=True compatible).
-        A finished point's holds no weights (WEIGHT_KEYS); sweep/worker.py may keep G's."""
+        A finished point's holds no weights (WEIGHT_KEYS); sweep/runner/worker.py may keep G's."""
         out = {"epoch": self.epoch, "history": self.history, "train_seconds": self.train_seconds,
                "eval_seconds": self.eval_seconds, "samples": self.samples, "config": self.cfg.as_dict()}
         if not hasattr(self, "g"):  # restored finished, never built

@@ -16,7 +16,7 @@ import torch
 from models import outliers
 from models.classifier import DIGIT_THRESHOLD, WEIGHTS_PATH, digit_threshold, load_classifier
 from models.metrics import FeatureStats, Scorer, all_metrics
-from sweep.data import to_model_space
+from sweep.train.data import to_model_space
 
 REFERENCE_PATH = WEIGHTS_PATH.parent / "mnist_test_reference.pt"
 
@@ -34,7 +34,7 @@ def compute_reference(clf, test_images_u8: torch.Tensor,
 
 
 def save_reference(path: Path, ref: FeatureStats, scores: dict, clf_sha: str, data_sha: str) -> None:
-    from sweep.results import write_atomic
+    from sweep.record.results import write_atomic
 
     state = {"mean": ref.mean, "cov": ref.cov, "scores": scores, "classifier_sha256": clf_sha,
              "data_sha256": data_sha}

@@ -18,10 +18,10 @@ The results tables in RUN_DIR stay the record; a tracker is a view for filtering
 The runs of a sweep share its name: the MLflow experiment, or the W&B group.
 
 Tune pickles its callbacks into the experiment state and unpickles them on resume, so the
-callbacks hold only names; the packs' points come from `configure`, which sweep/engine.py
-calls in every session (as for sweep/callback.py).
+callbacks hold only names; the packs' points come from `configure`, which sweep/runner/engine.py
+calls in every session (as for sweep/runner/callback.py).
 
-Ray and the trackers are imported inside the functions, after sweep/cluster.py has set Ray's
+Ray and the trackers are imported inside the functions, after sweep/runner/cluster.py has set Ray's
 environment.
 """
 from __future__ import annotations
@@ -45,14 +45,14 @@ def check_tracker(name: str) -> None:
 
 
 def configure(packs) -> None:
-    """This session's packs (sweep/packs.py), which name and tag the tracker runs."""
+    """This session's packs (sweep/plan/packs.py), which name and tag the tracker runs."""
     _PACKS.clear()
     _PACKS.update({p.pack_id: list(p.points) for p in packs})
 
 
 def point_tags(cfg) -> dict[str, str]:
     """What a tracker can filter a point by: its id, family, model and grid axes."""
-    from sweep.config import AXES, STUDY_AXES
+    from sweep.plan.config import AXES, STUDY_AXES
 
     return {"point_id": cfg.point_id, "model": cfg.model, "seed": str(cfg.seed),
             **{a: str(getattr(cfg, a)) for a in (*AXES, *STUDY_AXES)}}
@@ -72,8 +72,8 @@ def run_view(pack_id: str) -> tuple[str, dict[str, str], dict]:
 
 def result_metrics(pack_id: str, result: dict) -> list[tuple[int, dict[str, float]]]:
     """[(step, {metric: value})] of one Tune result: each point's finite scores and losses."""
-    from sweep.ledger import point_reports
-    from sweep.schema import CURVE_KEYS
+    from sweep.record.ledger import point_reports
+    from sweep.record.schema import CURVE_KEYS
 
     names = [k for k in CURVE_KEYS if k not in ("epoch", "outcome")]
     single = len(_PACKS[pack_id]) == 1

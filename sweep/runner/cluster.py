@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.errors import UserError
-from sweep.results import RESULTS
+from sweep.record.results import RESULTS
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,10 @@ class Runtime:
     max_failures: int = 2  # retries of a failing trial, each from its last checkpoint
     address: str | None = None  # an existing Ray cluster ("auto", "ray://...", host:port)
     num_cpus: int | None = None  # CPUs of the local Ray instance (None: all)
-    data_root: str | None = None  # where MNIST is read (see sweep/data.py)
-    pack: int = 1  # grid points per Tune trial (sweep/packs.py); fixed for a run once it starts
+    data_root: str | None = None  # where MNIST is read (see sweep/train/data.py)
+    pack: int = 1  # grid points per Tune trial (sweep/plan/packs.py); fixed for a run once it starts
     keep_weights: bool = False  # keep every ok point's final G weights in RUN_DIR/weights/
-    trackers: tuple[str, ...] = ()  # also log every point to these: wandb, mlflow (sweep/trackers.py)
+    trackers: tuple[str, ...] = ()  # also log every point to these: wandb, mlflow (sweep/runner/trackers.py)
 
     @property
     def threads(self) -> int:
@@ -49,9 +49,9 @@ def set_environment(rt: Runtime) -> None:
       loopback address, and `ray.init` replaces 127.0.0.1 with the machine's external
       address unless multi-node support is off; this is Ray's own switch for that (its
       default on macOS and Windows). A cluster run (--address) leaves it.
-    * Tune's auto loggers are off (the callbacks are chosen in sweep/engine.py), and its
+    * Tune's auto loggers are off (the callbacks are chosen in sweep/runner/engine.py), and its
       console tables are replaced by the ledger's one-line progress.
-    * Tune's own SIGINT handler is off: sweep/signals.py handles SIGINT, SIGTERM and
+    * Tune's own SIGINT handler is off: sweep/runner/signals.py handles SIGINT, SIGTERM and
       SIGHUP alike and asks Tune to stop through the same path.
     """
     if rt.address is None:
@@ -69,7 +69,7 @@ def ray_init(rt: Runtime) -> None:
     # Ray's own processes (GCS, raylet, agents) share the driver's process group, so a
     # lost terminal's SIGHUP reaches them too and would kill the node under a sweep that
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
-    # while they start, then sweep/signals.py handles it in the driver alone.
+    # while they start, then sweep/runner/signals.py handles it in the driver alone.
     hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Ray's own log lines and the workers' output only with --verbose (sweep/cli.py's logging).
     verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
@@ -82,7 +82,7 @@ def ray_init(rt: Runtime) -> None:
             ray.init(num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
     finally:
         signal.signal(signal.SIGHUP, hup)
-    from sweep.signals import STOP
+    from sweep.runner.signals import STOP
 
     if STOP.active:
         STOP.install()  # ray.init replaced the driver's SIGTERM handler: take it back

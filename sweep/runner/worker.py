@@ -1,13 +1,13 @@
 """The worker side of a sweep: the Tune trainable, its per-process caches, its checkpoints.
 
 The trainable is thin (restore, train the pack, report; sweep/train/ does the work).
-A Tune trial is a pack of grid points (sweep/packs.py).
+A Tune trial is a pack of grid points (sweep/plan/packs.py).
 MNIST and the classifier reach the workers once, through the object store
 (`make_trainable` wraps them with `tune.with_parameters`). Every scored epoch
 reports its metrics with a checkpoint, so a retried or resumed trial continues
 from its last epoch instead of restarting.
 
-Imports Ray: import it only after sweep/cluster.py has set Ray's environment.
+Imports Ray: import it only after sweep/runner/cluster.py has set Ray's environment.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ import torch
 from ray import tune
 from ray.tune import Checkpoint
 
-from sweep.config import TrialConfig
-from sweep.ledger import epoch_report
-from sweep.packs import stacks_of, trial_label
-from sweep.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
+from sweep.plan.config import TrialConfig
+from sweep.record.ledger import epoch_report
+from sweep.plan.packs import stacks_of, trial_label
+from sweep.record.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
 
 CHECKPOINT_FORMAT = "gansweep-pack/1"
 STATE_FILE = "state.pt"  # point_id -> G, D, both optimizers, RNG streams, history (PointRun.checkpoint())
@@ -94,7 +94,7 @@ def load_checkpoint(ckpt: Checkpoint, label: str, device: str) -> dict[str, dict
 
 
 def pack_of(config: dict, packs: dict[str, list[dict]]) -> tuple[str, list[TrialConfig]]:
-    """(label, points) of a Tune trial's config (sweep/packs.py trial_label)."""
+    """(label, points) of a Tune trial's config (sweep/plan/packs.py trial_label)."""
     if "point" in config:  # a run started before packs
         return trial_label(config), [TrialConfig(**config["point"])]
     return config["pack"], [TrialConfig(**p) for p in packs[config["pack"]]]
@@ -105,7 +105,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
               finished: dict, packs: dict, keep_weights: bool, plugins: list):
     """One pack of grid points inside a Tune worker: config = {"pack": pack_id}.
 
-    packs: pack_id -> its points' TrialConfig fields (sweep/packs.py), passed once.
+    packs: pack_id -> its points' TrialConfig fields (sweep/plan/packs.py), passed once.
     plugins: the driver's plugin sources (models/registry.py), loaded here before any
     config is rebuilt, so a plugin family trains on a worker as on the driver.
     finished: point_id -> final report of the points RUN_DIR's tables already record
@@ -129,10 +129,10 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
     latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
     todo = [p for p in cfgs if p.point_id not in latest]
-    ckpt = tune.get_checkpoint() if todo else None  # a finished pack's checkpoint is emptied (sweep/ledger.py)
+    ckpt = tune.get_checkpoint() if todo else None  # a finished pack's checkpoint is emptied (sweep/record/ledger.py)
     restored = {} if ckpt is None else load_checkpoint(ckpt, label, device)
     # The first report after a restore carries each point's restored history (see
-    # sweep/ledger.py restored_curve_rows), so the tables can fill a lost epoch from it.
+    # sweep/record/ledger.py restored_curve_rows), so the tables can fill a lost epoch from it.
     todo_ids = {p.point_id for p in todo}
     history_of = {pid: [epoch_report(h) for h in st["history"]] for pid, st in restored.items()
                   if pid in todo_ids and st["history"]}
@@ -162,7 +162,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         return
     scorer = _scorer(device, clf_state, clf_sha, ref_mean, ref_cov)
     data = _dataset(images, todo[0].n_train, device)
-    # The pack's stacks train one after another (sweep/packs.py). Every checkpoint holds every
+    # The pack's stacks train one after another (sweep/plan/packs.py). Every checkpoint holds every
     # point: the finished stacks' final states (no weights; their samples and, with
     # keep_weights, their G weights carried along, since the callback reads the last one)
     # and the current stack's full states.

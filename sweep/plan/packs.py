@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sweep.config import FIELD_NAMES, TrialConfig
+from sweep.plan.config import FIELD_NAMES, TrialConfig
 from sweep.errors import UserError
 
 PACK_VARIES = ("optimD", "optimG", "lr", "seed")  # what may differ between the points of a pack
@@ -87,7 +87,7 @@ def make_packs(trials: tuple[TrialConfig, ...], k: int) -> tuple[Pack, ...]:
     ceil(n / k) stacks of near-equal size (12 points at k = 8: two of 6, not 8 + 4).
     Stacks fill packs first-fit, in plan order: a pack of the paper grid at k = 14 holds
     one GAN shape's 12 points and two single-point EBGAN shapes. A pack trains its stacks
-    one after another, each as one stacked model (sweep/worker.py).
+    one after another, each as one stacked model (sweep/runner/worker.py).
     """
     if k < 1:
         raise ValueError("pack size must be >= 1")

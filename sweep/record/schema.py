@@ -2,16 +2,16 @@
 
 Everything that names a status or a column of RUN_DIR's tables imports it from
 here (the score columns themselves come from models/metrics.py, which computes
-them). The rules a row must satisfy live in sweep/ledger.py.
+them). The rules a row must satisfy live in sweep/record/ledger.py.
 
-    results.parquet   one row per grid point: point_id, the config (sweep/config.py),
+    results.parquet   one row per grid point: point_id, the config (sweep/plan/config.py),
                       STATUS_COLUMNS, METRIC_KEYS, best_ + METRIC_KEYS, RUN_COLUMNS
     curves.parquet    one row per (point_id, scored epoch): CURVE_COLUMNS
 """
 from __future__ import annotations
 
 from models.metrics import SCORE_KEYS
-from sweep.config import FIELD_NAMES
+from sweep.plan.config import FIELD_NAMES
 
 # --- statuses of a grid point (results.status) ---
 OK = "ok"  # trained every epoch; final scores finite
@@ -43,7 +43,7 @@ CURVE_KEYS = ("epoch", "outcome", *SCORE_KEYS, "loss_d", "loss_g", "d_real", "d_
 CURVE_COLUMNS = ("point_id", *CURVE_KEYS)
 # outcome of a report: OK (the epoch trained) or DIVERGED (with diverged_reason)
 RESTORED_HISTORY = "restored_history"  # report key: JSON list of a restored checkpoint's epochs
-# A Tune trial trains a pack of points (sweep/packs.py); its report to Tune holds
+# A Tune trial trains a pack of points (sweep/plan/packs.py); its report to Tune holds
 PACK = "pack"  # the pack's id,
 PACK_POINTS = "points"  # a JSON list of point reports (point_id + CURVE_KEYS + diverged_reason, ...),
 TRIAL_KEYS = ("device", "started_at", "reported_at", "time_total_s", "trial_id")  # and these, shared by its points

@@ -2,11 +2,11 @@
 
 Tune pickles the callback into its experiment state and unpickles it on
 `Tuner.restore`, so it holds nothing: the run directory and the session's
-options come from `configure`, set by sweep/engine.py for this driver process
+options come from `configure`, set by sweep/runner/engine.py for this driver process
 (a run directory copied elsewhere and resumed there must write there), and
 `setup` rebuilds the ledger from that RUN_DIR.
 
-Imports Ray: import it only after sweep/cluster.py has set Ray's environment.
+Imports Ray: import it only after sweep/runner/cluster.py has set Ray's environment.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from sweep.ledger import Ledger, TrialState, error_line, point_reports
-from sweep.schema import TUNE_ERROR, TUNE_TERMINATED
-from sweep.signals import STOP
-from sweep.worker import SAMPLES_DIR, SAMPLES_FILE, WEIGHTS_DIR
+from sweep.record.ledger import Ledger, TrialState, error_line, point_reports
+from sweep.record.schema import TUNE_ERROR, TUNE_TERMINATED
+from sweep.runner.signals import STOP
+from sweep.runner.worker import SAMPLES_DIR, SAMPLES_FILE, WEIGHTS_DIR
 
 PROGRESS_EVERY_S = 10.0
 _OPTIONS: dict = {"run_dir": None, "quiet": False}

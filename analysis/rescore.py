@@ -21,15 +21,15 @@ import pandas as pd
 
 from models.metrics import SCORE_KEYS, ScoreSettings
 from sweep.errors import UserError
-from sweep.ledger import WEIGHTS_DIR
-from sweep.schema import OK
+from sweep.record.ledger import WEIGHTS_DIR
+from sweep.record.schema import OK
 
 
 def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.DataFrame:
     from analysis.load import load_run
-    from sweep.data import load_mnist
-    from sweep.results import write_atomic
-    from sweep.scoring import build_scorer
+    from sweep.train.data import load_mnist
+    from sweep.record.results import write_atomic
+    from sweep.train.scoring import build_scorer
     from sweep.train.point import draw_samples, eval_noise
 
     run = load_run(run_dir)

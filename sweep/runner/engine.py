@@ -7,9 +7,9 @@
 A run directory (RUN_DIR) holds:
     gansweep.json      the manifest: preset, runtime options, versions, sessions (the one file
                        that cannot be rebuilt; every table below can, by `resume`)
-    .gansweep.lock     held by the one `run` / `resume` writing the run (sweep/lock.py)
+    .gansweep.lock     held by the one `run` / `resume` writing the run (sweep/runner/lock.py)
     sweep.yaml         the sweep file as it was when the run started (resume re-reads it)
-    results.parquet    one row per grid point (sweep/schema.py), refreshed as trials end
+    results.parquet    one row per grid point (sweep/record/schema.py), refreshed as trials end
     curves.parquet     one row per (grid point, scored epoch)
     samples/           the last evaluated samples of every finished point (64 x 32 x 32 uint8)
     weights/           with --keep-weights, every ok point's final G weights (a state_dict)
@@ -17,10 +17,10 @@ A run directory (RUN_DIR) holds:
                        pack trains, emptied once its points are in the tables); on a cluster it
                        lives on shared storage named by --storage instead.
 
-A Tune trial trains a pack of up to --pack K points of one shape (sweep/packs.py; a pack
-of one is a plain trial). The pieces: sweep/worker.py runs a pack inside a Tune worker, sweep/ledger.py
-turns its reports into rows (the rules a row obeys are there), sweep/callback.py
-connects the two, sweep/cluster.py starts Ray, sweep/signals.py stops it cleanly.
+A Tune trial trains a pack of up to --pack K points of one shape (sweep/plan/packs.py; a pack
+of one is a plain trial). The pieces: sweep/runner/worker.py runs a pack inside a Tune worker, sweep/record/ledger.py
+turns its reports into rows (the rules a row obeys are there), sweep/runner/callback.py
+connects the two, sweep/runner/cluster.py starts Ray, sweep/runner/signals.py stops it cleanly.
 """
 from __future__ import annotations
 
@@ -33,17 +33,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import cluster, trackers
-from sweep.cluster import Runtime
+from sweep.runner import cluster, trackers
+from sweep.runner.cluster import Runtime
 from sweep.errors import Interrupted, UserError
-from sweep.grid import Preset, estimate_flops
-from sweep.lock import RunLock
-from sweep.packs import Pack, make_packs, trial_label
-from sweep.ledger import (Ledger, banked_compute, check_defaults, finished_reports, fmt_s, heal, interrupted_line,
+from sweep.plan.grid import Preset, estimate_flops
+from sweep.runner.lock import RunLock
+from sweep.plan.packs import Pack, make_packs, trial_label
+from sweep.record.ledger import (Ledger, banked_compute, check_defaults, finished_reports, fmt_s, heal, interrupted_line,
                           plan, session_summary)
-from sweep.results import (MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, tune_path_of,
+from sweep.record.results import (MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, tune_path_of,
                            write_manifest)
-from sweep.signals import STOP
+from sweep.runner.signals import STOP
 
 # Tune's log lines about a stop it was asked for: the engine says it in one line instead.
 _TUNE_STOP_NOISE = ("Stop signal received", "Trials did not complete", "Experiment has been interrupted")
@@ -57,14 +57,14 @@ def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, 
     fails before anything is started or written.
     """
     from models.classifier import load_classifier
-    from sweep.data import load_mnist
-    from sweep.scoring import load_reference
+    from sweep.train.data import load_mnist
+    from sweep.train.scoring import load_reference
 
     mnist = load_mnist(rt.data_root, download=download)
     clf, sha = load_classifier()
     ref, reference_scores = load_reference(clf, sha, mnist.test_images)
     cluster.ray_init(rt)
-    from sweep.worker import make_trainable
+    from sweep.runner.worker import make_trainable
 
     n = max(t.n_train for p in packs for t in p.points)
     fn = make_trainable(mnist.train_images[:n].numpy(), clf, sha, ref, rt.threads, device, finished,
@@ -77,7 +77,7 @@ def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
-    from sweep.callback import LedgerCallback
+    from sweep.runner.callback import LedgerCallback
 
     storage_path, name = manifest["tune_path"].rsplit("/", 1)
     callbacks = [JsonLoggerCallback(), trackers.tensorboard_callback(), LedgerCallback()]
@@ -139,7 +139,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(manifest, run_dir, rt))
         if not quiet:
-            from sweep.grid import source_name
+            from sweep.plan.grid import source_name
 
             overridden = preset.overrides.describe()
             print(f"[gansweep] run {run_dir} : preset {preset.name} of {source_name(config_file)}"
@@ -214,9 +214,9 @@ def _session(rt: Runtime, quiet: bool, run_dir: Path):
     quiet_stop = logging.Filter()
     quiet_stop.filter = lambda rec: not str(rec.msg).startswith(_TUNE_STOP_NOISE)
     tune_log.addFilter(quiet_stop)
-    import sweep.callback
+    import sweep.runner.callback
 
-    sweep.callback.configure(run_dir, quiet)
+    sweep.runner.callback.configure(run_dir, quiet)
     try:
         yield
     finally:

@@ -15,7 +15,7 @@
      PACK_K points (sweep/train/backends.py) against a point alone and the solo
      nn.Module step, for the smallest and the middle point.
 
-`gansweep bench --scale` (sweep/scale.py) measures the engine on the whole paper plan.
+`gansweep bench --scale` (sweep/runner/scale.py) measures the engine on the whole paper plan.
 
 Every number is measured here and now; targets are read off, never asserted.
 """
@@ -32,8 +32,8 @@ import torch
 import yaml
 
 from models.losses import LossParams
-from sweep.config import TrialConfig
-from sweep.grid import load_preset
+from sweep.plan.config import TrialConfig
+from sweep.plan.grid import load_preset
 
 # Points of Table 1 for (b) and (c): EBGAN (its auto-encoder D is the larger D).
 POINTS = {
@@ -47,8 +47,8 @@ PACK_K = 12  # (e): a paper-grid GAN shape holds 12 points (2 x 2 optimizers x 3
 
 # --------------------------------------------------------------------------- (b) and (c)
 def train_flops_per_sample(cfg: TrialConfig) -> float:
-    """3 G passes (forward, two backward) and 8 D passes (sweep/grid.py), 2 FLOPs a MAC."""
-    from sweep.grid import network_macs
+    """3 G passes (forward, two backward) and 8 D passes (sweep/plan/grid.py), 2 FLOPs a MAC."""
+    from sweep.plan.grid import network_macs
 
     mg, md = network_macs(cfg)
     return 2.0 * (3 * mg + 8 * md)
@@ -67,7 +67,7 @@ def reference_samples_per_s(cfg: TrialConfig, data_root, steps: int) -> float:
     from torch.utils.data import DataLoader
     from torchvision.datasets import MNIST
 
-    from sweep.data import resolve_root
+    from sweep.train.data import resolve_root
     from sweep.train.point import build_models, make_optimizer
 
     torch.manual_seed(cfg.seed)
@@ -154,8 +154,8 @@ _WORKER: dict = {}
 
 
 def _init_worker(data_root, threads):
-    from sweep.data import load_mnist
-    from sweep.scoring import build_scorer
+    from sweep.train.data import load_mnist
+    from sweep.train.scoring import build_scorer
 
     torch.set_num_threads(threads)
     mnist = load_mnist(data_root)
@@ -203,7 +203,7 @@ def engine_wall(sweep_file: Path, work: Path, name: str, data_root, max_concurre
     import subprocess
     import sys
 
-    from sweep.ledger import point_reports
+    from sweep.record.ledger import point_reports
 
     cmd = [sys.executable, "-m", "sweep.cli", "run", "--config", str(sweep_file), "--preset", "bench",
            "--name", name, "--storage", str(work), "--num-cpus", "2", "--max-concurrent",
@@ -254,8 +254,8 @@ def bare_wall(trials: list[TrialConfig], data_root, processes: int) -> float:
 
 # --------------------------------------------------------------------------- the table
 def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
-    from sweep.data import load_mnist
-    from sweep.scoring import build_scorer
+    from sweep.train.data import load_mnist
+    from sweep.train.scoring import build_scorer
 
     torch.set_num_threads(1)  # one trial's threads, as a sweep runs them (--cpus-per-trial 1)
     res: dict = {"machine": f"{platform.machine()}, {mp.cpu_count()} cores, torch {torch.__version__}",
@@ -312,7 +312,7 @@ def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
     res["packs"] = pack_profile(mnist.train_images, k=PACK_K)
     res["targets"] = targets(res)
     if out is not None:
-        from sweep.results import write_atomic
+        from sweep.record.results import write_atomic
 
         write_atomic(out, lambda p: Path(p).write_text(json.dumps(res, indent=2)))
     return res

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sweep.config import AXES, TrialConfig
+from sweep.plan.config import AXES, TrialConfig
 
 STRATA_AXES = AXES + ("seed",)  # what a sample balances, inside each model, and DERIVED_STRATA
 

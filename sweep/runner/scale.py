@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from sweep.grid import load_file, load_preset
+from sweep.plan.grid import load_file, load_preset
 
 GOALS = {"per_point_overhead_s": 0.020, "driver_peak_rss_gb": 1.5, "experiment_state_mb": 20.0,
          "restart_s": 60.0}
@@ -49,7 +49,7 @@ def scale_sweep_file(config: Path, path: Path) -> int:
         for key, div in WIDTH_DIVISOR.items():
             axes[key] = [max(1, v // div) for v in axes[key]]
         grids[family] = axes
-    body = {"description": "the paper plan, work cut to nothing (sweep/scale.py)", "seeds": paper["seeds"],
+    body = {"description": "the paper plan, work cut to nothing (sweep/runner/scale.py)", "seeds": paper["seeds"],
             "settings": SETTINGS, "grids": grids}
     path.write_text(yaml.safe_dump({"presets": {"scale": body}}, sort_keys=False))
     return len(load_preset(path, "scale").trials)
@@ -82,8 +82,8 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_scale(config: Path, work: Path, pack: str, data_root, log=print) -> dict:
-    from sweep.ledger import check_run
-    from sweep.results import read_curves, read_manifest, read_results
+    from sweep.record.ledger import check_run
+    from sweep.record.results import read_curves, read_manifest, read_results
 
     work.mkdir(parents=True, exist_ok=True)
     sweep_file = work / "scale.yaml"
@@ -169,6 +169,6 @@ def format_scale(res: dict) -> str:
 
 
 def write_json(res: dict, out: Path) -> None:
-    from sweep.results import write_atomic
+    from sweep.record.results import write_atomic
 
     write_atomic(out, lambda p: Path(p).write_text(json.dumps(res, indent=2)))

@@ -5,7 +5,7 @@
     rows = ledger.rows({point_id: TrialState(...)})
     problems = check_tables(results, curves, plan)   # what `gansweep status --check` runs
 
-The Tune callback (sweep/callback.py) only forwards Tune's hooks here, and
+The Tune callback (sweep/runner/callback.py) only forwards Tune's hooks here, and
 `gansweep trial` builds its summary with the same `summarize`, so the rules
 below are the only place that decides what a row says:
 
@@ -34,15 +34,15 @@ from pathlib import Path
 import pandas as pd
 
 from models.metrics import SCORE_KEYS
-from sweep.config import FIELD_NAMES, LEGACY_DEFAULTS, TrialConfig, resolve, setting_defaults
+from sweep.plan.config import FIELD_NAMES, LEGACY_DEFAULTS, TrialConfig, resolve, setting_defaults
 from models.registry import add_plugin_sources
-from sweep.grid import Overrides, estimate_flops, load_preset
-from sweep.subset import SAMPLER_VERSION
-from sweep.packs import make_packs, trial_label
+from sweep.plan.grid import Overrides, estimate_flops, load_preset
+from sweep.plan.subset import SAMPLER_VERSION
+from sweep.plan.packs import make_packs, trial_label
 from sweep.errors import UserError
-from sweep.results import (CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves, read_manifest, read_results,
+from sweep.record.results import (CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves, read_manifest, read_results,
                            tune_path_of, write_atomic, write_curves, write_results)
-from sweep.schema import (CURVE_COLUMNS, CURVE_KEYS, DIVERGED, ERROR, FINISHED, METRIC_KEYS, OK, PACK_POINTS,
+from sweep.record.schema import (CURVE_COLUMNS, CURVE_KEYS, DIVERGED, ERROR, FINISHED, METRIC_KEYS, OK, PACK_POINTS,
                           PENDING, RESTORED_HISTORY, RESULT_COLUMNS, STATUSES, TRIAL_KEYS, TUNE_ERROR,
                           TUNE_NOT_CREATED, TUNE_RUNNING, TUNE_TERMINATED)
 
@@ -173,7 +173,7 @@ def summarize(cfg: TrialConfig, history: list[dict]) -> dict:
 
 @dataclass(frozen=True)
 class TrialState:
-    """What the ledger needs of one Tune trial (sweep/callback.py reads it off Ray's Trial)."""
+    """What the ledger needs of one Tune trial (sweep/runner/callback.py reads it off Ray's Trial)."""
 
     tune_status: str  # PENDING, RUNNING, PAUSED, TERMINATED, ERROR
     last_result: dict  # the trial's last report ({} before its first)
@@ -403,7 +403,7 @@ class Ledger:
         """Empty the checkpoints of trials whose points the tables now record as finished.
 
         Nothing resumes from them (a resumed trial of finished points reports the tables'
-        result, sweep/worker.py), and they are most of a sweep's disk (weights and
+        result, sweep/runner/worker.py), and they are most of a sweep's disk (weights and
         optimizer state). The folders stay, empty: a driver killed before Tune saved the
         trial as finished leaves an experiment state naming them, and Tune refuses to
         restore a trial whose checkpoint folder is gone.

@@ -4,7 +4,7 @@
     SIGTERM  `kill`, Slurm's scancel, Kubernetes    exit 143
     SIGHUP   the terminal or SSH session went away  exit 129
 
-The first signal only records itself; Tune's loop (sweep/callback.py) then asks
+The first signal only records itself; Tune's loop (sweep/runner/callback.py) then asks
 Tune to stop through Tune's own stop path (its SIGUSR1 handler): Tune saves its
 experiment state and stops the running trials, whose last checkpoints stay for
 `gansweep resume`. The ledger writes the tables one last time, with every point

@@ -8,15 +8,15 @@ Table 1 axes, each a non-empty list, and `arch`, [mlp] when left out) or a list
 of grids for a family (e.g. one per arch, since sizeG/sizeD count units for
 mlp and channels for dcgan), `seeds` (repeats are a grid axis), and
 `settings` (training budget, data subset, evaluation sample count, ...; any
-TrialConfig setting, see sweep/config.py). `paper_rules: true` (the default)
+TrialConfig setting, see sweep/plan/config.py). `paper_rules: true` (the default)
 refuses EBGAN points the paper does not allow (adam/adam, lr 0.001, m = 10).
 Beyond the paper, a grid may also list values of the settings in STUDY_AXES
 (margin, energy_norm, dropout_code): the margin preset crosses them. `sample: N`
-(or --sample N) runs a seeded, stratified N-point subset (sweep/subset.py).
+(or --sample N) runs a seeded, stratified N-point subset (sweep/plan/subset.py).
 On the command line, --set KEY=VALUE and --seeds change a preset's settings and
 seeds without editing the file (`Overrides`; a run's manifest records them).
 Without --config, ./sweep.yaml is read, else the copy shipped in this package
-(`sweep_file`); its JSON Schema is generated from the tables here (sweep/yaml_schema.py).
+(`sweep_file`); its JSON Schema is generated from the tables here (sweep/plan/yaml_schema.py).
 
 Every problem is reported as one line that names the key, e.g.
     sweep.yaml: presets.mini.grids.gan.lr[1]: must be positive, got -0.01
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import yaml
 
-from sweep.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, TrialConfig, paper_rule_violation
+from sweep.plan.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, TrialConfig, paper_rule_violation
 from sweep.errors import UserError
-from sweep.subset import SAMPLER_VERSION, stratified_sample
+from sweep.plan.subset import SAMPLER_VERSION, stratified_sample
 
 # The sweep file shipped inside the package: a link to the checkout's ./sweep.yaml, so there is
 # one copy to edit and the installed command works from any folder.
-PACKAGED_SWEEP = Path(__file__).with_name("presets.yaml")
-SCHEMA_FILE = Path(__file__).with_name("sweep.schema.json")  # its JSON Schema (sweep/yaml_schema.py)
+PACKAGED_SWEEP = Path(__file__).parents[1] / "presets.yaml"
+SCHEMA_FILE = Path(__file__).parents[1] / "sweep.schema.json"  # its JSON Schema (sweep/plan/yaml_schema.py)
 PRESET_KEYS = {"description", "paper_rules", "seeds", "settings", "grids", "sample", "sample_seed"}
 GRID_AXES = tuple(a for a in AXES if a != "family")
 # Axes a grid may leave out, and the values they then take. Table 1 has no arch
@@ -83,9 +83,9 @@ class Preset:
     trials: tuple[TrialConfig, ...]  # the grid points to run (all, or the sample), in a fixed order
     settings: dict  # the preset's settings block as written
     grid_size: int = 0  # points of the whole grid (== len(trials) unless sampled)
-    sample: int | None = None  # N of a stratified sample (sweep/subset.py), or None: the whole grid
+    sample: int | None = None  # N of a stratified sample (sweep/plan/subset.py), or None: the whole grid
     sample_seed: int = 0  # the sample's seed
-    sampler: int = SAMPLER_VERSION  # the version of sweep/subset.py that draws it
+    sampler: int = SAMPLER_VERSION  # the version of sweep/plan/subset.py that draws it
     overrides: Overrides = NO_OVERRIDES  # --set / --seeds given on the command line
 
     @property
@@ -192,7 +192,7 @@ def load_file(path: str | Path) -> dict:
 def load_preset(path: str | Path, name: str, sample: int | None = None, sample_seed: int | None = None,
                 sampler: int = SAMPLER_VERSION, overrides: Overrides = NO_OVERRIDES) -> Preset:
     """A preset of a sweep file; `sample` / `sample_seed` (--sample, --sample-seed) override its own;
-    `sampler`: the sweep/subset.py version that draws it (a run's manifest records its own);
+    `sampler`: the sweep/plan/subset.py version that draws it (a run's manifest records its own);
     `overrides`: --set and --seeds."""
     doc = load_file(path)
     presets = doc["presets"]

@@ -2,11 +2,11 @@
 
     gansweep plan --preset paper --pack 12
 
-What a run directory holds (sweep/engine.py):
+What a run directory holds (sweep/runner/engine.py):
   * while a pack trains: its checkpoints, each with the G and D weights, batch-norm
     statistics and optimizer state (Adam: two moments per weight) of the stack it is
-    training, Tune keeping the last 2 (sweep/engine.py);
-  * once the tables record a pack finished: its checkpoints are emptied (sweep/ledger.py),
+    training, Tune keeping the last 2 (sweep/runner/engine.py);
+  * once the tables record a pack finished: its checkpoints are emptied (sweep/record/ledger.py),
     and each point keeps its samples, its rows, Tune's logs of its reports, its share of
     Tune's experiment state, and with --keep-weights its final G weights (float32).
 
@@ -19,11 +19,11 @@ import math
 import os
 from functools import lru_cache
 
-from sweep.config import TrialConfig
-from sweep.packs import stacks_of
+from sweep.plan.config import TrialConfig
+from sweep.plan.packs import stacks_of
 
 FLOAT_BYTES = 4
-CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep=2) in sweep/engine.py
+CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep=2) in sweep/runner/engine.py
 SAMPLES_BYTES = 64 * 32 * 32 + 128  # RUN_DIR/samples/<point_id>.npy: 64 uint8 images and the .npy header
 # Measured per point on runs of this version (docs/performance.md, "Disk"): its results and
 # curves rows (parquet + csv), Tune's logs of its reports (result.json, TensorBoard events),
