@@ -21,11 +21,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
-from analysis import figures
 from analysis.load import Run, load_run, one_scorer
+from analysis.plot import I_AXIS, XAxis, axes_labels, hist, label_outer, panels, styled
 from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, draws_digits, finished_scores, has_digit_share,
                             mann_whitney, model_label, models, of_model)
 from sweep.errors import UserError
@@ -98,25 +98,26 @@ def _share(mask: pd.Series, n: int) -> float:
     return float(mask.sum()) / n if n else math.nan
 
 
+@styled
 def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
-                   real_i_prime: float | None = None, x: figures.XAxis = figures.I_AXIS) -> plt.Figure:
+                   real_i_prime: float | None = None, x: XAxis = I_AXIS) -> Figure:
     """One panel per model: B's histogram filled (non-digit runs cross-hatched at each bar's foot),
     A's outlined in black."""
     ms = models(pd.concat([a[["family", "model"]], b[["family", "model"]]], ignore_index=True))
-    fig, axes = figures._panels(len(ms), 4.6, 3.2, sharey=True)
+    fig, axes = panels(len(ms), 4.6, 3.2, sharey=True)
     for ax, m in zip(axes, ms):
         ra, rb = of_model(a, m), of_model(b, m)
         na, nb = len(finished_scores(ra)), len(finished_scores(rb))
         if nb:
-            figures._hist(ax, rb, m, n_label=False, x=x)
+            hist(ax, rb, m, n_label=False, x=x)
         if na:
             ax.stairs(x.bin(finished_scores(ra))[1], x.edges, color="black", linewidth=1.4, label="A")
         handles, names = ax.get_legend_handles_labels()
         names = [f"A: {label_a} (n={na})" if n == "A" else f"B: {label_b} (n={nb})" for n in names]
         ax.set_title(model_label(m))
-        figures._axes_labels(ax, real_i_prime, x)
+        axes_labels(ax, real_i_prime, x)
         ax.legend(handles, names, fontsize=7, loc="upper right")
-    figures._label_outer(axes)
+    label_outer(axes)
     fig.suptitle(f"A, outlined: {label_a}   B, filled: {label_b}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -177,37 +178,21 @@ def split_sides(run_dir: Path, by: str) -> tuple[Side, Side, float | None]:
 
 def build_compare(a: Side, b: Side, out: Path, real_i_prime: float | None = None) -> tuple[Path, pd.DataFrame]:
     """compare.html, compare.png and compare.csv of two sides into `out`; returns (page, table)."""
-    from analysis.report import _png, _table
+    from analysis.report import TEMPLATES, html_table, png_bytes, template
 
     table = compare_table(a.results, b.results)
-    png = _png(compare_figure(a.results, b.results, a.label, b.label, real_i_prime))
+    png = png_bytes(compare_figure(a.results, b.results, a.label, b.label, real_i_prime))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "compare.png", lambda p: Path(p).write_bytes(png))
     write_atomic(out / "compare.csv", lambda p: table.to_csv(p, index=False))
     diff = differing_settings(a.results, b.results)
-    diff_html = ("".join(f"<li><code>{html.escape(k)}</code>: {html.escape(va)} &rarr; {html.escape(vb)}</li>"
+    differing = ("".join(f"<li><code>{html.escape(k)}</code>: {html.escape(va)} &rarr; {html.escape(vb)}</li>"
                          for k, (va, vb) in diff.items()) or "<li>none: the runs hold the same settings</li>")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>gansweep compare: {html.escape(a.label)} vs {html.escape(b.label)}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1400px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }}
-img {{ max-width: 100%; }} table {{ border-collapse: collapse; font-size: 0.88em; margin: 0.6em 0; }}
-th, td {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
-th {{ background: #f0f0f0; }} td:first-child, th:first-child {{ text-align: left; }}
-</style></head><body>
-<h1>gansweep compare</h1>
-<p>A: <code>{html.escape(a.source)}</code>, labelled <b>{html.escape(a.label)}</b><br>
-B: <code>{html.escape(b.source)}</code>, labelled <b>{html.escape(b.label)}</b></p>
-<p>Settings whose values differ between A and B:</p><ul>{diff_html}</ul>
-<figure><img alt="I' histograms of A and B per model" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>
-{_table(table, 'compare')}
-<p>Finished runs only (diverged ones as I' = 0). failure_share: I' &lt; {FAILURE_I_PRIME:g}. draws_digits:
-share of finished runs with digit_share &ge; {DIGITS_RUN_SHARE:g}; median_digit_share: over finished runs,
-diverged ones as 0. p_value: two-sided Mann-Whitney U test of B's final I' against A's;
-prob_b_beats_a = U_B / (n_a n_b).</p>
-</body></html>
-"""
+    page = template("compare.html").substitute(
+        style=(TEMPLATES / "style.css").read_text(encoding="utf-8"), label_a=html.escape(a.label),
+        label_b=html.escape(b.label), source_a=html.escape(a.source), source_b=html.escape(b.source),
+        differing=differing, png=base64.b64encode(png).decode(), table=html_table(table, "compare"),
+        failure=f"{FAILURE_I_PRIME:g}", digits=f"{DIGITS_RUN_SHARE:g}")
     write_atomic(out / "compare.html", lambda p: Path(p).write_text(page, encoding="utf-8"))
     return out / "compare.html", table
 

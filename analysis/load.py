@@ -6,8 +6,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +15,45 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import UserError
-from sweep.record.results import read_curves, read_run_results, with_models
+from sweep.record.results import read_checked_results, read_curves, with_models
+from sweep.record.rundir import RunDir
 
 
 @dataclass(frozen=True)
 class Run:
-    run_dir: Path
-    manifest: dict  # gansweep.json: preset, runtime, versions, sessions, reference scores
+    dir: RunDir  # the run directory: its paths and manifest (sweep/record/rundir.py)
     results: pd.DataFrame  # one row per grid point (sweep/record/results.py), plus its `model`
     curves: pd.DataFrame  # one row per (grid point, epoch)
 
+    @property
+    def run_dir(self) -> Path:
+        return self.dir.path
+
+    @property
+    def manifest(self) -> dict:
+        """gansweep.json: preset, runtime, versions, sessions, reference scores."""
+        return self.dir.manifest
+
+    @property
+    def real_i_prime(self) -> float | None:
+        """I' of the real MNIST test set by the run's scorer (the dotted line of the figures)."""
+        return (self.manifest.get("reference_scores") or {}).get("i_prime")
+
+    def with_results(self, results: pd.DataFrame) -> "Run":
+        """The same run with other results rows (a subset, say): figures and stats of part of a run."""
+        return dataclasses.replace(self, results=with_models(results))
+
+    @classmethod
+    def of_tables(cls, results: pd.DataFrame, curves: pd.DataFrame | None = None,
+                  real_i_prime: float | None = None, name: str = "tables") -> "Run":
+        """A run of tables alone, no directory (its samples are then None): any results table drawn."""
+        manifest = {"name": name, "reference_scores": {"i_prime": real_i_prime} if real_i_prime else {}}
+        return cls(RunDir(Path(name), manifest), with_models(results),
+                   curves if curves is not None else pd.DataFrame())
+
     def samples(self, point_id: str) -> np.ndarray | None:
         """The 64 final samples of a finished trial, (64, 32, 32) uint8, or None."""
-        path = self.run_dir / "samples" / f"{point_id}.npy"
+        path = self.dir.samples_dir / f"{point_id}.npy"
         if not path.is_file():
             return None
         arr = np.load(path, allow_pickle=False)  # never unpickle what a run directory holds
@@ -51,10 +77,9 @@ class Run:
         """
         import torch
 
-        from sweep.record.ledger import WEIGHTS_DIR
         from sweep.train.point import build_models
 
-        path = self.run_dir / WEIGHTS_DIR / f"{point_id}.pt"
+        path = self.dir.weights_dir / f"{point_id}.pt"
         cfg = self.config(point_id)
         if not path.is_file() or cfg is None:
             return None
@@ -86,13 +111,15 @@ def _load_plugins(manifest: dict) -> None:
         logging.getLogger("gansweep").warning("%s: its models are drawn unlabelled, in gray", e)
 
 
-def load_run(run_dir: str | Path) -> Run:
-    run_dir = Path(run_dir)
-    manifest, results = read_run_results(run_dir)
+def load_run(run_dir: str | Path | RunDir) -> Run:
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run_dir = run.path
+    manifest = run.manifest
+    results = read_checked_results(run_dir)
     _load_plugins(manifest)
     try:
         curves = read_curves(run_dir)
     except Exception as e:  # pyarrow raises several types for damaged files
         raise UserError(f"{run_dir / 'curves.parquet'}: unreadable curves table ({type(e).__name__}); "
                         f"`gansweep resume {run_dir}` rebuilds it from Tune's records") from None
-    return Run(run_dir, manifest, with_models(results), curves)
+    return Run(run, with_models(results), curves)

@@ -21,7 +21,6 @@ import pandas as pd
 
 from models.metrics import SCORE_KEYS, ScoreSettings
 from sweep.errors import UserError
-from sweep.record.ledger import WEIGHTS_DIR
 from sweep.record.schema import OK
 
 
@@ -34,7 +33,7 @@ def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.D
 
     run = load_run(run_dir)
     ok = run.results[run.results["status"] == OK]
-    kept = [pid for pid in ok["point_id"] if (run.run_dir / WEIGHTS_DIR / f"{pid}.pt").is_file()]
+    kept = [pid for pid in ok["point_id"] if (run.dir.weights_dir / f"{pid}.pt").is_file()]
     if not kept:
         raise UserError(f"{run.run_dir}: no kept generator weights; run with --keep-weights to rescore")
     scorer, _ = build_scorer(load_mnist(data_root).test_images)

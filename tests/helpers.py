@@ -14,6 +14,15 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+FAMILIES = ["gan", "ebgan", "ebgan_pt", "began"]
+# The dcgan point of every family: G projects to 4x4, D halves 32 -> 4 (models/dcgan.py).
+TINY_DCGAN = dict(arch="dcgan", nLayerG=4, nLayerD=4, sizeG=16, sizeD=8)
+
+
+def strip(history):
+    """Epoch metrics without wall times, NaN as None (NaN != NaN once it went through a file)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.items()
+             if not k.endswith("seconds")} for e in history]
 
 
 def cli(*args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
@@ -98,12 +107,14 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFF
 
 
 def assert_ledger_holds(run: Path) -> pd.DataFrame:
-    """The run's tables keep every rule of sweep/record/ledger.py, against its own plan; returns results."""
-    from sweep.record.ledger import check_run
+    """The run's tables keep every rule of the ledger (sweep/record/rows.py), against its own plan;
+    returns results."""
+    from sweep.record.rules import check_run
+    from sweep.record.rundir import RunDir
 
     results = pd.read_parquet(run / "results.parquet")
     curves = pd.read_parquet(run / "curves.parquet")
-    assert check_run(run, results, curves) == []
+    assert check_run(RunDir(run), results, curves) == []
     return results
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis import figures
+from analysis.load import Run
 from analysis.report import build_report
 from analysis.stats import (I_PRIME_EDGES, budget_table, ebgan_vs_gan_tests, expected_best_of_k,
                             figure2_counts, mann_whitney, stability_table)
@@ -57,7 +58,7 @@ def test_figure2_bin_counts():
 
 
 def test_figure2_panels_draw_those_percentages():
-    fig = figures.figure2(synthetic(), real_i_prime=13.3)
+    fig = figures.figure2(Run.of_tables(synthetic(), real_i_prime=13.3))
     assert len(fig.axes) == 3
     ax_a = fig.axes[0]
     steps = [p for p in ax_a.patches if p.get_fill()]
@@ -70,7 +71,7 @@ def test_figure2_panels_draw_those_percentages():
 
 
 def test_figure3_one_panel_per_gan_subgrid():
-    fig = figures.figure3(synthetic())
+    fig = figures.figure3(Run.of_tables(synthetic()))
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == ["optimD adam, optimG adam, lr 0.001  (n=5)", "optimD sgd, optimG sgd, lr 0.01  (n=3)"]
     # each panel carries the EBGAN reference outline (unfilled) beside the GAN histogram
@@ -254,10 +255,10 @@ def test_dcgan_runs_are_their_own_models_everywhere():
     b = budget_table(df)
     assert b[b.model == "gan-dcgan"]["expected_best_i_prime"].tolist() == pytest.approx([3.3, 6.2])
     # Figure 2 overlays the paper's fully-connected models; every model gets its own panel
-    fig = figures.figure2(df)
+    fig = figures.figure2(Run.of_tables(df))
     legend = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
     assert legend == ["GAN (n=6)", "EBGAN (n=4)"]
-    panels = [ax for ax in figures.models_figure(df).axes if ax.get_visible()]
+    panels = [ax for ax in figures.models_figure(Run.of_tables(df)).axes if ax.get_visible()]
     assert [ax.get_title() for ax in panels] == [
         "GAN (n=6)\nmedian 0.15, 83% below 1", "GAN (DCGAN) (n=2)\nmedian 3.30, 50% below 1",
         "EBGAN (n=4)\nmedian 3.70, 0% below 1", "EBGAN (DCGAN) (n=3)\nmedian 7.00, 33% below 1",
@@ -270,10 +271,10 @@ def test_dcgan_runs_are_their_own_models_everywhere():
                     ["EBGAN (DCGAN)", "GAN (DCGAN)"], ["BEGAN (DCGAN)", "GAN (DCGAN)"]]
     filled = [p for p in panels[3].patches if p.get_fill()]
     assert [tuple(np.round(p.get_data().values[[0, 14, 15]], 4)) for p in filled] == [(33.3333, 33.3333, 33.3333)]
-    titles = [ax.get_title() for ax in figures.figure3(df).axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in figures.figure3(Run.of_tables(df)).axes if ax.get_visible()]
     assert titles[-1] == "GAN (DCGAN)\noptimD adam, optimG adam, lr 0.0002  (n=2)" and len(titles) == 3
     legends = [[t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else None
-               for ax in figures.figure3(df).axes if ax.get_visible()]
+               for ax in figures.figure3(Run.of_tables(df)).axes if ax.get_visible()]
     assert legends == [["GAN", "EBGAN"], None, ["GAN (DCGAN)", "EBGAN (DCGAN)"]]
     assert list(figures.best_runs(df).index) == ["gan", "gan-dcgan", "ebgan", "ebgan-dcgan", "began-dcgan"]
 
@@ -322,7 +323,7 @@ def test_best_runs_are_runs_that_draw_digits():
     df = with_digit_shares()
     df.loc[df.family == "ebgan", "digit_share"] = 0.2
     assert list(figures.best_runs(df).index) == ["gan"]
-    fig = figures.figure4(df, {})
+    fig = figures.figure4(Run.of_tables(df))
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title().split(":")[0] for ax in panels] == ["GAN", "EBGAN"]
     assert "digit_share 0.80" in panels[0].get_title()
@@ -339,7 +340,7 @@ def test_histograms_count_and_hatch_non_digit_runs():
     assert {r.bin_lo: r.non_digit_count for r in gan.itertuples() if r.non_digit_count} == {0.0: 3, 3.0: 1}
     eb = t[(t.panel.str.startswith("(a)")) & (t.model == "ebgan")]
     assert {r.bin_lo: r.non_digit_count for r in eb.itertuples() if r.non_digit_count} == {5.0: 1}
-    fig = figures.figure2(df)
+    fig = figures.figure2(Run.of_tables(df))
     hatched = [p for p in fig.axes[0].patches if p.get_hatch() == "xxxx"]
     expected = np.zeros(28)
     expected[[0, 6]] = [3 / 6 * 100, 1 / 6 * 100]  # percent of the GAN's 6 finished runs
@@ -348,7 +349,7 @@ def test_histograms_count_and_hatch_non_digit_runs():
     legend = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
     assert legend == ["GAN (n=6)", "EBGAN (n=4)", "of which non-digit runs (digit_share < 0.5)"]
     # tables without digit_share hatch nothing
-    assert not any(p.get_hatch() == "xxxx" for p in figures.figure2(synthetic()).axes[0].patches)
+    assert not any(p.get_hatch() == "xxxx" for p in figures.figure2(Run.of_tables(synthetic())).axes[0].patches)
     assert (figure2_counts(synthetic())["non_digit_count"] == 0).all()
 
 

@@ -90,6 +90,8 @@ def test_help_documents_every_option():
                     (name, action.option_strings)  # the first spelling is kebab-case; old ones follow as aliases
     for name in SUBCOMMANDS:
         assert "examples:\n  gansweep " + name in subs[name].format_help(), name
+    # help speaks of what a user can see, never of source files (which move)
+    assert [(n, f) for n, sub in subs.items() for f in re.findall(r"[\w/]+\.py\b", sub.format_help())] == []
     h = gansweep("run", "--help", cwd=REPO)  # and as the installed command prints it
     assert h.returncode == 0 and "examples:\n  gansweep run --preset mini\n" in h.stdout
     trial = gansweep("trial", "--help", cwd=REPO).stdout
@@ -133,7 +135,7 @@ def test_overrides_are_recorded_and_rebuilt_by_the_ledger(tmp_path):
     """What resume replans from: the run's sweep file and the manifest's overrides give the same points."""
     import shutil
 
-    from sweep.record.ledger import plan
+    from sweep.record.rundir import RunDir
     from sweep.record.results import new_manifest, write_manifest
 
     over = parse_overrides(["epochs=3", "n_eval=500", "z_dist=normal"], "4,7")
@@ -146,10 +148,10 @@ def test_overrides_are_recorded_and_rebuilt_by_the_ledger(tmp_path):
     m = new_manifest("r", preset, str(run / "tune"), {}, "cpu", "0" * 64, {})
     assert m["overrides"] == {"set": {"epochs": 3, "n_eval": 500, "z_dist": "normal"}, "seeds": [4, 7]}
     write_manifest(run, json.loads(json.dumps(m)))  # as it comes back from disk
-    assert plan(run) == preset.trials
+    assert RunDir(run).plan == preset.trials
     m["overrides"] = None  # a run without overrides replans the file's own points
     write_manifest(run, m)
-    assert plan(run) == load_preset(PACKAGED_SWEEP, "mini").trials
+    assert RunDir(run).plan == load_preset(PACKAGED_SWEEP, "mini").trials
 
 
 # --------------------------------------------------------------------------- the JSON Schema

@@ -164,26 +164,30 @@ def test_a_run_started_before_the_setting_is_not_resumed_with_another_meaning(tm
     on separate batches. Resuming an unfinished GAN point would train it with joint ones, so
     resume refuses (one line); unfinished points whose families keep separate may go on."""
     from sweep.errors import UserError
-    from sweep.record.ledger import changed_defaults, check_defaults
     from sweep.record.results import write_results
+    from sweep.record.rundir import RunDir
 
     gan, ebgan = TrialConfig(family="gan"), TrialConfig(family="ebgan")
     trials = (gan, ebgan)
+
+    def run(manifest):  # the run directory as resume sees it: its manifest and plan
+        return RunDir(tmp_path, manifest, trials)
+
     write_results(pd.DataFrame([{"point_id": gan.point_id, "status": "pending"},
                                 {"point_id": ebgan.point_id, "status": "pending"}]), tmp_path)
     old = {"git_commit": "67e0d6a"}
-    assert changed_defaults(old) == {"d_batch": "separate"}
+    assert run(old).changed_defaults() == {"d_batch": "separate"}
     with pytest.raises(UserError, match=r"default d_batch was 'separate' \(now 'auto'\); 1 unfinished points such "
                                         rf"as {gan.point_id} would train with 'joint'.*commit 67e0d6a"):
-        check_defaults(tmp_path, old, trials)
+        run(old).check_defaults()
     write_results(pd.DataFrame([{"point_id": gan.point_id, "status": "ok"},
                                 {"point_id": ebgan.point_id, "status": "pending"}]), tmp_path)
-    check_defaults(tmp_path, old, trials)  # the GAN is finished; the EBGAN trains as it would have
+    run(old).check_defaults()  # the GAN is finished; the EBGAN trains as it would have
     from sweep.plan.config import setting_defaults
 
     now = {"setting_defaults": setting_defaults()}
-    assert changed_defaults(now) == {} and setting_defaults()["d_batch"] == "auto"
+    assert run(now).changed_defaults() == {} and setting_defaults()["d_batch"] == "auto"
     (tmp_path / "results.parquet").unlink()
-    check_defaults(tmp_path, now, trials)
+    run(now).check_defaults()
     with pytest.raises(UserError, match="1 unfinished points such as gan-"):
-        check_defaults(tmp_path, old, trials)  # no table: every point counts as unfinished
+        run(old).check_defaults()  # no table: every point counts as unfinished

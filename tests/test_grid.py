@@ -286,7 +286,7 @@ def test_a_run_redraws_its_sample_with_the_sampler_version_that_drew_it(tmp_path
     import shutil
 
     from sweep.errors import UserError
-    from sweep.record.ledger import plan
+    from sweep.record.rundir import RunDir
     from sweep.record.results import MANIFEST, MANIFEST_FORMAT
 
     v1, v2 = (load_preset(SWEEP, "paper-sample", sampler=v).trials for v in (1, 2))
@@ -301,6 +301,6 @@ def test_a_run_redraws_its_sample_with_the_sampler_version_that_drew_it(tmp_path
                                                 "sample": record}))
         if expected is None:
             with pytest.raises(UserError, match="drawn by sampler version 3, newer than this gansweep's 2"):
-                plan(run)
+                RunDir(run).plan
         else:
-            assert plan(run) == expected
+            assert RunDir(run).plan == expected

@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 
 from sweep.plan.config import TrialConfig
-from sweep.record.ledger import (Ledger, TrialState, check_tables, curves_from_tune_logs, finished_reports,
-                          judge, scored_epochs, summarize)
+from sweep.record.ledger import Ledger
+from sweep.record.recovery import curves_from_tune_logs, finished_reports
+from sweep.record.rows import TrialState, judge, scored_epochs, summarize
+from sweep.record.rules import check_tables
+from sweep.record.rundir import RunDir
 from sweep.record.results import read_curves, read_results, write_results
 from sweep.record.schema import CURVE_COLUMNS, RESTORED_HISTORY, RESULT_COLUMNS
 from sweep.runner.signals import STOP
@@ -64,7 +67,7 @@ def test_trial_command_and_engine_summarize_alike():
     history = [{k: v for k, v in h.items() if k not in ("outcome", "diverged_reason", "point_id", "device")}
                for h in history]
     s = summarize(CFG, history)
-    ledger = Ledger("/nonexistent", (CFG,), MANIFEST)
+    ledger = Ledger(RunDir("/nonexistent", MANIFEST, (CFG,)))
     for h in history:
         ledger.ingest({**h, "point_id": CFG.point_id, "outcome": "ok", "diverged_reason": ""})
     [row] = ledger.rows({CFG.point_id: TrialState("TERMINATED", {**history[-1], "outcome": "ok"})})
@@ -82,7 +85,7 @@ def three_points():
 def test_rows_of_an_interrupted_sweep(tmp_path):
     """a finished, b stopped after epoch 1 (Tune: TERMINATED), c never started."""
     a, b, c = three_points()
-    ledger = Ledger(tmp_path, (a, b, c), MANIFEST)
+    ledger = Ledger(RunDir(tmp_path, MANIFEST, (a, b, c)))
     for e, ip in ((1, 1.0), (2, 5.0), (3, 4.0)):
         ledger.ingest(report(a, e, ip))
     ledger.ingest(report(b, 1, 9.0))
@@ -105,7 +108,7 @@ def test_rows_of_an_interrupted_sweep(tmp_path):
 def test_finished_rows_drop_stale_epochs_of_an_earlier_attempt(tmp_path):
     """A restart from scratch that diverged at epoch 1 leaves no epoch 2 from the first attempt."""
     a = CFG
-    ledger = Ledger(tmp_path, (a,), MANIFEST)
+    ledger = Ledger(RunDir(tmp_path, MANIFEST, (a,)))
     ledger.ingest(report(a, 1))
     ledger.ingest(report(a, 2))
     div = report(a, 1, math.nan, outcome="diverged", diverged_reason="non-finite loss")
@@ -118,7 +121,7 @@ def test_finished_rows_drop_stale_epochs_of_an_earlier_attempt(tmp_path):
 
 def valid_tables(tmp_path):
     a, b, c = three_points()
-    ledger = Ledger(tmp_path, (a, b, c), MANIFEST)
+    ledger = Ledger(RunDir(tmp_path, MANIFEST, (a, b, c)))
     for p in (a, b):
         for e in (1, 2, 3):
             ledger.ingest(report(p, e, float(e)))
@@ -172,7 +175,7 @@ def test_a_signal_during_a_flush_leaves_whole_tables(tmp_path, monkeypatch):
     """SIGTERM lands while results.parquet is being written: the handler only records it,
     the flush completes, and both tables are the new, consistent ones."""
     plan, _, _ = valid_tables(tmp_path)
-    ledger = Ledger(tmp_path, plan, MANIFEST)
+    ledger = Ledger(RunDir(tmp_path, MANIFEST, plan))
     for p in plan:
         for e in (1, 2, 3):
             ledger.ingest(report(p, e, float(e)))
@@ -264,7 +267,7 @@ def test_healing_without_tune_records_changes_nothing(tmp_path):
     """results.parquet is damaged and Tune's folder is gone: the intact CSV must not be
     overwritten by rows rebuilt from nothing."""
     from sweep.errors import UserError
-    from sweep.record.ledger import damaged_tables, heal
+    from sweep.record.heal import damaged_tables, heal
     from sweep.record.results import MANIFEST_FORMAT, write_manifest
 
     (tmp_path / "sweep.yaml").write_text("presets:\n  t:\n    seeds: [0]\n    settings: {epochs: 3}\n"
@@ -277,7 +280,7 @@ def test_healing_without_tune_records_changes_nothing(tmp_path):
     (tmp_path / "results.parquet").write_bytes(b"PAR1 cut short")
     assert damaged_tables(tmp_path) == {"results.parquet": "ArrowInvalid"}
     with pytest.raises(UserError, match="Tune's records are missing .* nothing was changed"):
-        heal(tmp_path)
+        heal(RunDir(tmp_path))
     assert (tmp_path / "results.csv").read_bytes() == csv
 
 

@@ -4,13 +4,12 @@ import math
 import pytest
 import torch
 
-from helpers import REPO, cli
+from helpers import FAMILIES, REPO, TINY_DCGAN, cli, strip
 from sweep.plan.config import TrialConfig
 from sweep.plan.disk import checkpoint_bytes, estimate_disk, param_counts
 from sweep.plan.grid import parse_preset
 from sweep.plan.packs import PACK_VARIES, auto_pack_size, make_packs, shape_key, stacks_of
 from sweep.train.loop import run_pack, run_trial
-from test_trial import FAMILIES, TINY_DCGAN, strip
 
 # 32 GAN points of 4 shapes (nLayerG x nLayerD), 8 per shape (optimD x optimG x lr).
 GRID_32 = {"seeds": [0], "settings": {"epochs": 2, "batch_size": 32, "n_train": 512, "n_eval": 100},

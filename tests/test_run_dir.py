@@ -119,6 +119,35 @@ def test_every_damaged_table_of_a_copied_run_is_rebuilt_in_the_copy(finished_run
     assert (base / "results.parquet").read_bytes() == before["results.parquet"]
 
 
+def test_resume_reads_the_manifest_once_and_builds_the_plan_once(finished_run, tmp_path, data_root, monkeypatch):
+    """One RunDir per command: the resume of a copied run (its curves table damaged, so the healing
+    path runs too) reads gansweep.json once and rebuilds the plan from its sweep.yaml once, however
+    many parts (heal, the ledger, the Tune callback, the trackers, the session record) use them."""
+    import sweep.record.rundir as rundir
+    from sweep.runner.engine import resume_sweep
+
+    base, before = finished_run
+    run = tmp_path / "counted" / "h"
+    shutil.copytree(base, run)
+    damage(run, "curves.parquet")
+    sessions = len(json.loads((run / "gansweep.json").read_text())["sessions"])
+    calls = {"manifest": 0, "plan": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+    monkeypatch.setattr(rundir, "read_manifest", counted("manifest", rundir.read_manifest))
+    monkeypatch.setattr(rundir, "load_preset", counted("plan", rundir.load_preset))
+    monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
+    summary = resume_sweep(run, {"num_cpus": 2})
+    assert calls == {"manifest": 1, "plan": 1}
+    assert summary["counts"]["ok"] == 4
+    assert len(json.loads((run / "gansweep.json").read_text())["sessions"]) == sessions + 1
+    assert assert_ledger_holds(run).equals(pd.read_parquet(io.BytesIO(before["results.parquet"])))
+
+
 def test_a_damaged_manifest_is_refused(finished_run, tmp_path):
     base, _ = finished_run
     run = tmp_path / "m" / "h"

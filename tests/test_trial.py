@@ -7,25 +7,17 @@ import sys
 import pytest
 import torch
 
+from helpers import FAMILIES, TINY_DCGAN, strip
 from sweep.plan.config import TrialConfig
-from sweep.record.ledger import summarize
+from sweep.record.rows import summarize
 from sweep.train.loop import run_pack, run_trial
 from sweep.train.point import build_models
-
-
-def strip(history):
-    """Epoch metrics without wall times, NaN as None (NaN != NaN once it went through a file)."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.items()
-             if not k.endswith("seconds")} for e in history]
 
 
 TINY = dict(nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, n_train=64, batch_size=32, n_eval=100,
             epochs=1, seed=3)
 
 
-# The dcgan point of every family: G projects to 4x4, D halves 32 -> 4 (models/dcgan.py).
-TINY_DCGAN = dict(arch="dcgan", nLayerG=4, nLayerD=4, sizeG=16, sizeD=8)
-FAMILIES = ["gan", "ebgan", "ebgan_pt", "began"]
 
 
 def test_score_settings_come_from_the_trial_config(mnist, scorer):

@@ -28,10 +28,10 @@ STUDY_AXES = {
 @dataclass(frozen=True)
 class TrialConfig:
     # --- grid axes (Table 1) ---
-    family: str = "ebgan"  # the losses (models/losses.py; plugins add more)
-    arch: str = "mlp"  # the networks: mlp (the paper's fully-connected nets), dcgan (models/dcgan.py); models/archs.py
+    family: str = "ebgan"  # the losses: the paper's GAN, EBGAN, EBGAN-PT, and BEGAN (plugins add more)
+    arch: str = "mlp"  # the networks: mlp (the paper's fully-connected nets), dcgan (DCGAN-style conv nets)
     nLayerG: int = 3  # weight layers in G (2..5 in the paper; dcgan: 2..6)
-    nLayerD: int = 2  # weight layers in D; mlp EBGANs: encoder + 1 decoder layer (dcgan: see models/dcgan.py)
+    nLayerD: int = 2  # weight layers in D; mlp EBGANs: encoder + 1 decoder layer (dcgan: a mirrored decoder)
     sizeG: int = 400  # units per hidden layer of G (dcgan: channels of its widest layer)
     sizeD: int = 128  # units per hidden layer of D (dcgan: channels of its widest layer)
     dropoutD: bool = False  # dropout after D's hidden layers

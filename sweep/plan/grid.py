@@ -359,6 +359,14 @@ def network_macs(cfg: TrialConfig) -> tuple[int, int]:
     return get_arch(cfg.arch).macs(cfg, get_family(cfg.family).discriminator)
 
 
+def flops_by_model(trials) -> dict[str, float]:
+    """model -> estimated FLOPs of its trials (`gansweep plan`'s table)."""
+    out: dict[str, float] = {}
+    for t in trials:
+        out[t.model] = out.get(t.model, 0.0) + estimate_flops(t)
+    return out
+
+
 def slot_hours(flops: float, gflops: float) -> float:
     """Hours of one trial slot that sustains `gflops` GFLOP/s (the plan's time estimate)."""
     return flops / (gflops * 1e9) / 3600

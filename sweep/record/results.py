@@ -143,9 +143,9 @@ def with_models(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(model=pd.Series(model, index=df.index, dtype=object))
 
 
-def read_run_results(run_dir: Path) -> tuple[dict, pd.DataFrame]:
-    """(manifest, results table) of a run directory, validated; bad ones are one UserError line."""
-    manifest = read_manifest(run_dir)
+def read_checked_results(run_dir: Path) -> pd.DataFrame:
+    """The results table of a run directory, validated; a bad one is one UserError line (read the
+    manifest first: a directory that is no run says so)."""
     path = Path(run_dir) / RESULTS
     rebuild = f"`gansweep resume {run_dir}` rebuilds it from Tune's records"
     if not path.is_file():
@@ -159,7 +159,7 @@ def read_run_results(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         raise UserError(f"{path}: not a gansweep results table (missing {sorted(missing)[0]!r})")
     if results.empty:
         raise UserError(f"{path}: the results table is empty")
-    return manifest, with_legacy_settings(results)
+    return with_legacy_settings(results)
 
 
 def with_legacy_settings(df: pd.DataFrame) -> pd.DataFrame:

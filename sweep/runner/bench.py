@@ -203,7 +203,7 @@ def engine_wall(sweep_file: Path, work: Path, name: str, data_root, max_concurre
     import subprocess
     import sys
 
-    from sweep.record.ledger import point_reports
+    from sweep.record.rows import point_reports
 
     cmd = [sys.executable, "-m", "sweep.cli", "run", "--config", str(sweep_file), "--preset", "bench",
            "--name", name, "--storage", str(work), "--num-cpus", "2", "--max-concurrent",

@@ -1,32 +1,31 @@
 """The Tune callback of a sweep: forwards Tune's hooks to the run's ledger, nothing more.
 
-Tune pickles the callback into its experiment state and unpickles it on
-`Tuner.restore`, so it holds nothing: the run directory and the session's
-options come from `configure`, set by sweep/runner/engine.py for this driver process
-(a run directory copied elsewhere and resumed there must write there), and
-`setup` rebuilds the ledger from that RUN_DIR.
+The engine builds it for every session with that session's RunDir (sweep/record/rundir.py):
+Tune pickles callbacks into its experiment state, so this one pickles nothing, and a resumed
+tuner is handed a new one (a run directory copied elsewhere and resumed there writes there).
+`setup` opens the ledger of that run. Progress lines go to the "gansweep" logger (-q hides them).
 
 Imports Ray: import it only after sweep/runner/cluster.py has set Ray's environment.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from ray.tune import Callback
 
-from sweep.record.ledger import Ledger, TrialState, error_line, point_reports
+from sweep.record.ledger import Ledger
+from sweep.record.recovery import error_line
+from sweep.record.rows import TrialState, point_reports
+from sweep.record.rundir import RunDir
 from sweep.record.schema import TUNE_ERROR, TUNE_TERMINATED
 from sweep.runner.signals import STOP
-from sweep.runner.worker import SAMPLES_DIR, SAMPLES_FILE, WEIGHTS_DIR
+from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
+from sweep.runner.worker import SAMPLES_FILE
 
 PROGRESS_EVERY_S = 10.0
-_OPTIONS: dict = {"run_dir": None, "quiet": False}
-
-
-def configure(run_dir: Path, quiet: bool) -> None:
-    """This driver session's run directory and options."""
-    _OPTIONS.update(run_dir=Path(run_dir), quiet=quiet)
+log = logging.getLogger("gansweep")
 
 
 def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
@@ -42,15 +41,17 @@ def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
 
 
 class LedgerCallback(Callback):
+    def __init__(self, run: RunDir):
+        self.run = run
+
     def __getstate__(self):
         return {}
 
     def __setstate__(self, state):
-        pass
+        self.run = None  # a callback Tune restored from its state: the engine replaces it
 
     def setup(self, **info):
-        self.ledger = Ledger.open(_OPTIONS["run_dir"])
-        self.quiet = _OPTIONS["quiet"]
+        self.ledger = Ledger.open(self.run)
         self.last_progress = 0.0
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -82,9 +83,9 @@ class LedgerCallback(Callback):
         STOP.forward_to_tune()  # a signal arrived: Tune stops after this step
         self._flush_if_due(trials)
         now = time.time()
-        if not self.quiet and now - self.last_progress >= PROGRESS_EVERY_S:
+        if now - self.last_progress >= PROGRESS_EVERY_S and log.isEnabledFor(logging.INFO):
             self.last_progress = now
-            print(self.ledger.progress_line(trial_states(trials, self.ledger)), flush=True)
+            log.info("%s", self.ledger.progress_line(trial_states(trials, self.ledger)))
 
     def _flush_if_due(self, trials) -> None:
         # Tune calls on_step_end many times a second: gather the trials' states only to write
@@ -98,5 +99,4 @@ class LedgerCallback(Callback):
                 self.ledger.finished_trials.setdefault(t.trial_id, (str(t.path), self.ledger.points_of(t.config)))
         states = trial_states(trials, self.ledger)
         self.ledger.flush(states)
-        if not self.quiet:
-            print(self.ledger.progress_line(states), flush=True)
+        log.info("%s", self.ledger.progress_line(states))

@@ -4,23 +4,12 @@
     gansweep resume runs/<name>           # after the driver died or was stopped
     gansweep status runs/<name> --check   # counts, results so far, the ledger's rules; starts nothing
 
-A run directory (RUN_DIR) holds:
-    gansweep.json      the manifest: preset, runtime options, versions, sessions (the one file
-                       that cannot be rebuilt; every table below can, by `resume`)
-    .gansweep.lock     held by the one `run` / `resume` writing the run (sweep/runner/lock.py)
-    sweep.yaml         the sweep file as it was when the run started (resume re-reads it)
-    results.parquet    one row per grid point (sweep/record/schema.py), refreshed as trials end
-    curves.parquet     one row per (grid point, scored epoch)
-    samples/           the last evaluated samples of every finished point (64 x 32 x 32 uint8)
-    weights/           with --keep-weights, every ok point's final G weights (a state_dict)
-    tune/              Ray Tune's experiment (state, trial dirs, their logs; checkpoints while a
-                       pack trains, emptied once its points are in the tables); on a cluster it
-                       lives on shared storage named by --storage instead.
-
-A Tune trial trains a pack of up to --pack K points of one shape (sweep/plan/packs.py; a pack
-of one is a plain trial). The pieces: sweep/runner/worker.py runs a pack inside a Tune worker, sweep/record/ledger.py
-turns its reports into rows (the rules a row obeys are there), sweep/runner/callback.py
-connects the two, sweep/runner/cluster.py starts Ray, sweep/runner/signals.py stops it cleanly.
+What a run directory holds is in sweep/record/rundir.py; every command builds its RunDir
+once and hands it on. A Tune trial trains a pack of up to --pack K points of one shape
+(sweep/plan/packs.py; a pack of one is a plain trial). The pieces: sweep/runner/worker.py
+runs a pack inside a Tune worker, sweep/record/ledger.py turns its reports into rows,
+sweep/runner/callback.py connects the two, sweep/runner/cluster.py starts Ray,
+sweep/runner/signals.py stops it cleanly. Progress goes to the "gansweep" logger.
 """
 from __future__ import annotations
 
@@ -31,19 +20,22 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import pandas as pd
 
-from sweep.runner import cluster, trackers
-from sweep.runner.cluster import Runtime
 from sweep.errors import Interrupted, UserError
 from sweep.plan.grid import Preset, estimate_flops
-from sweep.runner.lock import RunLock
 from sweep.plan.packs import Pack, make_packs, trial_label
-from sweep.record.ledger import (Ledger, banked_compute, check_defaults, finished_reports, fmt_s, heal, interrupted_line,
-                          plan, session_summary)
-from sweep.record.results import (MANIFEST, RESULTS, new_manifest, read_manifest, read_run_results, tune_path_of,
-                           write_manifest)
+from sweep.record.heal import heal
+from sweep.record.ledger import Ledger
+from sweep.record.progress import banked_compute, fmt_s, interrupted_line, session_summary
+from sweep.record.recovery import finished_reports
+from sweep.record.results import MANIFEST, new_manifest
+from sweep.record.rundir import RunDir
+from sweep.runner import cluster, trackers
+from sweep.runner.cluster import Runtime
+from sweep.runner.lock import RunLock
 from sweep.runner.signals import STOP
+
+log = logging.getLogger("gansweep")
 
 # Tune's log lines about a stop it was asked for: the engine says it in one line instead.
 _TUNE_STOP_NOISE = ("Stop signal received", "Trials did not complete", "Experiment has been interrupted")
@@ -73,21 +65,34 @@ def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, 
     return fn, sha, reference_scores
 
 
-def _run_config(manifest: dict, run_dir: Path, rt: Runtime):
-    from ray import tune
+def _callbacks(run: RunDir, rt: Runtime) -> list:
+    """This session's Tune callbacks, each handed the run: the ledger's, Tune's JSON and TensorBoard
+    loggers, and the trackers. Tune pickles callbacks into its experiment state; ours pickle
+    nothing, and a resumed tuner gets this list anew (`_restored`)."""
     from ray.tune.logger import JsonLoggerCallback
 
     from sweep.runner.callback import LedgerCallback
 
-    storage_path, name = manifest["tune_path"].rsplit("/", 1)
-    callbacks = [JsonLoggerCallback(), trackers.tensorboard_callback(), LedgerCallback()]
-    callbacks += [trackers.make_tracker(name, run_dir) for name in rt.trackers]
+    return [JsonLoggerCallback(), trackers.tensorboard_callback(run), LedgerCallback(run),
+            *(trackers.make_tracker(name, run) for name in rt.trackers)]
+
+
+def _run_config(run: RunDir, rt: Runtime):
+    from ray import tune
+
+    storage_path, name = run.manifest["tune_path"].rsplit("/", 1)
     return tune.RunConfig(
-        name=name, storage_path=storage_path, verbose=0,
-        callbacks=callbacks,
+        name=name, storage_path=storage_path, verbose=0, callbacks=_callbacks(run, rt),
         # num_to_keep=1 rewrites the whole experiment state on every checkpoint: keep 2.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=rt.max_failures))
+
+
+def _restored(tuner, run: RunDir, rt: Runtime):
+    """A restored Tuner with this session's callbacks (Tune restores the run config it pickled,
+    whose callbacks hold nothing of this session, e.g. where the run directory is now)."""
+    tuner._local_tuner.get_run_config().callbacks = _callbacks(run, rt)
+    return tuner
 
 
 def _trial_dirname(trial) -> str:
@@ -99,8 +104,7 @@ def _pack_flops(pack: Pack) -> float:
 
 
 def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
-              storage: str | None = None, shared_storage: bool = False,
-              download: bool = False, quiet: bool = False) -> dict:
+              storage: str | None = None, shared_storage: bool = False, download: bool = False) -> dict:
     """Start a new sweep in run_dir; returns the session summary (wall, overhead, counts)."""
     t0 = time.time()
     if (run_dir / MANIFEST).exists():
@@ -111,11 +115,10 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         tune_path = str(Path(tune_path).resolve())
     cluster.check_storage(tune_path if "://" in tune_path else str(Path(tune_path).parent), rt.address,
                           shared_storage)
-    with _session(rt, quiet, run_dir), ExitStack() as held:
+    with _session(rt), ExitStack() as held:
         # Data and classifier first: a missing dataset or a bad classifier (or a signal
         # during start-up) leaves no half-made run directory behind.
         packs = make_packs(preset.trials, rt.pack)
-        trackers.configure(packs)
         trainable_fn, sha, reference_scores = _prepare(packs, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,78 +127,75 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
             raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
                             "or pick another --name")
         shutil.copyfile(config_file, run_dir / "sweep.yaml")
-        manifest = new_manifest(run_dir.name, preset, tune_path, asdict(rt), rt.device, sha, reference_scores)
-        write_manifest(run_dir, manifest)
-        Ledger(run_dir, preset.trials, manifest).flush({})  # every point pending from the start
+        run = RunDir(run_dir, new_manifest(run_dir.name, preset, tune_path, asdict(rt), rt.device, sha,
+                                           reference_scores), preset.trials, packs)
+        run.save_manifest(run.manifest)
+        Ledger(run).flush({})  # every point pending from the start
 
         from ray import tune
 
-        slots = cluster.slots(rt, len(packs))
+        slots = cluster.slots(rt, len(run.packs))
         # Longest trials first: the sweep's tail is then short trials, not one long straggler.
-        order = sorted(packs, key=_pack_flops, reverse=True)
+        order = sorted(run.packs, key=_pack_flops, reverse=True)
         tuner = tune.Tuner(
             trainable_fn, param_space={"pack": tune.grid_search([p.pack_id for p in order])},
             tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None, reuse_actors=True,
                                         trial_dirname_creator=_trial_dirname),
-            run_config=_run_config(manifest, run_dir, rt))
-        if not quiet:
-            from sweep.plan.grid import source_name
+            run_config=_run_config(run, rt))
+        from sweep.plan.grid import source_name
 
-            overridden = preset.overrides.describe()
-            print(f"[gansweep] run {run_dir} : preset {preset.name} of {source_name(config_file)}"
-                  f"{' with ' + overridden if overridden else ''}, {_trials_phrase(preset.trials, packs)}, "
-                  f"{slots} at a time, {rt.cpus_per_trial:g} CPU / {rt.gpus_per_trial:g} GPU each", flush=True)
+        overridden = preset.overrides.describe()
+        log.info("run %s : preset %s of %s%s, %s, %d at a time, %g CPU / %g GPU each", run_dir, preset.name,
+                 source_name(config_file), f" with {overridden}" if overridden else "",
+                 _trials_phrase(preset.trials, run.packs), slots, rt.cpus_per_trial, rt.gpus_per_trial)
         t_fit = time.time()
         tuner.fit()
-        return _finish_session(run_dir, t0, t_fit, 0.0, slots, quiet)
+        return _finish_session(run, t0, t_fit, 0.0, slots)
 
 
 def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
-                 restart_errored: bool = False, download: bool = False, quiet: bool = False) -> dict:
+                 restart_errored: bool = False, download: bool = False) -> dict:
     """Carry on a run: finished points stay, unfinished ones continue from their checkpoints.
 
     Errored trials are retried from their last checkpoint, or from scratch with
     restart_errored (e.g. when that checkpoint is damaged), or left as they are
-    with skip_errored.
+    with skip_errored. The run directory's manifest is read once and its plan built once.
     """
     t0 = time.time()
-    manifest = read_manifest(run_dir)
+    run = RunDir(run_dir)
+    run.manifest  # a foreign or damaged directory fails here, before the lock is taken
     with RunLock(run_dir, "resume"):
-        return _resume(run_dir, manifest, t0, rt_overrides, skip_errored, restart_errored, download, quiet)
+        return _resume(run, t0, rt_overrides, skip_errored, restart_errored, download)
 
 
-def _resume(run_dir: Path, manifest: dict, t0: float, rt_overrides: dict | None, skip_errored: bool,
-            restart_errored: bool, download: bool, quiet: bool) -> dict:
-    preset_trials = plan(run_dir)
-    check_defaults(run_dir, manifest, preset_trials)  # before anything is written
-    for line in heal(run_dir):  # results/curves that a full disk or a cut copy damaged
-        print(f"[gansweep] {line}", flush=True)
+def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: bool,
+            restart_errored: bool, download: bool) -> dict:
+    run.check_defaults()  # before anything is written
+    for line in heal(run):  # results/curves that a full disk or a cut copy damaged
+        log.info("%s", line)
+    manifest = run.manifest
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
-    packs = make_packs(preset_trials, rt.pack)
-    trackers.configure(packs)
-    tune_path = tune_path_of(run_dir, manifest)
-    cluster.check_experiment_state(tune_path, run_dir)
-    banked = banked_compute(run_dir)
-    with _session(rt, quiet, run_dir):
-        trainable_fn, sha, _ = _prepare(packs, rt, manifest["device"], download, finished_reports(run_dir))
+    tune_path = run.tune_path
+    cluster.check_experiment_state(tune_path, run.path)
+    banked = banked_compute(run.path)
+    with _session(rt):
+        trainable_fn, sha, _ = _prepare(run.packs, rt, manifest["device"], download, finished_reports(run.path))
         if sha != manifest["classifier_sha256"]:
             raise UserError(f"the classifier changed since this run started (sha256 {sha[:12]} vs "
                             f"{manifest['classifier_sha256'][:12]}): its scores would not be comparable")
-        _stop_if_requested(f"nothing was resumed in {run_dir}")
+        _stop_if_requested(f"nothing was resumed in {run.path}")
         from ray import tune
 
-        slots = cluster.slots(rt, len(packs))
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
-                                   resume_errored=not skip_errored and not restart_errored,
-                                   restart_errored=restart_errored and not skip_errored)
-        if not quiet:
-            how = (" (errored trials skipped)" if skip_errored else
-                   " (errored trials restarted from scratch)" if restart_errored else "")
-            print(f"[gansweep] resuming {run_dir}: {_trials_phrase(preset_trials, packs)}, {slots} at a time{how}",
-                  flush=True)
+        slots = cluster.slots(rt, len(run.packs))
+        tuner = _restored(tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
+                                             resume_errored=not skip_errored and not restart_errored,
+                                             restart_errored=restart_errored and not skip_errored), run, rt)
+        how = (" (errored trials skipped)" if skip_errored else
+               " (errored trials restarted from scratch)" if restart_errored else "")
+        log.info("resuming %s: %s, %d at a time%s", run.path, _trials_phrase(run.plan, run.packs), slots, how)
         t_fit = time.time()
         tuner.fit()
-        return _finish_session(run_dir, t0, t_fit, banked, slots, quiet)
+        return _finish_session(run, t0, t_fit, banked, slots)
 
 
 def _trials_phrase(points: tuple, packs: tuple[Pack, ...]) -> str:
@@ -205,18 +205,15 @@ def _trials_phrase(points: tuple, packs: tuple[Pack, ...]) -> str:
 
 
 @contextmanager
-def _session(rt: Runtime, quiet: bool, run_dir: Path):
-    """Signals handled, Tune's stop messages quieted, the callback configured; on the way
-    out, Ray shut down (before our last line, so no native noise follows it)."""
+def _session(rt: Runtime):
+    """Signals handled and Tune's stop messages quieted; on the way out, Ray shut down (before
+    our last line, so no native noise follows it)."""
     cluster.set_environment(rt)
     STOP.install()
     tune_log = logging.getLogger("ray.tune.tune")
     quiet_stop = logging.Filter()
     quiet_stop.filter = lambda rec: not str(rec.msg).startswith(_TUNE_STOP_NOISE)
     tune_log.addFilter(quiet_stop)
-    import sweep.runner.callback
-
-    sweep.runner.callback.configure(run_dir, quiet)
     try:
         yield
     finally:
@@ -232,23 +229,16 @@ def _stop_if_requested(what: str) -> None:
         raise Interrupted(f"{STOP.name}: stopped during start-up; {what}", STOP.exit_status)
 
 
-def _finish_session(run_dir: Path, t0: float, t_fit: float, banked_before: float, slots: int,
-                    quiet: bool) -> dict:
-    """Record the session in the manifest; print how it ended (a stopped one raises Interrupted)."""
-    summary, df = session_summary(run_dir, t0, t_fit, banked_before, slots, STOP.name)
-    manifest = read_manifest(run_dir)
-    manifest["sessions"].append(summary)
-    write_manifest(run_dir, manifest)
+def _finish_session(run: RunDir, t0: float, t_fit: float, banked_before: float, slots: int) -> dict:
+    """Record the session in the manifest; log how it ended (a stopped one raises Interrupted)."""
+    summary, df = session_summary(run.path, t0, t_fit, banked_before, slots, STOP.name)
+    manifest = dict(run.manifest)
+    manifest["sessions"] = [*manifest["sessions"], summary]
+    run.save_manifest(manifest)
     if STOP.requested:
-        raise Interrupted(interrupted_line(run_dir, df, STOP.name), STOP.exit_status)
-    if not quiet:
-        print(f"[gansweep] done in {fmt_s(summary['wall_seconds'])}: {summary['counts']}; harness overhead "
-              f"{summary['overhead_share']:.1%} of {slots} slot(s) x wall (training + scoring "
-              f"{summary['compute_seconds']:.0f}s, start-up {summary['startup_seconds']:.0f}s)", flush=True)
-        print(f"[gansweep] results: {run_dir / RESULTS}", flush=True)
+        raise Interrupted(interrupted_line(run.path, df, STOP.name), STOP.exit_status)
+    log.info("done in %s: %s; harness overhead %.1f%% of %d slot(s) x wall (training + scoring %.0fs, "
+             "start-up %.0fs)", fmt_s(summary["wall_seconds"]), summary["counts"], 100 * summary["overhead_share"],
+             slots, summary["compute_seconds"], summary["startup_seconds"])
+    log.info("results: %s", run.results_file)
     return summary
-
-
-def sweep_status(run_dir: Path) -> tuple[dict, pd.DataFrame]:
-    """(manifest, results table) of a run, read from disk; starts nothing."""
-    return read_run_results(run_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 from datetime import datetime, timezone
@@ -41,8 +42,8 @@ class RunLock:
             raise UserError(f"{self.path.parent} is in use by {holder(self.path)}: wait for it to end "
                             "(`gansweep status` reads the run meanwhile), or stop it first") from None
         except OSError as e:  # no lock support on this filesystem: say so, go on
-            print(f"[gansweep] warning: cannot lock {self.path} ({e.strerror}); make sure no other "
-                  "gansweep writes this run", flush=True)
+            logging.getLogger("gansweep").warning("cannot lock %s (%s); make sure no other gansweep writes "
+                                                  "this run", self.path, e.strerror)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)

@@ -82,7 +82,8 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_scale(config: Path, work: Path, pack: str, data_root, log=print) -> dict:
-    from sweep.record.ledger import check_run
+    from sweep.record.rules import check_run
+    from sweep.record.rundir import RunDir
     from sweep.record.results import read_curves, read_manifest, read_results
 
     work.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def run_scale(config: Path, work: Path, pack: str, data_root, log=print) -> dict
     if proc.returncode != 0:
         raise RuntimeError(f"the scale resume failed ({proc.returncode}): {err[-2000:]}")
     results = read_results(run)
-    problems = check_run(run, results, read_curves(run))
+    problems = check_run(RunDir(run), results, read_curves(run))
     res.update(killed_at_finished=at_kill, restart_s=restart if restart is not None else float("nan"),
                resume_wall_s=time.time() - t0, resumed_rows=len(results),
                resumed_unique_points=int(results["point_id"].nunique()), resumed_rule_problems=problems)

@@ -17,9 +17,9 @@ with or without a tracker (`tensorboard_callback`).
 The results tables in RUN_DIR stay the record; a tracker is a view for filtering runs.
 The runs of a sweep share its name: the MLflow experiment, or the W&B group.
 
-Tune pickles its callbacks into the experiment state and unpickles them on resume, so the
-callbacks hold only names; the packs' points come from `configure`, which sweep/runner/engine.py
-calls in every session (as for sweep/runner/callback.py).
+Each callback is handed the session's RunDir (its packs name and tag the tracker runs); Tune
+pickles callbacks into its experiment state without it, and a resumed tuner gets new ones
+(sweep/runner/engine.py), as for sweep/runner/callback.py.
 
 Ray and the trackers are imported inside the functions, after sweep/runner/cluster.py has set Ray's
 environment.
@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 TRACKERS = ("wandb", "mlflow")  # --tracker choices; each is the pip extra that installs it
-_PACKS: dict = {}  # pack_id -> [TrialConfig] of this driver session
 
 
 def check_tracker(name: str) -> None:
@@ -44,12 +42,6 @@ def check_tracker(name: str) -> None:
         raise UserError(f"--tracker {name}: {name} is not installed; pip install 'gansweep[{name}]'") from None
 
 
-def configure(packs) -> None:
-    """This session's packs (sweep/plan/packs.py), which name and tag the tracker runs."""
-    _PACKS.clear()
-    _PACKS.update({p.pack_id: list(p.points) for p in packs})
-
-
 def point_tags(cfg) -> dict[str, str]:
     """What a tracker can filter a point by: its id, family, model and grid axes."""
     from sweep.plan.config import AXES, STUDY_AXES
@@ -58,9 +50,22 @@ def point_tags(cfg) -> dict[str, str]:
             **{a: str(getattr(cfg, a)) for a in (*AXES, *STUDY_AXES)}}
 
 
-def run_view(pack_id: str) -> tuple[str, dict[str, str], dict]:
+class RunView:
+    """What the trackers read of a run: its packs' points (pack_id -> TrialConfigs). Not pickled
+    with a callback into Tune's state: every session hands its callbacks a new one."""
+
+    def __init__(self, run):
+        self.points = {p.pack_id: list(p.points) for p in run.packs}
+        self.name = run.name
+        self.path = run.path
+
+    def __getstate__(self):
+        return {"name": self.name, "path": self.path, "points": {}}
+
+
+def run_view(view: RunView, pack_id: str) -> tuple[str, dict[str, str], dict]:
     """(run name, tags, params) of the tracker run of one Tune trial."""
-    points = _PACKS[pack_id]
+    points = view.points[pack_id]
     if len(points) == 1:
         cfg = points[0]
         return cfg.point_id, point_tags(cfg), cfg.as_dict()
@@ -70,13 +75,13 @@ def run_view(pack_id: str) -> tuple[str, dict[str, str], dict]:
     return pack_id, {**shared, "pack": pack_id, "points": str(len(points))}, params
 
 
-def result_metrics(pack_id: str, result: dict) -> list[tuple[int, dict[str, float]]]:
+def result_metrics(view: RunView, pack_id: str, result: dict) -> list[tuple[int, dict[str, float]]]:
     """[(step, {metric: value})] of one Tune result: each point's finite scores and losses."""
-    from sweep.record.ledger import point_reports
+    from sweep.record.rows import point_reports
     from sweep.record.schema import CURVE_KEYS
 
     names = [k for k in CURVE_KEYS if k not in ("epoch", "outcome")]
-    single = len(_PACKS[pack_id]) == 1
+    single = len(view.points[pack_id]) == 1
     out: list[tuple[int, dict[str, float]]] = []
     for rep in point_reports(result):
         values = {k: float(rep[k]) for k in names
@@ -90,29 +95,31 @@ def result_metrics(pack_id: str, result: dict) -> list[tuple[int, dict[str, floa
     return out
 
 
-def tensorboard_callback():
+def tensorboard_callback(run):
     """Tune's TensorBoard writer, fed each point's scores and losses per epoch (as the trackers
     are) instead of the pack's report, whose point metrics Tune cannot see inside its JSON.
     Always on: `tensorboard --logdir RUN_DIR/tune` with the `tensorboard` extra."""
     from ray.tune.logger import TBXLoggerCallback
 
+    view = RunView(run)
+
     class PointTBX(TBXLoggerCallback):
         def log_trial_result(self, iteration, trial, result):
-            for step, metrics in result_metrics(trial.config["pack"], result):
+            for step, metrics in result_metrics(view, trial.config["pack"], result):
                 if metrics:
                     super().log_trial_result(iteration, trial, {**metrics, "training_iteration": step})
 
     return PointTBX()
 
 
-def make_tracker(name: str, run_dir: Path):
-    """The Tune callback of `--tracker name` for the run in run_dir."""
+def make_tracker(name: str, run):
+    """The Tune callback of `--tracker name` for a run (a RunDir)."""
     if name == "mlflow":
-        return _mlflow_callback(run_dir)
-    return _wandb_callback(run_dir)
+        return _mlflow_callback(RunView(run))
+    return _wandb_callback(RunView(run))
 
 
-def _mlflow_callback(run_dir: Path):
+def _mlflow_callback(view: RunView):
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     class PointMLflow(MLflowLoggerCallback):
@@ -121,7 +128,7 @@ def _mlflow_callback(run_dir: Path):
         def log_trial_start(self, trial):
             if trial in self._trial_runs:
                 return
-            name, tags, params = run_view(trial.config["pack"])
+            name, tags, params = run_view(view, trial.config["pack"])
             run = self.mlflow_util.start_run(tags={**self.tags, **tags, "trial_name": str(trial)}, run_name=name)
             self._trial_runs[trial] = run.info.run_id
             self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=params)
@@ -129,26 +136,26 @@ def _mlflow_callback(run_dir: Path):
         def log_trial_result(self, iteration, trial, result):
             if trial not in self._trial_runs:
                 self.log_trial_start(trial)
-            for step, metrics in result_metrics(trial.config["pack"], result):
+            for step, metrics in result_metrics(view, trial.config["pack"], result):
                 if metrics:
                     self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:  # a file store beside the run's tables; MLflow keeps it in maintenance mode, behind this switch
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        uri = (Path(run_dir) / "mlruns").resolve().as_uri()
-    return PointMLflow(tracking_uri=uri, experiment_name=Path(run_dir).name, tags={"gansweep_run": Path(run_dir).name})
+        uri = (view.path / "mlruns").resolve().as_uri()
+    return PointMLflow(tracking_uri=uri, experiment_name=view.name, tags={"gansweep_run": view.name})
 
 
-def _wandb_callback(run_dir: Path):
+def _wandb_callback(view: RunView):
     from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
 
     class PointWandb(WandbLoggerCallback):
         """Ray's W&B callback, with a run per point named and tagged as above."""
 
         def log_trial_start(self, trial):
-            name, tags, params = run_view(trial.config["pack"])
-            kwargs = dict(id=f"{Path(run_dir).name}-{trial.trial_id}", name=name, group=self.group,
+            name, tags, params = run_view(view, trial.config["pack"])
+            kwargs = dict(id=f"{view.name}-{trial.trial_id}", name=name, group=self.group,
                           project=self.project, config=params, resume="allow", allow_val_change=True,
                           tags=[f"{k}:{v}"[:64] for k, v in tags.items()])
             self._start_logging_actor(trial, self._exclude_results + self.excludes, **{**kwargs, **self.kwargs})
@@ -156,11 +163,11 @@ def _wandb_callback(run_dir: Path):
         def log_trial_result(self, iteration, trial, result):
             if trial not in self._trial_logging_actors:
                 self.log_trial_start(trial)
-            for step, metrics in result_metrics(trial.config["pack"], result):
+            for step, metrics in result_metrics(view, trial.config["pack"], result):
                 if metrics:
                     self._trial_queues[trial].put((_QueueItem.RESULT, {**metrics, "training_iteration": step}))
 
-    extra = {"dir": str(Path(run_dir).resolve())}
+    extra = {"dir": str(view.path.resolve())}
     if os.environ.get("WANDB_MODE"):  # read here: the logging actors may not inherit the driver's environment
         extra["mode"] = os.environ["WANDB_MODE"]
-    return PointWandb(project=os.environ.get("WANDB_PROJECT") or "gansweep", group=Path(run_dir).name, **extra)
+    return PointWandb(project=os.environ.get("WANDB_PROJECT") or "gansweep", group=view.name, **extra)

@@ -22,15 +22,16 @@ from ray import tune
 from ray.tune import Checkpoint
 
 from sweep.plan.config import TrialConfig
-from sweep.record.ledger import epoch_report
 from sweep.plan.packs import stacks_of, trial_label
+from sweep.record.rows import epoch_report
+from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
 from sweep.record.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
 
 CHECKPOINT_FORMAT = "gansweep-pack/1"
 STATE_FILE = "state.pt"  # point_id -> G, D, both optimizers, RNG streams, history (PointRun.checkpoint())
-SAMPLES_DIR = "samples"  # <point_id>.npy: the last scored epoch's 64 samples, copied to RUN_DIR/samples/
-SAMPLES_FILE = "samples.npy"  # the same, in a one-point checkpoint of gansweep before packs
-WEIGHTS_DIR = "weights"  # <point_id>.pt: a finished point's G weights (--keep-weights), to RUN_DIR/weights/
+# A checkpoint's samples/<point_id>.npy (the last scored epoch's 64 samples) and, with --keep-weights,
+# weights/<point_id>.pt (a finished point's G) go to the same folders of RUN_DIR (sweep/record/rundir.py).
+SAMPLES_FILE = "samples.npy"  # the samples, in a one-point checkpoint of gansweep before packs
 
 # Per worker process, built once and reused by every trial the (reused) actor runs.
 _SCORERS: dict = {}
@@ -118,36 +119,57 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     trial holds each point's final report.
     """
     from models.registry import load_plugins
-    from sweep.train.loop import start_pack, train_pack
     from sweep.train.point import finished_status
 
     load_plugins(plugins)
-    started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
     label, cfgs = pack_of(config, packs)
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
-    latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
-    todo = [p for p in cfgs if p.point_id not in latest]
-    ckpt = tune.get_checkpoint() if todo else None  # a finished pack's checkpoint is emptied (sweep/record/ledger.py)
-    restored = {} if ckpt is None else load_checkpoint(ckpt, label, device)
-    # The first report after a restore carries each point's restored history (see
-    # sweep/record/ledger.py restored_curve_rows), so the tables can fill a lost epoch from it.
-    todo_ids = {p.point_id for p in todo}
-    history_of = {pid: [epoch_report(h) for h in st["history"]] for pid, st in restored.items()
-                  if pid in todo_ids and st["history"]}
-    for pid, reports in history_of.items():
-        latest[pid] = {**reports[-1], "point_id": pid}
+    trial = PackTrial(label, cfgs, device, finished)
+    todo, restored = trial.restore()
+    if all(p.point_id in restored and finished_status(restored[p.point_id], p)[0] for p in todo):
+        # Every point had finished (or is recorded as finished), but the driver died before
+        # Tune recorded it: report the final metrics again instead of training anything.
+        trial.report([p.point_id for p in cfgs])
+        return
+    trial.train(todo, restored, _scorer(device, clf_state, clf_sha, ref_mean, ref_cov),
+                _dataset(images, todo[0].n_train, device), keep_weights)
 
-    def report(point_ids, *, checkpoint: dict | None = None, weights: dict | None = None) -> None:
+
+class PackTrial:
+    """A Tune trial's pack: what each point last reported, and its reports and checkpoints to Tune."""
+
+    def __init__(self, label: str, cfgs: list[TrialConfig], device: str, finished: dict):
+        self.label, self.cfgs, self.device = label, cfgs, device
+        self.started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
+        self.latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
+        self.history_of: dict[str, list[dict]] = {}
+
+    def restore(self) -> tuple[list[TrialConfig], dict[str, dict]]:
+        """(the points still to train, point_id -> the state its checkpoint restores)."""
+        todo = [p for p in self.cfgs if p.point_id not in self.latest]
+        ckpt = tune.get_checkpoint() if todo else None  # a finished pack's checkpoint is emptied
+        restored = {} if ckpt is None else load_checkpoint(ckpt, self.label, self.device)
+        # The first report after a restore carries each point's restored history (see
+        # sweep/record/recovery.py restored_curve_rows), so the tables can fill a lost epoch from it.
+        todo_ids = {p.point_id for p in todo}
+        self.history_of = {pid: [epoch_report(h) for h in st["history"]] for pid, st in restored.items()
+                           if pid in todo_ids and st["history"]}
+        for pid, reports in self.history_of.items():
+            self.latest[pid] = {**reports[-1], "point_id": pid}
+        return todo, restored
+
+    def report(self, point_ids, *, checkpoint: dict | None = None, weights: dict | None = None) -> None:
+        """One Tune report of these points' latest epochs, with a checkpoint of the pack if given."""
         points = []
         for pid in point_ids:
-            rep = dict(latest[pid])
-            if pid in history_of:
-                rep[RESTORED_HISTORY] = json.dumps(history_of.pop(pid))  # a string: loggers store it as is
+            rep = dict(self.latest[pid])
+            if pid in self.history_of:
+                rep[RESTORED_HISTORY] = json.dumps(self.history_of.pop(pid))  # a string: loggers store it as is
             points.append(rep)
-        out = {"epoch": max(int(p["epoch"]) for p in points), PACK: label, PACK_POINTS: json.dumps(points),
-               "device": device, "started_at": started_at, "reported_at": time.time()}
+        out = {"epoch": max(int(p["epoch"]) for p in points), PACK: self.label, PACK_POINTS: json.dumps(points),
+               "device": self.device, "started_at": self.started_at, "reported_at": time.time()}
         if checkpoint is None:
             tune.report(out)
             return
@@ -155,42 +177,38 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
             save_checkpoint(checkpoint, Path(d), weights or {})
             tune.report(out, checkpoint=Checkpoint.from_directory(d))
 
-    if all(p.point_id in restored and finished_status(restored[p.point_id], p)[0] for p in todo):
-        # Every point had finished (or is recorded as finished), but the driver died before
-        # Tune recorded it: report the final metrics again instead of training anything.
-        report([p.point_id for p in cfgs])
-        return
-    scorer = _scorer(device, clf_state, clf_sha, ref_mean, ref_cov)
-    data = _dataset(images, todo[0].n_train, device)
-    # The pack's stacks train one after another (sweep/plan/packs.py). Every checkpoint holds every
-    # point: the finished stacks' final states (no weights; their samples and, with
-    # keep_weights, their G weights carried along, since the callback reads the last one)
-    # and the current stack's full states.
-    final_states: dict[str, dict] = {}
-    final_weights: dict[str, dict] = {}
-    sent_all = False
-    stacks = stacks_of(todo)
-    for n, stack in enumerate(stacks):
-        runs = start_pack(stack, data, device, [restored.get(p.point_id) for p in stack])
+    def train(self, todo: list[TrialConfig], restored: dict, scorer, data: torch.Tensor, keep_weights: bool) -> None:
+        """Train the pack's stacks one after another (sweep/plan/packs.py). Every checkpoint holds
+        every point: the finished stacks' final states (no weights; their samples and, with
+        keep_weights, their G weights carried along, since the callback reads the last one)
+        and the current stack's full states."""
+        from sweep.train.loop import start_pack, train_pack
 
-        def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs,
-                     last_stack=n == len(stacks) - 1) -> None:
-            nonlocal sent_all
-            for i, metrics in reported.items():
-                latest[stack[i].point_id] = {**epoch_report(metrics), "point_id": stack[i].point_id}
-            states = dict(zip((p.point_id for p in stack), make_checkpoint()))
-            if all(r.done for r in runs) and keep_weights:
-                final_weights.update((p.point_id, r.generator_weights()) for p, r in zip(stack, runs)
-                                     if r.status == OK)
-            sent_all = last_stack and all(r.done for r in runs)
-            ids = [p.point_id for p in cfgs] if sent_all else [stack[i].point_id for i in reported]
-            report(ids, checkpoint={**final_states, **states}, weights=final_weights)
+        final_states: dict[str, dict] = {}
+        final_weights: dict[str, dict] = {}
+        sent_all = False
+        stacks = stacks_of(todo)
+        for n, stack in enumerate(stacks):
+            runs = start_pack(stack, data, self.device, [restored.get(p.point_id) for p in stack])
 
-        if not all(r.done for r in runs):  # else restored finished
-            train_pack(runs, scorer, on_epoch)
-        final_states.update((p.point_id, r.checkpoint()) for p, r in zip(stack, runs))
-    if not sent_all:  # the last stacks were restored finished: the final report of every point
-        report([p.point_id for p in cfgs], checkpoint=final_states, weights=final_weights)
+            def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs,
+                         last_stack=n == len(stacks) - 1) -> None:
+                nonlocal sent_all
+                for i, metrics in reported.items():
+                    self.latest[stack[i].point_id] = {**epoch_report(metrics), "point_id": stack[i].point_id}
+                states = dict(zip((p.point_id for p in stack), make_checkpoint()))
+                if all(r.done for r in runs) and keep_weights:
+                    final_weights.update((p.point_id, r.generator_weights()) for p, r in zip(stack, runs)
+                                         if r.status == OK)
+                sent_all = last_stack and all(r.done for r in runs)
+                ids = [p.point_id for p in self.cfgs] if sent_all else [stack[i].point_id for i in reported]
+                self.report(ids, checkpoint={**final_states, **states}, weights=final_weights)
+
+            if not all(r.done for r in runs):  # else restored finished
+                train_pack(runs, scorer, on_epoch)
+            final_states.update((p.point_id, r.checkpoint()) for p, r in zip(stack, runs))
+        if not sent_all:  # the last stacks were restored finished: the final report of every point
+            self.report([p.point_id for p in self.cfgs], checkpoint=final_states, weights=final_weights)
 
 
 def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: int, device: str,

@@ -64,3 +64,37 @@ def to_model_space(images_u8: torch.Tensor, device: str | torch.device = "cpu") 
     if x.shape[-1] == 28:
         x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
     return x.unsqueeze(1)
+
+
+def load_images(path: str):
+    """A user's .npy of images -> (N, 1, 32, 32) float in [-1, 1], validated."""
+    import numpy as np
+
+    from sweep.errors import UserError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--images {path}: no such file")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"--images {path}: not a readable .npy array ({str(e)[:80]})") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[1:] not in ((28, 28), (32, 32)):
+        raise UserError(f"--images {path}: expected shape N x 28 x 28 or N x 32 x 32, got "
+                        f"{' x '.join(map(str, getattr(arr, 'shape', ())))}")
+    if arr.shape[0] < 2:
+        raise UserError(f"--images {path}: need at least 2 images, got {arr.shape[0]}")
+    if arr.dtype == np.uint8:
+        return to_model_space(torch.from_numpy(arr))
+    if arr.dtype.kind != "f":
+        raise UserError(f"--images {path}: dtype {arr.dtype} not supported; use uint8 (0..255) "
+                        "or float in [-1, 1]")
+    if not np.isfinite(arr).all():
+        raise UserError(f"--images {path}: contains NaN or inf")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1.0001 or hi > 1.0001:
+        raise UserError(f"--images {path}: float images must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
+    x = torch.from_numpy(arr.astype(np.float32)).clamp(-1, 1)
+    if x.shape[-1] == 28:
+        x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
+    return x.unsqueeze(1)

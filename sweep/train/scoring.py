@@ -95,3 +95,34 @@ def check_scorer(scorer: Scorer, mnist, n: int = CHECK_N) -> list[dict]:
     device = next(scorer.classifier.parameters()).device
     return [{"set": name, "group": group, "n": int(x.shape[0]), **scorer.score(x.to(device))}
             for name, group, x in check_sets(mnist, n)]
+
+
+def format_check(rows: list[dict]) -> str:
+    """The rows of `classifier check` as an aligned text table."""
+    lines = [f"{'set':<22} {'group':<20} {'n':>5} {'I_':>7} {'IS':>6} {'FID':>9} {'classes':>7} "
+             f"{'digit_share':>11}"]
+    for r in rows:
+        lines.append(f"{r['set']:<22} {r['group']:<20} {r['n']:>5} {r['i_prime']:>7.3f} "
+                     f"{r['inception_score']:>6.2f} {r['fid']:>9.1f} {r['classes_covered']:>7} "
+                     f"{r['digit_share']:>11.3f}")
+    return "\n".join(lines)
+
+
+def train_and_pin(mnist, out: Path, epochs: int) -> tuple[float, str, float]:
+    """`gansweep classifier train`: train the classifier (outlier exposure, models/classifier.py),
+    write its weights to `out` atomically and, when `out` is the committed file, pin the FID
+    reference of the new weights beside them. Returns (test accuracy, sha256, digit threshold)."""
+    from models.classifier import file_sha256, train_classifier
+    from sweep.record.results import write_atomic
+
+    test_x = to_model_space(mnist.test_images)
+    model, acc = train_classifier(to_model_space(mnist.train_images), mnist.train_labels, test_x,
+                                  mnist.test_labels, epochs=epochs)
+    threshold = digit_threshold(model, test_x)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, lambda p: torch.save(model.state_dict(), p))
+    sha = file_sha256(out)
+    if out == WEIGHTS_PATH:  # pin the FID reference of the new weights beside them
+        ref, scores = compute_reference(model, mnist.test_images, threshold)
+        save_reference(REFERENCE_PATH, ref, scores, sha, images_sha256(mnist.test_images))
+    return acc, sha, threshold

@@ -1,0 +1,39 @@
+"""`gansweep compare RUN_A RUN_B` (or `RUN --by SETTING`): two runs, or one run's two halves, side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.cli.common import log
+from sweep.errors import UserError
+
+WHAT = ("two runs side by side: each model's I' histograms overlaid, failure and digit shares, "
+        "a Mann-Whitney test of B against A")
+EXAMPLES = ["gansweep compare runs/mini-before runs/mini-after",
+            "gansweep compare runs/d-batch --by d_batch=separate,joint"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_a", metavar="RUN_A", help="the run to compare against (drawn outlined)")
+    p.add_argument("run_b", metavar="RUN_B", nargs="?", help="the run compared (drawn filled)")
+    p.add_argument("--by", metavar="SETTING[=A,B]", default=None,
+                   help="instead of RUN_B: split RUN_A by a setting it varies, e.g. --by d_batch=separate,joint "
+                        "(without values: its two values in sorted order)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_B/compare-<RUN_A's name>, "
+                                               "or RUN_A/compare-<SETTING>)")
+
+
+def run(a) -> int:
+    from analysis.compare import build_compare, format_table, runs_sides, split_sides
+
+    if (a.run_b is None) == (a.by is None):
+        raise UserError("compare: give RUN_B, or --by SETTING to split RUN_A (not both)")
+    if a.by is not None:
+        side_a, side_b, real = split_sides(Path(a.run_a), a.by)
+        out = Path(a.out) if a.out else Path(a.run_a) / f"compare-{a.by.partition('=')[0]}"
+    else:
+        side_a, side_b, real = runs_sides(Path(a.run_a), Path(a.run_b))
+        out = Path(a.out) if a.out else Path(a.run_b) / f"compare-{Path(a.run_a).resolve().name}"
+    page, table = build_compare(side_a, side_b, out, real)
+    print(format_table(table, side_a.label, side_b.label))
+    log.info("compare: %s", page)
+    return 0

@@ -1,0 +1,48 @@
+"""`gansweep plan`: what a preset would run (points per model, FLOPs, time, Tune trials, disk); runs nothing."""
+from __future__ import annotations
+
+import json
+
+from sweep.cli.common import add_config_arg, add_gflops_arg, add_pack_args, add_preset_args, pack_size_of, preset_of
+
+WHAT = "trial counts per model, FLOPs, estimated time and disk use of a preset (runs nothing)"
+EXAMPLES = ["gansweep plan --preset paper", "gansweep plan --preset mini --set epochs=4 --seeds 0,1",
+            "gansweep plan --preset paper --sample 100"]
+
+
+def add_arguments(p) -> None:
+    add_preset_args(p)
+    add_pack_args(p)
+    add_gflops_arg(p)
+    add_config_arg(p)
+
+
+def run(a) -> int:
+    import torch
+
+    from sweep.plan.disk import estimate_disk, fmt_bytes
+    from sweep.plan.grid import flops_by_model, slot_hours, source_name
+    from sweep.plan.packs import make_packs
+
+    path, preset = preset_of(a)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # what --pack auto picks on this machine
+    packs = make_packs(preset.trials, pack_size_of(a, len(preset.trials), device))
+    flops = flops_by_model(preset.trials)
+    total = sum(flops.values())
+    print(f"preset {preset.name} of {source_name(path)}: {preset.description}")
+    overridden = preset.overrides.describe()
+    print(f"points: {preset.scope}" + (f"; overridden: {overridden}" if overridden else ""))
+    print(f"{'model':<15} {'trials':>7} {'TFLOP':>10}")
+    for model, n in preset.counts().items():
+        print(f"{model:<15} {n:>7} {flops[model] / 1e12:>10.1f}")
+    print(f"{'total':<15} {len(preset.trials):>7} {total / 1e12:>10.1f}")
+    print(f"estimated cost: {slot_hours(total, a.gflops):.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
+          f"(settings: {json.dumps(preset.settings)})")
+    biggest = max(len(p.points) for p in packs)
+    print(f"Tune trials: {len(packs)} (--pack {a.pack}{' on ' + device if a.pack == 'auto' else ''}: packs of up to "
+          f"{biggest} point{'s' if biggest > 1 else ''})")
+    disk = estimate_disk(packs, a.keep_weights)
+    print(f"disk: peak {fmt_bytes(disk['peak'])} while {disk['slots']} trials run at once (their checkpoints: "
+          f"weights and optimizer state), final {fmt_bytes(disk['final'])} ({fmt_bytes(disk['final_per_point'])} "
+          f"a point: samples, tables, Tune's logs{', G weights' if a.keep_weights else ''})")
+    return 0

@@ -1,0 +1,33 @@
+"""`gansweep resume RUN_DIR`: carry on a run with its recorded preset, overrides and sample."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.cli.common import add_data_args
+from sweep.cli.run import add_cluster_args
+from sweep.errors import UserError
+
+WHAT = "carry on a sweep whose driver stopped, with its recorded preset, overrides and sample"
+EXAMPLES = ["gansweep resume runs/mini-20261124-101500", "gansweep resume runs/mini-... --restart-errored"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_dir")
+    errored = p.add_mutually_exclusive_group()
+    errored.add_argument("--skip-errored", action="store_true", help="do not retry errored trials")
+    errored.add_argument("--restart-errored", action="store_true",
+                         help="retry errored trials from scratch, not from their last checkpoint")
+    add_cluster_args(p)
+    add_data_args(p)
+
+
+def run(a) -> int:
+    from sweep.runner.engine import resume_sweep
+
+    if a.num_cpus is not None and a.num_cpus < 1:
+        raise UserError("--num-cpus must be >= 1")
+    overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus),
+                                   ("data_root", a.data_root)) if v is not None}
+    resume_sweep(Path(a.run_dir), overrides, skip_errored=a.skip_errored, restart_errored=a.restart_errored,
+                 download=a.download)
+    return 0

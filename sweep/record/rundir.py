@@ -1,0 +1,131 @@
+"""A run directory, built once per command: its paths, and its manifest, plan and packs, each read once.
+
+    run = RunDir("runs/mini-20261124-101500")
+    run.manifest        # gansweep.json, read on first use and kept (save_manifest writes and keeps)
+    run.plan            # the grid points the run was started with, rebuilt once from its own sweep.yaml
+    run.packs           # the Tune trials they form (sweep/plan/packs.py)
+
+RUN_DIR holds:
+    gansweep.json      the manifest: preset, overrides, sample, runtime options, versions, the
+                       defaults of its settings, sessions (the one file that cannot be rebuilt)
+    .gansweep.lock     held by the one `run` / `resume` writing the run (sweep/runner/lock.py)
+    sweep.yaml         the sweep file as it was when the run started (its plan is rebuilt from it)
+    results.parquet    one row per grid point (and .csv); curves.parquet, one per scored epoch
+    samples/           the last evaluated samples of every finished point (64 x 32 x 32 uint8)
+    weights/           with --keep-weights, every ok point's final G weights (a state_dict)
+    tune/              Ray Tune's experiment (on a cluster, under --storage instead)
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from models.registry import add_plugin_sources
+from sweep.errors import UserError
+from sweep.plan.config import LEGACY_DEFAULTS, TrialConfig, resolve, setting_defaults
+from sweep.plan.grid import Overrides, load_preset
+from sweep.plan.packs import Pack, make_packs
+from sweep.plan.subset import SAMPLER_VERSION
+from sweep.record.results import (CURVES, MANIFEST, RESULTS, read_manifest, read_results, tune_path_of,
+                                  write_manifest)
+from sweep.record.schema import FINISHED
+
+SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy / .pt
+SWEEP_FILE = "sweep.yaml"
+
+
+class RunDir:
+    """One run directory (module docstring). `manifest`, `plan` and `packs` may be handed in by the
+    command that has them already (a new run), so nothing is read back that was just written."""
+
+    def __init__(self, path: str | Path, manifest: dict | None = None, plan: tuple[TrialConfig, ...] | None = None,
+                 packs: tuple[Pack, ...] | None = None):
+        self.path = Path(path)
+        self.name = self.path.name
+        self.manifest_file, self.sweep_file = self.path / MANIFEST, self.path / SWEEP_FILE
+        self.results_file, self.curves_file = self.path / RESULTS, self.path / CURVES
+        self.samples_dir, self.weights_dir = self.path / SAMPLES_DIR, self.path / WEIGHTS_DIR
+        for name, value in (("manifest", manifest), ("plan", plan), ("packs", packs)):
+            if value is not None:
+                self.__dict__[name] = tuple(value) if name != "manifest" else value
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def tune_path(self) -> str:
+        """Where its Tune experiment lives: its own tune/ folder, else the manifest's (--storage)."""
+        return tune_path_of(self.path, self.manifest)
+
+    # ---------------------------------------------------------------- read once
+    @cached_property
+    def manifest(self) -> dict:
+        return read_manifest(self.path)
+
+    def save_manifest(self, manifest: dict) -> None:
+        write_manifest(self.path, manifest)
+        self.__dict__["manifest"] = manifest
+
+    @cached_property
+    def plan(self) -> tuple[TrialConfig, ...]:
+        """The grid points the run was started with: its own copy of the sweep file, the sample it
+        drew (which the manifest records whether the file or --sample asked for it), and the
+        --set / --seeds overrides it was started with."""
+        m = self.manifest
+        add_plugin_sources(m.get("plugins") or [])  # its families and archs, before its points are rebuilt
+        sample = m.get("sample")  # runs before --sample have no key: the file decides
+        n, seed = (sample["n"], sample["seed"]) if sample else (None, None)
+        sampler = sample.get("sampler", 1) if sample else SAMPLER_VERSION  # version 1 recorded none
+        if sampler > SAMPLER_VERSION:
+            raise UserError(f"{self.path}: its sample was drawn by sampler version {sampler}, newer than this "
+                            f"gansweep's {SAMPLER_VERSION}; upgrade gansweep to resume or check it")
+        preset = load_preset(self.sweep_file, m["preset"], sample=n, sample_seed=seed, sampler=sampler,
+                             overrides=Overrides.from_record(m.get("overrides")))
+        if "sample" in m and sample is None and preset.sample is not None:
+            raise UserError(f"{self.path}: its sweep.yaml samples preset {m['preset']!r} but the run did not")
+        return preset.trials
+
+    @property
+    def pack_size(self) -> int:
+        """Points per Tune trial (runs started before packs had one)."""
+        return int(self.manifest["runtime"].get("pack", 1))
+
+    @cached_property
+    def packs(self) -> tuple[Pack, ...]:
+        return make_packs(self.plan, self.pack_size)
+
+    @cached_property
+    def pack_points(self) -> dict[str, tuple[str, ...]]:
+        """pack_id -> the point ids it trains."""
+        return {p.pack_id: p.point_ids for p in self.packs}
+
+    # ---------------------------------------------------------------- defaults
+    def changed_defaults(self) -> dict:
+        """Settings whose default changed since the run started -> the default it started with
+        (a manifest written before gansweep recorded its defaults: LEGACY_DEFAULTS)."""
+        recorded = self.manifest.get("setting_defaults", LEGACY_DEFAULTS)
+        now = setting_defaults()
+        return {k: v for k, v in recorded.items() if k in now and now[k] != v}
+
+    def check_defaults(self) -> None:
+        """Refuse to resume a run whose unfinished points would now train otherwise than its finished
+        ones did: a default they took has changed since the run started (e.g. d_batch, which GANs
+        trained as `separate` before the setting existed). One run, one meaning per point."""
+        changed = self.changed_defaults()
+        if not changed:
+            return
+        try:
+            table = read_results(self.path)
+            done = set(table.loc[table["status"].isin(FINISHED), "point_id"])
+        except Exception:  # no readable table: every point counts as unfinished
+            done = set()
+        for name, then in changed.items():
+            now = setting_defaults()[name]
+            stale = [t for t in self.plan if t.point_id not in done
+                     and getattr(t, name) == resolve(t.family, name, now) != resolve(t.family, name, then)]
+            if stale:
+                raise UserError(
+                    f"{self.path}: started by a gansweep whose default {name} was {then!r} (now {now!r}); "
+                    f"{len(stale)} unfinished points such as {stale[0].point_id} would train with "
+                    f"{getattr(stale[0], name)!r}, not as its finished ones did: finish it with the gansweep "
+                    f"that started it (commit {self.manifest.get('git_commit', 'unknown')}), or start a new run")

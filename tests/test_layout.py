@@ -1,0 +1,103 @@
+"""The layout that shows the architecture (docs/architecture.md), kept: layers import downwards only,
+no import circle, small files and functions, one training step, no import-time side effects."""
+import ast
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+from helpers import REPO
+
+PACKAGES = ("models", "sweep", "analysis")
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def sources() -> dict[str, str]:
+    """module name -> its source, for every module of the three packages."""
+    out = {}
+    for pkg in PACKAGES:
+        for f in sorted((REPO / pkg).rglob("*.py")):
+            out[".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")] = f.read_text()
+    return out
+
+
+def modules() -> dict[str, ast.Module]:
+    return {name: ast.parse(text, name) for name, text in sources().items()}
+
+
+def layer(module: str) -> int:
+    """models (networks, losses, the classifier) < sweep (plan, train, run, record) < analysis
+    (reading runs) < sweep.cli (the commands, which may use them all)."""
+    if module.startswith("sweep.cli"):
+        return 3
+    return {"models": 0, "sweep": 1, "analysis": 2}[module.split(".")[0]]
+
+
+def imports(mods: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """module -> the project modules it imports, at module level or inside functions."""
+    edges = defaultdict(set)
+    for name, tree in mods.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    if full in mods:
+                        edges[name].add(full)
+                    elif node.module in mods:
+                        edges[name].add(node.module)
+            elif isinstance(node, ast.Import):
+                edges[name].update(a.name for a in node.names if a.name in mods)
+    return edges
+
+
+def test_layers_import_downwards_and_nothing_imports_in_a_circle():
+    mods = modules()
+    edges = imports(mods)
+    up = sorted((a, b) for a in edges for b in edges[a] if layer(b) > layer(a))
+    assert up == []
+    # a circle: a module reachable from itself (depth-first search from every module)
+    for start in mods:
+        seen, todo = set(), list(edges[start])
+        while todo:
+            m = todo.pop()
+            assert m != start, f"{start} imports itself through {sorted(seen)}"
+            if m not in seen:
+                seen.add(m)
+                todo.extend(edges[m])
+    assert "sweep.train.loop" in edges["sweep.runner.worker"]  # function-level imports count too
+
+
+def test_files_and_functions_stay_small():
+    long_files = [(n, text.count("\n")) for n, text in sources().items() if text.count("\n") > MAX_FILE_LINES]
+    assert long_files == []
+    mods = modules()
+    long_functions = [(n, f.name, f.end_lineno - f.lineno + 1) for n, t in mods.items() for f in ast.walk(t)
+                      if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long_functions == []
+
+
+def test_one_training_step():
+    """The step (D update, G update) is defined once: a GAN loss is backpropagated in loop.py only.
+    (`gansweep bench` also times a plain PyTorch loop, the baseline the harness is measured against;
+    the classifier trains in models/classifier.py.)"""
+    mods = modules()
+    steps = [n for n, t in mods.items() for f in ast.walk(t) if isinstance(f, ast.FunctionDef)
+             and f.name in ("train_step", "train_epoch", "_train_epoch")]
+    assert steps == ["sweep.train.loop", "sweep.train.loop"]
+    backward = sorted({n for n, t in mods.items() for c in ast.walk(t) if isinstance(c, ast.Call)
+                       and isinstance(c.func, ast.Attribute) and c.func.attr == "backward"})
+    assert backward == ["models.classifier", "sweep.runner.bench", "sweep.train.loop"]
+
+
+def test_importing_the_analysis_changes_no_matplotlib_state():
+    """A notebook that imports gansweep's analysis keeps its own backend and rcParams, and pyplot
+    is not imported for it (figures are drawn under a style context, without pyplot)."""
+    code = ("import matplotlib, sys; before = (matplotlib.get_backend(), dict(matplotlib.rcParams)); "
+            "import analysis.report, analysis.compare, analysis.figures, analysis.status; "
+            "print(before == (matplotlib.get_backend(), dict(matplotlib.rcParams)), "
+            "'matplotlib.pyplot' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                       env={**os.environ, "MPLBACKEND": "svg"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "False"]
