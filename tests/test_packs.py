@@ -101,10 +101,19 @@ def _neighbours(family: str, arch: str) -> list[TrialConfig]:
 @pytest.fixture
 def one_thread():
     """torch on one intra-op thread, as a sweep's trials run (Ray gives each worker
-    OMP_NUM_THREADS=1, and --cpus-per-trial defaults to 1); the suite's two restored after."""
+    OMP_NUM_THREADS=1, and --cpus-per-trial defaults to 1); the suite's own restored after."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
@@ -138,7 +147,7 @@ PACK_RTOL, PACK_SAMPLE_MEAN_ABS = 1e-3, 0.5
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_with_two_threads_a_pack_matches_alone_to_float_rounding(family, mnist, scorer):
+def test_with_two_threads_a_pack_matches_alone_to_float_rounding(family, mnist, scorer, two_threads):
     """With several threads, a batched matmul is parallelised by its shape: a lone point's
     product (K = 1) may split its long reduction axis (the 1024 pixels) across the threads, a
     pack's splits the K points, so the same sums are added in another order (measured: bmm
