@@ -131,6 +131,15 @@ def test_damaged_checkpoint_is_an_error_then_restart_errored_finishes(tmp_path, 
 
     r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    # one line per failed attempt (3: the first and --max-failures 2 retries), no traceback; the
+    # tracebacks are in RUN_DIR/failures.log
+    failed = [line for line in r.stderr.splitlines() if "failed, attempt" in line]
+    assert [line.split("attempt ")[1][:6] for line in failed] == ["1 of 3", "2 of 3", "3 of 3"], r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 4, r.stderr
+    assert "cannot be read" in failed[0] and "retrying from its last checkpoint" in failed[0]
+    assert f"its points are `error`; `gansweep resume {run}` retries them" in failed[2]
+    log = (run / "failures.log").read_text()
+    assert log.count("=== ") == 3 and log.count("UnpicklingError") >= 3 and "File \"" in log  # the frames
     df = read_results(run)
     assert df.status.tolist() == ["error"]
     assert "cannot be read" in df.error.iloc[0] and "--restart-errored" in df.error.iloc[0]

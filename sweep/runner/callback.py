@@ -19,13 +19,27 @@ from sweep.record.ledger import Ledger
 from sweep.record.recovery import error_line
 from sweep.record.rows import TrialState, point_reports
 from sweep.record.rundir import RunDir
+from sweep.plan.packs import trial_label
 from sweep.record.schema import TUNE_ERROR, TUNE_TERMINATED
 from sweep.runner.signals import STOP
 from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
 from sweep.runner.worker import SAMPLES_FILE
 
 PROGRESS_EVERY_S = 10.0
+FAILURES_LOG = "failures.log"  # RUN_DIR/failures.log: every failed attempt's points and traceback
 log = logging.getLogger("gansweep")
+
+
+def record_failure(path: Path, trial, points: tuple[str, ...], what: str) -> None:
+    """Append a failed attempt and its traceback (Tune's error file) to the run's failures log;
+    a log that cannot be written (a full disk) costs only the log."""
+    try:
+        text = Path(trial.error_file).read_text(errors="replace") if trial.error_file else what
+        with open(path, "a") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} trial {trial.trial_id} attempt {trial.num_failures}: "
+                    f"{', '.join(points)}\n{text.rstrip()}\n")
+    except OSError:
+        pass
 
 
 def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
@@ -75,9 +89,24 @@ class LedgerCallback(Callback):
         self.ledger.dirty = True
         self._flush_if_due(trials)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._failure(trial, "retrying from its last checkpoint")
+
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._failure(trial, f"its points are `error`; `gansweep resume {self.run.path}` retries them "
+                             "(--restart-errored: from scratch)")
         self.ledger.dirty = True
         self._flush_if_due(trials)
+
+    def _failure(self, trial, then: str) -> None:
+        """One line on the console per failed attempt; its traceback goes to RUN_DIR/failures.log."""
+        points = self.ledger.points_of(trial.config)
+        allowed = int(self.run.manifest["runtime"].get("max_failures", 0)) + 1
+        what = error_line(trial.error_file)
+        label = trial_label(trial.config)
+        who = f"point {label}" if points == (label,) else f"trial {label} ({len(points)} points)"
+        log.warning("%s failed, attempt %d of %d: %s; %s", who, trial.num_failures, allowed, what, then)
+        record_failure(self.run.path / FAILURES_LOG, trial, points, what)
 
     def on_step_end(self, iteration, trials, **info):
         STOP.forward_to_tune()  # a signal arrived: Tune stops after this step

@@ -53,11 +53,15 @@ def set_environment(rt: Runtime) -> None:
       console tables are replaced by the ledger's one-line progress.
     * Tune's own SIGINT handler is off: sweep/runner/signals.py handles SIGINT, SIGTERM and
       SIGHUP alike and asks Tune to stop through the same path.
+    * Tune's traceback per failed trial attempt is off (but with --verbose): the callback says
+      one line per failure and keeps the traceback in RUN_DIR/failures.log.
     """
     if rt.address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if verbose else "0"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
