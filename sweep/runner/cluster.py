@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.errors import UserError
-from sweep.record.results import RESULTS
 
 
 @dataclass(frozen=True)
@@ -148,20 +147,21 @@ def check_storage(storage: str, address: str | None, shared_storage: bool) -> No
             "every node must reach it: use an NFS path, s3:// or gs:// (or --shared-storage if it is shared)")
 
 
-def check_experiment_state(tune_path: str, run_dir: Path) -> None:
-    """Tuner.restore silently starts over when the newest state is damaged: refuse instead."""
+def experiment_state_problem(tune_path: str) -> str | None:
+    """Why Tune's experiment state cannot be restored ('missing', or the reader's error on its newest
+    state file), or None. Tuner.restore silently starts over from a damaged newest state, so the
+    engine asks first (and rebuilds the experiment from the tables instead: sweep/record/rebuild.py)."""
     if "://" in tune_path:
-        return  # remote storage: Tune reads it; nothing local to check
+        return None  # remote storage: Tune reads it; nothing local to check
     p = Path(tune_path)
     states = sorted(p.glob("experiment_state-*.json"))
     if not (p / "tuner.pkl").exists() or not states:
-        raise UserError(f"{run_dir}: Ray Tune's experiment state is missing under {p}; finished "
-                        f"results are in {run_dir / RESULTS}. Start a new run to redo the rest.")
-    newest = states[-1]
+        return "missing"
     try:
-        json.loads(newest.read_text())
+        json.loads(states[-1].read_text())
+        with open(p / "tuner.pkl", "rb") as f:
+            if not f.read(1):
+                return "empty tuner.pkl"
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        older = f"; an older state remains: move {newest.name} aside and resume again" if len(states) > 1 else \
-            "; no older state exists"
-        raise UserError(f"{newest}: damaged experiment state ({type(e).__name__}); nothing was "
-                        f"started and {run_dir / RESULTS} is intact{older}")
+        return f"{states[-1].name} unreadable ({type(e).__name__})"
+    return None

@@ -33,6 +33,7 @@ from sweep.record.rundir import RunDir
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
 from sweep.runner.lock import RunLock
+from sweep.runner.rebuild import prepare_rebuild
 from sweep.runner.signals import STOP
 
 log = logging.getLogger("gansweep")
@@ -41,7 +42,8 @@ log = logging.getLogger("gansweep")
 _TUNE_STOP_NOISE = ("Stop signal received", "Trials did not complete", "Experiment has been interrupted")
 
 
-def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, finished: dict):
+def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, finished: dict,
+             seeds: dict | None = None):
     """MNIST, classifier and FID reference read on the driver, then Ray started.
 
     Returns (trainable, classifier sha256, scores of the real MNIST test set). Data and
@@ -61,7 +63,7 @@ def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, 
     n = max(t.n_train for p in packs for t in p.points)
     fn = make_trainable(mnist.train_images[:n].numpy(), clf, sha, ref, rt.threads, device, finished,
                         rt.cpus_per_trial, rt.gpus_per_trial,
-                        {p.pack_id: [t.as_dict() for t in p.points] for p in packs}, rt.keep_weights)
+                        {p.pack_id: [t.as_dict() for t in p.points] for p in packs}, rt.keep_weights, seeds)
     return fn, sha, reference_scores
 
 
@@ -132,16 +134,8 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         run.save_manifest(run.manifest)
         Ledger(run).flush({})  # every point pending from the start
 
-        from ray import tune
-
         slots = cluster.slots(rt, len(run.packs))
-        # Longest trials first: the sweep's tail is then short trials, not one long straggler.
-        order = sorted(run.packs, key=_pack_flops, reverse=True)
-        tuner = tune.Tuner(
-            trainable_fn, param_space={"pack": tune.grid_search([p.pack_id for p in order])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None, reuse_actors=True,
-                                        trial_dirname_creator=_trial_dirname),
-            run_config=_run_config(run, rt))
+        tuner = _new_tuner(run, rt, trainable_fn)
         from sweep.plan.grid import source_name
 
         overridden = preset.overrides.describe()
@@ -151,6 +145,19 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         t_fit = time.time()
         tuner.fit()
         return _finish_session(run, t0, t_fit, 0.0, slots)
+
+
+def _new_tuner(run: RunDir, rt: Runtime, trainable_fn):
+    """A new Tune experiment of every pack of the run, the longest first (the sweep's tail is then
+    short trials, not one long straggler)."""
+    from ray import tune
+
+    order = sorted(run.packs, key=_pack_flops, reverse=True)
+    return tune.Tuner(
+        trainable_fn, param_space={"pack": tune.grid_search([p.pack_id for p in order])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None, reuse_actors=True,
+                                    trial_dirname_creator=_trial_dirname),
+        run_config=_run_config(run, rt))
 
 
 def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
@@ -176,10 +183,16 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
     manifest = run.manifest
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
     tune_path = run.tune_path
-    cluster.check_experiment_state(tune_path, run.path)
     banked = banked_compute(run.path)
+    finished = finished_reports(run.path)
+    problem = cluster.experiment_state_problem(tune_path)
     with _session(rt):
-        trainable_fn, sha, _ = _prepare(run.packs, rt, manifest["device"], download, finished_reports(run.path))
+        rebuild = None
+        if problem is not None:  # the tables are the truth; Tune's state was only a cache
+            rebuild = prepare_rebuild(run, finished, problem)
+            log.info("%s", rebuild.line())
+        trainable_fn, sha, _ = _prepare(run.packs, rt, manifest["device"], download, finished,
+                                        rebuild.seeds if rebuild else None)
         if sha != manifest["classifier_sha256"]:
             raise UserError(f"the classifier changed since this run started (sha256 {sha[:12]} vs "
                             f"{manifest['classifier_sha256'][:12]}): its scores would not be comparable")
@@ -187,9 +200,12 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
         from ray import tune
 
         slots = cluster.slots(rt, len(run.packs))
-        tuner = _restored(tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
-                                             resume_errored=not skip_errored and not restart_errored,
-                                             restart_errored=restart_errored and not skip_errored), run, rt)
+        if rebuild is not None:
+            tuner = _new_tuner(run, rt, trainable_fn)
+        else:
+            tuner = _restored(tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
+                                                 resume_errored=not skip_errored and not restart_errored,
+                                                 restart_errored=restart_errored and not skip_errored), run, rt)
         how = (" (errored trials skipped)" if skip_errored else
                " (errored trials restarted from scratch)" if restart_errored else "")
         log.info("resuming %s: %s, %d at a time%s", run.path, _trials_phrase(run.plan, run.packs), slots, how)

@@ -103,7 +103,7 @@ def pack_of(config: dict, packs: dict[str, list[dict]]) -> tuple[str, list[Trial
 
 # --------------------------------------------------------------------------- the trainable
 def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, threads, device,
-              finished: dict, packs: dict, keep_weights: bool, plugins: list):
+              finished: dict, packs: dict, keep_weights: bool, plugins: list, seeds: dict):
     """One pack of grid points inside a Tune worker: config = {"pack": pack_id}.
 
     packs: pack_id -> its points' TrialConfig fields (sweep/plan/packs.py), passed once.
@@ -113,6 +113,8 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     as finished (filled on resume). Tune's experiment state is saved periodically, so
     after a driver crash it can hold an older checkpoint of a pack that had in fact
     finished; such points report their recorded result instead of training again.
+    seeds: pack_id -> a checkpoint folder to start from when Tune has none for the trial (an
+    experiment rebuilt from the tables, sweep/runner/rebuild.py).
 
     Every report carries the points that scored or diverged that epoch (PACK_POINTS);
     the last one carries every point of the pack, so Tune's last result of a finished
@@ -126,7 +128,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
-    trial = PackTrial(label, cfgs, device, finished)
+    trial = PackTrial(label, cfgs, device, finished, seeds.get(label))
     todo, restored = trial.restore()
     if all(p.point_id in restored and finished_status(restored[p.point_id], p)[0] for p in todo):
         # Every point had finished (or is recorded as finished), but the driver died before
@@ -140,8 +142,8 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
 class PackTrial:
     """A Tune trial's pack: what each point last reported, and its reports and checkpoints to Tune."""
 
-    def __init__(self, label: str, cfgs: list[TrialConfig], device: str, finished: dict):
-        self.label, self.cfgs, self.device = label, cfgs, device
+    def __init__(self, label: str, cfgs: list[TrialConfig], device: str, finished: dict, seed: str | None = None):
+        self.label, self.cfgs, self.device, self.seed = label, cfgs, device, seed
         self.started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
         self.latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
         self.history_of: dict[str, list[dict]] = {}
@@ -150,6 +152,8 @@ class PackTrial:
         """(the points still to train, point_id -> the state its checkpoint restores)."""
         todo = [p for p in self.cfgs if p.point_id not in self.latest]
         ckpt = tune.get_checkpoint() if todo else None  # a finished pack's checkpoint is emptied
+        if ckpt is None and todo and self.seed is not None:  # a rebuilt experiment: the old checkpoint
+            ckpt = Checkpoint.from_directory(self.seed)
         restored = {} if ckpt is None else load_checkpoint(ckpt, self.label, self.device)
         # The first report after a restore carries each point's restored history (see
         # sweep/record/recovery.py restored_curve_rows), so the tables can fill a lost epoch from it.
@@ -212,7 +216,8 @@ class PackTrial:
 
 
 def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: int, device: str,
-                   finished: dict, cpus: float, gpus: float, packs: dict, keep_weights: bool):
+                   finished: dict, cpus: float, gpus: float, packs: dict, keep_weights: bool,
+                   seeds: dict | None = None):
     """The trainable with MNIST, the classifier and the packs put in the object store once,
     and its resources. train_images: numpy, not a tensor (the object store hands numpy
     arrays to workers without a copy)."""
@@ -221,5 +226,5 @@ def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: in
     fn = tune.with_parameters(trainable, images=train_images, clf_state=clf.state_dict(), clf_sha=clf_sha,
                               ref_mean=ref.mean, ref_cov=ref.cov, threads=threads, device=device,
                               finished=finished, packs=packs, keep_weights=keep_weights,
-                              plugins=plugin_sources())
+                              plugins=plugin_sources(), seeds=seeds or {})
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
