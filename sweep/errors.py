@@ -1,4 +1,6 @@
-"""Errors that end a command with one line on stderr and no traceback (see sweep/cli.py)."""
+"""Errors that end a command with one line on stderr and no traceback (see sweep/cli/__init__.py)."""
+
+EXIT_DISK_FULL = 75  # a sweep stopped because a disk filled up (sysexits' EX_TEMPFAIL: free space, resume)
 
 
 class UserError(Exception):
@@ -6,8 +8,9 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """A sweep stopped by a signal after saving what it had: the message says how far it got
-    and how to continue; exit status 128 + the signal's number, as a shell reports it."""
+    """A sweep stopped by a signal (or a full disk) after saving what it had: the message says how
+    far it got and how to continue; exit status 128 + the signal's number, as a shell reports it
+    (a full disk: EXIT_DISK_FULL)."""
 
     def __init__(self, message: str, exit_status: int):
         super().__init__(message)

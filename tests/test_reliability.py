@@ -3,6 +3,7 @@ import errno
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -152,6 +153,67 @@ def test_damaged_checkpoint_is_an_error_then_restart_errored_finishes(tmp_path, 
     curves = pd.read_parquet(run / "curves.parquet")
     assert sorted(curves.epoch) == [1, 2, 3, 4, 5]  # one row per epoch, the restart's
     assert_ledger_holds(run)
+
+
+FULL_DISK = """
+presets:
+  d:
+    seeds: [0, 1, 2]
+    settings: {epochs: 3, batch_size: 32, n_train: 2048, n_eval: 200}
+    grids:
+      ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [64], sizeD: [32], dropoutD: [false, true],
+              optimD: [adam], optimG: [adam], lr: [0.001]}
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs (a real filesystem that fills up), unmounted after the test."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): the full-disk test needs one")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.ray
+def test_a_full_disk_stops_the_sweep_and_resume_finishes_it(tmp_path, env, small_disk):
+    """Checkpoints fill the run's disk mid-sweep: the sweep stops as a signal would (exit 75, a few
+    lines, no traceback), the tables keep the ledger's rules; resume refuses while the space is
+    short, and once it is freed finishes every point exactly once (Tune's state, cut short by the
+    full disk or not, is rebuilt from the tables where needed)."""
+    (tmp_path / "sweep.yaml").write_text(FULL_DISK)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (small_disk_free(small_disk) - 2_000_000))  # 2 MB left: the 7.6 MB peak cannot fit
+    run = small_disk / "runs" / "d"
+    r = cli("run", "--preset", "d", "--name", "d", "--storage", small_disk / "runs", "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 2 and "free some space, or pass --no-disk-check" in r.stderr and not run.exists()
+    r = cli("run", "--preset", "d", "--name", "d", "--storage", small_disk / "runs", "--num-cpus", "2",
+            "--no-disk-check", cwd=tmp_path)
+    assert r.returncode == 75, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 6, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gansweep: disk full ({run}/tune: ") and last.endswith(f"gansweep resume {run}"), last
+    before = assert_ledger_holds(run)
+    assert (before.status != "ok").any() and set(before.status) <= {"ok", "pending"}
+
+    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)  # the space is still short
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--no-disk-check" in r.stderr
+    filler.unlink()
+    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = assert_ledger_holds(run)
+    assert len(after) == 6 and (after.status == "ok").all() and (after.epochs_done == 3).all()
+    curves = pd.read_parquet(run / "curves.parquet")
+    assert len(curves) == 18 and not curves.duplicated(["point_id", "epoch"]).any()
+
+
+def small_disk_free(path: Path) -> int:
+    import shutil
+
+    return shutil.disk_usage(path).free
 
 
 # --------------------------------------------------------------------------- bad input

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweep.cli.common import add_data_args
-from sweep.cli.run import add_cluster_args
+from sweep.cli.run import add_cluster_args, add_disk_check_arg
 from sweep.errors import UserError
 
 WHAT = "carry on a sweep whose driver stopped, with its recorded preset, overrides and sample"
@@ -19,6 +19,7 @@ def add_arguments(p) -> None:
                          help="retry errored trials from scratch, not from their last checkpoint")
     add_cluster_args(p)
     add_data_args(p)
+    add_disk_check_arg(p)
 
 
 def run(a) -> int:
@@ -29,5 +30,5 @@ def run(a) -> int:
     overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus),
                                    ("data_root", a.data_root)) if v is not None}
     resume_sweep(Path(a.run_dir), overrides, skip_errored=a.skip_errored, restart_errored=a.restart_errored,
-                 download=a.download)
+                 download=a.download, disk_check=a.disk_check)
     return 0

@@ -34,6 +34,12 @@ def add_arguments(p) -> None:
     add_pack_args(p)
     add_config_arg(p)
     add_data_args(p)
+    add_disk_check_arg(p)
+
+
+def add_disk_check_arg(p) -> None:
+    p.add_argument("--no-disk-check", dest="disk_check", action="store_false",
+                   help="start even when the run's disks have less free space than the plan's estimated peak use")
 
 
 def add_cluster_args(p) -> None:
@@ -75,5 +81,5 @@ def run(a) -> int:
     for tracker in rt.trackers:
         check_tracker(tracker)  # installed? before anything starts
     run_sweep(preset, config_file, run_dir, rt, storage=a.storage if remote else None,
-              shared_storage=a.shared_storage, download=a.download)
+              shared_storage=a.shared_storage, download=a.download, disk_check=a.disk_check)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from functools import lru_cache
 
 from sweep.plan.config import TrialConfig
@@ -93,3 +94,23 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+def check_free_space(paths: list[str], packs, keep_weights: bool, slots: int) -> None:
+    """Refuse (one line) to start packs whose estimated peak disk use exceeds the free space of a
+    local path they write to (the run directory, Tune's storage); remote storage is not measured."""
+    from sweep.errors import UserError
+
+    need = estimate_disk(packs, keep_weights, slots)
+    for path in paths:
+        if "://" in path:
+            continue
+        probe = path
+        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        free = shutil.disk_usage(probe).free
+        if free < need["peak"]:
+            raise UserError(f"{path}: {fmt_bytes(free)} free, and these {sum(len(p.points) for p in packs)} points "
+                            f"need about {fmt_bytes(need['peak'])} at their peak ({need['slots']} trials' "
+                            f"checkpoints at once) and {fmt_bytes(need['final'])} in the end; free some space, "
+                            "or pass --no-disk-check to start anyway")

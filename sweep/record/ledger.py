@@ -9,6 +9,7 @@ built by sweep/record/rows.py, whose docstring states the rules a row obeys.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
@@ -45,6 +46,7 @@ class Ledger:
         self.t_start = time.time()
         self.done_at_start: set[str] | None = None
         self.last_flush, self.dirty = 0.0, True
+        self.disk_full = False  # a write failed for want of space (the callback stops the sweep)
         # trial_id -> (trial folder, point ids) of completed trials whose checkpoints are not
         # emptied yet: that waits until the tables on disk record every point of it finished
         self.finished_trials: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -93,6 +95,7 @@ class Ledger:
             folder.mkdir(exist_ok=True)
             write_atomic(folder / f"{point_id}.{ext}", lambda p: shutil.copyfile(src, p))
         except OSError as e:
+            self.disk_full |= e.errno == errno.ENOSPC
             log.warning("could not copy %s of %s: %s", what, point_id, e)
 
     def _empty_finished_checkpoints(self, rows: list[dict]) -> None:
@@ -145,6 +148,7 @@ class Ledger:
             # e.g. a full disk: the previous tables stay intact (atomic writes) and the
             # sweep goes on; the next flush tries again.
             self.last_flush = time.time()
+            self.disk_full |= e.errno == errno.ENOSPC
             log.warning("could not write the results tables (%s); retrying at the next update", e)
             return rows
         self.last_flush, self.dirty = time.time(), False

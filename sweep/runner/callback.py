@@ -21,7 +21,7 @@ from sweep.record.rows import TrialState, point_reports
 from sweep.record.rundir import RunDir
 from sweep.plan.packs import trial_label
 from sweep.record.schema import TUNE_ERROR, TUNE_TERMINATED
-from sweep.runner.signals import STOP
+from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
 from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
 from sweep.runner.worker import SAMPLES_FILE
 
@@ -105,11 +105,16 @@ class LedgerCallback(Callback):
         what = error_line(trial.error_file)
         label = trial_label(trial.config)
         who = f"point {label}" if points == (label,) else f"trial {label} ({len(points)} points)"
+        if is_disk_full(what):  # retrying cannot help: stop as a signal would, keep what is recorded
+            stop_for_full_disk(self.run.tune_path)
+            then = "the sweep stops"
         log.warning("%s failed, attempt %d of %d: %s; %s", who, trial.num_failures, allowed, what, then)
         record_failure(self.run.path / FAILURES_LOG, trial, points, what)
 
     def on_step_end(self, iteration, trials, **info):
-        STOP.forward_to_tune()  # a signal arrived: Tune stops after this step
+        if self.ledger.disk_full:
+            stop_for_full_disk(self.run.path)
+        STOP.forward_to_tune()  # a signal (or a full disk) arrived: Tune stops after this step
         self._flush_if_due(trials)
         now = time.time()
         if now - self.last_progress >= PROGRESS_EVERY_S and log.isEnabledFor(logging.INFO):

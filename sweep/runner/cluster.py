@@ -53,7 +53,8 @@ def set_environment(rt: Runtime) -> None:
     * Tune's own SIGINT handler is off: sweep/runner/signals.py handles SIGINT, SIGTERM and
       SIGHUP alike and asks Tune to stop through the same path.
     * Tune's traceback per failed trial attempt is off (but with --verbose): the callback says
-      one line per failure and keeps the traceback in RUN_DIR/failures.log.
+      one line per failure and keeps the traceback in RUN_DIR/failures.log; so are Ray's for
+      failed results that a stopped sweep never fetched.
     """
     if rt.address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -61,6 +62,8 @@ def set_environment(rt: Runtime) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
     os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if verbose else "0"
+    # a trial stopped mid-failure leaves results nobody fetches: Ray would print each one's traceback
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "0" if verbose else "1"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 

@@ -21,7 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 
-from sweep.errors import Interrupted, UserError
+from sweep.errors import EXIT_DISK_FULL, Interrupted, UserError
+from sweep.plan.disk import check_free_space
 from sweep.plan.grid import Preset, estimate_flops
 from sweep.plan.packs import Pack, make_packs, trial_label
 from sweep.record.heal import heal
@@ -34,7 +35,7 @@ from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
 from sweep.runner.lock import RunLock
 from sweep.runner.rebuild import prepare_rebuild
-from sweep.runner.signals import STOP
+from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
 
 log = logging.getLogger("gansweep")
 
@@ -106,8 +107,10 @@ def _pack_flops(pack: Pack) -> float:
 
 
 def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
-              storage: str | None = None, shared_storage: bool = False, download: bool = False) -> dict:
-    """Start a new sweep in run_dir; returns the session summary (wall, overhead, counts)."""
+              storage: str | None = None, shared_storage: bool = False, download: bool = False,
+              disk_check: bool = True) -> dict:
+    """Start a new sweep in run_dir; returns the session summary (wall, overhead, counts).
+    disk_check: refuse when the run's disks have less free space than its estimated peak use."""
     t0 = time.time()
     if (run_dir / MANIFEST).exists():
         raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
@@ -117,10 +120,12 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         tune_path = str(Path(tune_path).resolve())
     cluster.check_storage(tune_path if "://" in tune_path else str(Path(tune_path).parent), rt.address,
                           shared_storage)
+    packs = make_packs(preset.trials, rt.pack)
+    if disk_check:
+        check_free_space([str(run_dir), tune_path], packs, rt.keep_weights, None)
     with _session(rt), ExitStack() as held:
         # Data and classifier first: a missing dataset or a bad classifier (or a signal
         # during start-up) leaves no half-made run directory behind.
-        packs = make_packs(preset.trials, rt.pack)
         trainable_fn, sha, reference_scores = _prepare(packs, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +148,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
                  source_name(config_file), f" with {overridden}" if overridden else "",
                  _trials_phrase(preset.trials, run.packs), slots, rt.cpus_per_trial, rt.gpus_per_trial)
         t_fit = time.time()
-        tuner.fit()
+        _fit(tuner, run)
         return _finish_session(run, t0, t_fit, 0.0, slots)
 
 
@@ -161,7 +166,7 @@ def _new_tuner(run: RunDir, rt: Runtime, trainable_fn):
 
 
 def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
-                 restart_errored: bool = False, download: bool = False) -> dict:
+                 restart_errored: bool = False, download: bool = False, disk_check: bool = True) -> dict:
     """Carry on a run: finished points stay, unfinished ones continue from their checkpoints.
 
     Errored trials are retried from their last checkpoint, or from scratch with
@@ -172,11 +177,11 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
     run = RunDir(run_dir)
     run.manifest  # a foreign or damaged directory fails here, before the lock is taken
     with RunLock(run_dir, "resume"):
-        return _resume(run, t0, rt_overrides, skip_errored, restart_errored, download)
+        return _resume(run, t0, rt_overrides, skip_errored, restart_errored, download, disk_check)
 
 
 def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: bool,
-            restart_errored: bool, download: bool) -> dict:
+            restart_errored: bool, download: bool, disk_check: bool) -> dict:
     run.check_defaults()  # before anything is written
     for line in heal(run):  # results/curves that a full disk or a cut copy damaged
         log.info("%s", line)
@@ -185,6 +190,9 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
     tune_path = run.tune_path
     banked = banked_compute(run.path)
     finished = finished_reports(run.path)
+    if disk_check:  # what the unfinished points still need
+        todo = [p for p in run.packs if any(pid not in finished for pid in p.point_ids)]
+        check_free_space([str(run.path), tune_path], todo, rt.keep_weights, None)
     problem = cluster.experiment_state_problem(tune_path)
     with _session(rt):
         rebuild = None
@@ -210,8 +218,21 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
                " (errored trials restarted from scratch)" if restart_errored else "")
         log.info("resuming %s: %s, %d at a time%s", run.path, _trials_phrase(run.plan, run.packs), slots, how)
         t_fit = time.time()
-        tuner.fit()
+        _fit(tuner, run)
         return _finish_session(run, t0, t_fit, banked, slots)
+
+
+def _fit(tuner, run: RunDir) -> None:
+    """tuner.fit(), except that a full disk ends it as a signal would: Tune then fails in places of
+    its own (its experiment state, a trial's error file cut short), and the tables say the rest."""
+    try:
+        tuner.fit()
+    except Exception as e:
+        if is_disk_full(e):
+            stop_for_full_disk(run.tune_path)
+        if not STOP.fault_name:
+            raise
+        log.debug("after the stop, Tune raised %s: %s", type(e).__name__, e)
 
 
 def _trials_phrase(points: tuple, packs: tuple[Pack, ...]) -> str:
@@ -230,6 +251,8 @@ def _session(rt: Runtime):
     quiet_stop = logging.Filter()
     quiet_stop.filter = lambda rec: not str(rec.msg).startswith(_TUNE_STOP_NOISE)
     tune_log.addFilter(quiet_stop)
+    state_log = logging.getLogger("ray.tune.execution.experiment_state")
+    state_log.addFilter(_state_save_failed)
     try:
         yield
     finally:
@@ -237,7 +260,17 @@ def _session(rt: Runtime):
             cluster.shutdown()
         finally:
             tune_log.removeFilter(quiet_stop)
+            state_log.removeFilter(_state_save_failed)
             STOP.restore()
+
+
+def _state_save_failed(record: logging.LogRecord) -> bool:
+    """Tune failing to save its experiment state for want of space stops the sweep (one line at the
+    end, no traceback); its other messages pass."""
+    if record.levelno >= logging.ERROR and is_disk_full(f"{record.getMessage()} {record.exc_info}"):
+        STOP.fault(STOP.fault_name or "disk full (Tune could not save its experiment state)", EXIT_DISK_FULL)
+        return False
+    return True
 
 
 def _stop_if_requested(what: str) -> None:
@@ -250,7 +283,12 @@ def _finish_session(run: RunDir, t0: float, t_fit: float, banked_before: float, 
     summary, df = session_summary(run.path, t0, t_fit, banked_before, slots, STOP.name)
     manifest = dict(run.manifest)
     manifest["sessions"] = [*manifest["sessions"], summary]
-    run.save_manifest(manifest)
+    try:
+        run.save_manifest(manifest)
+    except OSError as e:  # a full disk: the session goes unrecorded, the rest is kept
+        if not is_disk_full(e):
+            raise
+        log.warning("could not record this session in %s: %s", run.manifest_file, e)
     if STOP.requested:
         raise Interrupted(interrupted_line(run.path, df, STOP.name), STOP.exit_status)
     log.info("done in %s: %s; harness overhead %.1f%% of %d slot(s) x wall (training + scoring %.0fs, "

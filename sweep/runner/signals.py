@@ -12,12 +12,17 @@ that did not finish `pending`, and `gansweep` exits with the resume line. A
 second signal forces: it exits at once (tables are only ever replaced
 atomically, so they hold the last flush, which is consistent).
 
+A full disk stops a sweep the same way (`STOP.fault`): the engine and the callback call it
+when a write fails with ENOSPC, and gansweep exits with EXIT_DISK_FULL (sweep/errors.py).
+
 Signal dispositions belong to the process, so the request is one process-wide
 object, STOP.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -26,6 +31,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class StopRequest:
     def __init__(self):
         self.signum: int | None = None
+        self.fault_name, self.fault_status = "", 0  # a stop for another cause than a signal
         self._forwarded = False
         self._previous: dict = {}
 
@@ -38,6 +44,7 @@ class StopRequest:
         """
         if not self._previous:
             self.signum, self._forwarded = None, False
+            self.fault_name, self.fault_status = "", 0
         for s in SIGNALS:
             old = signal.signal(s, self._handle)
             self._previous.setdefault(s, old)
@@ -61,17 +68,22 @@ class StopRequest:
         """Installed (between install and restore)."""
         return bool(self._previous)
 
+    def fault(self, name: str, exit_status: int) -> None:
+        """Stop the sweep as a signal would, for another cause (the first cause wins)."""
+        if self.signum is None and not self.fault_name:
+            self.fault_name, self.fault_status = name, exit_status
+
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or bool(self.fault_name)
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
+        return signal.Signals(self.signum).name if self.signum else self.fault_name
 
     @property
     def exit_status(self) -> int:
-        return 128 + (self.signum or 0)
+        return 128 + self.signum if self.signum else self.fault_status
 
     def forward_to_tune(self) -> None:
         """Ask a running Tune loop to stop, once (call from the loop, on the main thread).
@@ -79,12 +91,31 @@ class StopRequest:
         tune.run installs a SIGUSR1 handler that sets its `experiment interrupted` event;
         calling it directly is Tune's graceful stop without a second, asynchronous signal.
         """
-        if self.signum is None or self._forwarded:
+        if not self.requested or self._forwarded:
             return
         handler = signal.getsignal(signal.SIGUSR1)
         if callable(handler):
             self._forwarded = True
             handler(signal.SIGUSR1, None)
+
+
+def is_disk_full(error: BaseException | str) -> bool:
+    """Whether an error (or its message, e.g. a trial's error file) says the disk is full (ENOSPC)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(error) or "[Errno 28]" in str(error)
+
+
+def stop_for_full_disk(path: str | os.PathLike) -> None:
+    """Stop the sweep as a signal would: the disk that holds `path` is full."""
+    from sweep.errors import EXIT_DISK_FULL
+    from sweep.plan.disk import fmt_bytes
+
+    try:
+        free = f"{fmt_bytes(shutil.disk_usage(path).free)} free"
+    except OSError:
+        free = "free space unknown"
+    STOP.fault(f"disk full ({path}: {free})", EXIT_DISK_FULL)
 
 
 def _kill_descendants() -> None:
