@@ -33,8 +33,9 @@ def status_lines(run, df: pd.DataFrame, damaged: dict[str, str]) -> list[str]:
                          + (f" {draws_digits(g).mean():>11.0%}" if scored else ""))
     for s in manifest.get("sessions", []):
         stopped = f", stopped by {s['stopped_by']}" if s.get("stopped_by") else ""
+        stalls = f", {s['stalls']} stalled trial(s) stopped and retried" if s.get("stalls") else ""
         lines.append(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
-                     f"{s['overhead_share']:.1%}{stopped}")
+                     f"{s['overhead_share']:.1%}{stopped}{stalls}")
     for name, why in damaged.items():
         lines.append(f"  {damage_phrase(name, why, 'is')}: `gansweep resume {run.path}` rebuilds it from "
                      "Tune's records")

@@ -99,6 +99,42 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, env):
 
 
 @pytest.mark.ray
+def test_a_stalled_worker_is_stopped_and_its_trial_retried(tmp_path, env):
+    """A worker stopped cold (SIGSTOP: a stuck NFS read, a deadlocked loader, a wedged driver) would
+    hold the sweep forever: past --stall-timeout its worker is killed, the trial is retried from
+    its last checkpoint, the point ends ok, and the session records the stall."""
+    (tmp_path / "sweep.yaml").write_text(ONE_POINT)
+    run = tmp_path / "runs" / "st"
+    proc = start("run", "--preset", "one", "--name", "st", "--storage", tmp_path / "runs", "--num-cpus", "2",
+                 "--stall-timeout", "15", cwd=tmp_path)
+
+    def an_epoch_reported():
+        try:
+            return True if len(epochs_reported(run)) >= 1 else None
+        except (ValueError, FileNotFoundError):
+            return None
+
+    wait_for(an_epoch_reported, 240, "a reported epoch", proc)
+    workers = session_pids(proc.pid, "ray::ImplicitFunc")
+    assert workers, "no trial worker found"
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    assert proc.wait(timeout=300) == 0, proc.stderr_path.read_text()[-2000:]
+    err = proc.stderr_path.read_text()
+    assert err.count("stalled: nothing reported for") == 1 and "(limit 15s)" in err and "Traceback" not in err, err
+    df = read_results(run)
+    assert df.status.tolist() == ["ok"] and df.epochs_done.tolist() == [5]
+    epochs = epochs_reported(run)
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 5  # retried from its checkpoint: no epoch twice
+    assert_ledger_holds(run)
+    session, = json.loads((run / "gansweep.json").read_text())["sessions"]
+    assert session["stalls"] == 1
+    st = cli("status", run, cwd=tmp_path)
+    assert "1 stalled trial(s) stopped and retried" in st.stdout
+    assert "stalled: nothing reported for" in (run / "failures.log").read_text()
+
+
+@pytest.mark.ray
 def test_divergence_is_recorded_and_reported(tmp_path, env):
     (tmp_path / "sweep.yaml").write_text(WITH_DIVERGENCE)
     r = cli("run", "--preset", "div", "--name", "d", "--storage", tmp_path / "runs", "--num-cpus", "2",

@@ -27,8 +27,10 @@ def run(a) -> int:
 
     if a.num_cpus is not None and a.num_cpus < 1:
         raise UserError("--num-cpus must be >= 1")
-    overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus),
-                                   ("data_root", a.data_root)) if v is not None}
+    if a.stall_timeout is not None and a.stall_timeout < 0:
+        raise UserError(f"--stall-timeout must be >= 0 (0: off), got {a.stall_timeout:g}")
+    overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus), ("data_root", a.data_root),
+                                   ("stall_timeout", a.stall_timeout)) if v is not None}
     resume_sweep(Path(a.run_dir), overrides, skip_errored=a.skip_errored, restart_errored=a.restart_errored,
                  download=a.download, disk_check=a.disk_check)
     return 0

@@ -38,8 +38,12 @@ def add_arguments(p) -> None:
 
 
 def add_disk_check_arg(p) -> None:
+    """--no-disk-check and --stall-timeout, shared with resume."""
     p.add_argument("--no-disk-check", dest="disk_check", action="store_false",
                    help="start even when the run's disks have less free space than the plan's estimated peak use")
+    p.add_argument("--stall-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a trial silent this long is stopped and retried from its checkpoint (0: never; default: "
+                        "10x its expected epoch time at the slowest rate seen, at least 5 minutes)")
 
 
 def add_cluster_args(p) -> None:
@@ -59,6 +63,8 @@ def check_runtime(a) -> None:
         raise UserError("--max-concurrent and --max-failures must be >= 0")
     if a.num_cpus is not None and a.num_cpus < 1:
         raise UserError("--num-cpus must be >= 1")
+    if a.stall_timeout is not None and a.stall_timeout < 0:
+        raise UserError(f"--stall-timeout must be >= 0 (0: off), got {a.stall_timeout:g}")
 
 
 def run(a) -> int:
@@ -77,7 +83,7 @@ def run(a) -> int:
     rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                  max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,
                  num_cpus=a.num_cpus, data_root=a.data_root, pack=pack, keep_weights=a.keep_weights,
-                 trackers=tuple(dict.fromkeys(a.tracker)))
+                 trackers=tuple(dict.fromkeys(a.tracker)), stall_timeout=a.stall_timeout)
     for tracker in rt.trackers:
         check_tracker(tracker)  # installed? before anything starts
     run_sweep(preset, config_file, run_dir, rt, storage=a.storage if remote else None,

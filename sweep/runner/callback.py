@@ -22,6 +22,7 @@ from sweep.record.rundir import RunDir
 from sweep.plan.packs import trial_label
 from sweep.record.schema import TUNE_ERROR, TUNE_TERMINATED
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
+from sweep.runner.stalls import StallWatch
 from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
 from sweep.runner.worker import SAMPLES_FILE
 
@@ -42,6 +43,12 @@ def record_failure(path: Path, trial, points: tuple[str, ...], what: str) -> Non
         pass
 
 
+def _who(trial, points: tuple[str, ...]) -> str:
+    """How a console line names a trial: its point, or its pack and how many points it holds."""
+    label = trial_label(trial.config)
+    return f"point {label}" if points == (label,) else f"trial {label} ({len(points)} points)"
+
+
 def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
     """point_id -> what the ledger needs of it, from the Tune trial of its pack (whose last
     report carries each of its points' last report)."""
@@ -55,23 +62,31 @@ def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
 
 
 class LedgerCallback(Callback):
-    def __init__(self, run: RunDir):
-        self.run = run
+    def __init__(self, run: RunDir, stalls: StallWatch | None = None):
+        self.run, self.stalls = run, stalls
 
     def __getstate__(self):
         return {}
 
     def __setstate__(self, state):
-        self.run = None  # a callback Tune restored from its state: the engine replaces it
+        self.run = self.stalls = None  # a callback Tune restored from its state: the engine replaces it
 
     def setup(self, **info):
         self.ledger = Ledger.open(self.run)
         self.last_progress = 0.0
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self.stalls is not None:
+            self.stalls.started(trial)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.ledger.ingest(result)
+        if self.stalls is not None:
+            self.stalls.reported(trial, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.stalls is not None:
+            self.stalls.ended(trial)
         if trial.checkpoint is not None:
             point_ids = self.ledger.points_of(trial.config)
             try:
@@ -91,20 +106,37 @@ class LedgerCallback(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._failure(trial, "retrying from its last checkpoint")
+        if self.stalls is not None:
+            self.stalls.started(trial)  # its retry starts the clock again
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        if self.stalls is not None:
+            self.stalls.ended(trial)
         self._failure(trial, f"its points are `error`; `gansweep resume {self.run.path}` retries them "
                              "(--restart-errored: from scratch)")
         self.ledger.dirty = True
         self._flush_if_due(trials)
+
+    def _stop_stalled(self, trial, silent: float, limit: float) -> None:
+        """Kill a stalled trial's worker: Tune counts a failure and retries it from its checkpoint."""
+        import ray
+
+        points = self.ledger.points_of(trial.config)
+        self.stalls.stalls += 1
+        self.stalls.started(trial)  # one kill per stall: the retry gets a new limit's worth of time
+        actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
+        log.warning("%s stalled: nothing reported for %.0fs (limit %.0fs); its worker is stopped and Tune "
+                    "retries it from its last checkpoint", _who(trial, points), silent, limit)
+        record_failure(self.run.path / FAILURES_LOG, trial, points, f"stalled: nothing reported for {silent:.0f}s")
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
 
     def _failure(self, trial, then: str) -> None:
         """One line on the console per failed attempt; its traceback goes to RUN_DIR/failures.log."""
         points = self.ledger.points_of(trial.config)
         allowed = int(self.run.manifest["runtime"].get("max_failures", 0)) + 1
         what = error_line(trial.error_file)
-        label = trial_label(trial.config)
-        who = f"point {label}" if points == (label,) else f"trial {label} ({len(points)} points)"
+        who = _who(trial, points)
         if is_disk_full(what):  # retrying cannot help: stop as a signal would, keep what is recorded
             stop_for_full_disk(self.run.tune_path)
             then = "the sweep stops"
@@ -114,6 +146,9 @@ class LedgerCallback(Callback):
     def on_step_end(self, iteration, trials, **info):
         if self.ledger.disk_full:
             stop_for_full_disk(self.run.path)
+        if self.stalls is not None and not STOP.requested:
+            for trial, silent, limit in self.stalls.overdue(trials):
+                self._stop_stalled(trial, silent, limit)
         STOP.forward_to_tune()  # a signal (or a full disk) arrived: Tune stops after this step
         self._flush_if_due(trials)
         now = time.time()

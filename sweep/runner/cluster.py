@@ -31,6 +31,7 @@ class Runtime:
     pack: int = 1  # grid points per Tune trial (sweep/plan/packs.py); fixed for a run once it starts
     keep_weights: bool = False  # keep every ok point's final G weights in RUN_DIR/weights/
     trackers: tuple[str, ...] = ()  # also log every point to these: wandb, mlflow (sweep/runner/trackers.py)
+    stall_timeout: float | None = None  # seconds without a report that stall a trial (0: off; None: by rate)
 
     @property
     def threads(self) -> int:

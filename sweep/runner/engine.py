@@ -36,6 +36,7 @@ from sweep.runner.cluster import Runtime
 from sweep.runner.lock import RunLock
 from sweep.runner.rebuild import prepare_rebuild
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
+from sweep.runner.stalls import StallWatch
 
 log = logging.getLogger("gansweep")
 
@@ -68,33 +69,33 @@ def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, 
     return fn, sha, reference_scores
 
 
-def _callbacks(run: RunDir, rt: Runtime) -> list:
-    """This session's Tune callbacks, each handed the run: the ledger's, Tune's JSON and TensorBoard
-    loggers, and the trackers. Tune pickles callbacks into its experiment state; ours pickle
-    nothing, and a resumed tuner gets this list anew (`_restored`)."""
+def _callbacks(run: RunDir, rt: Runtime, stalls: StallWatch) -> list:
+    """This session's Tune callbacks, each handed the run: the ledger's (with the stall watch), Tune's
+    JSON and TensorBoard loggers, and the trackers. Tune pickles callbacks into its experiment
+    state; ours pickle nothing, and a resumed tuner gets this list anew (`_restored`)."""
     from ray.tune.logger import JsonLoggerCallback
 
     from sweep.runner.callback import LedgerCallback
 
-    return [JsonLoggerCallback(), trackers.tensorboard_callback(run), LedgerCallback(run),
+    return [JsonLoggerCallback(), trackers.tensorboard_callback(run), LedgerCallback(run, stalls),
             *(trackers.make_tracker(name, run) for name in rt.trackers)]
 
 
-def _run_config(run: RunDir, rt: Runtime):
+def _run_config(run: RunDir, rt: Runtime, stalls: StallWatch):
     from ray import tune
 
     storage_path, name = run.manifest["tune_path"].rsplit("/", 1)
     return tune.RunConfig(
-        name=name, storage_path=storage_path, verbose=0, callbacks=_callbacks(run, rt),
+        name=name, storage_path=storage_path, verbose=0, callbacks=_callbacks(run, rt, stalls),
         # num_to_keep=1 rewrites the whole experiment state on every checkpoint: keep 2.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=rt.max_failures))
 
 
-def _restored(tuner, run: RunDir, rt: Runtime):
+def _restored(tuner, run: RunDir, rt: Runtime, stalls: StallWatch):
     """A restored Tuner with this session's callbacks (Tune restores the run config it pickled,
     whose callbacks hold nothing of this session, e.g. where the run directory is now)."""
-    tuner._local_tuner.get_run_config().callbacks = _callbacks(run, rt)
+    tuner._local_tuner.get_run_config().callbacks = _callbacks(run, rt, stalls)
     return tuner
 
 
@@ -140,7 +141,8 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         Ledger(run).flush({})  # every point pending from the start
 
         slots = cluster.slots(rt, len(run.packs))
-        tuner = _new_tuner(run, rt, trainable_fn)
+        stalls = StallWatch(run.packs, rt.stall_timeout)
+        tuner = _new_tuner(run, rt, trainable_fn, stalls)
         from sweep.plan.grid import source_name
 
         overridden = preset.overrides.describe()
@@ -149,10 +151,10 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
                  _trials_phrase(preset.trials, run.packs), slots, rt.cpus_per_trial, rt.gpus_per_trial)
         t_fit = time.time()
         _fit(tuner, run)
-        return _finish_session(run, t0, t_fit, 0.0, slots)
+        return _finish_session(run, t0, t_fit, 0.0, slots, stalls.stalls)
 
 
-def _new_tuner(run: RunDir, rt: Runtime, trainable_fn):
+def _new_tuner(run: RunDir, rt: Runtime, trainable_fn, stalls: StallWatch):
     """A new Tune experiment of every pack of the run, the longest first (the sweep's tail is then
     short trials, not one long straggler)."""
     from ray import tune
@@ -162,7 +164,7 @@ def _new_tuner(run: RunDir, rt: Runtime, trainable_fn):
         trainable_fn, param_space={"pack": tune.grid_search([p.pack_id for p in order])},
         tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=_trial_dirname),
-        run_config=_run_config(run, rt))
+        run_config=_run_config(run, rt, stalls))
 
 
 def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
@@ -208,18 +210,20 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
         from ray import tune
 
         slots = cluster.slots(rt, len(run.packs))
+        stalls = StallWatch(run.packs, rt.stall_timeout)
         if rebuild is not None:
-            tuner = _new_tuner(run, rt, trainable_fn)
+            tuner = _new_tuner(run, rt, trainable_fn, stalls)
         else:
             tuner = _restored(tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
                                                  resume_errored=not skip_errored and not restart_errored,
-                                                 restart_errored=restart_errored and not skip_errored), run, rt)
+                                                 restart_errored=restart_errored and not skip_errored), run, rt,
+                              stalls)
         how = (" (errored trials skipped)" if skip_errored else
                " (errored trials restarted from scratch)" if restart_errored else "")
         log.info("resuming %s: %s, %d at a time%s", run.path, _trials_phrase(run.plan, run.packs), slots, how)
         t_fit = time.time()
         _fit(tuner, run)
-        return _finish_session(run, t0, t_fit, banked, slots)
+        return _finish_session(run, t0, t_fit, banked, slots, stalls.stalls)
 
 
 def _fit(tuner, run: RunDir) -> None:
@@ -278,9 +282,10 @@ def _stop_if_requested(what: str) -> None:
         raise Interrupted(f"{STOP.name}: stopped during start-up; {what}", STOP.exit_status)
 
 
-def _finish_session(run: RunDir, t0: float, t_fit: float, banked_before: float, slots: int) -> dict:
+def _finish_session(run: RunDir, t0: float, t_fit: float, banked_before: float, slots: int, stalls: int) -> dict:
     """Record the session in the manifest; log how it ended (a stopped one raises Interrupted)."""
     summary, df = session_summary(run.path, t0, t_fit, banked_before, slots, STOP.name)
+    summary["stalls"] = stalls
     manifest = dict(run.manifest)
     manifest["sessions"] = [*manifest["sessions"], summary]
     try:
