@@ -200,7 +200,7 @@ def build_compare(a: Side, b: Side, out: Path, real_i_prime: float | None = None
 def format_table(table: pd.DataFrame, label_a: str, label_b: str) -> str:
     """The table as the terminal shows it: one line per model, A -> B."""
     digits = "draws_digits_a" in table.columns
-    head = (f"{'model':<16} {'n A/B':>7}  {'median I_':<14} {'I_ < 1':<12}" + (f" {'digits':<12}" if digits else "")
+    head = (f"{'model':<16} {'n A/B':>7}  {'median I_':<14} {'I_ < 1':<12}" + (f" {'draw digits':<12}" if digits else "")
             + f" {'P(B>A)':>7} {'p':>8}  settings changed").replace("I_", "I'")
     lines = [f"A: {label_a}", f"B: {label_b}", head]
     for r in table.itertuples(index=False):

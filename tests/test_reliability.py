@@ -231,7 +231,8 @@ def test_a_full_disk_stops_the_sweep_and_resume_finishes_it(tmp_path, env, small
     assert r.returncode == 75, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 6, r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"gansweep: disk full ({run}/tune: ") and last.endswith(f"gansweep resume {run}"), last
+    assert last.startswith(f"gansweep: disk full ({run}") and " free): sweep stopped; " in last, last
+    assert last.endswith(f"continue with: gansweep resume {run}"), last
     before = assert_ledger_holds(run)
     assert (before.status != "ok").any() and set(before.status) <= {"ok", "pending"}
 

@@ -105,7 +105,7 @@ def check_free_space(paths: list[str], packs, keep_weights: bool, slots: int) ->
     for path in paths:
         if "://" in path:
             continue
-        probe = path
+        probe = os.path.abspath(path)  # the nearest folder that exists holds it
         while not os.path.exists(probe) and os.path.dirname(probe) != probe:
             probe = os.path.dirname(probe)
         free = shutil.disk_usage(probe).free
