@@ -182,13 +182,15 @@ def test_a_sample_of_the_paper_grid_is_seeded_and_stratified(capsys):
             n = [sum(getattr(t, axis) == v for t in a.trials if t.model == model) for v in values]
             assert max(n) - min(n) <= 1, (model, axis, n)
     # every model has points in Figure 2's panel (c), both depths <= 3 (the depth band stratum)
-    ps = load_preset(SWEEP, "paper-sample")
-    assert (ps.sample, ps.grid_size, ps.counts()) == (24, 7168, {"gan": 8, "ebgan": 8, "ebgan_pt": 8})
-    for model in ps.counts():
-        assert sum(t.nLayerG <= 3 and t.nLayerD <= 3 for t in ps.trials if t.model == model) >= 2
-        for axis in ("nLayerG", "nLayerD", "sizeG", "sizeD"):  # every depth and size, twice
-            assert sorted(collections.Counter(getattr(t, axis) for t in ps.trials if t.model == model).values()) \
-                == [2, 2, 2, 2], (model, axis)
+    for n, each in ((24, [2, 2, 2, 2]), (15, [1, 1, 1, 2])):  # 24: the earlier paper-sample; 15: today's
+        ps = load_preset(SWEEP, "paper-sample", sample=n)
+        assert (ps.sample, ps.grid_size, ps.counts()) == (n, 7168, {"gan": n // 3, "ebgan": n // 3, "ebgan_pt": n // 3})
+        for model in ps.counts():
+            assert sum(t.nLayerG <= 3 and t.nLayerD <= 3 for t in ps.trials if t.model == model) >= 1
+            for axis in ("nLayerG", "nLayerD", "sizeG", "sizeD"):  # every depth and size, as evenly as n allows
+                assert sorted(collections.Counter(getattr(t, axis) for t in ps.trials
+                                                  if t.model == model).values()) == each, (model, axis)
+    assert load_preset(SWEEP, "paper-sample").sample == 15
     other = load_preset(SWEEP, "paper", sample=100, sample_seed=1)
     assert len(set(other.trials) & set(a.trials)) < 50  # another seed, another sample
     assert main(["plan", "--config", str(SWEEP), "--preset", "paper", "--sample", "100"]) == 0
@@ -289,7 +291,7 @@ def test_a_run_redraws_its_sample_with_the_sampler_version_that_drew_it(tmp_path
     from sweep.record.rundir import RunDir
     from sweep.record.results import MANIFEST, MANIFEST_FORMAT
 
-    v1, v2 = (load_preset(SWEEP, "paper-sample", sampler=v).trials for v in (1, 2))
+    v1, v2 = (load_preset(SWEEP, "paper-sample", sample=24, sampler=v).trials for v in (1, 2))
     assert v1 != v2 and len(v1) == len(v2) == 24
     run = tmp_path / "run"
     run.mkdir()
