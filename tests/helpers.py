@@ -205,7 +205,7 @@ def make_run(tmp_path, df, name="syn") -> Path:
         "gansweep_version": "0.1.0", "git_commit": "abc", "classifier_sha256": "f" * 64,
         "reference_scores": {"i_prime": 13.3, "inception_score": 9.8}, "sessions": []}))
     write_results(df, run)
-    # a valid ledger (sweep/record/ledger.py): finished points have both epochs, the last one the row's I'
+    # a valid ledger (sweep/record/rows.py): finished points have both epochs, the last one the row's I'
     curves = pd.DataFrame([{"point_id": r.point_id, "epoch": e, "i_prime": r.i_prime * e / 2}
                            for r in df.itertuples() if r.status in ("ok", "diverged") for e in (1, 2)])
     curves.to_parquet(run / "curves.parquet")

@@ -4,7 +4,7 @@ RUN_DIR/results.parquet and results.csv: one row per grid point, always (points
 not run yet are `pending`), with the fully resolved config beside the scores:
 
     point_id, family, the Table 1 axes, seed, every setting (sweep/plan/config.py),
-    status            ok | diverged | error | pending (sweep/record/schema.py; rules in sweep/record/ledger.py)
+    status            ok | diverged | error | pending (sweep/record/schema.py; rules in sweep/record/rows.py)
     tune_status       Ray Tune's own state (PENDING, RUNNING, TERMINATED, ERROR)
     epochs_done, best_epoch, the final metrics (i_prime, inception_score, fid,
     classes_covered, kl_uniform, digit_share, loss_d, loss_g) and the same at the best epoch

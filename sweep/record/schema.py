@@ -2,7 +2,7 @@
 
 Everything that names a status or a column of RUN_DIR's tables imports it from
 here (the score columns themselves come from models/metrics.py, which computes
-them). The rules a row must satisfy live in sweep/record/ledger.py.
+them). The rules a row must satisfy live in sweep/record/rows.py.
 
     results.parquet   one row per grid point: point_id, the config (sweep/plan/config.py),
                       STATUS_COLUMNS, METRIC_KEYS, best_ + METRIC_KEYS, RUN_COLUMNS

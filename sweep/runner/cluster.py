@@ -78,7 +78,7 @@ def ray_init(rt: Runtime) -> None:
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
     # while they start, then sweep/runner/signals.py handles it in the driver alone.
     hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # Ray's own log lines and the workers' output only with --verbose (sweep/cli.py's logging).
+    # Ray's own log lines and the workers' output only with --verbose (sweep/cli/common.py's logging).
     verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
     quiet = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "ERROR"}
     try:
