@@ -114,12 +114,13 @@ def test_a_noise_gan_scores_low_and_blurry_digits_keep_their_score(scorer):
 
 def test_classifier_check_command(tmp_path, data_root):
     out = tmp_path / "check.json"
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "classifier", "check", "--json", str(out),
+    r = subprocess.run([sys.executable, "-m", "sweep.cli", "classifier", "check", "--json", str(out), "--n", "200",
                         "--data-root", str(data_root)], capture_output=True, text=True, cwd=REPO,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     assert len(doc["sets"]) == 3 + len(outliers.KINDS)
+    assert {s["n"] for s in doc["sets"] if s["group"].startswith("outlier")} == {200}
     groups = [s["group"] for s in doc["sets"]]
     assert groups.count("outlier, held out") == len(outliers.HELD_OUT)
     assert all(math.isfinite(s["fid"]) for s in doc["sets"])

@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     check.add_argument("--weights", default=None,
                        help="another classifier file to check (default: the committed, pinned one)")
     check.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    check.add_argument("--n", type=int, default=None, metavar="N",
+                       help="images per set of non-digits (default: 1,000, as the README's table)")
     add_data_args(check)
 
 
@@ -40,12 +42,14 @@ def run(a) -> int:
         raise UserError(f"--weights {a.weights}: no such file")
     if a.action == "train" and a.epochs is not None and a.epochs < 1:
         raise UserError("gansweep classifier train: --epochs must be >= 1")
+    if a.action == "check" and a.n is not None and a.n < 2:
+        raise UserError(f"gansweep classifier check: --n must be >= 2, got {a.n}")
     mnist = load_mnist(a.data_root, a.download)
     if a.action == "check":
         weights = Path(a.weights) if a.weights else None
         scorer, _ = build_scorer(mnist.test_images, weights=weights)
         acc = accuracy(scorer.classifier, to_model_space(mnist.test_images), mnist.test_labels)
-        rows = check_scorer(scorer, mnist)
+        rows = check_scorer(scorer, mnist, a.n) if a.n else check_scorer(scorer, mnist)
         print(f"classifier {weights or WEIGHTS_PATH}\nsha256 {scorer.classifier_sha256}\n"
               f"test accuracy {acc:.2%}; digit test: top probability >= {scorer.digit_threshold:.4f}")
         print(format_check(rows))

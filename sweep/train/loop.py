@@ -33,7 +33,7 @@ from models.metrics import Scorer
 from models.networks import discriminate
 from sweep.plan.config import TrialConfig
 from sweep.train.backends import backend_for
-from sweep.train.point import PointRun, TrialOutcome, prepare_data, sample_noise
+from sweep.train.point import N_KEPT_SAMPLES, PointRun, TrialOutcome, prepare_data, sample_noise, to_uint8
 
 # How often (in steps) the loop checks its on-device non-finite flag. A check
 # is a device sync; every 50 steps costs nothing measurable and bounds the work
@@ -137,6 +137,20 @@ def train_epoch(pack) -> dict[PointRun, dict]:
     return out
 
 
+def score_epoch(run: PointRun, metrics: dict, scorer: Scorer, samples: torch.Tensor) -> dict:
+    """Score a point's epoch on the n_eval samples its G drew from the point's fixed noise, never on
+    training batches: (n_eval, 1024) -> the epoch's metrics with I', IS, FID, ...; non-finite
+    samples end the point as diverged."""
+    t1 = time.perf_counter()
+    if not torch.isfinite(samples).all():
+        run.eval_seconds += time.perf_counter() - t1
+        return run.mark_diverged(metrics, "non-finite samples")
+    scores = scorer.score(samples.view(-1, 1, 32, 32), run.score_settings)  # (n_eval, 1, 32, 32)
+    kept = to_uint8(samples[:N_KEPT_SAMPLES])
+    run.eval_seconds += time.perf_counter() - t1
+    return run.record_scores(metrics, scores, kept)
+
+
 def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str | torch.device = "cpu",
                resume: list[dict | None] | None = None) -> list[PointRun]:
     """The PointRuns of a pack, built (or restored from `PointRun.checkpoint()` states).
@@ -185,7 +199,7 @@ def train_pack(runs: list[PointRun], scorer: Scorer,
             share = (time.perf_counter() - t1) / len(scored)
             for r, s in zip(scored, samples):
                 r.eval_seconds += share
-                r.evaluate(epoch[r], scorer, s)
+                score_epoch(r, epoch[r], scorer, s)
             if any(r.done for r in pack.runs):  # finished, or non-finite samples
                 pack.keep([not r.done for r in pack.runs])
         reported = {index[r]: m for r, m in epoch.items() if r.done or r in scored}

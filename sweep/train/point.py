@@ -12,7 +12,6 @@ a config's nets and optimizers, its noise, and how its samples are drawn for sco
 from __future__ import annotations
 
 import math
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import torch
 
 from models.archs import get_arch
 from models.losses import LossParams, get_family
-from models.metrics import SCORE_KEYS, Scorer, ScoreSettings
+from models.metrics import SCORE_KEYS, ScoreSettings
 from sweep.plan.config import TrialConfig
 from sweep.train.data import to_model_space
 from sweep.record.schema import DIVERGED, OK
@@ -213,18 +212,11 @@ class PointRun:
     def scores_now(self) -> bool:
         return not self.done and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs)
 
-    def evaluate(self, metrics: dict, scorer: Scorer, samples: torch.Tensor | None = None) -> dict:
-        """Score `n_eval` samples from the fixed noise (G's batch norm as `sample_bn` says);
-        a pack passes the samples its stacked G drew."""
-        t1 = time.perf_counter()
-        if samples is None:
-            samples = draw_samples(self.g, self.eval_z, self.cfg)  # (n_eval, 1024)
-        if not torch.isfinite(samples).all():
-            self.eval_seconds += time.perf_counter() - t1
-            return self.mark_diverged(metrics, "non-finite samples")
-        metrics.update(scorer.score(samples.view(-1, 1, 32, 32), self.score_settings))
-        self.samples = to_uint8(samples[:N_KEPT_SAMPLES])
-        self.eval_seconds += time.perf_counter() - t1
+    def record_scores(self, metrics: dict, scores: dict, samples_u8: torch.Tensor) -> dict:
+        """An epoch scored: its metrics with the scores join the history, its first samples are
+        kept (N_KEPT_SAMPLES), and the point is done when it was the last epoch."""
+        metrics.update(scores)
+        self.samples = samples_u8
         metrics.update(train_seconds=self.train_seconds, eval_seconds=self.eval_seconds)
         self.history.append(metrics)
         if self.epoch >= self.cfg.epochs:
