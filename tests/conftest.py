@@ -44,6 +44,17 @@ def scorer(mnist):
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Queues for `pytest -n 2 --dist loadgroup` (the README's test command): every test that starts
+    Ray in one queue, so two Ray instances never share the 2 cores and race their timeouts, and the
+    other tests by module, so a module's fixtures are built once, on the worker beside it. Without
+    xdist the marks do nothing."""
+    for item in items:
+        group = "ray" if item.get_closest_marker("ray") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(THREADS)

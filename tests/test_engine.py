@@ -53,7 +53,10 @@ def sweep_file(tmp_path, data_root, monkeypatch):
     return f
 
 
-def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file):
+def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file, monkeypatch):
+    # A cluster address in the environment (RAY_ADDRESS, or one `ray start` left) must not pull a
+    # run without --address into it: it starts its own instance (Ray's default would join and fail).
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6399")
     r = cli("run", "--config", sweep_file, "--preset", "t", "--name", "a", "--storage",
             tmp_path / "runs", "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -85,8 +85,10 @@ def ray_init(rt: Runtime) -> None:
         if rt.address:
             ray.init(address=rt.address, **quiet)
         else:
-            # A private single-machine instance: no dashboard, every port on loopback.
-            ray.init(num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
+            # A private single-machine instance: no dashboard, every port on loopback. "local": never
+            # join a cluster that RAY_ADDRESS or `ray start` left on the machine (Ray's default would,
+            # and then refuse num_cpus); joining one is what --address is for.
+            ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
     finally:
         signal.signal(signal.SIGHUP, hup)
     from sweep.runner.signals import STOP
