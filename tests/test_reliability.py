@@ -204,10 +204,13 @@ presets:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 16 MB tmpfs (a real filesystem that fills up), unmounted after the test."""
+    """A 48 MB tmpfs (a real filesystem that fills up), unmounted after the test. The test fills it to
+    2 MB free itself; the rest is room for the resume after the filler is removed, which keeps the
+    cut-short experiment (tune.damaged-*) beside the new one and, on a busy machine, Tune's
+    checkpoint clean-up can lag its writes."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): the full-disk test needs one")
     yield disk
