@@ -35,7 +35,7 @@ def run(a) -> int:
     from models.classifier import TRAIN_EPOCHS, WEIGHTS_PATH, accuracy
     from sweep.record.results import write_atomic
     from sweep.train.data import load_mnist, to_model_space
-    from sweep.train.scoring import build_scorer, check_scorer, format_check, train_and_pin
+    from sweep.train.scoring import CHECK_N, build_scorer, check_scorer, format_check, train_and_pin
 
     # validate before the slow loads
     if a.action == "check" and a.weights and not Path(a.weights).is_file():
@@ -49,7 +49,7 @@ def run(a) -> int:
         weights = Path(a.weights) if a.weights else None
         scorer, _ = build_scorer(mnist.test_images, weights=weights)
         acc = accuracy(scorer.classifier, to_model_space(mnist.test_images), mnist.test_labels)
-        rows = check_scorer(scorer, mnist, a.n) if a.n else check_scorer(scorer, mnist)
+        rows = check_scorer(scorer, mnist, a.n or CHECK_N)
         print(f"classifier {weights or WEIGHTS_PATH}\nsha256 {scorer.classifier_sha256}\n"
               f"test accuracy {acc:.2%}; digit test: top probability >= {scorer.digit_threshold:.4f}")
         print(format_check(rows))
