@@ -48,11 +48,20 @@ THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 def pytest_collection_modifyitems(config, items):
     """Queues for `pytest -n 2 --dist loadgroup` (the README's test command): every test that starts
     Ray in one queue, so two Ray instances never share the 2 cores and race their timeouts, and the
-    other tests by module, so a module's fixtures are built once, on the worker beside it. Without
-    xdist the marks do nothing."""
+    other tests by module, so a module's fixtures are built once, on the worker beside it. The Ray
+    queue is the longest, so it comes first and starts at once (see pytest_configure). Without
+    xdist the marks do nothing. tests/test_layout.py checks that xdist keeps the groups."""
+    items.sort(key=lambda item: not item.get_closest_marker("ray"))  # stable: file order otherwise
     for item in items:
         group = "ray" if item.get_closest_marker("ray") else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    # xdist hands out groups largest first by test count, which put the Ray queue (fewer tests, but
+    # the longest in time) after other modules; in collection order it goes first.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 @pytest.fixture(autouse=True)

@@ -101,3 +101,17 @@ def test_importing_the_analysis_changes_no_matplotlib_state():
                        env={**os.environ, "MPLBACKEND": "svg"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "False"]
+
+
+def test_the_parallel_suite_keeps_its_queues(request):
+    """Under the README's `pytest -n 2 --dist loadgroup`, pytest-xdist must see the groups that
+    conftest.py gives (it writes them into the node ids as `@group`). When it does not (pytest 9.2
+    with xdist 3.8, pytest-xdist issue 1386), nothing fails: every test is spread alone, two Ray
+    instances share the cores and race their timeouts, and module fixtures are built twice."""
+    if not getattr(request.config.option, "loadgroup", False):
+        return  # not an xdist worker under --dist loadgroup: there are no queues to keep
+    import pytest
+
+    assert request.node.nodeid.endswith("@test_layout"), (
+        f"pytest {pytest.__version__} with this pytest-xdist lost the test groups "
+        f"({request.node.nodeid}): install the pytest version pyproject.toml pins")
