@@ -34,8 +34,12 @@ def status_lines(run, df: pd.DataFrame, damaged: dict[str, str]) -> list[str]:
     for s in manifest.get("sessions", []):
         stopped = f", stopped by {s['stopped_by']}" if s.get("stopped_by") else ""
         stalls = f", {s['stalls']} stalled trial(s) stopped and retried" if s.get("stalls") else ""
-        lines.append(f"  session {s['started']}: {s['wall_seconds']:.0f}s wall, overhead "
+        job = f" (slurm job {s['slurm_job']})" if s.get("slurm_job") else ""
+        lines.append(f"  session {s['started']}{job}: {s['wall_seconds']:.0f}s wall, overhead "
                      f"{s['overhead_share']:.1%}{stopped}{stalls}")
+    jobs = [s["slurm_job"] for s in manifest.get("sessions", []) if s.get("slurm_job")]
+    if jobs:
+        lines.append(f"  slurm jobs: {', '.join(jobs)}")
     for name, why in damaged.items():
         lines.append(f"  {damage_phrase(name, why, 'is')}: `gansweep resume {run.path}` rebuilds it from "
                      "Tune's records")

@@ -26,7 +26,7 @@ from sweep.cli.common import Parser, add_verbosity, setup_logging
 from sweep.errors import Interrupted, UserError
 
 EXIT_USAGE = 2
-COMMANDS = ("presets", "init", "plan", "run", "resume", "status", "report", "compare", "trial", "score",
+COMMANDS = ("presets", "init", "plan", "run", "resume", "slurm", "status", "report", "compare", "trial", "score",
             "classifier", "rescore", "bench")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from sweep.errors import UserError
 
 WHAT = "counts by state and results so far of a run (starts nothing)"
-EXAMPLES = ["gansweep status runs/mini-20261124-101500 --check"]
+EXAMPLES = ["gansweep status runs/mini-20261124-101500 --check", "gansweep status runs/mini-20261124-101500 --finished"]
+EXIT_PENDING = 3  # --finished: some points are still pending
 
 
 def add_arguments(p) -> None:
@@ -12,10 +13,13 @@ def add_arguments(p) -> None:
     p.add_argument("--check", action="store_true",
                    help="also check the tables against the ledger's rules; exit 1 naming the offending "
                         "points if one is broken")
+    p.add_argument("--finished", action="store_true",
+                   help="exit 0 when no point is pending, else 3 (for scripts, e.g. the Slurm chain's)")
 
 
 def run(a) -> int:
     from analysis.status import status_lines
+    from sweep.record.schema import PENDING
     from sweep.record.heal import damaged_tables
     from sweep.record.results import read_checked_results
     from sweep.record.rundir import RunDir
@@ -24,7 +28,10 @@ def run(a) -> int:
     run_dir.manifest  # a directory that is no run says so first
     df = read_checked_results(run_dir.path)
     print("\n".join(status_lines(run_dir, df, damaged_tables(run_dir.path))))
-    return check(run_dir, df) if a.check else 0
+    status = check(run_dir, df) if a.check else 0
+    if a.finished and status == 0 and (df["status"] == PENDING).any():
+        return EXIT_PENDING
+    return status
 
 
 def check(run_dir, results) -> int:

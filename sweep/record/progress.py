@@ -4,6 +4,7 @@ of each driver session (wall time, harness overhead) that the manifest keeps.
 from __future__ import annotations
 
 import math
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,7 +62,8 @@ def session_summary(run_dir: Path, t0: float, t_fit: float, banked_before: float
     return {"started": datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(wall, 2), "startup_seconds": round(t_fit - t0, 2),
             "compute_seconds": round(compute, 2), "slots": slots, "overhead_share": round(overhead, 4),
-            "counts": {k: int(counts.get(k, 0)) for k in STATUSES}, "stopped_by": stopped_by}, df
+            "counts": {k: int(counts.get(k, 0)) for k in STATUSES}, "stopped_by": stopped_by,
+            "slurm_job": os.environ.get("SLURM_JOB_ID")}, df  # None outside Slurm (sweep/runner/slurm.py)
 
 
 def interrupted_line(run_dir: Path, df: pd.DataFrame, signal_name: str) -> str:

@@ -78,9 +78,20 @@ def ray_init(rt: Runtime) -> None:
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
     # while they start, then sweep/runner/signals.py handles it in the driver alone.
     hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # In a Slurm job, SIGTERM is blocked while they start, and a blocked signal stays blocked across
+    # exec: scancel (and the time limit) send SIGTERM to every process of the job, and a GCS or
+    # raylet that died of it would leave the driver hung (Ray waits 60 s for its GCS) until Slurm
+    # kills the job. Blocked there, the driver alone acts on it: it stops the sweep, then shuts Ray
+    # down (about 4 s slower: Ray waits 1 s for each of its processes to take a SIGTERM they no
+    # longer can, hence only in a job). A SIGTERM that comes meanwhile waits for the driver's own
+    # handler (unblocked below).
+    in_job = "SLURM_JOB_ID" in os.environ
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM} if in_job else set())
     # Ray's own log lines and the workers' output only with --verbose (sweep/cli/common.py's logging).
     verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
     quiet = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "ERROR"}
+    from sweep.runner.signals import STOP
+
     try:
         if rt.address:
             ray.init(address=rt.address, **quiet)
@@ -89,12 +100,19 @@ def ray_init(rt: Runtime) -> None:
             # join a cluster that RAY_ADDRESS or `ray start` left on the machine (Ray's default would,
             # and then refuse num_cpus); joining one is what --address is for.
             ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
+    except SystemExit as e:
+        # A SIGTERM taken by a thread that does not block it (torch's, say) meets Ray's own handler
+        # meanwhile, sys.exit(15): a stop like any other signal's, which the engine reports
+        # ("stopped during start-up") once the half-started instance is gone.
+        if e.code != signal.SIGTERM or not STOP.active:
+            raise
+        STOP.record(signal.SIGTERM)
+        ray.shutdown()
     finally:
         signal.signal(signal.SIGHUP, hup)
-    from sweep.runner.signals import STOP
-
-    if STOP.active:
-        STOP.install()  # ray.init replaced the driver's SIGTERM handler: take it back
+        if STOP.active:
+            STOP.install()  # ray.init replaced the driver's SIGTERM handler: take it back
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def shutdown() -> None:

@@ -31,6 +31,7 @@ from sweep.record.progress import banked_compute, fmt_s, interrupted_line, sessi
 from sweep.record.recovery import finished_reports
 from sweep.record.results import MANIFEST, new_manifest
 from sweep.record.rundir import RunDir
+from sweep.record.schema import PENDING
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
 from sweep.runner.lock import RunLock
@@ -294,7 +295,7 @@ def _finish_session(run: RunDir, t0: float, t_fit: float, banked_before: float, 
         if not is_disk_full(e):
             raise
         log.warning("could not record this session in %s: %s", run.manifest_file, e)
-    if STOP.requested:
+    if STOP.requested and (df["status"] == PENDING).any():  # a stop after the last point is no stop
         raise Interrupted(interrupted_line(run.path, df, STOP.name), STOP.exit_status)
     log.info("done in %s: %s; harness overhead %.1f%% of %d slot(s) x wall (training + scoring %.0fs, "
              "start-up %.0fs)", fmt_s(summary["wall_seconds"]), summary["counts"], 100 * summary["overhead_share"],

@@ -54,6 +54,11 @@ class StopRequest:
             signal.signal(s, h)
         self._previous.clear()
 
+    def record(self, signum: int) -> None:
+        """A signal that reached another handler first (Ray's, during ray.init): the first one wins."""
+        if self.signum is None:
+            self.signum = signum
+
     def _handle(self, signum, frame) -> None:
         if self.signum is None:
             self.signum = signum  # acted on by forward_to_tune / the engine, never here

@@ -1,0 +1,218 @@
+"""`gansweep slurm` (sweep/runner/slurm.py): the batch script, and a real one-node Slurm on
+localhost running it: a chain of jobs past their time limit, and a job stopped by scancel.
+
+The Slurm tests need Debian's slurmctld, slurmd, slurm-client and munge (.ci/run installs them)
+and root (the daemons run as root here); elsewhere they are skipped, saying why.
+"""
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_ledger_holds, cli, results_with, wait_for
+from sweep.errors import UserError
+from sweep.runner.slurm import time_limit_seconds
+
+CHAIN = """
+presets:
+  chain:
+    seeds: [0, 1, 2, 3, 4, 5]
+    settings: {epochs: 3, batch_size: 32, n_train: 2048, n_eval: 200}
+    grids:
+      ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [64], sizeD: [32], dropoutD: [false, true],
+              optimD: [adam], optimG: [adam], lr: [0.001]}
+"""
+LONGER = CHAIN.replace("seeds: [0, 1, 2, 3, 4, 5]", "seeds: [0, 1, 2, 3, 4, 5, 6, 7]")  # 16 points: scancel meets a running sweep
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol")
+
+
+def test_time_limits_in_slurms_formats():
+    assert [time_limit_seconds(t) for t in ("90", "5:30", "4:00:00", "1-12", "1-2:30", "2-00:00:01")] == \
+        [5400, 330, 14400, 129600, 95400, 172801]
+    with pytest.raises(UserError):
+        time_limit_seconds("an hour")
+
+
+def test_dry_run_prints_the_chain_script_and_writes_nothing(tmp_path, data_root):
+    r = cli("slurm", "--preset", "smoke", "--name", "s", "--dry-run", "--time", "2:00:00", "--grace", "120",
+            "--cpus-per-node", "16", "--gpus-per-node", "2", "--gpus-per-trial", "0.5", "--partition", "gpu",
+            "--sbatch=--qos=long", "--set", "epochs=2", cwd=tmp_path, env={**os.environ, "GANSWEEP_DATA": str(data_root)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    run = tmp_path / "runs" / "s"
+    assert [x for x in lines if x.startswith("#SBATCH")] == [
+        "#SBATCH --job-name=gansweep-s", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --cpus-per-task=16", "#SBATCH --time=2:00:00", "#SBATCH --signal=B:USR1@120",
+        f"#SBATCH --output={run}/slurm/%j.out", "#SBATCH --open-mode=append", "#SBATCH --gpus-per-node=2",
+        "#SBATCH --partition=gpu", "#SBATCH --qos=long"]
+    assert f"RUN={run}  # the run directory: a filesystem every node of the job sees" in lines
+    start = next(x for x in lines if ' run --' in x).split(' run ', 1)[1]
+    assert start == f'--preset smoke --set epochs=2 --name s --storage {tmp_path / "runs"} --gpus-per-trial 0.5 ' \
+                    '"${CLUSTER[@]}" &'
+    assert f'export GANSWEEP_DATA={data_root}' in lines
+    assert any('--num-gpus=2 --block &' in x for x in lines)  # multi-node Ray gets the GPUs too
+    check = subprocess.run(["bash", "-n"], input=r.stdout, text=True, capture_output=True)
+    assert check.returncode == 0, check.stderr  # the script parses
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--preset", "nope"], "nope"),
+    (["--preset", "smoke", "--time", "5", "--grace", "600"], "--grace 600s must be positive and shorter"),
+    (["--preset", "smoke", "--num-cpus", "4"], "--num-cpus: each job sets it"),
+    (["--resume", "no/such/run"], "no run there"),
+    (["--resume", "x", "--preset", "smoke"], "pass Slurm options only"),
+    (["--preset", "smoke", "--sbatch", "qos=long"], "one sbatch option"),
+    (["--preset", "smoke", "--storage", "s3://bucket/runs"], "a filesystem the nodes share"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, data_root, args, says):
+    r = cli("slurm", *args, "--dry-run", cwd=tmp_path, env={**os.environ, "GANSWEEP_DATA": str(data_root)})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    assert not r.stdout and not (tmp_path / "runs").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node Slurm on localhost (slurmctld + slurmd, munge for its authentication), private to
+    this module: its own config, ports, state and munge socket. Yields the environment that points
+    Slurm's commands at it (SLURM_CONF)."""
+    missing = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing; apt-get install slurmctld slurmd "
+                    "slurm-client munge, as .ci/run does)")
+    if os.geteuid() != 0:
+        pytest.skip("the one-node Slurm runs its daemons as root")
+    d = tmp_path_factory.mktemp("slurm")
+    for sub in ("state", "spool", "log"):
+        (d / sub).mkdir()
+    key = d / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    sock = d / "munge.sock"
+    subprocess.run(["/usr/sbin/munged", "--force", f"--socket={sock}", f"--key-file={key}",
+                    f"--pid-file={d / 'munged.pid'}", f"--log-file={d / 'log' / 'munged.log'}",
+                    f"--seed-file={d / 'munged.seed'}"], check=True)
+    host = socket.gethostname()
+    conf = d / "slurm.conf"
+    conf.write_text(f"""ClusterName=gansweep-test
+SlurmctldHost={host}(127.0.0.1)
+AuthType=auth/munge
+AuthInfo=socket={sock}
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+StateSaveLocation={d / 'state'}
+SlurmdSpoolDir={d / 'spool'}
+SlurmctldPidFile={d / 'slurmctld.pid'}
+SlurmdPidFile={d / 'slurmd.pid'}
+SlurmctldLogFile={d / 'log' / 'slurmctld.log'}
+SlurmdLogFile={d / 'log' / 'slurmd.log'}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+KillWait=30
+NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN
+PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+""")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    subprocess.run(["/usr/sbin/slurmctld", "-i"], env=env, check=True)
+    subprocess.run(["/usr/sbin/slurmd"], env=env, check=True)
+    wait_for(lambda: _true(" idle " in subprocess.run(["sinfo", "-h"], env=env, capture_output=True, text=True).stdout),
+             60, "the Slurm node to come up idle")
+    yield {"SLURM_CONF": str(conf)}
+    subprocess.run(["scancel", "--user=root"], env=env)
+    for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+        try:
+            os.kill(int((d / pid_file).read_text()), 15)
+        except (OSError, ValueError):
+            pass
+
+
+def _true(cond: bool) -> bool | None:
+    """wait_for waits for a value that is not None: a condition's False must read as None."""
+    return True if cond else None
+
+
+def _jobs(env: dict) -> list[str]:
+    r = subprocess.run(["squeue", "-h", "-o", "%i"], env={**os.environ, **env}, capture_output=True, text=True)
+    return r.stdout.split()
+
+
+def _outputs(run: Path) -> dict[int, str]:
+    return {int(f.stem): f.read_text() for f in (run / "slurm").glob("*.out")}
+
+
+@pytest.mark.ray
+def test_a_chain_of_jobs_stops_before_each_limit_and_finishes_every_point_once(tmp_path, data_root, slurm):
+    """Jobs of one minute, stopped 30 s before it: the sweep needs two or more of them, each
+    submitted by the one before, and ends with every point ok exactly once, the ledger's rules
+    kept, every job id in the run's sessions, and a report."""
+    (tmp_path / "sweep.yaml").write_text(CHAIN)
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
+    r = cli("slurm", "--preset", "chain", "--name", "c", "--cpus-per-node", "2", "--time", "1", "--grace", "30",
+            "--submit", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("submitted job "), r.stderr
+    run = tmp_path / "runs" / "c"
+    wait_for(lambda: _true(not _jobs(slurm) and any("no successor" in o or "exit status" in o
+                                                    for o in _outputs(run).values())), 600, "the chain to end")
+    outs = _outputs(run)
+    ids = sorted(outs)
+    assert len(ids) >= 2, outs
+    for job in ids[:-1]:  # every job but the last stopped near its limit and submitted the next one
+        assert "time limit in 30s: stopping the sweep" in outs[job], outs[job]
+        assert f"submitted job {ids[ids.index(job) + 1]} to resume the run" in outs[job], outs[job]
+    assert "the sweep is finished" in outs[ids[-1]], outs[ids[-1]]
+    df = assert_ledger_holds(run)
+    assert len(df) == 12 and (df.status == "ok").all() and df.point_id.is_unique
+    status = cli("status", run, "--check", "--finished", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    jobs_line = next(x for x in status.stdout.splitlines() if x.strip().startswith("slurm jobs:"))
+    assert set(ids) <= {int(j) for j in jobs_line.split(":")[1].split(",")}, jobs_line
+    rep = cli("report", run, cwd=tmp_path, env=env)
+    assert rep.returncode == 0 and (run / "report" / "report.html").exists(), rep.stderr
+
+
+@pytest.mark.ray
+def test_scancel_stops_the_sweep_cleanly_and_slurm_resume_finishes_it(tmp_path, data_root, slurm):
+    (tmp_path / "sweep.yaml").write_text(LONGER)
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
+    r = cli("slurm", "--preset", "chain", "--name", "x", "--cpus-per-node", "2", "--time", "30", "--submit",
+            cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.split()[2].rstrip(":")
+    run = tmp_path / "runs" / "x"
+    wait_for(lambda: results_with(run, 1), 300, "a first point to finish")
+    subprocess.run(["scancel", job], env={**os.environ, **slurm}, check=True)
+    wait_for(lambda: _true(not _jobs(slurm) and "no successor" in _outputs(run).get(int(job), "")),
+             120, "the cancelled job to end")
+    out = _outputs(run)[int(job)]
+    assert "TERM (scancel or the time limit): the sweep stops" in out, out
+    assert "gansweep: SIGTERM: sweep stopped;" in out and "Traceback" not in out, out
+    assert "stopped by TERM (exit status 143); no successor: gansweep slurm --resume" in out, out
+    df = assert_ledger_holds(run)
+    assert set(df.status) == {"ok", "pending"}, df.status.value_counts()
+    assert cli("status", run, "--finished", cwd=tmp_path, env=env).returncode == 3  # what the chain asks
+
+    r = cli("slurm", "--resume", run, "--cpus-per-node", "2", "--time", "30", "--submit", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: _true(not _jobs(slurm) and len(_outputs(run)) == 2), 300, "the resumed job to end")
+    assert "the sweep is finished" in _outputs(run)[int(r.stdout.split()[2].rstrip(":"))]
+    df = assert_ledger_holds(run)
+    assert len(df) == 16 and (df.status == "ok").all()
