@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.cli.common import log
+from sweep.cli.common import log, run_dir_of
 
 WHAT = "figures, tables and report.html of a run (the paper's Figures 2-4, and more)"
 EXAMPLES = ["gansweep report runs/mini-20261124-101500", "gansweep report runs/paper-... --relative"]
@@ -20,6 +20,10 @@ def add_arguments(p) -> None:
 def run(a) -> int:
     from analysis.report import build_report
 
-    out = build_report(Path(a.run_dir), Path(a.out) if a.out else None, relative=a.relative)
+    from sweep.record.rundir import RunDir
+
+    run_dir = run_dir_of(a.run_dir)
+    out = build_report(run_dir, Path(a.out) if a.out else None, relative=a.relative)
+    RunDir(run_dir).sync()  # a run in object storage gets its report there too
     log.info("report: %s", out)
     return 0

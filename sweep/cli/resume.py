@@ -8,7 +8,7 @@ from sweep.cli.run import add_cluster_args, add_disk_check_arg
 from sweep.errors import UserError
 
 WHAT = "carry on a sweep whose driver stopped, with its recorded preset, overrides and sample"
-EXAMPLES = ["gansweep resume runs/mini-20261124-101500", "gansweep resume runs/mini-... --restart-errored"]
+EXAMPLES = ["gansweep resume runs/mini-20261124-101500", "gansweep resume s3://bucket/gansweep/mini-20261124-101500", "gansweep resume runs/mini-... --restart-errored"]
 
 
 def add_arguments(p) -> None:
@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> int:
+    from sweep.record.store import RecordStore, is_uri, working_copy
     from sweep.runner.engine import resume_sweep
 
     if a.num_cpus is not None and a.num_cpus < 1:
@@ -31,6 +32,10 @@ def run(a) -> int:
         raise UserError(f"--stall-timeout must be >= 0 (0: off), got {a.stall_timeout:g}")
     overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus), ("data_root", a.data_root),
                                    ("stall_timeout", a.stall_timeout)) if v is not None}
-    resume_sweep(Path(a.run_dir), overrides, skip_errored=a.skip_errored, restart_errored=a.restart_errored,
-                 download=a.download, disk_check=a.disk_check)
+    store = None
+    run_dir = Path(a.run_dir)
+    if is_uri(a.run_dir):  # a run in object storage: worked on in ./runs/<name>, pulled from there first
+        store, run_dir = RecordStore(a.run_dir), working_copy(a.run_dir)
+    resume_sweep(run_dir, overrides, skip_errored=a.skip_errored, restart_errored=a.restart_errored,
+                 download=a.download, disk_check=a.disk_check, store=store)
     return 0

@@ -1,10 +1,11 @@
 """`gansweep status RUN_DIR [--check]`: counts and results so far; starts nothing."""
 from __future__ import annotations
 
+from sweep.cli.common import run_dir_of
 from sweep.errors import UserError
 
 WHAT = "counts by state and results so far of a run (starts nothing)"
-EXAMPLES = ["gansweep status runs/mini-20261124-101500 --check", "gansweep status runs/mini-20261124-101500 --finished"]
+EXAMPLES = ["gansweep status runs/mini-20261124-101500 --check", "gansweep status s3://bucket/gansweep/mini-... --finished"]
 EXIT_PENDING = 3  # --finished: some points are still pending
 
 
@@ -24,7 +25,7 @@ def run(a) -> int:
     from sweep.record.results import read_checked_results
     from sweep.record.rundir import RunDir
 
-    run_dir = RunDir(a.run_dir)
+    run_dir = RunDir(run_dir_of(a.run_dir))
     run_dir.manifest  # a directory that is no run says so first
     df = read_checked_results(run_dir.path)
     print("\n".join(status_lines(run_dir, df, damaged_tables(run_dir.path))))

@@ -153,6 +153,7 @@ class Ledger:
             return rows
         self.last_flush, self.dirty = time.time(), False
         self._empty_finished_checkpoints(rows)
+        self.run.sync()
         return rows
 
     @property

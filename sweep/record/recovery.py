@@ -36,19 +36,36 @@ def restored_curve_rows(report: dict) -> list[tuple[tuple[str, int], dict]]:
 
 
 def logged_reports(tune_path: str) -> list[tuple[Path, list[dict]]]:
-    """(trial folder, its reports in order) from every trial's result.json (local storage only;
-    a line cut short by a killed driver is skipped)."""
-    if "://" in tune_path:
-        return []
+    """(trial folder, its reports in order) from every trial's result.json, on a local path or in
+    object storage (a line cut short by a killed driver is skipped)."""
     out = []
-    for log in sorted(Path(tune_path).glob("*/result.json")):
+    for folder, text in _result_logs(tune_path):
         reports = []
-        for line in log.read_text(errors="replace").splitlines():
+        for line in text.splitlines():
             try:
                 reports.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-        out.append((log.parent, reports))
+        out.append((folder, reports))
+    return out
+
+
+def _result_logs(tune_path: str) -> list[tuple[Path, str]]:
+    """(trial folder, its result.json) of every trial of a Tune experiment. In object storage the
+    folder is the object path (nothing local: its error file reads as absent)."""
+    if "://" not in tune_path:
+        return [(log.parent, log.read_text(errors="replace")) for log in sorted(Path(tune_path).glob("*/result.json"))]
+    from pyarrow import fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(tune_path)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    out = []
+    for folder in sorted(i.path for i in infos if i.type == pafs.FileType.Directory):
+        try:
+            with fs.open_input_stream(f"{folder}/result.json") as f:
+                out.append((Path(folder), f.read().decode(errors="replace")))
+        except (FileNotFoundError, OSError):  # a trial folder without a log yet
+            continue
     return out
 
 

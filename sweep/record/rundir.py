@@ -14,9 +14,14 @@ RUN_DIR holds:
     samples/           the last evaluated samples of every finished point (64 x 32 x 32 uint8)
     weights/           with --keep-weights, every ok point's final G weights (a state_dict)
     tune/              Ray Tune's experiment (on a cluster, under --storage instead)
+    slurm/             with `gansweep slurm`: the batch script and each job's output
+
+With a URI as --storage, RUN_DIR is a working copy and the record is mirrored beside Tune's
+experiment in the storage (sweep/record/store.py).
 """
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
 
@@ -29,9 +34,11 @@ from sweep.plan.subset import SAMPLER_VERSION
 from sweep.record.results import (CURVES, MANIFEST, RESULTS, read_manifest, read_results, tune_path_of,
                                   write_manifest)
 from sweep.record.schema import FINISHED
+from sweep.record.store import RecordStore, is_uri
 
 SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy / .pt
 SWEEP_FILE = "sweep.yaml"
+log = logging.getLogger("gansweep")
 
 
 class RunDir:
@@ -65,6 +72,23 @@ class RunDir:
     def save_manifest(self, manifest: dict) -> None:
         write_manifest(self.path, manifest)
         self.__dict__["manifest"] = manifest
+        self.sync()
+
+    @cached_property
+    def store(self) -> RecordStore | None:
+        """Where the record is mirrored: beside a Tune experiment in object storage (sweep/record/store.py)."""
+        tune = self.manifest["tune_path"]
+        return RecordStore(tune.rstrip("/").removesuffix("/tune")) if is_uri(tune) else None
+
+    def sync(self) -> None:
+        """Push what changed in the record to its store, if it has one. A failed upload is a warning:
+        the sweep goes on and the next write pushes again."""
+        if self.store is None:
+            return
+        try:
+            self.store.push(self.path)
+        except Exception as e:  # pyarrow raises OSError and its own types for network and auth errors
+            log.warning("could not copy the record to %s (%s); retrying at the next update", self.store.uri, e)
 
     @cached_property
     def plan(self) -> tuple[TrialConfig, ...]:

@@ -32,6 +32,7 @@ from sweep.record.recovery import finished_reports
 from sweep.record.results import MANIFEST, new_manifest
 from sweep.record.rundir import RunDir
 from sweep.record.schema import PENDING
+from sweep.record.store import RecordStore
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
 from sweep.runner.lock import RunLock
@@ -169,17 +170,26 @@ def _new_tuner(run: RunDir, rt: Runtime, trainable_fn, stalls: StallWatch):
 
 
 def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errored: bool = False,
-                 restart_errored: bool = False, download: bool = False, disk_check: bool = True) -> dict:
+                 restart_errored: bool = False, download: bool = False, disk_check: bool = True,
+                 store: RecordStore | None = None) -> dict:
     """Carry on a run: finished points stay, unfinished ones continue from their checkpoints.
 
     Errored trials are retried from their last checkpoint, or from scratch with
     restart_errored (e.g. when that checkpoint is damaged), or left as they are
     with skip_errored. The run directory's manifest is read once and its plan built once.
+    store: a run in object storage, whose record is pulled into run_dir (its working copy) first.
     """
     t0 = time.time()
     run = RunDir(run_dir)
-    run.manifest  # a foreign or damaged directory fails here, before the lock is taken
+    if store is None:
+        run.manifest  # a foreign or damaged directory fails here, before the lock is taken
+    else:
+        store.check()  # a URI that holds no run fails here, before the working copy is made
+        run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir, "resume"):
+        if store is not None:
+            log.info("pulled %d files of %s into %s", store.pull(run_dir), store.uri, run_dir)
+            run.__dict__["store"] = store  # it knows what it pulled: only changes go back up
         return _resume(run, t0, rt_overrides, skip_errored, restart_errored, download, disk_check)
 
 

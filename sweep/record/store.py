@@ -1,0 +1,112 @@
+"""A run's record in object storage (s3://, gs://, any URI pyarrow.fs reads), beside Tune's experiment.
+
+    gansweep run --preset mini --name m --storage s3://bucket/gansweep   # record: s3://bucket/gansweep/m/
+    gansweep resume s3://bucket/gansweep/m                               # from any machine, any folder
+
+With a URI as --storage, Tune keeps its experiment under <URI>/<name>/tune and gansweep mirrors
+the run's record beside it: the manifest, sweep.yaml, the tables, samples, weights, failures.log
+and the slurm/ folder. The driver works in a local folder, ./runs/<name> (its working copy), and
+pushes every file that changed after each write of the tables and of the manifest; `resume`,
+`status` and `report` given the URI first pull the record into that folder.
+
+Atomic on object storage: write-then-rename is not (a rename is a copy and a delete), but a PUT
+is: an object appears whole or not at all, so each file is uploaded as one object under its final
+name, never renamed. Files go up samples and weights first, then the curves, then the results,
+and the manifest last, so a table never names samples that are not there yet; a driver that dies
+between two files leaves tables one flush apart, which `resume` heals from Tune's records like any
+stale table (sweep/record/heal.py).
+
+Credentials and endpoint come from the environment, as for Tune itself (pyarrow's S3 client reads
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from sweep.errors import UserError
+
+log = logging.getLogger("gansweep")
+LOCAL_ONLY = (".gansweep.lock", "tune")  # the lock guards this machine's copy; Tune writes its own
+# upload order: a table or manifest never names a file that is not uploaded yet
+_ORDER = ("samples/", "weights/", "curves.", "results.", "gansweep.json")
+
+
+def is_uri(text: str | os.PathLike) -> bool:
+    return "://" in str(text)
+
+
+def working_copy(uri: str) -> Path:
+    """The local folder a URI's run is worked on in: ./runs/<name>, as `gansweep run` uses."""
+    return Path("runs") / uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _rank(rel: str) -> int:
+    return next((i for i, prefix in enumerate(_ORDER) if rel.startswith(prefix)), 0)
+
+
+class RecordStore:
+    """The record of one run under a storage URI, and what this process last pushed there."""
+
+    def __init__(self, uri: str):
+        from pyarrow import fs as pafs
+
+        self.uri = uri.rstrip("/")
+        try:
+            self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for bad URIs and clients
+            raise UserError(f"{uri}: cannot open this storage ({e})") from None
+        self._pushed: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) pushed
+
+    def __repr__(self) -> str:
+        return f"RecordStore({self.uri!r})"
+
+    def push(self, folder: Path) -> int:
+        """Upload every file of the working copy that changed since the last push; returns how many."""
+        changed = []
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder).as_posix()
+            if not path.is_file() or rel.split("/", 1)[0] in LOCAL_ONLY or ".tmp" in path.name:
+                continue
+            st = path.stat()
+            if self._pushed.get(rel) != (st.st_size, st.st_mtime_ns):
+                changed.append((rel, path, (st.st_size, st.st_mtime_ns)))
+        for rel, path, stamp in sorted(changed, key=lambda c: _rank(c[0])):
+            with self.fs.open_output_stream(f"{self.root}/{rel}") as out:  # one PUT: whole or absent
+                out.write(path.read_bytes())
+            self._pushed[rel] = stamp
+        return len(changed)
+
+    def check(self) -> None:
+        """Refuse a URI that holds no run (before anything is made locally)."""
+        from pyarrow import fs as pafs
+
+        from sweep.record.results import MANIFEST
+
+        if self.fs.get_file_info(f"{self.root}/{MANIFEST}").type != pafs.FileType.File:
+            raise UserError(f"{self.uri}: no run there ({MANIFEST} not found)")
+
+    def pull(self, folder: Path) -> int:
+        """Download the record (not Tune's experiment, which Tune reads where it is) into folder,
+        replacing what is there; returns how many files. Refuses a URI that holds no run."""
+        from pyarrow import fs as pafs
+
+        from sweep.record.results import MANIFEST
+
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
+        files = {i.path[len(self.root) + 1:]: i for i in infos if i.type == pafs.FileType.File}
+        files = {rel: i for rel, i in files.items() if rel.split("/", 1)[0] not in LOCAL_ONLY}
+        if MANIFEST not in files:
+            raise UserError(f"{self.uri}: no run there ({MANIFEST} not found)")
+        for rel, info in files.items():
+            dest = folder / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".pull.tmp")
+            with self.fs.open_input_stream(info.path) as src:
+                tmp.write_bytes(src.read())
+            os.replace(tmp, dest)  # locally, rename is atomic
+            st = dest.stat()
+            self._pushed[rel] = (st.st_size, st.st_mtime_ns)  # the store has it already
+        log.debug("pulled %d files of %s into %s", len(files), self.uri, folder)
+        return len(files)

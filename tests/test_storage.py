@@ -1,0 +1,126 @@
+"""A run that lives wholly in object storage (sweep/record/store.py), against a real S3-compatible
+server on 127.0.0.1 (moto's server mode, from the test extras): its driver SIGKILLed, its local
+working copy deleted, and the run resumed, checked and reported from fresh folders with nothing
+but the URI."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import assert_ledger_holds, cli, results_with, start, wait_for
+
+BUCKET = "gansweep-test"
+SIX = """
+presets:
+  s:
+    seeds: [0, 1, 2]
+    settings: {epochs: 3, batch_size: 32, n_train: 2048, n_eval: 200}
+    grids:
+      ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [64], sizeD: [32], dropoutD: [false, true],
+              optimD: [adam], optimG: [adam], lr: [0.001]}
+"""
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free loopback port, with one empty bucket; yields its environment."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        pytest.skip("moto's server is not installed (pip install -e '.[test]' installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        import boto3
+
+        for _ in range(100):  # the server takes a moment to listen
+            try:
+                boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                             aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                time.sleep(0.2)
+        else:
+            pytest.fail("moto's S3 server did not start")
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _objects(env: dict, prefix: str) -> set[str]:
+    from pyarrow import fs as pafs
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        fs, root = pafs.FileSystem.from_uri(f"s3://{BUCKET}/{prefix}")  # from_uri reads AWS_ENDPOINT_URL
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        return {i.path.removeprefix(f"{BUCKET}/{prefix}/") for i in infos if i.type == pafs.FileType.File}
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.mark.ray
+def test_a_run_in_s3_resumes_from_a_fresh_folder_with_only_its_uri(tmp_path, data_root, s3_server, monkeypatch):
+    for k, v in {**s3_server, "GANSWEEP_DATA": str(data_root)}.items():
+        monkeypatch.setenv(k, v)
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "sweep.yaml").write_text(SIX)
+    uri = f"s3://{BUCKET}/runs/s"
+    proc = start("run", "--preset", "s", "--name", "s", "--storage", f"s3://{BUCKET}/runs", "--num-cpus", "2",
+                 "--max-concurrent", "1", "--quiet", cwd=first)
+    local = first / "runs" / "s"
+    before = wait_for(lambda: results_with(local, 2), 240, "two finished points", proc)
+    # the record is in the bucket beside Tune's experiment, pushed after each write of the tables
+    stored = wait_for(lambda: (lambda o: o if {"gansweep.json", "sweep.yaml", "results.parquet"} <= o else None)(
+        _objects(s3_server, "runs/s")), 60, "the record in the bucket")
+    assert any(o.startswith("tune/") for o in stored) and not (local / "tune").exists()
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray instance
+    proc.wait(timeout=30)
+    shutil.rmtree(first)  # the working copy is gone: only the bucket is left
+    finished = before[before.status == "ok"].set_index("point_id")
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    r = cli("resume", uri, "--num-cpus", "2", cwd=fresh)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = assert_ledger_holds(fresh / "runs" / "s")
+    assert len(after) == 6 and after.point_id.is_unique and (after.status == "ok").all()
+    a = after.set_index("point_id").loc[finished.index]  # what had finished was not trained again
+    assert (a["i_prime"] == finished["i_prime"]).all() and (a["train_seconds"] == finished["train_seconds"]).all()
+
+    third = tmp_path / "third"  # status and report from yet another folder, reading the bucket
+    third.mkdir()
+    st = cli("status", uri, "--check", cwd=third)
+    assert st.returncode == 0 and "ok 6" in st.stdout and "all 6 rows keep the ledger's rules" in st.stdout, \
+        st.stdout + st.stderr
+    rep = cli("report", uri, cwd=third)
+    assert rep.returncode == 0, rep.stderr
+    stored = _objects(s3_server, "runs/s")
+    assert {f"samples/{p}.npy" for p in after.point_id} <= stored and "report/report.html" in stored
+    remote = pd.read_parquet(third / "runs" / "s" / "results.parquet")
+    assert (remote.status == "ok").sum() == 6
+    assert json.loads((third / "runs" / "s" / "gansweep.json").read_text())["tune_path"] == f"{uri}/tune"
+
+
+def test_a_uri_without_a_run_is_one_line_and_exit_2(tmp_path, s3_server):
+    env = {**os.environ, **s3_server}
+    for cmd in ("resume", "status", "report"):
+        r = cli(cmd, f"s3://{BUCKET}/runs/nothing-here", cwd=tmp_path, env=env)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no run there" in r.stderr, (cmd, r.stderr)
+    assert not (tmp_path / "runs").exists()
