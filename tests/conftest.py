@@ -44,22 +44,37 @@ def scorer(mnist):
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 
 
+# The Ray tests' modules in two queues of about equal time (measured in .ci/run, under the other's
+# load): a module not named here joins the first.
+RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_trackers", "test_storage"),
+              "ray-2": ("test_reliability", "test_run_dir", "test_slurm", "test_plugins")}
+
+
+def ray_queue(module: str) -> str:
+    return next((q for q, mods in RAY_QUEUES.items() if module in mods), "ray-1")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Queues for `pytest -n 2 --dist loadgroup` (the README's test command): every test that starts
-    Ray in one queue, so two Ray instances never share the 2 cores and race their timeouts, and the
-    other tests by module, so a module's fixtures are built once, on the worker beside it. The Ray
-    queue is the longest, so it comes first and starts at once (see pytest_configure). Without
-    xdist the marks do nothing. tests/test_layout.py checks that xdist keeps the groups."""
-    items.sort(key=lambda item: not item.get_closest_marker("ray"))  # stable: file order otherwise
+    """Queues for `pytest -n 2 --dist loadgroup` (the README's test command): the tests that start
+    Ray in two queues, one per worker, which start at once (see pytest_configure), so at most two
+    Ray instances share the cores; the other tests by module, so a module's fixtures are built
+    once, on whichever worker is free next. Ray tests mostly wait (for Ray to start, for a signal
+    to land, for a Slurm job), which is why two of them side by side take about half the time of
+    one queue (19 min to pytest's end in one queue with the Slurm and S3 tests). Without xdist the
+    marks do nothing. tests/test_layout.py checks that xdist keeps the groups."""
+    def group(item) -> str:
+        return ray_queue(item.module.__name__) if item.get_closest_marker("ray") else item.module.__name__
+
+    order = list(RAY_QUEUES)
+    items.sort(key=lambda item: order.index(group(item)) if group(item) in order else len(order))  # stable
     for item in items:
-        group = "ray" if item.get_closest_marker("ray") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(group(item)))
 
 
 def pytest_configure(config):
-    # xdist hands out groups largest first by test count, which put the Ray queue (fewer tests, but
-    # the longest in time) after other modules; in collection order it goes first.
+    # xdist hands out groups largest first by test count, which put the Ray queues (fewer tests, but
+    # the longest in time) after other modules; in collection order they go first, one per worker.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 
