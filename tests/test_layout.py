@@ -104,7 +104,7 @@ def test_importing_the_analysis_changes_no_matplotlib_state():
 
 
 def test_the_parallel_suite_keeps_its_queues(request):
-    """Under the README's `pytest -n 2 --dist loadgroup`, pytest-xdist must see the groups that
+    """Under the README's `pytest -n 3 --dist loadgroup`, pytest-xdist must see the groups that
     conftest.py gives (it writes them into the node ids as `@group`). When it does not (pytest 9.2
     with xdist 3.8, pytest-xdist issue 1386), nothing fails: every test is spread alone, two Ray
     instances share the cores and race their timeouts, and module fixtures are built twice."""
