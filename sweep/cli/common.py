@@ -151,25 +151,28 @@ def device_of(name: str) -> str:
     return name
 
 
-def run_dir_of(text: str) -> Path:
-    """A run directory as status and report take it: a path as given; a run in object storage
+def run_dir_of(text: str):
+    """A run (a RunDir) as status and report take it: a path as given; a run in object storage
     (s3://bucket/prefix/name) as its local working copy, ./runs/<name>, refreshed from the storage
     first unless a gansweep on this machine is writing it (then that copy is the newest)."""
+    from sweep.record.rundir import RunDir
     from sweep.record.store import RecordStore, is_uri, working_copy
     from sweep.runner.lock import RunLock
 
     if not is_uri(text):
-        return Path(text)
+        return RunDir(text)
     store = RecordStore(text)
     store.check()
     local = working_copy(text)
     local.mkdir(parents=True, exist_ok=True)
+    run = RunDir(local)
     try:
         with RunLock(local, "pull"):
             store.pull(local)
+            run.__dict__["store"] = store  # it knows what it pulled: only what changes goes back up
     except UserError:  # in use by a run or resume here: its working copy is ahead of the storage
         log.info("%s is being written on this machine: reading it, not %s", local, text)
-    return local
+    return run
 
 
 def pack_size_of(a, n_points: int, device: str) -> int:

@@ -20,10 +20,8 @@ def add_arguments(p) -> None:
 def run(a) -> int:
     from analysis.report import build_report
 
-    from sweep.record.rundir import RunDir
-
-    run_dir = run_dir_of(a.run_dir)
-    out = build_report(run_dir, Path(a.out) if a.out else None, relative=a.relative)
-    RunDir(run_dir).sync()  # a run in object storage gets its report there too
+    run = run_dir_of(a.run_dir)
+    out = build_report(run.path, Path(a.out) if a.out else None, relative=a.relative)
+    run.sync()  # a run in object storage gets its report there too
     log.info("report: %s", out)
     return 0

@@ -93,12 +93,13 @@ def _new(a) -> tuple[Path, list[str]]:
     """The run directory of a new sweep, and its `gansweep run` arguments (checked now: an error in
     the preset is found here, not hours later in the queue)."""
     from sweep.record.results import MANIFEST
+    from sweep.record.store import is_uri
 
     _, preset = preset_of(a)
     run_command.check_runtime(a)
     if not a.name:  # the chain must know the run directory before the first job starts
         a.name = f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if "://" in a.storage:
+    if is_uri(a.storage):
         raise UserError("--storage: gansweep slurm keeps runs on a filesystem the nodes share; "
                         "give a path (object storage: see the README's cluster section)")
     a.storage = str(Path(a.storage).resolve())

@@ -23,9 +23,8 @@ def run(a) -> int:
     from sweep.record.schema import PENDING
     from sweep.record.heal import damaged_tables
     from sweep.record.results import read_checked_results
-    from sweep.record.rundir import RunDir
 
-    run_dir = RunDir(run_dir_of(a.run_dir))
+    run_dir = run_dir_of(a.run_dir)
     run_dir.manifest  # a directory that is no run says so first
     df = read_checked_results(run_dir.path)
     print("\n".join(status_lines(run_dir, df, damaged_tables(run_dir.path))))

@@ -15,6 +15,7 @@ from sweep.plan.config import TrialConfig
 from sweep.record.results import read_curves, read_results
 from sweep.record.rows import TrialState, _plain, point_reports
 from sweep.record.schema import CURVE_KEYS, DIVERGED, FINISHED, OK, RESTORED_HISTORY, TUNE_ERROR, TUNE_TERMINATED
+from sweep.record.store import is_uri
 
 
 def curve_row(report: dict) -> tuple[tuple[str, int], dict]:
@@ -53,7 +54,7 @@ def logged_reports(tune_path: str) -> list[tuple[Path, list[dict]]]:
 def _result_logs(tune_path: str) -> list[tuple[Path, str]]:
     """(trial folder, its result.json) of every trial of a Tune experiment. In object storage the
     folder is the object path (nothing local: its error file reads as absent)."""
-    if "://" not in tune_path:
+    if not is_uri(tune_path):
         return [(log.parent, log.read_text(errors="replace")) for log in sorted(Path(tune_path).glob("*/result.json"))]
     from pyarrow import fs as pafs
 

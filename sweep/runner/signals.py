@@ -61,7 +61,7 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is None:
-            self.signum = signum  # acted on by forward_to_tune / the engine, never here
+            self.record(signum)  # acted on by forward_to_tune / the engine, never here
             return
         os.write(2, f"gansweep: {signal.Signals(signum).name} again: stopped at once; the tables hold "
                     "their last update and `gansweep resume RUN_DIR` continues\n".encode())
