@@ -76,16 +76,26 @@ class MnistCNN(nn.Module):
         return self.head(self.dropout(self.features(x)))  # (N, 10) logits
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """(softmax probabilities (N, 10), features (N, 128)) in float32, eval mode."""
+    def predict(self, x: torch.Tensor, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """(softmax probabilities (N, 10), features (N, 128)) in float32, eval mode.
+
+        Runs channels-last (NHWC) in chunks of 128: on CPU 4.3x faster than NCHW in chunks of 1,000
+        (0.71 vs 3.08 s for 4,000 images on 2 threads), whose (1000, 32, 32, 32) activations do not
+        stay in cache. Features agree with NCHW to float rounding (at most 4.8e-6 on the MNIST test
+        set), as on another CPU; the pinned FID reference is checked to that tolerance
+        (tests/test_metrics.py). The module's own weights are left as they were."""
         was_training = self.training
         self.eval()
+        self.to(memory_format=torch.channels_last)
         probs, feats = [], []
-        for i in range(0, x.shape[0], batch_size):
-            f = self.features(x[i:i + batch_size])
-            feats.append(f)
-            probs.append(F.softmax(self.head(f), dim=1))
-        self.train(was_training)
+        try:
+            for i in range(0, x.shape[0], batch_size):
+                f = self.features(x[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+                feats.append(f)  # (n, 128)
+                probs.append(F.softmax(self.head(f), dim=1))  # (n, 10)
+        finally:
+            self.to(memory_format=torch.contiguous_format)
+            self.train(was_training)
         return torch.cat(probs), torch.cat(feats)
 
 
