@@ -55,7 +55,7 @@ def channel_widths(size: int, n: int) -> list[int]:
 
 def _init(module: nn.Module) -> None:
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and not m.weight.is_meta:  # see networks._init
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
