@@ -3,7 +3,6 @@ import itertools
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from analysis.load import Run
 from analysis.report import build_report
 from analysis.stats import (I_PRIME_EDGES, budget_table, ebgan_vs_gan_tests, expected_best_of_k,
                             figure2_counts, mann_whitney, stability_table)
-from helpers import make_run, row
+from helpers import gansweep, make_run, row
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,13 +139,11 @@ def test_report_files_and_contents(tmp_path):
 def test_report_command_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(empty)], capture_output=True,
-                       text=True, cwd=REPO, timeout=120)
+    r = gansweep("report", empty, cwd=REPO)
     assert r.returncode == 2 and "not a gansweep run directory" in r.stderr
     run = make_run(tmp_path, synthetic(), "nores")
     (run / "results.parquet").write_bytes(b"garbage")
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(run)], capture_output=True,
-                       text=True, cwd=REPO, timeout=120)
+    r = gansweep("report", run, cwd=REPO)
     assert r.returncode == 2 and "unreadable results table" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -168,8 +165,7 @@ def test_report_refuses_tables_that_break_the_ledger(tmp_path):
     df = synthetic()
     df.loc[0, "epochs_done"] = 1
     run = make_run(tmp_path, df, "lying")
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(run)], capture_output=True,
-                       text=True, cwd=REPO, timeout=120)
+    r = gansweep("report", run, cwd=REPO)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "1 ok row(s) did not train every epoch: gan-G2x400-D2x128-nodrop-adam.adam-lr0.001-s0" in r.stderr
     assert "--check" in r.stderr and not (run / "report").exists()
@@ -380,8 +376,7 @@ def test_report_refuses_rows_of_two_classifiers(tmp_path):
     df = with_digit_shares()
     df["classifier_sha256"] = ["a" * 64] * 5 + ["b" * 64] * (len(df) - 5)
     run = make_run(tmp_path, df, "mixed")
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(run)], capture_output=True,
-                       text=True, cwd=REPO, timeout=120)
+    r = gansweep("report", run, cwd=REPO)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "2 different classifiers (aaaaaaaaaaaa... 5 rows, bbbbbbbbbbbb... 7 rows)" in r.stderr
     assert not (run / "report").exists()

@@ -1,17 +1,19 @@
-"""Bad input: one line on stderr, exit status 2, no traceback, nothing written."""
-import subprocess
-import sys
+"""Bad input: one line on stderr, exit status 2, no traceback, nothing written.
+
+The commands run in this process (helpers.gansweep, the console script's main); tests/test_cli.py
+runs the installed `gansweep` script itself, and a run that could reach Ray goes in a subprocess."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import helpers
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def gansweep(*args, cwd=None, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "sweep.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd or REPO, env=env, timeout=timeout)
+def gansweep(*args, cwd=None, env=None):
+    return helpers.gansweep(*args, cwd=cwd or REPO, env=env)
 
 
 def assert_one_line_error(r, *fragments):
@@ -108,6 +110,8 @@ presets:
       gan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
             optimD: [adam], optimG: [adam], lr: [0.001]}
 """)
-    r = gansweep("run", "--preset", "t", "--address", "127.0.0.1:1", "--storage", tmp_path / "runs", cwd=tmp_path)
+    # a subprocess: were the check to pass, the run would go on to connect to Ray
+    r = helpers.cli("run", "--preset", "t", "--address", "127.0.0.1:1", "--storage", tmp_path / "runs",
+                    cwd=tmp_path, timeout=120)
     assert_one_line_error(r, "node-local filesystem", "s3://")
     assert not (tmp_path / "runs").exists()

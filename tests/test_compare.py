@@ -8,7 +8,7 @@ import pytest
 
 from analysis.compare import compare_figure, compare_table, differing_settings, runs_sides
 from analysis.stats import I_PRIME_EDGES, mann_whitney, with_models
-from helpers import REPO, cli, make_run, row
+from helpers import REPO, gansweep, make_run, row
 
 A_GAN, B_GAN = [0.0, 0.0, 0.0, 0.5], [0.0, 1.5, 2.5, 3.0]
 B_DIGITS = [0.0, 0.6, 0.7, 0.4]
@@ -62,7 +62,7 @@ def test_the_figure_overlays_a_outlined_on_b_filled(tmp_path):
 
 def test_the_command_writes_the_page_and_prints_the_table(tmp_path):
     run_a, run_b = two_runs(tmp_path)
-    r = cli("compare", run_a, run_b, cwd=tmp_path)
+    r = gansweep("compare", run_a, run_b, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "A: d_batch=separate" and lines[1] == "B: d_batch=joint/separate"
@@ -82,7 +82,7 @@ def test_bad_inputs_are_one_line(tmp_path):
                            ((run_a, run_a), "compare needs two different runs"),
                            ((run_a,), "give RUN_B, or --by SETTING"),
                            ((run_a, "--by", "d_batch"), "needs two values of d_batch; ")):
-        r = cli("compare", *args, cwd=tmp_path)
+        r = gansweep("compare", *args, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
     m = json.loads((run_b / "gansweep.json").read_text())
     (run_b / "gansweep.json").write_text(json.dumps({**m, "classifier_sha256": "e" * 64}))
@@ -101,7 +101,7 @@ def test_one_run_split_by_a_setting(tmp_path):
                       pd.read_parquet(run_b / "results.parquet")], ignore_index=True)
     both["point_id"] = [p if i >= 4 else p.replace("-s0", "-sepbn-s0") for i, p in enumerate(both.point_id)]
     run = make_run(tmp_path, both, "study")
-    r = cli("compare", run, "--by", "d_batch=separate,joint", cwd=tmp_path)
+    r = gansweep("compare", run, "--by", "d_batch=separate,joint", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[:2] == ["A: d_batch=separate", "B: d_batch=joint"]
@@ -110,7 +110,7 @@ def test_one_run_split_by_a_setting(tmp_path):
     ebgan = next(line for line in lines if line.startswith("EBGAN "))
     assert "2/0" in ebgan  # the EBGANs all hold separate
     assert (run / "compare-d_batch" / "compare.html").is_file()
-    r = cli("compare", run, "--by", "d_batch=separate,both", cwd=tmp_path)
+    r = gansweep("compare", run, "--by", "d_batch=separate,both", cwd=tmp_path)
     assert r.returncode == 2 and "no row of" in r.stderr and "d_batch=both" in r.stderr
-    r = cli("compare", run, "--by", "epochz", cwd=tmp_path)
+    r = gansweep("compare", run, "--by", "epochz", cwd=tmp_path)
     assert r.returncode == 2 and "'epochz' is not a setting" in r.stderr

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import (LOOPBACK, REPO, assert_ledger_holds, cli, listening_addresses, results_with, session_pids,
+from helpers import (LOOPBACK, REPO, assert_ledger_holds, cli, gansweep, listening_addresses, results_with, session_pids,
                      start, wait_for)
 from sweep.plan.config import FIELD_NAMES, SETTINGS
 
@@ -93,7 +93,7 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file, monkeypatch):
     assert 0 <= m["sessions"][0]["overhead_share"] < 1
 
     assert_ledger_holds(run)
-    st = cli("status", run, "--check", cwd=tmp_path)
+    st = gansweep("status", run, "--check", cwd=tmp_path)
     assert st.returncode == 0, st.stdout
     assert "ok 12  diverged 0  error 0  pending 0  (running 0)" in st.stdout
     assert "check: all 12 rows keep the ledger's rules" in st.stdout
@@ -190,7 +190,7 @@ def test_a_signal_stops_the_sweep_truthfully_and_resume_finishes_it(tmp_path, da
     assert 1 <= len(ok) < 6 and (ok.epochs_done == 4).all()
     assert set(before.status) <= {"ok", "pending"}
     assert f"{len(ok)} of 6 points finished (ok {len(ok)}, diverged 0), {6 - len(ok)} did not (" in last
-    st = cli("status", run, "--check", cwd=tmp_path)
+    st = gansweep("status", run, "--check", cwd=tmp_path)
     assert st.returncode == 0 and f"stopped by {name}" in st.stdout, st.stdout
     if sig != signal.SIGHUP:
         # What a stop leaves is the same whatever the signal; SIGHUP's run is resumed below (with its

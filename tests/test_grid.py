@@ -1,11 +1,10 @@
 """sweep.yaml: preset counts, and every kind of bad file refused with one line and exit 2."""
 import collections
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import gansweep
 from sweep.plan.grid import ConfigError, estimate_flops, load_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +61,7 @@ def test_arch_defaults_to_mlp_and_a_family_may_list_grids(tmp_path):
 
 
 def test_plan_command_prints_counts():
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "plan", "--preset", "paper"],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = gansweep("plan", "--preset", "paper", cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[1] == "points: the 7,168-point grid"
     rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[3:7]}

@@ -5,14 +5,13 @@ The scorer tests are the instrument's calibration: inputs that must score badly
 """
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import gansweep
 from models import outliers
 from sweep.train.data import to_model_space
 
@@ -114,9 +113,7 @@ def test_a_noise_gan_scores_low_and_blurry_digits_keep_their_score(scorer):
 
 def test_classifier_check_command(tmp_path, data_root):
     out = tmp_path / "check.json"
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "classifier", "check", "--json", str(out), "--n", "200",
-                        "--data-root", str(data_root)], capture_output=True, text=True, cwd=REPO,
-                       timeout=300)
+    r = gansweep("classifier", "check", "--json", out, "--n", "200", "--data-root", data_root, cwd=REPO)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     assert len(doc["sets"]) == 3 + len(outliers.KINDS)
@@ -126,9 +123,7 @@ def test_classifier_check_command(tmp_path, data_root):
     assert all(math.isfinite(s["fid"]) for s in doc["sets"])
     for kind in outliers.KINDS:  # the printed table has a line per kind
         assert any(line.startswith(kind + " ") for line in r.stdout.splitlines()), kind
-    bad = subprocess.run([sys.executable, "-m", "sweep.cli", "classifier", "check", "--weights",
-                          str(tmp_path / "nope.pt"), "--data-root", str(data_root)],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    bad = gansweep("classifier", "check", "--weights", tmp_path / "nope.pt", "--data-root", data_root, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such file" in bad.stderr
 
 

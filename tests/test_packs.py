@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from helpers import FAMILIES, REPO, TINY_DCGAN, cli, strip
+from helpers import FAMILIES, REPO, TINY_DCGAN, cli, gansweep, strip
 from sweep.plan.config import TrialConfig
 from sweep.plan.disk import checkpoint_bytes, estimate_disk, param_counts
 from sweep.plan.grid import parse_preset
@@ -63,11 +63,11 @@ def test_plan_prints_trials_and_disk(tmp_path):
 
     f = tmp_path / "sweep.yaml"
     f.write_text(yaml.safe_dump({"presets": {"p": GRID_32}}))
-    r = cli("plan", "--config", f, "--preset", "p", "--pack", "4", cwd=tmp_path)
+    r = gansweep("plan", "--config", f, "--preset", "p", "--pack", "4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Tune trials: 8 (--pack 4: packs of up to 4 points)" in r.stdout
     assert "disk: peak" in r.stdout and "final" in r.stdout
-    r = cli("plan", "--config", f, "--preset", "p", "--pack", "0", cwd=tmp_path)
+    r = gansweep("plan", "--config", f, "--preset", "p", "--pack", "0", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--pack '0'" in r.stderr
 
 

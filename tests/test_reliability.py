@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO, assert_ledger_holds, cli, results_with, session_pids, start, wait_for
+from helpers import REPO, assert_ledger_holds, cli, gansweep, results_with, session_pids, start, wait_for
 from sweep.record.results import read_results, write_results
 
 # --------------------------------------------------------------------------- results writes
@@ -129,7 +129,7 @@ def test_a_stalled_worker_is_stopped_and_its_trial_retried(tmp_path, env):
     assert_ledger_holds(run)
     session, = json.loads((run / "gansweep.json").read_text())["sessions"]
     assert session["stalls"] == 1
-    st = cli("status", run, cwd=tmp_path)
+    st = gansweep("status", run, cwd=tmp_path)
     assert "1 stalled trial(s) stopped and retried" in st.stdout
     assert "stalled: nothing reported for" in (run / "failures.log").read_text()
 
@@ -146,7 +146,7 @@ def test_divergence_is_recorded_and_reported(tmp_path, env):
     assert df.loc[1e30, "diverged_reason"] in ("non-finite loss", "non-finite samples")
     assert df.loc[1e30, "epochs_done"] >= 1
     assert_ledger_holds(run)
-    r = cli("report", run, cwd=tmp_path)
+    r = gansweep("report", run, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     stab = pd.read_csv(run / "report" / "stability.csv").set_index("group")
     assert stab.loc["GAN", "diverged"] == 1 and stab.loc["GAN", "finished"] == 2

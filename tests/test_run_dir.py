@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from helpers import REPO, assert_ledger_holds, cli, start, wait_for
+from helpers import REPO, assert_ledger_holds, cli, gansweep, start, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -85,7 +85,7 @@ def damage(run, table):
 def test_a_damaged_table_is_rebuilt_by_resume_in_its_own_folder(finished_run, tmp_path, table):
     run, before = finished_run
     damage(run, table)
-    st = cli("status", run, cwd=tmp_path)
+    st = gansweep("status", run, cwd=tmp_path)
     if table == "results.parquet":  # status cannot count without it: its one line says what to do
         assert st.returncode == 2 and st.stderr.count("\n") == 1
         assert "unreadable results table (ArrowInvalid)" in st.stderr
@@ -130,7 +130,7 @@ def test_resume_reads_the_manifest_once_and_builds_the_plan_once(finished_run, t
     run = tmp_path / "counted" / "h"
     shutil.copytree(base, run)
     damage(run, "curves.parquet")
-    st = cli("status", run, cwd=tmp_path)  # status works, and says what is wrong
+    st = gansweep("status", run, cwd=tmp_path)  # status works, and says what is wrong
     assert st.returncode == 0 and "ok 4" in st.stdout
     assert f"curves.parquet is missing: `gansweep resume {run}` rebuilds it" in st.stdout
     sessions = len(json.loads((run / "gansweep.json").read_text())["sessions"])

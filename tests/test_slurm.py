@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_ledger_holds, cli, results_with, wait_for
+from helpers import assert_ledger_holds, cli, gansweep, results_with, wait_for
 from sweep.errors import UserError
 from sweep.runner.slurm import time_limit_seconds
 
@@ -36,7 +36,7 @@ def test_time_limits_in_slurms_formats():
 
 
 def test_dry_run_prints_the_chain_script_and_writes_nothing(tmp_path, data_root):
-    r = cli("slurm", "--preset", "smoke", "--name", "s", "--dry-run", "--time", "2:00:00", "--grace", "120",
+    r = gansweep("slurm", "--preset", "smoke", "--name", "s", "--dry-run", "--time", "2:00:00", "--grace", "120",
             "--cpus-per-node", "16", "--gpus-per-node", "2", "--gpus-per-trial", "0.5", "--partition", "gpu",
             "--sbatch=--qos=long", "--set", "epochs=2", cwd=tmp_path, env={**os.environ, "GANSWEEP_DATA": str(data_root)})
     assert r.returncode == 0, r.stderr
@@ -68,7 +68,7 @@ def test_dry_run_prints_the_chain_script_and_writes_nothing(tmp_path, data_root)
     (["--preset", "smoke", "--storage", "s3://bucket/runs"], "a filesystem the nodes share"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, data_root, args, says):
-    r = cli("slurm", *args, "--dry-run", cwd=tmp_path, env={**os.environ, "GANSWEEP_DATA": str(data_root)})
+    r = gansweep("slurm", *args, "--dry-run", cwd=tmp_path, env={**os.environ, "GANSWEEP_DATA": str(data_root)})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
     assert not r.stdout and not (tmp_path / "runs").exists()
 
@@ -189,10 +189,10 @@ def test_a_chain_of_jobs_stops_at_the_limit_warning_and_finishes_every_point_onc
     assert f"job {first + 1} (2 of at most 20)" in outs[first + 1], outs[first + 1]
     df = assert_ledger_holds(run)
     assert len(df) == 16 and (df.status == "ok").all() and df.point_id.is_unique
-    status = cli("status", run, "--check", "--finished", cwd=tmp_path, env=env)
+    status = gansweep("status", run, "--check", "--finished", cwd=tmp_path, env=env)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"  slurm jobs: {first}, {first + 1}" in status.stdout.splitlines(), status.stdout
-    rep = cli("report", run, cwd=tmp_path, env=env)
+    rep = gansweep("report", run, cwd=tmp_path, env=env)
     assert rep.returncode == 0 and (run / "report" / "report.html").exists(), rep.stderr
 
 
@@ -215,7 +215,7 @@ def test_scancel_stops_the_sweep_cleanly_and_slurm_resume_finishes_it(tmp_path, 
     assert "stopped by TERM (exit status 143); no successor: gansweep slurm --resume" in out, out
     df = assert_ledger_holds(run)
     assert set(df.status) == {"ok", "pending"}, df.status.value_counts()
-    assert cli("status", run, "--finished", cwd=tmp_path, env=env).returncode == 3  # what the chain asks
+    assert gansweep("status", run, "--finished", cwd=tmp_path, env=env).returncode == 3  # what the chain asks
 
     r = cli("slurm", "--resume", run, "--cpus-per-node", "2", "--time", "30", "--submit", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr

@@ -1,13 +1,11 @@
 """The one trial loop: a step of every family, determinism, resume, divergence, the CLI."""
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from helpers import FAMILIES, TINY_DCGAN, strip
+from helpers import FAMILIES, TINY_DCGAN, gansweep, strip
 from sweep.plan.config import TrialConfig
 from sweep.record.rows import summarize
 from sweep.train.loop import run_pack, run_trial
@@ -148,11 +146,9 @@ def test_invalid_configs_are_refused():
 
 def test_trial_command_writes_metrics_and_samples(tmp_path, data_root):
     out = tmp_path / "t"
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "trial", "--family", "ebgan",
-                        "--nLayerG", "2", "--nLayerD", "2", "--sizeG", "32", "--sizeD", "16",
-                        "--epochs", "1", "--n_train", "128", "--n_eval", "100", "--batch_size", "32",
-                        "--data-root", str(data_root), "--out", str(out), "--threads", "2"],
-                       capture_output=True, text=True, timeout=300)
+    r = gansweep("trial", "--family", "ebgan", "--nLayerG", "2", "--nLayerD", "2", "--sizeG", "32", "--sizeD", "16",
+                 "--epochs", "1", "--n_train", "128", "--n_eval", "100", "--batch_size", "32",
+                 "--data-root", data_root, "--out", out, "--threads", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "ok" and m["epochs_done"] == 1 and m["family"] == "ebgan"
