@@ -46,8 +46,8 @@ THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 
 # The Ray tests' modules in two queues of about equal time (measured in .ci/run, under the other's
 # load): a module not named here joins the first.
-RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_trackers", "test_storage"),
-              "ray-2": ("test_reliability", "test_run_dir", "test_slurm", "test_plugins")}
+RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_trackers", "test_storage", "test_plugins"),
+              "ray-2": ("test_reliability", "test_run_dir", "test_slurm", "test_device_check")}
 
 
 def ray_queue(module: str) -> str:
