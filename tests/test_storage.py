@@ -60,6 +60,24 @@ def s3_server():
         proc.wait(timeout=30)
 
 
+def _bucket_results(env: dict, prefix: str, ok_at_least: int) -> pd.DataFrame | None:
+    """The results table as the bucket holds it, once it shows at least ok_at_least finished points."""
+    from pyarrow import fs as pafs
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        fs, root = pafs.FileSystem.from_uri(f"s3://{BUCKET}/{prefix}/results.parquet")
+        with fs.open_input_file(root) as f:
+            df = pd.read_parquet(f)
+    except (OSError, ValueError):  # not there yet, or caught mid-upload
+        return None
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return df if (df.status == "ok").sum() >= ok_at_least else None
+
+
 def _objects(env: dict, prefix: str) -> set[str]:
     from pyarrow import fs as pafs
 
@@ -85,10 +103,12 @@ def test_a_run_in_s3_resumes_from_a_fresh_folder_with_only_its_uri(tmp_path, dat
     proc = start("run", "--preset", "s", "--name", "s", "--storage", f"s3://{BUCKET}/runs", "--num-cpus", "2",
                  "--max-concurrent", "1", "--quiet", cwd=first)
     local = first / "runs" / "s"
-    before = wait_for(lambda: results_with(local, 2), 240, "two finished points", proc)
-    # the record is in the bucket beside Tune's experiment, pushed after each write of the tables
-    stored = wait_for(lambda: (lambda o: o if {"gansweep.json", "sweep.yaml", "results.parquet"} <= o else None)(
-        _objects(s3_server, "runs/s")), 60, "the record in the bucket")
+    wait_for(lambda: results_with(local, 2), 240, "two finished points", proc)
+    # the record is in the bucket beside Tune's experiment, pushed after each write of the tables: what
+    # the bucket's table says finished is what must not train again (the local table can be a push ahead)
+    before = wait_for(lambda: _bucket_results(s3_server, "runs/s", 2), 60, "two finished points in the bucket", proc)
+    stored = _objects(s3_server, "runs/s")
+    assert {"gansweep.json", "sweep.yaml", "results.parquet"} <= stored
     assert any(o.startswith("tune/") for o in stored) and not (local / "tune").exists()
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray instance
     proc.wait(timeout=30)
