@@ -69,10 +69,11 @@ def pytest_collection_modifyitems(config, items):
     """Queues for `pytest -n 3 --dist loadgroup` (the README's test command): the tests that start
     Ray in two queues, which start at once on two workers (see pytest_configure), so at most two
     Ray instances share the cores; the other tests by module, so a module's fixtures are built
-    once, on the third worker or whichever is free next. Ray tests mostly wait (for Ray to start,
-    for a signal to land, for a Slurm job): in one queue, with the Slurm and S3 tests, pytest took
-    19 min; in two queues on two workers 17 min 39 s, the machine 1.2 cores busy on average, which
-    the third worker's CPU-bound tests fill. Without xdist the marks do nothing.
+    once, on the third worker or whichever is free next. In one queue, with the Slurm and S3 tests,
+    pytest took 19 min; in two queues on two workers 17 min 39 s; on three, 14 min 34 s, and
+    11 min 58 s once the commands without Ray ran in-process and OpenMP stopped spinning (the cores
+    are busy throughout: vmstat under 15% idle until the last minute). Without xdist the marks do
+    nothing.
     tests/test_layout.py checks that xdist keeps the groups."""
     def group(item) -> str:
         return ray_queue(item.module.__name__) if item.get_closest_marker("ray") else item.module.__name__
