@@ -151,6 +151,11 @@ def score_epoch(run: PointRun, metrics: dict, scorer: Scorer, samples: torch.Ten
     return run.record_scores(metrics, scores, kept)
 
 
+def set_tf32(on: bool) -> None:
+    """TF32 matmuls and convolutions on CUDA, on or off, for the whole process."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+
+
 def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str | torch.device = "cpu",
                resume: list[dict | None] | None = None) -> list[PointRun]:
     """The PointRuns of a pack, built (or restored from `PointRun.checkpoint()` states).
@@ -162,8 +167,7 @@ def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str 
     device = torch.device(device)
     if len({c.tf32 for c in cfgs}) > 1:
         raise ValueError("the points of a pack share the tf32 setting")
-    # process-wide switches: set for every pack, so a reused worker never keeps another run's
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].tf32
+    set_tf32(cfgs[0].tf32)  # process-wide: set for every pack, so a reused worker never keeps another run's
     if train_images.dtype == torch.uint8:
         data = prepare_data(train_images, max(c.n_train for c in cfgs), device)  # (n_train, 1024) in [-1, 1]
     else:
