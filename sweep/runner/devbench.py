@@ -25,6 +25,7 @@ import torch
 
 from sweep.plan.config import TrialConfig
 from sweep.runner.bench import POINTS, train_flops_per_sample
+from sweep.train.loop import set_tf32
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,6 @@ def device_name(device: torch.device) -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def set_tf32(on: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
 
 
 def matmul_tflops(device: torch.device, n: int, tf32: bool) -> float:
@@ -95,16 +92,16 @@ def epoch_seconds(cfgs: list[TrialConfig], data: torch.Tensor, device: torch.dev
     from sweep.train.backends import backend_for
     from sweep.train.loop import start_pack, train_epoch
 
-    for timed in (False, True):
-        runs = start_pack(cfgs, data, device)
-        pack = backend_for(runs)
+    def one() -> float:
+        pack = backend_for(start_pack(cfgs, data, device))
         sync(device)
         t0 = time.perf_counter()
         train_epoch(pack)  # ends in .tolist() of the metrics: the device has finished
         sync(device)
-        if timed:
-            return time.perf_counter() - t0
-    raise AssertionError("unreachable")
+        return time.perf_counter() - t0
+
+    one()  # warm-up
+    return one()
 
 
 def launches_per_point_step(cfgs: list[TrialConfig], data: torch.Tensor, device: torch.device) -> float:
@@ -200,7 +197,7 @@ def concurrency(device: torch.device, data_root, budget: Budget, tf32: bool) -> 
 
 
 # --------------------------------------------------------------------------- all of it
-def run_device_bench(device: str, data_root, budget: Budget, log=print, sections=("b", "d", "e")) -> dict:
+def run_device_bench(device: str, data_root, budget: Budget, log=print) -> dict:
     from sweep.train.data import load_mnist
     from sweep.train.point import prepare_data
     from sweep.train.scoring import build_scorer
@@ -216,15 +213,12 @@ def run_device_bench(device: str, data_root, budget: Budget, log=print, sections
         log(f"{key}: matmul rate ...")
         rate = matmul_tflops(dev, budget.matmul_n, tf32)
         r = res[key] = {"matmul_tflops": rate}
-        if "b" in sections:
-            log(f"{key}: (b) throughput ...")
-            r["throughput"] = throughput(dev, data, budget, tf32, rate)
-        if "e" in sections:
-            log(f"{key}: (e) packs of {', '.join(map(str, budget.pack_sizes))} ...")
-            r["packs"] = packs(dev, data, budget, tf32)
-        if "d" in sections:
-            log(f"{key}: (d) {', '.join(map(str, budget.processes))} processes at once ...")
-            r["concurrency"] = concurrency(dev, data_root, budget, tf32)
+        log(f"{key}: (b) throughput ...")
+        r["throughput"] = throughput(dev, data, budget, tf32, rate)
+        log(f"{key}: (e) packs of {', '.join(map(str, budget.pack_sizes))} ...")
+        r["packs"] = packs(dev, data, budget, tf32)
+        log(f"{key}: (d) {', '.join(map(str, budget.processes))} processes at once ...")
+        r["concurrency"] = concurrency(dev, data_root, budget, tf32)
     set_tf32(False)
     return res
 
@@ -236,13 +230,13 @@ def format_device_table(res: dict) -> str:
             continue
         r = res[key]
         lines += ["", f"[{key.replace('_', ' ')}] matmul {r['matmul_tflops']:.1f} TFLOP/s"]
-        for name, t in r.get("throughput", {}).items():
+        for name, t in r["throughput"].items():
             lines.append(f"  (b) {name:<9} alone {t['samples_per_s']:>10,.0f} samples/s  {t['step_ms']:7.3f} ms/step  "
                          f"{t['tflops']:7.3f} TFLOP/s  MFU {t['mfu']:6.1%}")
-        for name, ks in r.get("packs", {}).items():
+        for name, ks in r["packs"].items():
             cells = "  ".join(f"K={k}: {v['samples_per_s']:,.0f}/s {v['ratio_vs_alone']:.2f}x "
                               f"{v['launches_per_point_step']:.0f} launches" for k, v in ks.items())
             lines.append(f"  (e) {name:<9} {cells}")
-        for n, c in r.get("concurrency", {}).items():
+        for n, c in r["concurrency"].items():
             lines.append(f"  (d) {n} at once: {c['total_samples_per_s']:,.0f} samples/s, {c['speedup_vs_one']:.2f}x one")
     return "\n".join(lines)
