@@ -60,36 +60,37 @@ def s3_server():
         proc.wait(timeout=30)
 
 
-def _bucket_results(env: dict, prefix: str, ok_at_least: int) -> pd.DataFrame | None:
-    """The results table as the bucket holds it, once it shows at least ok_at_least finished points."""
+def _bucket(env: dict, path: str):
+    """(pyarrow filesystem, path) of s3://BUCKET/path, with env's endpoint and keys, which from_uri
+    reads from the environment (set only for the call)."""
     from pyarrow import fs as pafs
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        fs, root = pafs.FileSystem.from_uri(f"s3://{BUCKET}/{prefix}/results.parquet")
-        with fs.open_input_file(root) as f:
-            df = pd.read_parquet(f)
-    except (OSError, ValueError):  # not there yet, or caught mid-upload
-        return None
+        return pafs.FileSystem.from_uri(f"s3://{BUCKET}/{path}")
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _bucket_results(env: dict, prefix: str, ok_at_least: int) -> pd.DataFrame | None:
+    """The results table as the bucket holds it, once it shows at least ok_at_least finished points."""
+    fs, path = _bucket(env, f"{prefix}/results.parquet")
+    try:
+        with fs.open_input_file(path) as f:
+            df = pd.read_parquet(f)
+    except (OSError, ValueError):  # not there yet, or caught mid-upload
+        return None
     return df if (df.status == "ok").sum() >= ok_at_least else None
 
 
 def _objects(env: dict, prefix: str) -> set[str]:
     from pyarrow import fs as pafs
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        fs, root = pafs.FileSystem.from_uri(f"s3://{BUCKET}/{prefix}")  # from_uri reads AWS_ENDPOINT_URL
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        return {i.path.removeprefix(f"{BUCKET}/{prefix}/") for i in infos if i.type == pafs.FileType.File}
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    fs, root = _bucket(env, prefix)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return {i.path.removeprefix(f"{BUCKET}/{prefix}/") for i in infos if i.type == pafs.FileType.File}
 
 
 @pytest.mark.ray
