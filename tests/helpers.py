@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,8 +27,20 @@ def strip(history):
 
 
 def cli(*args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweep.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout, env=env)
+    """`gansweep ARGS` in a new interpreter. One that has not ended by the timeout is asked for its
+    threads' stacks (SIGUSR2, sweep/cli/__init__.py), then killed: the failure says where it hung."""
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR2)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)  # with its local Ray instance
+        out, err = proc.communicate()
+        raise AssertionError(f"gansweep {' '.join(map(str, args))} still running after {timeout}s; its output:\n"
+                             f"{out[-3000:]}\nits stderr, with the stacks:\n{err[-12000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def gansweep(*args, cwd, env: dict | None = None) -> subprocess.CompletedProcess:

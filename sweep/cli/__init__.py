@@ -18,8 +18,10 @@ warnings go through the "gansweep" logger (common.setup_logging: -q, -v).
 """
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
+import signal
 import sys
 
 from sweep.cli.common import Parser, add_verbosity, setup_logging
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import PluginError
     from sweep.train.data import DataError
 
+    # `kill -USR2 PID` prints where every thread of a gansweep that seems hung is, on its stderr, and
+    # it goes on (a driver waiting on storage, say; its Ray workers' stacks: `py-spy dump --pid`).
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # (Tune takes SIGUSR1: stop)
     try:
         a = build_parser().parse_args(argv)
         setup_logging(a.verbose, a.quiet)
