@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # `kill -USR2 PID` prints where every thread of a gansweep that seems hung is, on its stderr, and
     # it goes on (a driver waiting on storage, say; its Ray workers' stacks: `py-spy dump --pid`).
-    faulthandler.register(signal.SIGUSR2, all_threads=True)  # (Tune takes SIGUSR1: stop)
+    faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)  # (Tune takes SIGUSR1: stop)
     try:
         a = build_parser().parse_args(argv)
         setup_logging(a.verbose, a.quiet)
