@@ -44,6 +44,27 @@ def test_missing_dataset_names_both_options(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda raw: raw[: len(raw) - 784], "holds 47039216 bytes of data, its header says 60000 x 28 x 28"),
+    (lambda raw: b"\x00\x00\x0d" + raw[3:], "is not an IDX file of unsigned bytes"),  # 0x0d: float32
+    (lambda raw: raw[:4] + (59999).to_bytes(4, "big") + raw[8:16 + 59999 * 784], "the train set is (59999, 28, 28)"),
+])
+def test_a_damaged_mnist_file_is_one_line(tmp_path, data_root, damage, fragment):
+    """MNIST is read with numpy (sweep/train/data.py read_idx): a file cut short, of another type, or
+    of another count is refused by name, as torchvision would have refused it."""
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (data_root / "MNIST" / "raw").glob("*-ubyte"):
+        (raw / f.name).symlink_to(f)
+    images = raw / "train-images-idx3-ubyte"
+    body = damage(images.read_bytes())
+    images.unlink()
+    images.write_bytes(body)
+    r = gansweep("trial", "--epochs", "1", "--data-root", tmp_path / "mnist", "--out", tmp_path / "o")
+    assert_one_line_error(r, "cannot read MNIST", fragment)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("array,fragment", [
     (np.zeros((5, 28, 27), np.uint8), "expected shape"),
     (np.zeros((5, 784), np.uint8), "expected shape"),
