@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers import FAMILIES, TINY_DCGAN, gansweep, strip
+from helpers import FAMILIES, REPO, TINY_DCGAN, gansweep, strip
 from sweep.plan.config import TrialConfig
 from sweep.record.rows import summarize
 from sweep.train.loop import run_pack, run_trial
@@ -283,3 +283,50 @@ def test_dropout_code_false_leaves_the_code_unmasked(arch):
     assert not torch.equal(*masked) and (masked[0] == 0).float().mean() > 0.3  # half the code dropped
     if arch == "mlp":
         assert torch.equal(nets[False](x).code, nets[False](x).code)
+
+
+# A pack of two points trained one epoch, checkpointed and restored, in a fresh interpreter: prints
+# whether torch._dynamo (or torchvision) was imported, and what it computed.
+_EAGER = """
+import json, sys
+PRE
+import torch
+from sweep.plan.config import TrialConfig
+from sweep.train.backends import backend_for
+from sweep.train.data import load_mnist
+from sweep.train.loop import start_pack, train_epoch
+torch.set_num_threads(1)
+cfgs = [TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, lr=lr, epochs=2, n_train=256,
+                    batch_size=32, n_eval=100) for lr in (1e-3, 1e-4)]
+images = load_mnist(sys.argv[1]).train_images
+runs = start_pack(cfgs, images)
+pack = backend_for(runs)
+metrics = [m for _, m in sorted(train_epoch(pack).items(), key=lambda kv: kv[0].cfg.lr)]
+pack.write_back()
+runs = start_pack(cfgs, images, resume=[r.checkpoint() for r in runs])  # the optimizers' state round trip
+weights = [sum(float(p.double().sum()) for p in r.g.parameters()) for r in runs]
+moments = [sum(float(s["exp_avg_sq"].double().sum()) for s in r.opt_g.state_dict()["state"].values()) for r in runs]
+print(json.dumps({"dynamo": "torch._dynamo" in sys.modules, "torchvision": "torchvision" in sys.modules,
+                  "losses": [[m["loss_d"], m["loss_g"]] for m in metrics], "weights": weights, "moments": moments}))
+"""
+
+
+def test_training_imports_neither_dynamo_nor_torchvision_and_computes_the_same(data_root):
+    """A Ray worker's first trial paid 1.8 s of CPU importing torch._dynamo (torch's optimizers
+    import it on first use, sweep/train/point.py _optimizers_without_dynamo) and the driver 2.5 s
+    importing torchvision to read MNIST (sweep/train/data.py). Without them, the same numbers as
+    with dynamo's wrappers in place."""
+    import subprocess
+    import sys
+
+    def run(pre: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", _EAGER.replace("PRE", pre), str(data_root)], capture_output=True,
+                             text=True, timeout=300, cwd=REPO)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    eager, wrapped = run(""), run("import torch._dynamo")
+    assert not eager["dynamo"] and not eager["torchvision"]
+    assert wrapped["dynamo"]
+    assert eager["losses"] == wrapped["losses"] and eager["weights"] == wrapped["weights"]
+    assert eager["moments"] == wrapped["moments"] and all(m > 0 for m in eager["moments"])

@@ -40,7 +40,28 @@ def build_models(cfg: TrialConfig, device: torch.device):
     return fam, g.to(device), d.to(device)
 
 
+def _optimizers_without_dynamo() -> None:
+    """Optimizer methods that run eagerly, without importing torch._dynamo first.
+
+    torch wraps Optimizer.add_param_group, zero_grad, state_dict and load_state_dict in
+    torch._compile._disable_dynamo, whose first call imports torch._dynamo (1.8 s of CPU)
+    only to keep them out of torch.compile's tracing: every Ray worker paid it for its
+    first optimizer. Nothing in gansweep compiles; the wrapper caches what it would call
+    in fn.__dynamo_disable, set here to fn itself (in eager mode dynamo's disable is a
+    pass-through, so values are the same). Left alone once torch._dynamo is loaded (by
+    torch.compile, a plugin, or a torch.optim step of the module back-end)."""
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return
+    inner = torch._compile._disable_dynamo(lambda: None).__code__
+    for fn in vars(torch.optim.Optimizer).values():
+        if getattr(fn, "__code__", None) is inner and hasattr(fn, "__wrapped__"):
+            fn.__wrapped__.__dynamo_disable = fn.__wrapped__
+
+
 def make_optimizer(name: str, params, cfg: TrialConfig) -> torch.optim.Optimizer:
+    _optimizers_without_dynamo()
     if name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
     if name == "sgd":
