@@ -52,12 +52,13 @@ def scorer(mnist):
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 
 
-# The Ray tests' modules in two queues of about equal time (measured in .ci/run, under the other's
-# load): a module not named here joins the first.
-# Measured in a full run: engine 460 s, packs 114, storage 63, device_check 97, trackers 43 (777);
-# reliability 518, run_dir 120, slurm 124, plugins 55 (817).
-RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_device_check", "test_trackers"),
-              "ray-2": ("test_reliability", "test_run_dir", "test_slurm", "test_plugins")}
+# The Ray tests' modules in two queues of about equal time (measured in a full run of the README's
+# command, under the other's load): a module not named here joins the first.
+# Measured: engine 195 s, packs 86, device_check 68, storage 43, trackers 26, plugins 23 (440);
+# reliability 261, slurm 109, run_dir 83 (452).
+RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_device_check", "test_trackers",
+                        "test_plugins"),
+              "ray-2": ("test_reliability", "test_run_dir", "test_slurm")}
 
 
 def ray_queue(module: str) -> str:

@@ -58,6 +58,8 @@ def set_environment(rt: Runtime) -> None:
       failed results that a stopped sweep never fetched.
     * Ray's usage statistics are off unless RAY_USAGE_STATS_ENABLED says otherwise: a sweep
       reports to nobody (and see `_skip_callback_census`).
+    * A new local instance starts no idle workers ahead of the driver's first task: Tune's trial
+      actors start their own, so the prestarted ones (one per CPU) only imported Ray and idled.
     """
     if rt.address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -69,6 +71,8 @@ def set_environment(rt: Runtime) -> None:
     os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "0" if verbose else "1"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if rt.address is None:
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 def _skip_callback_census() -> None:
