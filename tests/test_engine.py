@@ -13,19 +13,19 @@ from sweep.plan.config import FIELD_NAMES, SETTINGS
 
 pytestmark = pytest.mark.ray
 
-# Twelve tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT + 1 BEGAN on the paper's nets, 1 GAN on DCGAN
-# nets), 3 epochs each: a few seconds a trial, long enough to kill the driver while some trials
-# are done and some are not.
+# Twelve tiny points (4 GAN + 4 EBGAN + 2 EBGAN-PT + 1 BEGAN on the paper's nets, 1 GAN on the
+# smallest DCGAN nets), 3 epochs of 32 steps each: about a second a trial, long enough to kill the
+# driver while some trials are done and some are not.
 SWEEP = """
 presets:
   t:
     seeds: [0]
-    settings: {epochs: 3, batch_size: 32, n_train: 2048, n_eval: 200}
+    settings: {epochs: 3, batch_size: 32, n_train: 1024, n_eval: 200}
     grids:
       gan:
         - {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false],
            optimD: [adam], optimG: [adam, sgd], lr: [0.001, 0.0001]}
-        - {arch: [dcgan], nLayerG: [5], nLayerD: [5], sizeG: [16], sizeD: [16], dropoutD: [false],
+        - {arch: [dcgan], nLayerG: [4], nLayerD: [4], sizeG: [16], sizeD: [8], dropoutD: [false],
            optimD: [adam], optimG: [adam], lr: [0.0002]}
       ebgan: {nLayerG: [2], nLayerD: [2, 3], sizeG: [32], sizeD: [16], dropoutD: [false, true],
               optimD: [adam], optimG: [adam], lr: [0.001]}
@@ -68,13 +68,13 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file, monkeypatch):
     assert (df["status"] == "ok").all() and (df["epochs_done"] == 3).all()
     assert df["family"].value_counts().to_dict() == {"gan": 5, "ebgan": 4, "ebgan_pt": 2, "began": 1}
     assert df.loc[df.arch == "dcgan", "point_id"].tolist() == [
-        "gan-dcgan-G5x16-D5x16-nodrop-adam.adam-lr0.0002-s0"]
+        "gan-dcgan-G4x16-D4x8-nodrop-adam.adam-lr0.0002-s0"]
     began = df[df.family == "began"].iloc[0]
     assert began.energy_norm == "l1" and 0 <= began.k_t <= 1 and began.m_global > 0
     assert df["i_prime"].notna().all() and df["inception_score"].between(1, 10).all()
     assert (df["best_epoch"].between(1, 3)).all()
     assert (df["best_i_prime"] >= df["i_prime"] - 1e-12).all()
-    assert (df["n_train"] == 2048).all() and (df.loc[df.family != "began", "energy_norm"] == "l2").all()
+    assert (df["n_train"] == 1024).all() and (df.loc[df.family != "began", "energy_norm"] == "l2").all()
     assert (df["classifier_sha256"].str.len() == 64).all()
     csv = pd.read_csv(run / "results.csv")
     assert len(csv) == N_POINTS and list(csv.columns) == list(df.columns)
@@ -143,14 +143,14 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert_ledger_holds(run)
 
 
-# Six points of 4 epochs (~1.5 s a point here), one trial at a time: a signal sent as soon as
+# Six points of 4 epochs (under a second a point here), one trial at a time: a signal sent as soon as
 # Tune logs the first point's last epoch lands with one or two points finished, one running
 # and the rest not started.
 SIGNAL_SWEEP = """
 presets:
   s:
     seeds: [0, 1, 2]
-    settings: {epochs: 4, batch_size: 32, n_train: 4096, n_eval: 200}
+    settings: {epochs: 4, batch_size: 32, n_train: 2048, n_eval: 200}
     grids:
       ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [32], sizeD: [16], dropoutD: [false, true],
               optimD: [adam], optimG: [adam], lr: [0.001]}

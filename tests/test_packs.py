@@ -309,7 +309,7 @@ def test_packed_sweep_killed_and_resumed_keeps_every_point_once_on_a_bounded_dis
 
     monkeypatch.setenv("GANSWEEP_DATA", str(data_root))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    grid = {**GRID_32, "settings": {**GRID_32["settings"], "epochs": 3, "n_train": 2048}}
+    grid = {**GRID_32, "settings": {**GRID_32["settings"], "epochs": 3, "n_train": 1024}}
     f = tmp_path / "sweep.yaml"
     f.write_text(yaml.safe_dump({"presets": {"p": grid}}))
     run = tmp_path / "runs" / "a"

@@ -295,7 +295,7 @@ TWO_NODES = """
 presets:
   two:
     seeds: [0, 1, 2]
-    settings: {epochs: 4, batch_size: 32, n_train: 4096, n_eval: 200}
+    settings: {epochs: 4, batch_size: 32, n_train: 2048, n_eval: 200}
     grids:
       ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [64], sizeD: [32], dropoutD: [false, true],
               optimD: [adam], optimG: [adam], lr: [0.001]}

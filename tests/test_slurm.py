@@ -20,7 +20,7 @@ CHAIN = """
 presets:
   chain:
     seeds: [0, 1, 2, 3, 4, 5, 6, 7]
-    settings: {epochs: 3, batch_size: 32, n_train: 2048, n_eval: 200}
+    settings: {epochs: 3, batch_size: 32, n_train: 1024, n_eval: 200}
     grids:
       ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [64], sizeD: [32], dropoutD: [false, true],
               optimD: [adam], optimG: [adam], lr: [0.001]}

@@ -34,6 +34,7 @@ import yaml
 from models.losses import LossParams
 from sweep.plan.config import TrialConfig
 from sweep.plan.grid import load_preset
+from sweep.plan.packs import auto_pack_size
 
 # Points of Table 1 for (b) and (c): EBGAN (its auto-encoder D is the larger D).
 POINTS = {
@@ -43,6 +44,7 @@ POINTS = {
 }
 STEPS = {"smallest": 300, "middle": 60, "largest": 30}  # the largest with fewer steps
 PACK_K = 12  # (e): a paper-grid GAN shape holds 12 points (2 x 2 optimizers x 3 lr)
+PACK_KS = (4, PACK_K)  # (e): the pack sizes measured
 
 
 # --------------------------------------------------------------------------- (b) and (c)
@@ -109,23 +111,27 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 
 
 # --------------------------------------------------------------------------- (e) packs
-def pack_profile(images, k: int = 4, steps: int = 20) -> dict:
+def pack_profile(images, ks: tuple[int, ...] = (4,), steps: int = 20) -> dict:
     """Kernel launches (aten ops recorded by torch.profiler, nested ones included) per
     point-step and training samples/s, for the smallest and the middle point: the solo
-    nn.Module step, a stack of one (how a point trains alone), and a pack of k."""
+    nn.Module step, a stack of one (how a point trains alone), and packs of each k; each
+    pack's samples/s against a lone point's (`vs_lone_point`); the ratios named
+    `..._pack_vs_...` read the largest k."""
     from torch.profiler import ProfilerActivity, profile
 
     from sweep.train.backends import ModulePack, StackedPack
     from sweep.train.loop import start_pack, train_epoch
 
     out = {}
+    k = max(ks)
     for name in ("smallest", "middle"):
         base = TrialConfig(family="ebgan", **POINTS[name], epochs=1, n_train=steps * 64, batch_size=64,
                            n_eval=10, seed=0)
         pack = [base.replace(seed=i) for i in range(k)]
         res = {}
-        for label, cfgs, stacked in (("module", pack[:1], False), ("stack_of_1", pack[:1], True),
-                                     (f"pack_of_{k}", pack, True)):
+        variants = [("module", pack[:1], False), ("stack_of_1", pack[:1], True)]
+        variants += [(f"pack_of_{n}", pack[:n], True) for n in ks]
+        for label, cfgs, stacked in variants:
             def epoch():
                 runs = start_pack(cfgs, images)
                 pack = StackedPack(runs) if stacked else ModulePack(runs)
@@ -139,6 +145,8 @@ def pack_profile(images, k: int = 4, steps: int = 20) -> dict:
             seconds = min(epoch() for _ in range(2))  # timed without the profiler
             res[label] = {"points": len(cfgs), "aten_ops_per_point_step": aten / (len(cfgs) * steps),
                           "samples_per_s": len(cfgs) * steps * 64 / seconds}
+        for n in ks:
+            res[f"pack_of_{n}"]["vs_lone_point"] = res[f"pack_of_{n}"]["samples_per_s"] / res["stack_of_1"]["samples_per_s"]
         res["launch_ratio_pack_vs_alone"] = (res[f"pack_of_{k}"]["aten_ops_per_point_step"]
                                              / res["stack_of_1"]["aten_ops_per_point_step"])
         res["throughput_ratio_pack_vs_module"] = (res[f"pack_of_{k}"]["samples_per_s"]
@@ -147,6 +155,14 @@ def pack_profile(images, k: int = 4, steps: int = 20) -> dict:
                                                         / res["module"]["samples_per_s"])
         out[name] = res
     return out
+
+
+def fastest_safe_pack(packs: dict) -> int:
+    """The largest K whose pack of the middle point trains at >= a lone point's samples/s (1 if none):
+    what `--pack auto` may pick on this machine without slowing a sweep down."""
+    ok = [v["points"] for label, v in packs["middle"].items()
+          if label.startswith("pack_of_") and v["vs_lone_point"] >= 1.0]
+    return max(ok, default=1)
 
 
 # --------------------------------------------------------------------------- (a) and (d)
@@ -308,8 +324,8 @@ def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
                       "speedup_2_vs_1_wall": run1["wall_s"] / run2["wall_s"],
                       # throughput while trials run, fixed start-up and shutdown excluded
                       "speedup_2_vs_1": run1["span_s"] / run2["span_s"]}
-    log(f"(e) packs of {PACK_K}: kernel launches and samples/s against a point alone ...")
-    res["packs"] = pack_profile(mnist.train_images, k=PACK_K)
+    log(f"(e) packs of {', '.join(map(str, PACK_KS))}: kernel launches and samples/s against a point alone ...")
+    res["packs"] = pack_profile(mnist.train_images, ks=PACK_KS)
     res["targets"] = targets(res)
     if out is not None:
         from sweep.record.results import write_atomic
@@ -332,6 +348,11 @@ def targets(res: dict) -> list[dict]:
          res["packs"]["middle"]["launch_ratio_pack_vs_alone"], "<=", 1.5 / PACK_K),
         (f"pack of {PACK_K}: samples/s vs solo module step, middle",
          res["packs"]["middle"]["throughput_ratio_pack_vs_module"], ">=", 0.9),
+        (f"pack of {PACK_K}: samples/s vs a lone point, middle",
+         res["packs"]["middle"][f"pack_of_{PACK_K}"]["vs_lone_point"], ">=", 1.0),
+        # --pack auto on this CPU, against the largest measured K that is no slower than a lone point
+        ("--pack auto's K on CPU vs the largest K at >= 1.0x", auto_pack_size(7168, "cpu"), "<=",
+         fastest_safe_pack(res["packs"])),
     ]
     return [{"target": name, "measured": v, "goal": f"{op} {goal:g}",
              "met": v <= goal if op == "<=" else v >= goal} for name, v, op, goal in rows]
@@ -360,10 +381,14 @@ def format_table(res: dict) -> str:
               f"scaling: 1 concurrent {s['run_wall_s_1_concurrent']:.1f}s, 2 concurrent "
               f"{s['run_wall_s_2_concurrent']:.1f}s wall ({s['speedup_2_vs_1_wall']:.2f}x); "
               f"{s['speedup_2_vs_1']:.2f}x while trials run"]
-    lines += ["", f"{'packs (1 thread)':<22} {'aten ops/point-step':>20} {'samples/s':>10}"]
+    lines += ["", f"{'packs (1 thread)':<22} {'aten ops/point-step':>20} {'samples/s':>10} {'vs alone':>9}"]
     for name, r in res["packs"].items():
         for label, v in r.items():
             if isinstance(v, dict):
-                lines.append(f"{name + ' ' + label:<22} {v['aten_ops_per_point_step']:>20.1f} {v['samples_per_s']:>10.0f}")
+                vs = f"{v['vs_lone_point']:>8.2f}x" if "vs_lone_point" in v else ""
+                lines.append(f"{name + ' ' + label:<22} {v['aten_ops_per_point_step']:>20.1f} "
+                             f"{v['samples_per_s']:>10.0f} {vs:>9}")
+    lines.append(f"--pack auto on CPU: {auto_pack_size(7168, 'cpu')}; the largest pack measured at >= 1.0x a lone "
+                 f"point's samples/s: {fastest_safe_pack(res['packs'])} (1: none)")
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,10 +203,41 @@ def experiment_state_problem(tune_path: str) -> str | None:
     if not (p / "tuner.pkl").exists() or not states:
         return "missing"
     try:
-        json.loads(states[-1].read_text())
+        state = json.loads(states[-1].read_text())
         with open(p / "tuner.pkl", "rb") as f:
             if not f.read(1):
                 return "empty tuner.pkl"
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         return f"{states[-1].name} unreadable ({type(e).__name__})"
+    gone = _deleted_checkpoint(p, state)
+    if gone is not None:
+        return f"{states[-1].name}, older than the checkpoints of {gone[0]} (it names {gone[1]}, since deleted)"
+    return None
+
+
+def _deleted_checkpoint(tune_path: Path, state: dict) -> tuple[str, str] | None:
+    """(trial folder, checkpoint) of an unfinished trial whose newest checkpoint, as the experiment
+    state names it, is gone from disk; None if every one is there.
+
+    Tune writes its experiment state to a staging folder and copies it to storage in the background,
+    forcing a copy only every `num_to_keep` checkpoints of a trial, while it deletes a trial's
+    checkpoints beyond `num_to_keep` as soon as newer ones arrive. A driver killed in between leaves
+    a state that names a deleted checkpoint: restoring the trial fails at every retry ("does not
+    exist on storage anymore"), and its points would end `error` with newer checkpoints on disk.
+    The names are read from the pickled checkpoint manager's bytes (no unpickling: Ray is not
+    imported yet), relative to this tune folder, so a run copied elsewhere checks its own files."""
+    for trial_json, meta in state.get("trial_data", []):
+        try:
+            if json.loads(trial_json).get("status") == "TERMINATED":
+                continue  # a finished trial is not restored
+            raw = bytes.fromhex(json.loads(meta)["checkpoint_manager"]["value"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # another Tune's layout: Tune reads it
+        # the kept checkpoints in order, newest last (the latest is the same object, pickled as a
+        # reference): only the newest matters, it is what Tune restores from
+        names = re.findall(rb"([A-Za-z0-9._=+-]+)/(checkpoint_\d{6})", raw)
+        if names:
+            trial_dir, ckpt = (n.decode() for n in names[-1])
+            if (tune_path / trial_dir).is_dir() and not (tune_path / trial_dir / ckpt).is_dir():
+                return trial_dir, ckpt
     return None
