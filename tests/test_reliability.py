@@ -336,3 +336,39 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, env):
         assert sum(failures) >= 1, failures
     finally:
         cluster.shutdown()
+
+
+def _tune_folder(path, names: list[str], status: str = "RUNNING", on_disk: tuple[str, ...] = ()):
+    """A tune folder whose experiment state names these checkpoints of trial T (newest last), as
+    Tune's pickled checkpoint manager holds them: absolute paths of wherever the run first lived."""
+    import pickle
+
+    trial = path / "T"
+    trial.mkdir(parents=True)
+    for c in on_disk:
+        (trial / c).mkdir()
+    manager = pickle.dumps({"_checkpoint_results": [f"/first/home/runs/a/tune/T/{n}" for n in names]})
+    meta = json.dumps({"checkpoint_manager": {"_type": "CLOUDPICKLE_FALLBACK", "value": manager.hex()}})
+    state = {"trial_data": [[json.dumps({"trial_id": "t0", "status": status}), meta]]}
+    (path / "experiment_state-2026-11-27_00-00-00.json").write_text(json.dumps(state))
+    (path / "tuner.pkl").write_bytes(b"x")
+    return path
+
+
+@pytest.mark.parametrize("names, status, on_disk, problem", [
+    # killed after Tune deleted checkpoint_000000 for newer ones, before its state named them
+    (["checkpoint_000000"], "RUNNING", ("checkpoint_000001", "checkpoint_000002"),
+     "experiment_state-2026-11-27_00-00-00.json, older than the checkpoints of T (it names checkpoint_000000, "
+     "since deleted)"),
+    # an older kept one deleted, the newest (what Tune restores) still there
+    (["checkpoint_000000", "checkpoint_000001"], "PENDING", ("checkpoint_000001", "checkpoint_000002"), None),
+    (["checkpoint_000000"], "TERMINATED", ("checkpoint_000002",), None),  # a finished trial is not restored
+    (["checkpoint_000003"], "ERROR", ("checkpoint_000003",), None),
+])
+def test_a_state_naming_a_deleted_checkpoint_is_a_problem(tmp_path, names, status, on_disk, problem):
+    """Tune's experiment state reaches storage after the trial's checkpoints rotate; a killed driver can
+    leave one naming a deleted checkpoint, which Tune fails to restore at every retry. The engine treats
+    that state as damaged and rebuilds the experiment from the tables (newest readable checkpoints)."""
+    from sweep.runner.cluster import experiment_state_problem
+
+    assert experiment_state_problem(str(_tune_folder(tmp_path / "tune", names, status, on_disk))) == problem
