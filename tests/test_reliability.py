@@ -227,7 +227,8 @@ def test_a_full_disk_stops_the_sweep_and_resume_finishes_it(tmp_path, env, small
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (small_disk_free(small_disk) - 2_000_000))  # 2 MB left: the 7.6 MB peak cannot fit
     run = small_disk / "runs" / "d"
-    r = cli("run", "--preset", "d", "--name", "d", "--storage", small_disk / "runs", "--num-cpus", "2", cwd=tmp_path)
+    # refused before Ray starts: in this process (tests/helpers.py gansweep)
+    r = gansweep("run", "--preset", "d", "--name", "d", "--storage", small_disk / "runs", "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 2 and "free some space, or pass --no-disk-check" in r.stderr and not run.exists()
     r = cli("run", "--preset", "d", "--name", "d", "--storage", small_disk / "runs", "--num-cpus", "2",
             "--no-disk-check", cwd=tmp_path)
@@ -239,7 +240,7 @@ def test_a_full_disk_stops_the_sweep_and_resume_finishes_it(tmp_path, env, small
     before = assert_ledger_holds(run)
     assert (before.status != "ok").any() and set(before.status) <= {"ok", "pending"}
 
-    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)  # the space is still short
+    r = gansweep("resume", run, "--num-cpus", "2", cwd=tmp_path)  # the space is still short: refused before Ray
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--no-disk-check" in r.stderr
     filler.unlink()
     r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import assert_ledger_holds, cli, results_with, start, wait_for
+from helpers import assert_ledger_holds, cli, gansweep, results_with, start, wait_for
 
 BUCKET = "gansweep-test"
 SIX = """
@@ -141,7 +141,7 @@ def test_a_run_in_s3_resumes_from_a_fresh_folder_with_only_its_uri(tmp_path, dat
 
 def test_a_uri_without_a_run_is_one_line_and_exit_2(tmp_path, s3_server):
     env = {**os.environ, **s3_server}
-    for cmd in ("resume", "status", "report"):
-        r = cli(cmd, f"s3://{BUCKET}/runs/nothing-here", cwd=tmp_path, env=env)
+    for cmd in ("resume", "status", "report"):  # refused before Ray starts: in this process
+        r = gansweep(cmd, f"s3://{BUCKET}/runs/nothing-here", cwd=tmp_path, env=env)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no run there" in r.stderr, (cmd, r.stderr)
     assert not (tmp_path / "runs").exists()
