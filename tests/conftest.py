@@ -72,7 +72,7 @@ def pytest_collection_modifyitems(config, items):
     Ray instances share the cores; the other tests by module, so a module's fixtures are built
     once, on the third worker or whichever is free next. In one queue, with the Slurm and S3 tests,
     pytest took 19 min; in two queues on two workers 17 min 39 s; on three, 14 min 34 s, and
-    11 min 58 s once the commands without Ray ran in-process and OpenMP stopped spinning, 7 min 48 s
+    11 min 58 s once the commands without Ray ran in-process and OpenMP stopped spinning, 7 min 00 s
     once each `gansweep run` cost less CPU (README.md) and the Ray tests trained less (the cores are
     busy throughout: vmstat about 0% idle until the last minute). Without xdist the marks do
     nothing.
