@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -255,6 +256,61 @@ def small_disk_free(path: Path) -> int:
     import shutil
 
     return shutil.disk_usage(path).free
+
+
+SLOW_SECOND_WORKER = """
+import os, sys, time
+from pathlib import Path
+
+import ray
+from ray import tune
+
+sys.path.insert(0, {repo!r})
+from sweep.runner.scheduling import tune_choices
+
+
+class Quick(tune.Trainable):
+    def setup(self, config):
+        # every worker of a sweep after its first starts 3 s late (a slow import, a busy node)
+        marks = Path(config["marks"])
+        (marks / str(os.getpid())).touch()
+        if len(list(marks.iterdir())) > 1:
+            time.sleep(3.0)
+
+    def step(self):
+        time.sleep(0.1)  # a trial shorter than a worker's start
+        return {{"done": True, "worker": os.getpid()}}
+
+    def reset_config(self, new_config):
+        return True
+
+
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+for name, choices in (("fifo", {{}}), ("gansweep", tune_choices(0, 2, cluster=False))):
+    marks = Path({tmp!r}) / f"started-{{name}}"
+    marks.mkdir()
+    grid = tune.Tuner(Quick, param_space={{"i": tune.grid_search(list(range(60))), "marks": str(marks)}},
+                      tune_config=tune.TuneConfig(reuse_actors=True, **choices),
+                      run_config=tune.RunConfig(name=name, storage_path={tmp!r}, verbose=0,
+                                                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False))).fit()
+    print(name, "workers", len({{r.metrics["worker"] for r in grid}}), "started", len(list(marks.iterdir())),
+          "trials", len(grid))
+"""
+
+
+@pytest.mark.ray
+def test_trials_shorter_than_a_worker_start_keep_every_slot_busy(tmp_path):
+    script = tmp_path / "quick.py"
+    script.write_text(SLOW_SECOND_WORKER.format(repo=str(REPO), tmp=str(tmp_path)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    fifo, ours = [ln for ln in out.stdout.splitlines() if ln.startswith(("fifo ", "gansweep "))]
+    # Tune's FIFO choice hands the trial a worker is starting for to the idle one and kills the
+    # starting worker once it is up, again and again: one worker of two ran every trial.
+    assert fifo.startswith("fifo workers 1 started ") and fifo.endswith(" trials 60")
+    assert int(fifo.split()[4]) > 2
+    # gansweep's choices (sweep/runner/scheduling.py): two workers, each started once, both training
+    assert ours == "gansweep workers 2 started 2 trials 60"
 
 
 # --------------------------------------------------------------------------- bad input

@@ -94,10 +94,15 @@ def _run_config(run: RunDir, rt: Runtime, stalls: StallWatch):
         failure_config=tune.FailureConfig(max_failures=rt.max_failures))
 
 
-def _restored(tuner, run: RunDir, rt: Runtime, stalls: StallWatch):
+def _restored(tuner, run: RunDir, rt: Runtime, stalls: StallWatch, slots: int):
     """A restored Tuner with this session's callbacks (Tune restores the run config it pickled,
-    whose callbacks hold nothing of this session, e.g. where the run directory is now)."""
+    whose callbacks hold nothing of this session, e.g. where the run directory is now), and this
+    session's generator and scheduler (sweep/runner/scheduling.py: its slots, not the first session's)."""
+    from sweep.runner.scheduling import tune_choices
+
     tuner._local_tuner.get_run_config().callbacks = _callbacks(run, rt, stalls)
+    for key, value in tune_choices(rt.max_concurrent, slots, rt.address is not None).items():
+        setattr(tuner._local_tuner._tune_config, key, value)
     return tuner
 
 
@@ -144,7 +149,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
 
         slots = cluster.slots(rt, len(run.packs))
         stalls = StallWatch(run.packs, rt.stall_timeout)
-        tuner = _new_tuner(run, rt, trainable_fn, stalls)
+        tuner = _new_tuner(run, rt, trainable_fn, stalls, slots)
         from sweep.plan.grid import source_name
 
         overridden = preset.overrides.describe()
@@ -156,16 +161,18 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         return _finish_session(run, t0, t_fit, 0.0, slots, stalls.stalls)
 
 
-def _new_tuner(run: RunDir, rt: Runtime, trainable_fn, stalls: StallWatch):
+def _new_tuner(run: RunDir, rt: Runtime, trainable_fn, stalls: StallWatch, slots: int):
     """A new Tune experiment of every pack of the run, the longest first (the sweep's tail is then
-    short trials, not one long straggler)."""
+    short trials, not one long straggler), started by sweep/runner/scheduling.py's rules."""
     from ray import tune
+
+    from sweep.runner.scheduling import tune_choices
 
     order = sorted(run.packs, key=_pack_flops, reverse=True)
     return tune.Tuner(
         trainable_fn, param_space={"pack": tune.grid_search([p.pack_id for p in order])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=rt.max_concurrent or None, reuse_actors=True,
-                                    trial_dirname_creator=_trial_dirname),
+        tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_dirname,
+                                    **tune_choices(rt.max_concurrent, slots, rt.address is not None)),
         run_config=_run_config(run, rt, stalls))
 
 
@@ -223,12 +230,12 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
         slots = cluster.slots(rt, len(run.packs))
         stalls = StallWatch(run.packs, rt.stall_timeout)
         if rebuild is not None:
-            tuner = _new_tuner(run, rt, trainable_fn, stalls)
+            tuner = _new_tuner(run, rt, trainable_fn, stalls, slots)
         else:
             tuner = _restored(tune.Tuner.restore(tune_path, trainable=trainable_fn, resume_unfinished=True,
                                                  resume_errored=not skip_errored and not restart_errored,
                                                  restart_errored=restart_errored and not skip_errored), run, rt,
-                              stalls)
+                              stalls, slots)
         how = (" (errored trials skipped)" if skip_errored else
                " (errored trials restarted from scratch)" if restart_errored else "")
         log.info("resuming %s: %s, %d at a time%s", run.path, _trials_phrase(run.plan, run.packs), slots, how)
