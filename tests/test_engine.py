@@ -220,3 +220,18 @@ def test_a_signal_stops_the_sweep_truthfully_and_resume_finishes_it(tmp_path, da
     assert (a.train_seconds == ok.train_seconds).all() and (a.i_prime == ok.i_prime).all()
     curves = pd.read_parquet(run / "curves.parquet")
     assert len(curves) == 24 and not curves.duplicated(["point_id", "epoch"]).any()
+
+
+def test_a_big_trainable_parameter_is_unpickled_once_per_worker():
+    """Tune's with_parameters decodes every parameter again for each trial a reused worker runs;
+    a `Once` value is decoded at the first and the same object handed to the next ones."""
+    import pickle
+
+    from sweep.runner.worker import Once
+
+    packs = {"p0000": [{"family": "gan", "nLayerG": 2}], "p0001": [{"family": "ebgan", "nLayerG": 3}]}
+    wrapped = Once(packs)
+    first, second = pickle.loads(pickle.dumps(wrapped)), pickle.loads(pickle.dumps(wrapped))
+    assert first == packs and first is not packs and second is first
+    other = pickle.loads(pickle.dumps(Once(packs)))  # another value (another run's): its own copy
+    assert other == packs and other is not first

@@ -375,6 +375,15 @@ def test_a_pack_of_several_stacks_trains_them_in_turn_through_tune(tmp_path, dat
     assert (df.epochs_done == 2).all()
     assert sorted(p.stem for p in (run / "samples").iterdir()) == sorted(df.point_id)
     assert sorted(p.stem for p in (run / "weights").iterdir()) == sorted(df.point_id)
+    # TensorBoard: each point's two epochs once each, though a pack's last report repeats every
+    # point's final report (for the ledger): 12 points x 2 epochs of fid in the 2 trials' files
+    from helpers import tensorboard_scalars
+
+    fid = {}
+    for events in (run / "tune").glob("*/events.out.tfevents.*"):
+        fid.update({tag: steps for tag, steps in tensorboard_scalars(events).items() if tag.endswith("/fid")})
+    assert sorted(fid) == sorted(f"ray/tune/{pid}/fid" for pid in df.point_id)
+    assert all(len(steps) == 2 and steps[0][0] < steps[1][0] for steps in fid.values()), fid
     # rescore: the kept Gs drawn as the run drew them give the recorded scores (up to the
     # stacked model's float rounding); drawn with batch statistics, a table of their own
     import numpy as np

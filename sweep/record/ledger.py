@@ -27,6 +27,9 @@ from sweep.record.rundir import RunDir
 from sweep.record.schema import CURVE_COLUMNS, DIVERGED, ERROR, FINISHED, OK, PENDING, RESULT_COLUMNS
 
 FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
+# ... and at most 1/FLUSH_SPAN of the driver's time: a flush of the paper plan's 7,168 rows takes
+# about a second of CPU that the 2-core machine's workers would otherwise get.
+FLUSH_SPAN = 10
 log = logging.getLogger("gansweep")
 
 
@@ -37,6 +40,14 @@ class Ledger:
                  finished_before: set[str] | None = None):
         self.run, self.planned, self.manifest = run, run.plan, run.manifest
         self.curves: dict[tuple[str, int], dict] = dict(curves or {})
+        self._curves_of: dict[str, dict[int, dict]] = {}  # point_id -> epoch -> the row in self.curves
+        for (pid, ep), row in self.curves.items():
+            self._curves_of.setdefault(pid, {})[ep] = row
+        # point_id -> (its curve's version, the TrialState it was built from, its row): a flush
+        # rebuilds only the rows whose point reported or whose trial changed since the last one
+        self._row_cache: dict[str, tuple[int, TrialState | None, dict]] = {}
+        self._version: dict[str, int] = {}
+        self._ids = [cfg.point_id for cfg in self.planned]  # a property that hashes the config: once
         self.cost = {t.point_id: estimate_flops(t) for t in self.planned}  # for the ETA
         # compute seconds each point had banked before this session (for its overhead)
         self.seen_compute: dict[str, float] = {}
@@ -45,7 +56,7 @@ class Ledger:
         self.session_compute = 0.0
         self.t_start = time.time()
         self.done_at_start: set[str] | None = None
-        self.last_flush, self.dirty = 0.0, True
+        self.last_flush, self.dirty, self.flush_seconds = 0.0, True, 0.0
         self.disk_full = False  # a write failed for want of space (the callback stops the sweep)
         # trial_id -> (trial folder, point ids) of completed trials whose checkpoints are not
         # emptied yet: that waits until the tables on disk record every point of it finished
@@ -72,13 +83,19 @@ class Ledger:
         """One report of a Tune trial: an epoch of some of its pack's points."""
         for point in point_reports(report):
             for key, row in restored_curve_rows(point):
-                self.curves.setdefault(key, row)
+                self._add_curve(key, row, replace=False)
             key, row = curve_row(point)
-            self.curves[key] = row
+            self._add_curve(key, row, replace=True)
             c = compute_s(row)
             self.session_compute += max(0.0, c - self.seen_compute.get(key[0], 0.0))
             self.seen_compute[key[0]] = c
         self.dirty = True
+
+    def _add_curve(self, key: tuple[str, int], row: dict, replace: bool) -> None:
+        if not replace and key in self.curves:
+            return
+        self.curves[key] = self._curves_of.setdefault(key[0], {})[key[1]] = row
+        self._version[key[0]] = self._version.get(key[0], 0) + 1
 
     def save_samples(self, point_id: str, src: Path) -> None:
         """Keep a finished point's last samples (a convenience: never fails the sweep)."""
@@ -119,17 +136,19 @@ class Ledger:
                     shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- tables out
-    def _curves_by_point(self) -> dict[str, list[dict]]:
-        out: dict[str, list[dict]] = {}
-        for (pid, _), row in sorted(self.curves.items()):
-            out.setdefault(pid, []).append(row)
-        return out
-
     def rows(self, trials: dict[str, TrialState]) -> list[dict]:
-        """One row per planned point, in plan order."""
-        by_point = self._curves_by_point()
-        return [point_row(cfg, trials.get(cfg.point_id), by_point.get(cfg.point_id, []), self.manifest)
-                for cfg in self.planned]
+        """One row per planned point, in plan order (the same dicts as before for the points whose
+        curve and trial did not change: read them, never change them)."""
+        out = []
+        for cfg, pid in zip(self.planned, self._ids):
+            state = trials.get(pid)
+            version = self._version.get(pid, 0)
+            cached = self._row_cache.get(pid)
+            if cached is None or cached[0] != version or cached[1] != state:
+                curve = [row for _, row in sorted(self._curves_of.get(pid, {}).items())]
+                cached = self._row_cache[pid] = (version, state, point_row(cfg, state, curve, self.manifest))
+            out.append(cached[2])
+        return out
 
     def curves_frame(self, rows: list[dict]) -> pd.DataFrame:
         """The curves table: a finished point keeps its epochs up to epochs_done (a retry from
@@ -140,6 +159,7 @@ class Ledger:
 
     def flush(self, trials: dict[str, TrialState]) -> list[dict]:
         """Write results and curves (atomically); returns the rows."""
+        t0 = time.thread_time()
         rows = self.rows(trials)
         try:
             write_results(pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), self.run.path)
@@ -154,13 +174,14 @@ class Ledger:
         self.last_flush, self.dirty = time.time(), False
         self._empty_finished_checkpoints(rows)
         self.run.sync()
+        self.flush_seconds = time.thread_time() - t0
         return rows
 
     @property
     def flush_due(self) -> bool:
-        """Something changed and the last write is FLUSH_EVERY_S old: checked before the
-        caller gathers Tune's trial states, which costs a config per trial."""
-        return self.dirty and time.time() - self.last_flush >= FLUSH_EVERY_S
+        """Something changed and the last write is FLUSH_EVERY_S old (or FLUSH_SPAN times the CPU the
+        last flush took): checked before the caller gathers Tune's trial states."""
+        return self.dirty and time.time() - self.last_flush >= max(FLUSH_EVERY_S, FLUSH_SPAN * self.flush_seconds)
 
     # ---------------------------------------------------------------- progress
     def progress_line(self, trials: dict[str, TrialState]) -> str:

@@ -12,8 +12,10 @@ Imports Ray: import it only after sweep/runner/cluster.py has set Ray's environm
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,27 @@ SAMPLES_FILE = "samples.npy"  # the samples, in a one-point checkpoint of ganswe
 # Per worker process, built once and reused by every trial the (reused) actor runs.
 _SCORERS: dict = {}
 _DATASETS: dict = {}
+_UNPICKLED: dict = {}  # Once key -> its value
+
+
+class Once:
+    """A `tune.with_parameters` value that a worker unpickles once, not once per trial.
+
+    with_parameters fetches and decodes every parameter from the object store for every
+    trial a reused actor runs: the pack table of the paper plan (7,168 points' configs)
+    took 15% of a worker's CPU in `gansweep bench --scale`. Its value must be read-only."""
+
+    def __init__(self, value):
+        self.key, self.value = uuid.uuid4().hex, value
+
+    def __reduce__(self):
+        return _unpickle_once, (self.key, pickle.dumps(self.value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _unpickle_once(key: str, blob: bytes):
+    if key not in _UNPICKLED:
+        _UNPICKLED[key] = pickle.loads(blob)
+    return _UNPICKLED[key]
 
 
 def _dataset(images, n_train: int, device: str) -> torch.Tensor:
@@ -223,8 +246,9 @@ def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: in
     arrays to workers without a copy)."""
     from models.registry import plugin_sources
 
-    fn = tune.with_parameters(trainable, images=train_images, clf_state=clf.state_dict(), clf_sha=clf_sha,
+    # numpy arrays reach a worker without a copy; the rest is decoded once per worker (Once)
+    fn = tune.with_parameters(trainable, images=train_images, clf_state=Once(clf.state_dict()), clf_sha=clf_sha,
                               ref_mean=ref.mean, ref_cov=ref.cov, threads=threads, device=device,
-                              finished=finished, packs=packs, keep_weights=keep_weights,
-                              plugins=plugin_sources(), seeds=seeds or {})
+                              finished=Once(finished), packs=Once(packs), keep_weights=keep_weights,
+                              plugins=Once(plugin_sources()), seeds=Once(seeds or {}))
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
