@@ -136,7 +136,7 @@ def test_a_flush_rebuilds_only_the_rows_that_changed(tmp_path):
 
 def test_flushes_take_at_most_a_tenth_of_the_driver(tmp_path):
     """The tables are rewritten every FLUSH_EVERY_S (5 s), or FLUSH_SPAN (10) times the CPU time
-    the last flush took when that is longer (the paper plan's 7,168 rows: about 0.6 s)."""
+    the last flush's writes took when that is longer (the paper plan's 7,168 rows: about 0.5 s)."""
     import time
 
     from sweep.record.ledger import FLUSH_EVERY_S, FLUSH_SPAN

@@ -72,13 +72,9 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, env):
     proc = start("run", "--preset", "one", "--name", "w", "--storage", tmp_path / "runs",
                  "--num-cpus", "2", "--quiet", cwd=tmp_path)
 
-    def two_epochs_reported():
-        try:
-            return True if len(epochs_reported(run)) >= 2 else None
-        except (ValueError, FileNotFoundError):
-            return None
-
-    wait_for(two_epochs_reported, 240, "two reported epochs", proc)
+    # the worker writes each epoch's checkpoint to storage itself (Tune's logs reach it later)
+    wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000001/state.pt")) else None,
+             240, "two checkpointed epochs", proc)
     workers = session_pids(proc.pid, "ray::ImplicitFunc")
     assert workers, "no trial worker found"
     for pid in workers:
@@ -109,13 +105,8 @@ def test_a_stalled_worker_is_stopped_and_its_trial_retried(tmp_path, env):
     proc = start("run", "--preset", "one", "--name", "st", "--storage", tmp_path / "runs", "--num-cpus", "2",
                  "--stall-timeout", "15", cwd=tmp_path)
 
-    def an_epoch_reported():
-        try:
-            return True if len(epochs_reported(run)) >= 1 else None
-        except (ValueError, FileNotFoundError):
-            return None
-
-    wait_for(an_epoch_reported, 240, "a reported epoch", proc)
+    wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000000/state.pt")) else None,
+             240, "a checkpointed epoch", proc)
     workers = session_pids(proc.pid, "ray::ImplicitFunc")
     assert workers, "no trial worker found"
     for pid in workers:
@@ -160,8 +151,11 @@ def test_damaged_checkpoint_is_an_error_then_restart_errored_finishes(tmp_path, 
     run = tmp_path / "runs" / "c"
     proc = start("run", "--preset", "one", "--name", "c", "--storage", tmp_path / "runs",
                  "--num-cpus", "2", "--max-failures", "1", "--quiet", cwd=tmp_path)
-    wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000001/state.pt")) else None,
-             240, "a second checkpoint", proc)
+    def state_names_the_second_checkpoint():  # Tune's state on storage (copied at most every 2 s);
+        states = sorted((run / "tune").glob("experiment_state-*.json"))  # its checkpoint list is hex-pickled
+        return True if states and b"checkpoint_000001".hex() in states[-1].read_text() else None
+
+    wait_for(state_names_the_second_checkpoint, 240, "a state naming the second checkpoint", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     for state in (run / "tune").glob("*/checkpoint_*/state.pt"):
