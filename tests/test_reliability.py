@@ -280,31 +280,28 @@ class Quick(tune.Trainable):
 
 
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-for name, choices in (("fifo", {{}}), ("gansweep", tune_choices(0, 2, cluster=False))):
-    marks = Path({tmp!r}) / f"started-{{name}}"
-    marks.mkdir()
-    grid = tune.Tuner(Quick, param_space={{"i": tune.grid_search(list(range(60))), "marks": str(marks)}},
-                      tune_config=tune.TuneConfig(reuse_actors=True, **choices),
-                      run_config=tune.RunConfig(name=name, storage_path={tmp!r}, verbose=0,
-                                                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False))).fit()
-    print(name, "workers", len({{r.metrics["worker"] for r in grid}}), "started", len(list(marks.iterdir())),
-          "trials", len(grid))
+marks = Path({tmp!r}) / "started"
+marks.mkdir()
+grid = tune.Tuner(Quick, param_space={{"i": tune.grid_search(list(range(40))), "marks": str(marks)}},
+                  tune_config=tune.TuneConfig(reuse_actors=True, **{choices}),
+                  run_config=tune.RunConfig(storage_path={tmp!r}, verbose=0,
+                                            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False))).fit()
+print("workers", len({{r.metrics["worker"] for r in grid}}), "started", len(list(marks.iterdir())), "trials", len(grid))
 """
 
 
 @pytest.mark.ray
 def test_trials_shorter_than_a_worker_start_keep_every_slot_busy(tmp_path):
+    """gansweep's choices (sweep/runner/scheduling.py): two workers, each started once, both training.
+    With Tune's FIFO choice (`choices` of {{}}) the idle worker takes the trial the late one is
+    starting for and the late one is killed once up, again and again: by hand, 1 worker ran all
+    40 trials and 3 were started (docs/reliability.md)."""
     script = tmp_path / "quick.py"
-    script.write_text(SLOW_SECOND_WORKER.format(repo=str(REPO), tmp=str(tmp_path)))
+    script.write_text(SLOW_SECOND_WORKER.format(repo=str(REPO), tmp=str(tmp_path),
+                                                choices="tune_choices(0, 2, cluster=False)"))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
-    fifo, ours = [ln for ln in out.stdout.splitlines() if ln.startswith(("fifo ", "gansweep "))]
-    # Tune's FIFO choice hands the trial a worker is starting for to the idle one and kills the
-    # starting worker once it is up, again and again: one worker of two ran every trial.
-    assert fifo.startswith("fifo workers 1 started ") and fifo.endswith(" trials 60")
-    assert int(fifo.split()[4]) > 2
-    # gansweep's choices (sweep/runner/scheduling.py): two workers, each started once, both training
-    assert ours == "gansweep workers 2 started 2 trials 60"
+    assert [ln for ln in out.stdout.splitlines() if ln.startswith("workers ")] == ["workers 2 started 2 trials 40"]
 
 
 # --------------------------------------------------------------------------- bad input
