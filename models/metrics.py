@@ -127,7 +127,8 @@ class Scorer:
 
     def __init__(self, classifier: torch.nn.Module, reference: FeatureStats,
                  classifier_sha256: str, digit_threshold: float):
-        self.classifier = classifier.eval()
+        # channels-last for good: MnistCNN.predict would switch it there and back for every batch scored
+        self.classifier = classifier.eval().to(memory_format=torch.channels_last)
         self.reference = reference
         self.classifier_sha256 = classifier_sha256
         self.digit_threshold = digit_threshold

@@ -95,12 +95,13 @@ class PackedNet:
         """Network k's parameters, in the order of parameters()."""
         return [solo[k] for _, solo, buffer, _ in self._pairs if not buffer]
 
-    def write_back(self) -> None:
-        """Copy each slice into its solo network (weights, BN statistics), exactly."""
+    def write_back(self, which: list[int] | None = None) -> None:
+        """Copy each slice (of the networks in `which`, default all) into its solo network (weights,
+        BN statistics), exactly."""
         with torch.no_grad():
             for stacked, solo, _, transposed in self._pairs:
-                for k, t in enumerate(solo):
-                    t.copy_(stacked[k].t() if transposed else stacked[k])
+                for k in range(len(solo)) if which is None else which:
+                    solo[k].copy_(stacked[k].t() if transposed else stacked[k])
 
     def keep(self, idx: torch.Tensor) -> None:
         """Drop the points not in idx (a diverged point leaves its pack)."""

@@ -154,6 +154,39 @@ def test_flushes_take_at_most_a_tenth_of_the_driver(tmp_path):
     assert not ledger.flush_due  # nothing new to write
 
 
+def test_the_csv_copies_follow_within_a_minute_and_equal_the_tables_at_the_end(tmp_path):
+    """A periodic flush rewrites the parquet tables and, CSV_EVERY_S (60 s) after the last CSVs, their
+    CSV copies (pandas' CSV writer was two thirds of a flush); the final flush of a session writes all."""
+    import io
+    import time
+
+    import pandas as pd
+
+    from sweep.record.ledger import CSV_EVERY_S
+
+    a, b, c = three_points()
+    ledger = Ledger(RunDir(tmp_path, MANIFEST, (a, b, c)))
+    ledger.flush({})
+    assert CSV_EVERY_S == 60.0 and pd.read_csv(tmp_path / "results.csv")["epochs_done"].tolist() == [0, 0, 0]
+    ledger.ingest(report(a, 1, 1.0))
+    ledger.flush({a.point_id: TrialState("RUNNING", report(a, 1, 1.0), "t1")}, final=False)
+    assert read_results(tmp_path)["epochs_done"].tolist() == [1, 0, 0]
+    assert pd.read_csv(tmp_path / "results.csv")["epochs_done"].tolist() == [0, 0, 0]  # 0 s after the last
+    assert len(pd.read_csv(tmp_path / "curves.csv")) == 0 and len(read_curves(tmp_path)) == 1
+    ledger.last_csv = time.time() - 61.0
+    ledger.flush({a.point_id: TrialState("RUNNING", report(a, 1, 1.0), "t1")}, final=False)
+    assert pd.read_csv(tmp_path / "results.csv")["epochs_done"].tolist() == [1, 0, 0]
+    ledger.ingest(report(b, 1, 2.0))
+    states = {a.point_id: TrialState("TERMINATED", report(a, 1, 1.0), "t1"),
+              b.point_id: TrialState("RUNNING", report(b, 1, 2.0), "t2")}
+    ledger.flush(states, final=False)
+    assert pd.read_csv(tmp_path / "results.csv")["epochs_done"].tolist() == [1, 0, 0]
+    ledger.flush(states)  # the session's last: the CSVs hold what the parquet tables hold
+    assert pd.read_csv(tmp_path / "results.csv")["epochs_done"].tolist() == [1, 1, 0]
+    for name, table in (("results", read_results(tmp_path)), ("curves", read_curves(tmp_path))):
+        assert pd.read_csv(tmp_path / f"{name}.csv").equals(pd.read_csv(io.StringIO(table.to_csv(index=False))))
+
+
 def test_finished_rows_drop_stale_epochs_of_an_earlier_attempt(tmp_path):
     """A restart from scratch that diverged at epoch 1 leaves no epoch 2 from the first attempt."""
     a = CFG

@@ -267,6 +267,39 @@ def test_a_diverging_point_leaves_its_neighbours_unchanged(mnist, scorer, one_th
         assert len(runs[i].history) == 3
 
 
+def test_a_pack_checkpoint_holds_each_points_samples_once_and_restores_them(tmp_path, mnist, scorer):
+    """A pack's checkpoint is written per stack and epoch and copied by Tune file by file: the scored
+    points' samples are in one samples.npz, not also in state.pt, and load_checkpoint puts them back
+    (a point not yet scored has none); the callback's reader also reads the older layout."""
+    import numpy as np
+    from ray.tune import Checkpoint
+
+    from sweep.runner.worker import checkpoint_samples, load_checkpoint, save_checkpoint
+    from sweep.train.loop import start_pack
+
+    base = TrialConfig(family="gan", **{**PACK_TINY, "epochs": 1, "n_train": 64})
+    done = run_pack([base, base.replace(seed=1)], mnist.train_images, scorer)
+    fresh, = start_pack([base.replace(seed=2)], mnist.train_images)  # built, never scored
+    points = {r.cfg.point_id: r.checkpoint() for r in [*done, fresh]}
+    ids = list(points)
+    save_checkpoint(points, tmp_path, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.npz", "state.pt"]
+    state = torch.load(tmp_path / "state.pt", weights_only=True)["points"]
+    assert [("samples" in st, "G" in st) for st in state.values()] == [(False, False), (False, False), (False, True)]
+    back = load_checkpoint(Checkpoint.from_directory(str(tmp_path)), "p", "cpu")
+    assert list(back) == ids and back[ids[2]]["samples"] is None
+    for r in done:
+        assert back[r.cfg.point_id]["samples"].shape == (64, 32, 32)
+        assert torch.equal(back[r.cfg.point_id]["samples"], r.samples)
+    assert all(torch.equal(back[ids[2]]["G"][k], v) for k, v in fresh.g.state_dict().items())
+    assert sorted(checkpoint_samples(tmp_path, ids)) == sorted(ids[:2])
+    old = tmp_path / "old"  # a pack checkpoint before samples.npz: samples/<point_id>.npy
+    (old / "samples").mkdir(parents=True)
+    np.save(old / "samples" / f"{ids[0]}.npy", done[0].samples.numpy())
+    assert list(checkpoint_samples(old, ids)) == [ids[0]]
+    assert np.array_equal(checkpoint_samples(old, ids)[ids[0]], done[0].samples.numpy())
+
+
 class _Killed(Exception):
     pass
 

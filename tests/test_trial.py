@@ -88,6 +88,32 @@ def test_same_seed_same_result_other_seed_other_result(mnist, scorer):
     assert strip(a) != strip(c)
 
 
+def test_a_points_streams_are_those_torch_manual_seed_gives(mnist):
+    """A point's private copy of torch's global RNG is read from a fresh generator (torch.manual_seed
+    also seeds CUDA, lazily, at a traceback's cost per call without CUDA): the same state, hence the
+    same weights as torch.manual_seed(seed) and building the nets; the caller's stream untouched."""
+    from sweep.train.point import PointRun, prepare_data
+
+    cfg = TrialConfig(family="ebgan", dropoutD=True, **{**TINY, "seed": 7})
+    torch.manual_seed(123)
+    outer = torch.get_rng_state()
+    run = PointRun(cfg, prepare_data(mnist.train_images, cfg.n_train, "cpu"), torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), outer)
+    torch.manual_seed(7)
+    assert torch.equal(run._seeded_rng()[0], torch.get_rng_state())
+    _, g, d = build_models(cfg, torch.device("cpu"))
+    for mine, fresh in ((run.g, g), (run.d, d)):
+        a, b = mine.state_dict(), fresh.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_points_checkpoint_holds_no_weights_nor_streams(mnist, scorer):
+    """It never trains again: its history, times, samples and config are what a resume reads."""
+    cfg = TrialConfig(family="gan", **TINY)
+    run, = run_pack([cfg], mnist.train_images, scorer)
+    assert sorted(run.checkpoint()) == ["config", "epoch", "eval_seconds", "history", "samples", "train_seconds"]
+
+
 class _Stop(Exception):
     pass
 

@@ -76,7 +76,8 @@ class TrialConfig:
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # every field is a scalar: dataclasses.asdict's recursive deep copy cost 2.5% of a small trial
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
     @property
     def model(self) -> str:

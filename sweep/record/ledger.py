@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sweep.plan.grid import estimate_flops
@@ -30,6 +31,9 @@ FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at t
 # ... and at most 1/FLUSH_SPAN of the driver's time: writing the paper plan's 7,168 rows and their
 # curves (parquet and CSV) takes about 0.5 s of CPU that a 2-core machine's workers would otherwise get.
 FLUSH_SPAN = 10
+# The CSV copies, during a session, at most this often (and always at its end): pandas' CSV writer
+# took two thirds of a flush, a fifth of the driver's CPU at the paper plan's 7,168 rows.
+CSV_EVERY_S = 60.0
 log = logging.getLogger("gansweep")
 
 
@@ -56,7 +60,7 @@ class Ledger:
         self.session_compute = 0.0
         self.t_start = time.time()
         self.done_at_start: set[str] | None = None
-        self.last_flush, self.dirty, self.flush_seconds = 0.0, True, 0.0
+        self.last_flush, self.dirty, self.flush_seconds, self.last_csv = 0.0, True, 0.0, 0.0
         self.disk_full = False  # a write failed for want of space (the callback stops the sweep)
         # trial_id -> (trial folder, point ids) of completed trials whose checkpoints are not
         # emptied yet: that waits until the tables on disk record every point of it finished
@@ -97,20 +101,24 @@ class Ledger:
         self.curves[key] = self._curves_of.setdefault(key[0], {})[key[1]] = row
         self._version[key[0]] = self._version.get(key[0], 0) + 1
 
-    def save_samples(self, point_id: str, src: Path) -> None:
+    def save_samples(self, point_id: str, samples: np.ndarray) -> None:
         """Keep a finished point's last samples (a convenience: never fails the sweep)."""
-        self._keep(point_id, src, self.run.samples_dir, "npy", "samples")
+        def write(path):
+            with open(path, "wb") as f:
+                np.save(f, samples)
+        self._keep(point_id, write, self.run.samples_dir, "npy", "samples")
 
     def save_weights(self, point_id: str, src: Path) -> None:
         """Keep a finished point's final G weights (--keep-weights), as a state_dict."""
-        self._keep(point_id, src, self.run.weights_dir, "pt", "G weights")
+        if src.exists():
+            self._keep(point_id, lambda p: shutil.copyfile(src, p), self.run.weights_dir, "pt", "G weights")
 
-    def _keep(self, point_id: str, src: Path, folder: Path, ext: str, what: str) -> None:
-        if point_id in self.finished_before or not src.exists():
+    def _keep(self, point_id: str, write, folder: Path, ext: str, what: str) -> None:
+        if point_id in self.finished_before:
             return
         try:
             folder.mkdir(exist_ok=True)
-            write_atomic(folder / f"{point_id}.{ext}", lambda p: shutil.copyfile(src, p))
+            write_atomic(folder / f"{point_id}.{ext}", write)
         except OSError as e:
             self.disk_full |= e.errno == errno.ENOSPC
             log.warning("could not copy %s of %s: %s", what, point_id, e)
@@ -157,13 +165,15 @@ class Ledger:
         keep = [row for (pid, ep), row in sorted(self.curves.items()) if ep <= done.get(pid, ep)]
         return pd.DataFrame(keep, columns=list(CURVE_COLUMNS))
 
-    def flush(self, trials: dict[str, TrialState]) -> list[dict]:
-        """Write results and curves (atomically); returns the rows."""
+    def flush(self, trials: dict[str, TrialState], final: bool = True) -> list[dict]:
+        """Write results and curves (atomically); returns the rows. Their CSV copies only when final
+        (the end of a session) or CSV_EVERY_S after the last ones."""
         rows = self.rows(trials)
         t0 = time.thread_time()  # the writes: a resumed session's first rows() builds every row once
+        csv = final or time.time() - self.last_csv >= CSV_EVERY_S
         try:
-            write_results(pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), self.run.path)
-            write_curves(self.curves_frame(rows), self.run.path)
+            write_results(pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), self.run.path, csv)
+            write_curves(self.curves_frame(rows), self.run.path, csv)
         except OSError as e:
             # e.g. a full disk: the previous tables stay intact (atomic writes) and the
             # sweep goes on; the next flush tries again.
@@ -172,6 +182,8 @@ class Ledger:
             log.warning("could not write the results tables (%s); retrying at the next update", e)
             return rows
         self.last_flush, self.dirty = time.time(), False
+        if csv:
+            self.last_csv = self.last_flush
         self._empty_finished_checkpoints(rows)
         self.run.sync()
         self.flush_seconds = time.thread_time() - t0

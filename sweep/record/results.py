@@ -14,6 +14,9 @@ not run yet are `pending`), with the fully resolved config beside the scores:
 
 RUN_DIR/curves.parquet (and .csv): the long table, one row per (point_id, epoch).
 
+The parquet tables are the record, rewritten every few seconds during a sweep; the CSV copies
+follow them within a minute (sweep/record/ledger.py CSV_EVERY_S) and equal them when a session ends.
+
 Every file is written to a temporary name in the same folder and renamed over
 the old one, so a reader (or a crash, or a full disk) never sees half a table.
 """
@@ -58,18 +61,19 @@ def write_atomic(path: Path, write) -> None:
         raise
 
 
-def write_table(df: pd.DataFrame, run_dir: Path, parquet_name: str, csv_name: str) -> None:
-    # Parquet first: it is the table of record; the CSV is a convenience copy.
+def write_table(df: pd.DataFrame, run_dir: Path, parquet_name: str, csv_name: str, csv: bool = True) -> None:
+    # Parquet first: it is the table of record; the CSV is a convenience copy (csv=False: not now).
     write_atomic(run_dir / parquet_name, lambda p: df.to_parquet(p, index=False))
-    write_atomic(run_dir / csv_name, lambda p: df.to_csv(p, index=False))
+    if csv:
+        write_atomic(run_dir / csv_name, lambda p: df.to_csv(p, index=False))
 
 
-def write_results(df: pd.DataFrame, run_dir: Path) -> None:
-    write_table(df, run_dir, RESULTS, RESULTS_CSV)
+def write_results(df: pd.DataFrame, run_dir: Path, csv: bool = True) -> None:
+    write_table(df, run_dir, RESULTS, RESULTS_CSV, csv)
 
 
-def write_curves(df: pd.DataFrame, run_dir: Path) -> None:
-    write_table(df, run_dir, CURVES, CURVES_CSV)
+def write_curves(df: pd.DataFrame, run_dir: Path, csv: bool = True) -> None:
+    write_table(df, run_dir, CURVES, CURVES_CSV, csv)
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:

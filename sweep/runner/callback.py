@@ -23,8 +23,8 @@ from sweep.plan.packs import trial_label
 from sweep.record.schema import TUNE_ERROR, TUNE_TERMINATED
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
 from sweep.runner.stalls import StallWatch
-from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
-from sweep.runner.worker import SAMPLES_FILE
+from sweep.record.rundir import WEIGHTS_DIR
+from sweep.runner.worker import checkpoint_samples
 
 PROGRESS_EVERY_S = 10.0
 FAILURES_LOG = "failures.log"  # RUN_DIR/failures.log: every failed attempt's points and traceback
@@ -91,13 +91,11 @@ class LedgerCallback(Callback):
             point_ids = self.ledger.points_of(trial.config)
             try:
                 with trial.checkpoint.as_directory() as d:
+                    for pid, samples in checkpoint_samples(Path(d), point_ids).items():
+                        self.ledger.save_samples(pid, samples)
                     for pid in point_ids:
-                        src = Path(d) / SAMPLES_DIR / f"{pid}.npy"
-                        if not src.exists() and len(point_ids) == 1:  # a checkpoint from before packs
-                            src = Path(d) / SAMPLES_FILE
-                        self.ledger.save_samples(pid, src)
                         self.ledger.save_weights(pid, Path(d) / WEIGHTS_DIR / f"{pid}.pt")
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a damaged samples file
                 pass  # samples are a convenience; the ledger warns about its own failures
             # Its checkpoints are emptied once the tables record every point of it finished.
             self.ledger.finished_trials[trial.trial_id] = (str(trial.path), point_ids)
@@ -159,7 +157,7 @@ class LedgerCallback(Callback):
     def _flush_if_due(self, trials) -> None:
         # Tune calls on_step_end many times a second: gather the trials' states only to write
         if self.ledger.flush_due:
-            self.ledger.flush(trial_states(trials, self.ledger))
+            self.ledger.flush(trial_states(trials, self.ledger), final=False)
 
     def on_experiment_end(self, trials, **info):
         # trials that finished in an earlier session (a killed driver never emptied theirs)

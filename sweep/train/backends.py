@@ -59,8 +59,11 @@ class _Pack:
             self.state.k = torch.stack([r.state.k for r in self.runs])  # (K,)
 
     def keep(self, alive: list[bool]) -> None:
-        """Only the points marked alive stay (a diverged or finished point leaves its pack)."""
-        self.write_back()  # a leaving point's modules hold its final state (--keep-weights reads G)
+        """Only the points marked alive stay (a diverged or finished point leaves its pack). A leaving
+        point's nets get its final weights (--keep-weights reads G); not its optimizers: a finished
+        point's checkpoint holds neither (sweep/train/point.py), and their write-back was 6% of a
+        small pack's CPU."""
+        self.write_back_nets([i for i, a in enumerate(alive) if not a])
         idx = torch.tensor([i for i, a in enumerate(alive) if a], dtype=torch.long, device=self.device)
         self.runs = [r for r, a in zip(self.runs, alive) if a]
         if self.state is not None:
@@ -73,6 +76,12 @@ class _Pack:
         if self.state is not None:
             for r, k in zip(self.runs, self.state.k):
                 r.state.k = k.clone()
+
+    def write_back_nets(self, which: list[int]) -> None:
+        """These points' weights and k_t into their own modules (the stacked back-end's are stacked)."""
+        if self.state is not None:
+            for i in which:
+                self.runs[i].state.k = self.state.k[i].clone()
 
     def _keep(self, idx: torch.Tensor) -> None:
         pass
@@ -122,6 +131,11 @@ class StackedPack(_Pack):
         self.d_net.write_back()
         self.opt["g"].write_back()
         self.opt["d"].write_back()
+
+    def write_back_nets(self, which: list[int]) -> None:
+        super().write_back_nets(which)
+        self.g_net.write_back(which)
+        self.d_net.write_back(which)
 
     def _keep(self, idx: torch.Tensor) -> None:
         for part in (self.g_net, self.d_net, self.opt["g"], self.opt["d"]):

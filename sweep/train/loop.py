@@ -190,7 +190,8 @@ def train_pack(runs: list[PointRun], scorer: Scorer,
     pack = backend_for(runs)
 
     def checkpoint() -> list[dict]:
-        pack.write_back()
+        if pack.runs:  # the points that left it had their weights written back as they left
+            pack.write_back()
         return [r.checkpoint() for r in runs]
 
     index = {r: i for i, r in enumerate(runs)}

@@ -203,12 +203,15 @@ class PointRun:
 
     # ---------------------------------------------------------------- RNG
     def _seeded_rng(self) -> list[torch.Tensor]:
-        """torch's global RNG state(s) right after torch.manual_seed(seed), the outer state kept."""
-        outer = self._global_rng()
-        torch.manual_seed(self.cfg.seed)
-        mine = self._global_rng()
-        self._set_global_rng(outer)
-        return mine
+        """torch's global RNG state(s) as torch.manual_seed(seed) leaves them (tests/test_trial.py).
+
+        Read from fresh generators seeded alike: torch.manual_seed also seeds every CUDA device
+        lazily, and on a process without CUDA initialised each call recorded a Python traceback
+        for its queued call (6% of a small trial's CPU)."""
+        states = [torch.Generator().manual_seed(self.cfg.seed).get_state()]
+        if self.device.type == "cuda":
+            states.append(torch.Generator(device=self.device).manual_seed(self.cfg.seed).get_state())
+        return states
 
     def _global_rng(self) -> list[torch.Tensor]:
         states = [torch.get_rng_state()]
@@ -258,16 +261,16 @@ class PointRun:
     # ---------------------------------------------------------------- checkpoint
     def checkpoint(self) -> dict:
         """Everything `PointRun(resume=...)` needs (torch.save / weights_only=True compatible).
-        A finished point's holds no weights (WEIGHT_KEYS); sweep/runner/worker.py may keep G's."""
+        A finished point's holds no weights (WEIGHT_KEYS) nor RNG streams: it never trains again
+        (sweep/runner/worker.py may keep its G's weights)."""
         out = {"epoch": self.epoch, "history": self.history, "train_seconds": self.train_seconds,
                "eval_seconds": self.eval_seconds, "samples": self.samples, "config": self.cfg.as_dict()}
-        if not hasattr(self, "g"):  # restored finished, never built
+        if self.done or not hasattr(self, "g"):  # finished (or restored finished, never built)
             return out
         out.update(rng=self.gen.get_state(), torch_rng=self._rng,
-                   k=self.state.k if self.state is not None else None)
-        if not self.done:
-            out.update(G=self.g.state_dict(), D=self.d.state_dict(), opt_G=self.opt_g.state_dict(),
-                       opt_D=self.opt_d.state_dict())
+                   k=self.state.k if self.state is not None else None,
+                   G=self.g.state_dict(), D=self.d.state_dict(), opt_G=self.opt_g.state_dict(),
+                   opt_D=self.opt_d.state_dict())
         return out
 
     def generator_weights(self) -> dict | None:
