@@ -55,6 +55,11 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(finished_run
     base, before = finished_run
     run = tmp_path / "elsewhere" / "h"
     shutil.copytree(base, run)  # a copy: it must use (and lock) its own tune/ folder
+    # one row pending, so the first resume has work (Tune's records, which say ok, rebuild the row):
+    # a resume of a finished run ends without starting Ray, too soon to be caught holding the lock
+    table = results(run)
+    table.loc[0, "status"] = "pending"
+    table.to_parquet(run / "results.parquet", index=False)
     first = start("resume", run, "--num-cpus", "2", "--quiet", cwd=tmp_path)
     wait_for(lambda: True if holder_pid(run) == first.pid else None, 60, "the first resume's lock", first)
     t0 = time.time()
@@ -97,6 +102,7 @@ def test_a_damaged_table_is_rebuilt_by_resume_in_its_own_folder(finished_run, tm
     why = "missing" if table == "curves.parquet" else "unreadable ("
     assert f"[gansweep] {table} was {why}" in r.stdout and "rebuilt from Tune's records (4 rows, 4 finished)" in r.stdout
     assert "done in" in r.stdout and "'ok': 4" in r.stdout
+    assert f"every point of {run} is finished: nothing to resume" in r.stdout  # and no Ray instance
     after = assert_ledger_holds(run)
     old = pd.read_parquet(io.BytesIO(before["results.parquet"]))
     assert after.equals(old)  # row for row: same scores, same train_seconds (nothing trained again)

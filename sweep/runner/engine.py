@@ -210,6 +210,11 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
     tune_path = run.tune_path
     banked = banked_compute(run.path)
     finished = finished_reports(run.path)
+    if all(pid in finished for pack in run.packs for pid in pack.point_ids):
+        # Nothing to train: no Ray instance (about 10 s and 15 CPU-s) to find that out. The
+        # session is recorded all the same (healed tables, a copied run's first resume).
+        log.info("every point of %s is finished: nothing to resume", run.path)
+        return _finish_session(run, t0, time.time(), banked, 1, 0)
     if disk_check:  # what the unfinished points still need
         todo = [p for p in run.packs if any(pid not in finished for pid in p.point_ids)]
         check_free_space([str(run.path), tune_path], todo, rt.keep_weights, None)
