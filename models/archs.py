@@ -30,6 +30,9 @@ class Arch:
     macs: Callable[..., tuple[int, int]]  # (cfg, discriminator kind) -> (MACs of G, MACs of D) per sample
     max_layers: int | None = None  # most weight layers G or D may have (None: no limit)
     size_unit: str = ""  # what sizeG / sizeD count, when not units ("ch" for channels)
+    # (nLayerG, sizeG, z_dim, nLayerD, sizeD, discriminator kind) -> ((G params, G buffers), (D params,
+    # D buffers)), or None: sweep/plan/disk.py builds the nets on the meta device and counts instead
+    param_counts: Callable[..., tuple[tuple[int, int], tuple[int, int]]] | None = None
 
 
 def mlp_macs(cfg, discriminator: str) -> tuple[int, int]:
@@ -38,6 +41,20 @@ def mlp_macs(cfg, discriminator: str) -> tuple[int, int]:
     pg = cfg.z_dim * cfg.sizeG + (cfg.nLayerG - 2) * cfg.sizeG ** 2 + cfg.sizeG * IMAGE_DIM
     pd_hidden = IMAGE_DIM * cfg.sizeD + (cfg.nLayerD - 2) * cfg.sizeD ** 2
     return pg, pd_hidden + (cfg.sizeD if discriminator == "logit" else cfg.sizeD * IMAGE_DIM)
+
+
+def mlp_param_counts(n_g: int, size_g: int, z_dim: int, n_d: int, size_d: int,
+                     discriminator: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Exact counts of models/networks.py's nets (tests/test_packs.py checks them against the nets):
+    a Linear(a, b) holds a*b + b parameters, a BatchNorm1d(b) 2b and 2b + 1 buffers. G: n_g - 1
+    hidden layers, each with batch norm, then the image layer; D: n_d - 1 hidden layers, batch norm
+    after all but the first, then one logit or the decoder back to the image."""
+    hidden_g = z_dim * size_g + size_g + (n_g - 2) * (size_g * size_g + size_g)
+    g = hidden_g + 2 * size_g * (n_g - 1) + size_g * IMAGE_DIM + IMAGE_DIM
+    hidden_d = IMAGE_DIM * size_d + size_d + (n_d - 2) * (size_d * size_d + size_d)
+    head = size_d + 1 if discriminator == "logit" else size_d * IMAGE_DIM + IMAGE_DIM
+    d = hidden_d + 2 * size_d * (n_d - 2) + head
+    return (g, (n_g - 1) * (2 * size_g + 1)), (d, (n_d - 2) * (2 * size_d + 1))
 
 
 def dcgan_macs(cfg, discriminator: str) -> tuple[int, int]:
@@ -63,7 +80,8 @@ def register_arch(arch: Arch, replace: bool = False) -> Arch:
     return ARCHS.register(arch, replace)
 
 
-register_arch(Arch("mlp", "MLP", Generator, MLPDiscriminator, AutoEncoderDiscriminator, mlp_macs))
+register_arch(Arch("mlp", "MLP", Generator, MLPDiscriminator, AutoEncoderDiscriminator, mlp_macs,
+                   param_counts=mlp_param_counts))
 register_arch(Arch("dcgan", "DCGAN", ConvGenerator, ConvDiscriminator, ConvAutoEncoderDiscriminator, dcgan_macs,
                    max_layers=MAX_LAYERS, size_unit="ch"))
 

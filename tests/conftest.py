@@ -52,13 +52,16 @@ def scorer(mnist):
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 
 
-# The Ray tests' modules in two queues of about equal time (measured in a full run of the README's
-# command, under the other's load): a module not named here joins the first.
-# Measured: engine 195 s, packs 86, device_check 68, storage 43, trackers 26, plugins 23 (440);
-# reliability 261, slurm 109, run_dir 83 (452).
-RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_device_check", "test_trackers",
-                        "test_plugins"),
-              "ray-2": ("test_reliability", "test_run_dir", "test_slurm")}
+# The Ray tests' modules in queues of about equal time (measured in a full run of the README's
+# command, under the others' load): a module not named here joins the first. ray-1 and ray-2 start
+# at once on two workers; TAIL_QUEUES go after every module without Ray, so the third worker takes
+# them once those are done (before, it idled for the last 3 minutes at 10-25% idle CPU).
+# Measured 2026-11-27: engine 195 s, packs 97, storage 62, trackers 36, run_dir 70 (460);
+# reliability 305, slurm 129 (434); device_check 88, plugins 28 after 340 s of the rest (456).
+RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_trackers", "test_run_dir"),
+              "ray-2": ("test_reliability", "test_slurm"),
+              "ray-3": ("test_device_check", "test_plugins")}
+TAIL_QUEUES = ("ray-3",)
 
 
 def ray_queue(module: str) -> str:
@@ -68,9 +71,9 @@ def ray_queue(module: str) -> str:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Queues for `pytest -n 3 --dist loadgroup` (the README's test command): the tests that start
-    Ray in two queues, which start at once on two workers (see pytest_configure), so at most two
-    Ray instances share the cores; the other tests by module, so a module's fixtures are built
-    once, on the third worker or whichever is free next. In one queue, with the Slurm and S3 tests,
+    Ray in two queues, which start at once on two workers (see pytest_configure), and a tail queue
+    (RAY_QUEUES above); the other tests by module, so a module's fixtures are built once, on the
+    third worker or whichever is free next. In one queue, with the Slurm and S3 tests,
     pytest took 19 min; in two queues on two workers 17 min 39 s; on three, 14 min 34 s, and
     11 min 58 s once the commands without Ray ran in-process and OpenMP stopped spinning, 7 min 00 s
     once each `gansweep run` cost less CPU (README.md) and the Ray tests trained less (the cores are
@@ -82,8 +85,13 @@ def pytest_collection_modifyitems(config, items):
     def group(item) -> str:
         return ray_queue(item.module.__name__) if item.get_closest_marker("ray") else item.module.__name__
 
-    order = list(RAY_QUEUES)
-    items.sort(key=lambda item: order.index(group(item)) if group(item) in order else len(order))  # stable
+    first = [q for q in RAY_QUEUES if q not in TAIL_QUEUES]
+
+    def rank(item) -> int:  # the first queues, then every module without Ray, then the tail queues
+        g = group(item)
+        return first.index(g) if g in first else len(first) + 1 if g in TAIL_QUEUES else len(first)
+
+    items.sort(key=rank)  # stable
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
 

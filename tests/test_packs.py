@@ -86,6 +86,26 @@ def test_disk_estimate_counts_weights_and_optimizer_state_by_hand():
     assert estimate_disk(packs, keep_weights=True, slots=1)["final"] == d["final"] + 2 * 4 * (37088 + 65)
 
 
+@pytest.mark.parametrize("family", ["gan", "ebgan", "began"])
+def test_the_paper_nets_counted_without_building_them_match_the_nets(family):
+    """The disk estimate counts the mlp nets by formula (models/archs.py mlp_param_counts): the same
+    counts as the nets built, for every layer count of Table 1 and more, and odd sizes."""
+    import torch
+
+    from models.archs import get_arch, mlp_param_counts
+    from models.losses import get_family
+    from sweep.train.point import build_models
+
+    assert get_arch("mlp").param_counts is mlp_param_counts
+    kind = get_family(family).discriminator
+    for n_g, n_d, size_g, size_d, z in [(2, 2, 32, 16, 100), (5, 5, 400, 128, 100), (3, 4, 7, 3, 13), (6, 2, 1, 1, 1)]:
+        cfg = TrialConfig(family=family, nLayerG=n_g, nLayerD=n_d, sizeG=size_g, sizeD=size_d, z_dim=z)
+        with torch.device("meta"):
+            _, g, d = build_models(cfg, torch.device("meta"))
+        built = tuple((sum(t.numel() for t in m.parameters()), sum(t.numel() for t in m.buffers())) for m in (g, d))
+        assert mlp_param_counts(n_g, size_g, z, n_d, size_d, kind) == built == param_counts(cfg), cfg.point_id
+
+
 # --------------------------------------------------------------------------- equivalence
 PACK_TINY = dict(nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, n_train=256, batch_size=32, n_eval=100, epochs=2)
 

@@ -170,6 +170,9 @@ class _Choices(Mapping):
             return tuple(ARCHS)
         return self._fixed[name]
 
+    def __contains__(self, name) -> bool:  # without Mapping's: a KeyError per other field (validate())
+        return name in ("family", "arch") or name in self._fixed
+
     def __iter__(self):
         return iter(("family", "arch", *self._fixed))
 
@@ -201,8 +204,9 @@ def validate(cfg: TrialConfig) -> list[str]:
         if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
             out.append(f"{name}: expected {kind.__name__}, got {value!r}")
             continue
-        if name in CHOICES and value not in CHOICES[name]:
-            out.append(f"{name}: {value!r} is not one of {', '.join(CHOICES[name])}")
+        allowed = CHOICES[name] if name in CHOICES else None
+        if allowed is not None and value not in allowed:
+            out.append(f"{name}: {value!r} is not one of {', '.join(allowed)}")
         if name in BOUNDS:
             lo, hi = BOUNDS[name]
             if value < lo or (hi is not None and value > hi):
