@@ -79,8 +79,9 @@ def pytest_collection_modifyitems(config, items):
     once each `gansweep run` cost less CPU (README.md) and the Ray tests trained less (the cores are
     busy throughout: vmstat about 0% idle until the last minute); a day later the same VM took
     9 min 25 s for that code and 9 min 16 s for 428 tests with the driver cuts of sweep/runner/
-    (its speed moves by 25% and more between days). Without xdist the marks do
-    nothing.
+    (its speed moves by 25% and more between days); on 2026-11-27 again 9 min 43 s (428), then 8 min 54 s
+    (436) with the third queue, a `resume` of a finished run without Ray and cheaper trials. Without xdist
+    the marks do nothing.
     tests/test_layout.py checks that xdist keeps the groups."""
     def group(item) -> str:
         return ray_queue(item.module.__name__) if item.get_closest_marker("ray") else item.module.__name__
