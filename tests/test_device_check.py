@@ -47,6 +47,7 @@ def test_the_dry_run_on_cpu_runs_every_step(tmp_path, data_root):
         ("plan", "ok"), ("device", "ok"), ("equivalence", "ok"), ("bench", "ok"), ("sweep", "ok"), ("projection", "ok")]
     f = doc["figures"]
     assert f["equivalence"]["max_relative_difference"] == 0.0  # one CPU thread: bit-identical
+    assert f["equivalence"]["streams_as_manual_seed"] is True  # on CUDA it checks the device's stream too
     bench = f["bench"]
     assert bench["device_type"] == "cpu" and "tf32_on" not in bench  # TF32 is a CUDA setting
     b = bench["tf32_off"]

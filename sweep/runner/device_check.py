@@ -7,7 +7,8 @@ Steps, each timed, each a row of one summary table (ok, skipped and why, or FAIL
   device       torch, its CUDA build, the GPU's name, memory and multiprocessors;
   equivalence  a pack trains each of its points as alone (the four families, 4 neighbours,
                2 epochs): bit-identical on CPU with one thread, to PACK_RTOL on CUDA, where
-               cuBLAS may pick another algorithm for another batch count;
+               cuBLAS may pick another algorithm for another batch count; and a point's RNG
+               streams equal torch.manual_seed's on the device (sweep/train/point.py);
   bench        `gansweep bench --device D` (sweep/runner/devbench.py): b, d, e, TF32 off and on;
   sweep        48 points through Ray, --gpus-per-trial 0.25 and --pack 12: wall, overhead share
                (skipped where Ray is not installed);
@@ -102,7 +103,22 @@ def step_equivalence(device: str, images, scorer) -> dict:
     tol = "0 (one CPU thread)" if exact else f"{PACK_RTOL:g} relative"
     if not ok:
         raise StepFailed(f"a pack differs from its points alone by {worst:.3g} relative (tolerance {tol})")
-    return {"max_relative_difference": worst, "tolerance": tol, "families": 4, "points_each": 4}
+    # a point's streams are read from fresh generators (sweep/train/point.py): torch.manual_seed's, here too
+    from sweep.train.point import seeded_streams
+
+    dev = torch.device(device)
+    outer = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(dev)] if dev.type == "cuda" else [])
+    torch.manual_seed(1234)
+    want = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(dev)] if dev.type == "cuda" else [])
+    torch.set_rng_state(outer[0])
+    if dev.type == "cuda":
+        torch.cuda.set_rng_state(outer[1], dev)
+    streams = all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(seeded_streams(1234, dev), want))
+    if not streams:
+        raise StepFailed("a point's RNG streams differ from torch.manual_seed's on this device "
+                         "(sweep/train/point.py seeded_streams)")
+    return {"max_relative_difference": worst, "tolerance": tol, "families": 4, "points_each": 4,
+            "streams_as_manual_seed": streams}
 
 
 def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:

@@ -145,6 +145,19 @@ def prepare_data(train_images_u8: torch.Tensor, n_train: int, device) -> torch.T
 WEIGHT_KEYS = ("G", "D", "opt_G", "opt_D")  # what a finished point's checkpoint may drop
 
 
+def seeded_streams(seed: int, device: torch.device) -> list[torch.Tensor]:
+    """torch's global RNG state(s) (the CPU's, and the device's on CUDA) as torch.manual_seed(seed)
+    leaves them (tests/test_trial.py; on CUDA, the device check's equivalence step).
+
+    Read from fresh generators seeded alike: torch.manual_seed also seeds every CUDA device
+    lazily, and on a process without CUDA initialised each call recorded a Python traceback
+    for its queued call (6% of a small trial's CPU)."""
+    states = [torch.Generator().manual_seed(seed).get_state()]
+    if device.type == "cuda":
+        states.append(torch.Generator(device=device).manual_seed(seed).get_state())
+    return states
+
+
 def finished_status(state: dict, cfg: TrialConfig) -> tuple[str, str]:
     """(OK or DIVERGED, reason) of a point from its checkpoint state; ("", "") if unfinished."""
     last = state["history"][-1] if state["history"] else {}  # a diverged epoch has a "diverged" key
@@ -203,15 +216,7 @@ class PointRun:
 
     # ---------------------------------------------------------------- RNG
     def _seeded_rng(self) -> list[torch.Tensor]:
-        """torch's global RNG state(s) as torch.manual_seed(seed) leaves them (tests/test_trial.py).
-
-        Read from fresh generators seeded alike: torch.manual_seed also seeds every CUDA device
-        lazily, and on a process without CUDA initialised each call recorded a Python traceback
-        for its queued call (6% of a small trial's CPU)."""
-        states = [torch.Generator().manual_seed(self.cfg.seed).get_state()]
-        if self.device.type == "cuda":
-            states.append(torch.Generator(device=self.device).manual_seed(self.cfg.seed).get_state())
-        return states
+        return seeded_streams(self.cfg.seed, self.device)
 
     def _global_rng(self) -> list[torch.Tensor]:
         states = [torch.get_rng_state()]
