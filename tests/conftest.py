@@ -80,7 +80,7 @@ def pytest_collection_modifyitems(config, items):
     busy throughout: vmstat about 0% idle until the last minute); a day later the same VM took
     9 min 25 s for that code and 9 min 16 s for 428 tests with the driver cuts of sweep/runner/
     (its speed moves by 25% and more between days); on 2026-11-27 again 9 min 43 s (428), then 8 min 54 s
-    (436) with the third queue, a `resume` of a finished run without Ray and cheaper trials. Without xdist
+    and 7 min 58 s (436, two fresh clones of nearly the same code) with the third queue, a `resume` of a finished run without Ray and cheaper trials. Without xdist
     the marks do nothing.
     tests/test_layout.py checks that xdist keeps the groups."""
     def group(item) -> str:
