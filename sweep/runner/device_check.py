@@ -104,15 +104,13 @@ def step_equivalence(device: str, images, scorer) -> dict:
     if not ok:
         raise StepFailed(f"a pack differs from its points alone by {worst:.3g} relative (tolerance {tol})")
     # a point's streams are read from fresh generators (sweep/train/point.py): torch.manual_seed's, here too
-    from sweep.train.point import seeded_streams
+    from sweep.train.point import global_streams, seeded_streams, set_global_streams
 
     dev = torch.device(device)
-    outer = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(dev)] if dev.type == "cuda" else [])
+    outer = global_streams(dev)
     torch.manual_seed(1234)
-    want = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(dev)] if dev.type == "cuda" else [])
-    torch.set_rng_state(outer[0])
-    if dev.type == "cuda":
-        torch.cuda.set_rng_state(outer[1], dev)
+    want = global_streams(dev)
+    set_global_streams(outer, dev)
     streams = all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(seeded_streams(1234, dev), want))
     if not streams:
         raise StepFailed("a point's RNG streams differ from torch.manual_seed's on this device "

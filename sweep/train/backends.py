@@ -78,7 +78,8 @@ class _Pack:
                 r.state.k = k.clone()
 
     def write_back_nets(self, which: list[int]) -> None:
-        """These points' weights and k_t into their own modules (the stacked back-end's are stacked)."""
+        """These points' k_t into their own state; their weights too where the back-end holds them
+        apart from the points' modules (StackedPack)."""
         if self.state is not None:
             for i in which:
                 self.runs[i].state.k = self.state.k[i].clone()

@@ -145,6 +145,20 @@ def prepare_data(train_images_u8: torch.Tensor, n_train: int, device) -> torch.T
 WEIGHT_KEYS = ("G", "D", "opt_G", "opt_D")  # what a finished point's checkpoint may drop
 
 
+def global_streams(device: torch.device) -> list[torch.Tensor]:
+    """torch's global RNG state(s) now: the CPU's, and the device's on CUDA."""
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def set_global_streams(states: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states[1], device)
+
+
 def seeded_streams(seed: int, device: torch.device) -> list[torch.Tensor]:
     """torch's global RNG state(s) (the CPU's, and the device's on CUDA) as torch.manual_seed(seed)
     leaves them (tests/test_trial.py; on CUDA, the device check's equivalence step).
@@ -218,27 +232,16 @@ class PointRun:
     def _seeded_rng(self) -> list[torch.Tensor]:
         return seeded_streams(self.cfg.seed, self.device)
 
-    def _global_rng(self) -> list[torch.Tensor]:
-        states = [torch.get_rng_state()]
-        if self.device.type == "cuda":
-            states.append(torch.cuda.get_rng_state(self.device))
-        return states
-
-    def _set_global_rng(self, states: list[torch.Tensor]) -> None:
-        torch.set_rng_state(states[0])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(states[1], self.device)
-
     @contextmanager
     def own_rng(self):
         """torch's global RNG is this point's private stream inside the block."""
-        outer = self._global_rng()
-        self._set_global_rng(self._rng)
+        outer = global_streams(self.device)
+        set_global_streams(self._rng, self.device)
         try:
             yield
         finally:
-            self._rng = self._global_rng()
-            self._set_global_rng(outer)
+            self._rng = global_streams(self.device)
+            set_global_streams(outer, self.device)
 
     def scores_now(self) -> bool:
         return not self.done and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs)
