@@ -18,6 +18,7 @@ biases 0. dropoutD adds dropout after D's hidden activations.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -44,6 +45,54 @@ def _init(module: nn.Module, std: float) -> None:
             nn.init.zeros_(m.bias)
 
 
+class Redrawable(nn.Module):
+    """A paper net that a worker may reuse for the next point of its shape (sweep/train/point.py
+    NetPool): `redraw()` gives it what `__init__` would give a new one, bit for bit.
+
+    Building a small net is mostly Python (a Module per layer: 2.7 ms a point of the scale
+    bench, more than its training step); redrawing is the same random draws in the same order
+    from torch's global RNG, into fresh tensors, so whoever still holds the old ones (a
+    state_dict kept for the final checkpoint, a stacked copy) never sees them change."""
+
+    init_std: float
+
+    def redraw(self) -> None:
+        device = next(self.parameters()).device
+        if "_layers" not in self.__dict__:
+            # modules() walks the layers in the order the subclasses' __init__ builds them (hidden
+            # stack, then the last layer), so the draws below come in the same order
+            # (self left out: a list holding the net itself would free it only by the cycle collector)
+            self._layers = [m for m in self.modules() if m._parameters or m._buffers]
+            self._all = [m for m in self.modules() if m is not self]
+        linears = []
+        for m in self._layers:
+            if isinstance(m, nn.Linear):
+                # nn.Linear.__init__'s draws: kaiming_uniform_(a=sqrt(5)) and the bias, both
+                # U(-1/sqrt(fan_in), 1/sqrt(fan_in)). _init's normal_ and zeros_ overwrite their
+                # values; what must match is the number of draws from the stream and their order.
+                w, b = torch.empty(m.out_features, m.in_features), torch.empty(m.out_features)
+                bound = 1 / math.sqrt(m.in_features)
+                w.uniform_(-bound, bound)
+                b.uniform_(-bound, bound)
+                linears.append((m, w, b))
+            elif isinstance(m, nn.BatchNorm1d):  # nn.BatchNorm1d.__init__: no draws
+                n = m.num_features
+                m._parameters["weight"], m._parameters["bias"] = nn.Parameter(torch.ones(n)), nn.Parameter(torch.zeros(n))
+                m._buffers["running_mean"], m._buffers["running_var"] = torch.zeros(n), torch.ones(n)
+                m._buffers["num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+                m.track_running_stats = True
+            else:
+                raise TypeError(f"{type(self).__name__}.redraw does not know a {type(m).__name__} layer")
+        for m, w, b in linears:  # _init: after every layer is built, in the same order
+            m._parameters["weight"], m._parameters["bias"] = nn.Parameter(w.normal_(0.0, self.init_std)), \
+                nn.Parameter(b.zero_())
+        for m in self._all:
+            m.training = True
+        self.training = True
+        if device.type != "cpu":  # built on the CPU and moved, as sweep/train/point.py build_models does
+            self.to(device)
+
+
 def _hidden_stack(sizes: list[int], *, bn_first: bool, dropout: float) -> list[nn.Module]:
     """Linear -> [BN] -> ReLU -> [Dropout] for each consecutive pair in sizes."""
     layers: list[nn.Module] = []
@@ -57,7 +106,7 @@ def _hidden_stack(sizes: list[int], *, bn_first: bool, dropout: float) -> list[n
     return layers
 
 
-class Generator(nn.Module):
+class Generator(Redrawable):
     def __init__(self, n_layers: int, size: int, z_dim: int, init_std: float = 0.02):
         super().__init__()
         if n_layers < 2:
@@ -66,13 +115,14 @@ class Generator(nn.Module):
         # G's first layer is followed by BN: only its output layer goes without.
         self.body = nn.Sequential(*_hidden_stack(sizes, bn_first=True, dropout=0.0))
         self.out = nn.Linear(size, IMAGE_DIM)
+        self.init_std = init_std
         _init(self, init_std)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.out(self.body(z)))  # (N, z_dim) -> (N, 1024)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(Redrawable):
     """GAN discriminator: a logit per sample."""
 
     def __init__(self, n_layers: int, size: int, dropout: float, init_std: float = 0.002):
@@ -82,13 +132,14 @@ class MLPDiscriminator(nn.Module):
         sizes = [IMAGE_DIM] + [size] * (n_layers - 1)
         self.body = nn.Sequential(*_hidden_stack(sizes, bn_first=False, dropout=dropout))
         self.out = nn.Linear(size, 1)
+        self.init_std = init_std
         _init(self, init_std)
 
     def forward(self, x: torch.Tensor) -> DOut:
         return DOut(self.out(self.body(x)).squeeze(1), None)  # (N, 1024) -> (N,)
 
 
-class AutoEncoderDiscriminator(nn.Module):
+class AutoEncoderDiscriminator(Redrawable):
     """EBGAN discriminator: energy = reconstruction error of an auto-encoder.
 
     energy_norm picks the paper-silent detail of ||Dec(Enc(x)) - x||:
@@ -111,7 +162,7 @@ class AutoEncoderDiscriminator(nn.Module):
         self.encoder = without_code_dropout(
             nn.Sequential(*_hidden_stack(sizes, bn_first=False, dropout=dropout)), dropout_code)
         self.decoder = nn.Linear(size, IMAGE_DIM)
-        self.energy_norm = energy_norm
+        self.energy_norm, self.init_std = energy_norm, init_std
         _init(self, init_std)
 
     def forward(self, x: torch.Tensor) -> DOut:

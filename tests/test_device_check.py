@@ -48,6 +48,7 @@ def test_the_dry_run_on_cpu_runs_every_step(tmp_path, data_root):
     f = doc["figures"]
     assert f["equivalence"]["max_relative_difference"] == 0.0  # one CPU thread: bit-identical
     assert f["equivalence"]["streams_as_manual_seed"] is True  # on CUDA it checks the device's stream too
+    assert f["equivalence"]["redrawn_as_built"] is True  # 2 shapes, G and D each from the pool
     bench = f["bench"]
     assert bench["device_type"] == "cpu" and "tf32_on" not in bench  # TF32 is a CUDA setting
     b = bench["tf32_off"]

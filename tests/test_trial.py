@@ -107,6 +107,66 @@ def test_a_points_streams_are_those_torch_manual_seed_gives(mnist):
         assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("family,changes", [("gan", {}), ("gan", {"dropoutD": True, "nLayerD": 3}),
+                                             ("ebgan", {"nLayerG": 3}),
+                                             ("ebgan_pt", {"dropoutD": True, "dropout_code": False, "nLayerD": 4})])
+def test_a_pooled_net_is_the_net_built_anew(family, changes, mnist, scorer):
+    """A worker redraws a finished point's nets for its next point of the same shape (NetPool):
+    the same weights, statistics, modes and RNG stream after as nets built anew, hence the same
+    training; the finished point's state_dict, still held, keeps its values."""
+    from sweep.train.loop import start_pack, train_pack
+    from sweep.train.point import NetPool, prepare_data
+
+    cfg = TrialConfig(family=family, **{**TINY, **changes, "epochs": 1, "n_eval": 64})
+    data = prepare_data(mnist.train_images, cfg.n_train, "cpu")
+    pool = NetPool()
+    first, = start_pack([cfg], data, pool=pool)
+    train_pack([first], scorer)  # trained: moved weights and statistics, gradients, modes toggled
+    kept = first.generator_weights()
+    kept_values = {k: v.clone() for k, v in kept.items()}
+    first.g.eval()  # as if it had left while drawing samples: a new net is in training mode
+    first.release_nets(pool)
+    assert (pool.hits, pool.misses, len(pool.idle)) == (0, 2, 2)
+
+    nxt = cfg.replace(seed=5, lr=0.01)
+    pooled, = start_pack([nxt], data, pool=pool)
+    fresh, = start_pack([nxt], data)
+    assert (pool.hits, pool.misses, len(pool.idle)) == (2, 2, 0)
+    for a, b in ((pooled.g, fresh.g), (pooled.d, fresh.d)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert [m.training for m in a.modules()] == [m.training for m in b.modules()] and a.training
+        assert all(p.grad is None and p.requires_grad for p in a.parameters())
+    assert all(torch.equal(x, y) for x, y in zip(pooled._rng, fresh._rng))
+    assert all(torch.equal(kept[k], kept_values[k]) for k in kept)
+    train_pack([pooled], scorer)
+    train_pack([fresh], scorer)
+    assert strip(pooled.history) == strip(fresh.history)
+
+
+def test_the_net_pool_keeps_at_most_its_budget_oldest_shape_first(mnist):
+    from sweep.train.loop import start_pack
+    from sweep.train.point import NetPool, prepare_data
+
+    cfg = TrialConfig(family="gan", **TINY)
+    data = prepare_data(mnist.train_images, cfg.n_train, "cpu")
+    n_g, n_d = (sum(p.numel() for p in net.parameters()) for net in build_models(cfg, "cpu")[1:])
+    pool = NetPool(max_params=n_g + n_d - 1)
+
+    def train_and_release(c):
+        run, = start_pack([c], data, pool=pool)
+        run.status = "ok"  # finished, as far as the pool is concerned
+        run.release_nets(pool)
+
+    train_and_release(cfg)  # G in, then D: one parameter over the budget, so G (the older) leaves
+    assert [k[0].__name__ for k in pool.idle] == ["MLPDiscriminator"] and pool.idle_params == n_d
+    train_and_release(cfg.replace(sizeG=4096))  # its G alone is over the budget: built, never kept; D reused
+    assert (pool.hits, pool.misses) == (1, 3)
+    assert [k[0].__name__ for k in pool.idle] == ["MLPDiscriminator"] and pool.idle_params == n_d
+    train_and_release(TrialConfig(family="gan", **{**TINY, **TINY_DCGAN}))  # not Redrawable: built, never kept
+    assert (pool.hits, pool.misses, pool.idle_params, len(pool.idle)) == (1, 5, n_d, 1)
+
+
 def test_a_finished_points_checkpoint_holds_no_weights_nor_streams(mnist, scorer):
     """It never trains again: its history, times, samples and config are what a resume reads."""
     cfg = TrialConfig(family="gan", **TINY)

@@ -115,8 +115,27 @@ def step_equivalence(device: str, images, scorer) -> dict:
     if not streams:
         raise StepFailed("a point's RNG streams differ from torch.manual_seed's on this device "
                          "(sweep/train/point.py seeded_streams)")
+    # a worker redraws a finished point's nets for the next of its shape (sweep/train/point.py NetPool):
+    # on the device, the same values as nets built anew (drawn on the CPU, then moved)
+    from sweep.train.loop import start_pack
+    from sweep.train.point import NetPool, prepare_data
+
+    data = prepare_data(images, 64, dev)
+    pool = NetPool()
+    for cfg in (TrialConfig(family="gan", nLayerG=3, sizeG=32, nLayerD=3, sizeD=16, dropoutD=True, n_train=64),
+                TrialConfig(family="ebgan", nLayerG=2, sizeG=32, nLayerD=3, sizeD=16, n_train=64)):
+        done, = start_pack([cfg], data, dev, pool=pool)
+        done.status = "ok"
+        done.release_nets(pool)
+        pooled, = start_pack([cfg.replace(seed=3)], data, dev, pool=pool)
+        fresh, = start_pack([cfg.replace(seed=3)], data, dev)
+        for a, b in ((pooled.g, fresh.g), (pooled.d, fresh.d)):
+            sa, sb = a.state_dict(), b.state_dict()
+            if list(sa) != list(sb) or not all(torch.equal(sa[k], sb[k]) and sa[k].device == sb[k].device for k in sa):
+                raise StepFailed("a redrawn net differs from one built anew on this device "
+                                 "(models/networks.py Redrawable)")
     return {"max_relative_difference": worst, "tolerance": tol, "families": 4, "points_each": 4,
-            "streams_as_manual_seed": streams}
+            "streams_as_manual_seed": streams, "redrawn_as_built": pool.hits == 4}
 
 
 def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:

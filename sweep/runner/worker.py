@@ -46,6 +46,7 @@ SAMPLES_FILE = "samples.npy"  # the samples, in a one-point checkpoint of ganswe
 _SCORERS: dict = {}
 _DATASETS: dict = {}
 _UNPICKLED: dict = {}  # Once key -> its value
+_POOL: list = []  # the worker's NetPool (sweep/train/point.py), made by its first trial
 
 
 class Once:
@@ -189,7 +190,16 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
         trial.report([p.point_id for p in cfgs])
         return
     trial.train(todo, restored, _scorer(device, clf_state, clf_sha, ref_mean, ref_cov),
-                _dataset(images, todo[0].n_train, device), keep_weights)
+                _dataset(images, todo[0].n_train, device), keep_weights, _net_pool())
+
+
+def _net_pool():
+    """One NetPool per worker: a reused worker's next trials redraw its finished points' nets."""
+    from sweep.train.point import NetPool
+
+    if not _POOL:
+        _POOL.append(NetPool())
+    return _POOL[0]
 
 
 class PackTrial:
@@ -234,13 +244,15 @@ class PackTrial:
             save_checkpoint(checkpoint, Path(d), weights or {})
             tune.report(out, checkpoint=Checkpoint.from_directory(d))
 
-    def train(self, todo: list[TrialConfig], restored: dict, scorer, data: torch.Tensor, keep_weights: bool) -> None:
+    def train(self, todo: list[TrialConfig], restored: dict, scorer, data: torch.Tensor, keep_weights: bool,
+              pool=None) -> None:
         """Train the pack's stacks one after another (sweep/plan/packs.py). Every checkpoint holds
         every point: the finished stacks' final states (no weights; their samples and, with
         keep_weights, their G weights carried along, since the callback reads the last one)
         and the current stack's full states. Every scored epoch's report carries one, except a
         stack's last when more stacks follow and the last checkpoint is younger than
-        STACK_CHECKPOINT_EVERY_S."""
+        STACK_CHECKPOINT_EVERY_S. A finished stack's nets go back to the pool, if given
+        (sweep/train/point.py NetPool)."""
         from sweep.train.loop import start_pack, train_pack
 
         final_states: dict[str, dict] = {}
@@ -249,7 +261,7 @@ class PackTrial:
         stacks = stacks_of(todo)
         last_checkpoint = time.monotonic()
         for n, stack in enumerate(stacks):
-            runs = start_pack(stack, data, self.device, [restored.get(p.point_id) for p in stack])
+            runs = start_pack(stack, data, self.device, [restored.get(p.point_id) for p in stack], pool)
 
             def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs,
                          last_stack=n == len(stacks) - 1) -> None:
@@ -272,6 +284,9 @@ class PackTrial:
             if not all(r.done for r in runs):  # else restored finished
                 train_pack(runs, scorer, on_epoch)
             final_states.update((p.point_id, r.checkpoint()) for p, r in zip(stack, runs))
+            if pool is not None:
+                for r in runs:
+                    r.release_nets(pool)
         if not sent_all:  # the last stacks were restored finished: the final report of every point
             self.report([p.point_id for p in self.cfgs], checkpoint=final_states, weights=final_weights)
 

@@ -33,7 +33,7 @@ from models.metrics import Scorer
 from models.networks import discriminate
 from sweep.plan.config import TrialConfig
 from sweep.train.backends import backend_for
-from sweep.train.point import N_KEPT_SAMPLES, PointRun, TrialOutcome, prepare_data, sample_noise, to_uint8
+from sweep.train.point import N_KEPT_SAMPLES, NetPool, PointRun, TrialOutcome, prepare_data, sample_noise, to_uint8
 
 # How often (in steps) the loop checks its on-device non-finite flag. A check
 # is a device sync; every 50 steps costs nothing measurable and bounds the work
@@ -157,8 +157,9 @@ def set_tf32(on: bool) -> None:
 
 
 def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str | torch.device = "cpu",
-               resume: list[dict | None] | None = None) -> list[PointRun]:
-    """The PointRuns of a pack, built (or restored from `PointRun.checkpoint()` states).
+               resume: list[dict | None] | None = None, pool: NetPool | None = None) -> list[PointRun]:
+    """The PointRuns of a pack, built (or restored from `PointRun.checkpoint()` states), their
+    nets taken from the pool where it holds their shape (`PointRun.release_nets` fills it).
 
     train_images: uint8 (N, 28, 28) MNIST training images, or the output of
     `prepare_data` (float (>= n_train, 1024) on `device`), which a process running
@@ -173,7 +174,7 @@ def start_pack(cfgs: list[TrialConfig], train_images: torch.Tensor, device: str 
     else:
         data = train_images
     resume = resume or [None] * len(cfgs)
-    return [PointRun(cfg, data, device, r) for cfg, r in zip(cfgs, resume)]
+    return [PointRun(cfg, data, device, r, pool) for cfg, r in zip(cfgs, resume)]
 
 
 def train_pack(runs: list[PointRun], scorer: Scorer,

@@ -12,6 +12,7 @@ a config's nets and optimizers, its noise, and how its samples are drawn for sco
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import torch
 from models.archs import get_arch
 from models.losses import LossParams, get_family
 from models.metrics import SCORE_KEYS, ScoreSettings
+from models.networks import Redrawable
 from sweep.plan.config import TrialConfig
 from sweep.train.data import to_model_space
 from sweep.record.schema import DIVERGED, OK
@@ -27,19 +29,79 @@ from sweep.record.schema import DIVERGED, OK
 N_KEPT_SAMPLES = 64  # samples kept per evaluation for sample grids (Figure 4)
 
 
-def build_models(cfg: TrialConfig, device: torch.device):
+POOL_MAX_PARAMS = 1 << 22  # what a worker's NetPool keeps idle at most: 4M parameters (16 MB in float32)
+
+
+class NetPool:
+    """The nets of a worker's finished points, kept for its next points of the same class and
+    arguments (G and D apart: 16 G shapes serve the paper's 7,168 points).
+
+    A reused net is redrawn (models/networks.py Redrawable): equal, bit for bit, to one built
+    anew from the same RNG stream (tests/test_trial.py), in a fraction of the time for the
+    small nets where building is mostly Python. Nets of other classes (plugins, DCGAN) are
+    built every time. At most POOL_MAX_PARAMS parameters wait idle; the oldest go first."""
+
+    def __init__(self, max_params: int = POOL_MAX_PARAMS):
+        self.max_params = max_params
+        self.idle: dict[tuple, list[Redrawable]] = {}  # key -> idle nets, keys oldest first
+        self.key_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # net -> (key, parameters)
+        self.idle_params = 0
+        self.hits = self.misses = 0
+
+    def net(self, cls: type, device: torch.device, *args, **kwargs) -> torch.nn.Module:
+        """cls(*args, **kwargs) on device: an idle one redrawn, else built."""
+        key = (cls, args, tuple(sorted(kwargs.items())), str(device))
+        nets = self.idle.get(key)
+        if nets:
+            net = self._take(key)
+            net.redraw()
+            self.hits += 1
+            return net
+        net = _on(cls(*args, **kwargs), device)
+        self.misses += 1
+        if issubclass(cls, Redrawable):
+            self.key_of[net] = (key, sum(p.numel() for p in net.parameters()))
+        return net
+
+    def put(self, net: torch.nn.Module) -> None:
+        """Take back a net its point no longer uses (nothing may train or write into it again)."""
+        if net not in self.key_of or self.key_of[net][1] > self.max_params:
+            return
+        key, size = self.key_of[net]
+        self.idle.setdefault(key, []).append(net)
+        self.idle_params += size
+        while self.idle_params > self.max_params:
+            self._take(next(iter(self.idle)))  # the longest-unused shape's nets go first
+
+    def _take(self, key: tuple) -> Redrawable:
+        nets = self.idle[key]
+        net = nets.pop()
+        if not nets:
+            del self.idle[key]
+        self.idle_params -= self.key_of[net][1]
+        return net
+
+
+def _on(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    if torch.device(device).type == "cpu":  # built there: .to() would only walk every module (4% of a tiny trial's CPU)
+        return net
+    return net.to(device)
+
+
+def build_models(cfg: TrialConfig, device: torch.device, pool: NetPool | None = None):
     """The family's losses, and G and D of the config's arch (models/archs.py): every arch takes
-    and returns flattened (N, 1024) images, so nothing below depends on the arch."""
+    and returns flattened (N, 1024) images, so nothing below depends on the arch. With a pool,
+    idle nets of the same shape are redrawn rather than built (the same values)."""
     fam, arch = get_family(cfg.family), get_arch(cfg.arch)
-    g = arch.generator(cfg.nLayerG, cfg.sizeG, cfg.z_dim)
+    make = pool.net if pool is not None else lambda cls, dev, *a, **kw: _on(cls(*a, **kw), dev)
+    g = make(arch.generator, device, cfg.nLayerG, cfg.sizeG, cfg.z_dim)
     dropout = cfg.dropout_rate if cfg.dropoutD else 0.0
     if fam.discriminator == "logit":
-        d = arch.logit_d(cfg.nLayerD, cfg.sizeD, dropout)
+        d = make(arch.logit_d, device, cfg.nLayerD, cfg.sizeD, dropout)
     else:
-        d = arch.autoencoder_d(cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm, dropout_code=cfg.dropout_code)
-    if torch.device(device).type == "cpu":  # built there: .to() would only walk every module (4% of a tiny trial's CPU)
-        return fam, g, d
-    return fam, g.to(device), d.to(device)
+        d = make(arch.autoencoder_d, device, cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm,
+                 dropout_code=cfg.dropout_code)
+    return fam, g, d
 
 
 def _optimizers_without_dynamo() -> None:
@@ -190,7 +252,8 @@ class PointRun:
     restores every stream (dropout masks included) for a bit-identical resume.
     """
 
-    def __init__(self, cfg: TrialConfig, data: torch.Tensor, device: torch.device, resume: dict | None = None):
+    def __init__(self, cfg: TrialConfig, data: torch.Tensor, device: torch.device, resume: dict | None = None,
+                 pool: NetPool | None = None):
         self.cfg, self.data, self.device = cfg, data[:cfg.n_train], device
         self.epoch, self.history, self.samples = 0, [], None
         self.train_seconds = self.eval_seconds = 0.0
@@ -204,7 +267,7 @@ class PointRun:
                 return
         self._rng = self._seeded_rng()
         with self.own_rng():
-            self.fam, self.g, self.d = build_models(cfg, device)
+            self.fam, self.g, self.d = build_models(cfg, device, pool)
         self.opt_g = make_optimizer(cfg.optimG, self.g.parameters(), cfg)
         self.opt_d = make_optimizer(cfg.optimD, self.d.parameters(), cfg)
         self.hp = LossParams(margin=cfg.margin, pt_weight=cfg.pt_weight, gamma=cfg.began_gamma,
@@ -280,6 +343,15 @@ class PointRun:
                    G=self.g.state_dict(), D=self.d.state_dict(), opt_G=self.opt_g.state_dict(),
                    opt_D=self.opt_d.state_dict())
         return out
+
+    def release_nets(self, pool: NetPool) -> None:
+        """A finished point's nets go back to the pool (its checkpoint holds no weights, and any
+        state_dict taken earlier keeps its own tensors: models/networks.py Redrawable)."""
+        if not self.done or not hasattr(self, "g"):
+            return
+        pool.put(self.g)
+        pool.put(self.d)
+        del self.g, self.d, self.opt_g, self.opt_d
 
     def generator_weights(self) -> dict | None:
         return self.g.state_dict() if hasattr(self, "g") else None
