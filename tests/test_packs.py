@@ -321,30 +321,33 @@ def test_a_pack_checkpoint_holds_each_points_samples_once_and_restores_them(tmp_
     assert np.array_equal(checkpoint_samples(old, ids)[ids[0]], done[0].samples.numpy())
 
 
-def test_a_quick_stack_followed_by_others_reports_without_a_checkpoint(tmp_path, mnist, scorer, monkeypatch):
-    """A pack of three one-point stacks whose stacks take milliseconds: three reports, one checkpoint
-    (the last, with every point's final state and samples); with STACK_CHECKPOINT_EVERY_S at 0 each
-    stack saves one, as every scored epoch of a stack does. A trial restored from the first stack's
-    checkpoint trains the other two only."""
+def test_a_quick_stack_followed_by_others_waits_for_the_next_report(tmp_path, mnist, scorer, monkeypatch):
+    """A pack of three one-point stacks whose stacks take milliseconds: one report, with one
+    checkpoint holding every point's final state and samples (a report is a round trip to the
+    driver); with STACK_CHECKPOINT_EVERY_S at 0 each stack reports and saves one, as every scored
+    epoch of a stack does. A trial restored from the first stack's checkpoint trains the other
+    two only, and still reports all three."""
     import shutil
 
     from ray.tune import Checkpoint
 
     import sweep.runner.worker as worker
+    import sweep.train.loop as loop
     from sweep.record.schema import PACK_POINTS
     from sweep.runner.worker import PackTrial, checkpoint_samples, load_checkpoint
     from sweep.train.point import prepare_data
 
     base = TrialConfig(family="ebgan", **{**PACK_TINY, "epochs": 1, "n_train": 64})
     points = [base.replace(nLayerG=n) for n in (2, 3, 4)]  # three shapes: three stacks
+    ids = [p.point_id for p in points]
     data = prepare_data(mnist.train_images, 64, "cpu")
 
     class FakeTune:  # what the trainable hands Tune, kept: reports and copies of their checkpoints
         def __init__(self, restore=None):
-            self.reports, self.saved, self.restore = [], [], restore
+            self.reports, self.saved, self.restore, self.trained = [], [], restore, []
 
         def report(self, out, checkpoint=None):
-            self.reports.append(json.loads(out[PACK_POINTS]))
+            self.reports.append([p["point_id"] for p in json.loads(out[PACK_POINTS])])
             if checkpoint is not None:
                 dst = tmp_path / str(id(self)) / f"c{len(self.saved)}-{len(self.reports)}"
                 shutil.copytree(checkpoint.path, dst)
@@ -353,29 +356,35 @@ def test_a_quick_stack_followed_by_others_reports_without_a_checkpoint(tmp_path,
         def get_checkpoint(self):
             return self.restore
 
+    train_pack = loop.train_pack
+
     def train(fake):
+        def recorded(runs, *a, **kw):
+            fake.trained.append([r.cfg.point_id for r in runs])
+            return train_pack(runs, *a, **kw)
         monkeypatch.setattr(worker, "tune", fake)
+        monkeypatch.setattr(loop, "train_pack", recorded)
         trial = PackTrial("p", points, "cpu", {})
         todo, restored = trial.restore()
         trial.train(todo, restored, scorer, data, False)
-        return todo
 
     quick = FakeTune()
     train(quick)
-    assert [len(r) for r in quick.reports] == [1, 1, 3] and len(quick.saved) == 1  # the last, every point
-    ids = [p.point_id for p in points]
+    assert quick.trained == [[i] for i in ids]
+    assert quick.reports == [ids] and len(quick.saved) == 1  # one report, its checkpoint has every point
     assert sorted(checkpoint_samples(quick.saved[0], ids)) == sorted(ids)
     assert all(st["epoch"] == 1 for st in load_checkpoint(Checkpoint.from_directory(str(quick.saved[0])), "p",
                                                           "cpu").values())
     monkeypatch.setattr(worker, "STACK_CHECKPOINT_EVERY_S", 0.0)
     each = FakeTune()
     train(each)
-    assert len(each.saved) == 3 and [p.name.split("-")[1] for p in each.saved] == ["1", "2", "3"]
+    assert each.reports == [ids[:1], ids[1:2], ids] and [p.name for p in each.saved] == ["c0-1", "c1-2", "c2-3"]
     first = Checkpoint.from_directory(str(each.saved[0]))  # the first stack finished, nothing else
+    monkeypatch.setattr(worker, "STACK_CHECKPOINT_EVERY_S", 10.0)
     again = FakeTune(restore=first)
-    assert [p.point_id for p in train(again)] == ids  # todo: every point, the first restored finished
-    assert [[p["point_id"] for p in r] for r in again.reports[:1]] == [[ids[1]]]  # trains from the second
-    assert [p["epoch"] for p in again.reports[-1]] == [1, 1, 1]
+    train(again)
+    assert again.trained == [ids[1:2], ids[2:]]  # from the second stack
+    assert again.reports == [ids] and len(again.saved) == 1
 
 
 class _Killed(Exception):

@@ -5,7 +5,8 @@ A Tune trial is a pack of grid points (sweep/plan/packs.py).
 MNIST and the classifier reach the workers once, through the object store
 (`make_trainable` wraps them with `tune.with_parameters`). Every scored epoch
 reports its metrics with a checkpoint, so a retried or resumed trial continues
-from its last epoch instead of restarting (but a quick stack's last, STACK_CHECKPOINT_EVERY_S).
+from its last epoch instead of restarting (but a quick stack's last waits for the next report,
+STACK_CHECKPOINT_EVERY_S).
 
 Imports Ray: import it only after sweep/runner/cluster.py has set Ray's environment.
 """
@@ -30,10 +31,12 @@ from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
 from sweep.record.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
 
 CHECKPOINT_FORMAT = "gansweep-pack/1"
-# A stack that ends while other stacks of its pack follow reports without a checkpoint when the pack's
-# last checkpoint is younger than this: the next checkpoint carries its final states, and a trial
-# killed before that retrains at most this much (its points are `pending` in the tables until the
-# trial ends). bench --scale's packs of three stacks of a few ms each saved a checkpoint per stack.
+# A stack that ends while other stacks of its pack follow is not reported when the pack's last
+# checkpoint is younger than this: the next report (with a checkpoint) carries its points' final
+# reports and states, and a trial killed before that retrains at most this much (its points are
+# `pending` in the tables until the trial ends). bench --scale's packs of three stacks of a few ms
+# each saved a checkpoint per stack, and then reported each: a report is a round trip to the
+# driver that the worker waits for.
 STACK_CHECKPOINT_EVERY_S = 10.0
 STATE_FILE = "state.pt"  # point_id -> G, D, both optimizers, RNG streams, history (PointRun.checkpoint())
 SAMPLES_NPZ = "samples.npz"  # point_id -> the last scored epoch's samples (up to 64, 32, 32) uint8
@@ -249,15 +252,16 @@ class PackTrial:
         """Train the pack's stacks one after another (sweep/plan/packs.py). Every checkpoint holds
         every point: the finished stacks' final states (no weights; their samples and, with
         keep_weights, their G weights carried along, since the callback reads the last one)
-        and the current stack's full states. Every scored epoch's report carries one, except a
-        stack's last when more stacks follow and the last checkpoint is younger than
-        STACK_CHECKPOINT_EVERY_S. A finished stack's nets go back to the pool, if given
+        and the current stack's full states. Every scored epoch reports with one, except a stack's
+        last when more stacks follow and the last checkpoint is younger than
+        STACK_CHECKPOINT_EVERY_S: the next report carries its points. A finished stack's nets go back to the pool, if given
         (sweep/train/point.py NetPool)."""
         from sweep.train.loop import start_pack, train_pack
 
         final_states: dict[str, dict] = {}
         final_weights: dict[str, dict] = {}
         sent_all = False
+        waiting: list[str] = []  # finished points whose final report rides on the next report
         stacks = stacks_of(todo)
         last_checkpoint = time.monotonic()
         for n, stack in enumerate(stacks):
@@ -265,7 +269,7 @@ class PackTrial:
 
             def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs,
                          last_stack=n == len(stacks) - 1) -> None:
-                nonlocal sent_all, last_checkpoint
+                nonlocal sent_all, last_checkpoint, waiting
                 for i, metrics in reported.items():
                     self.latest[stack[i].point_id] = {**epoch_report(metrics), "point_id": stack[i].point_id}
                 done = all(r.done for r in runs)
@@ -273,10 +277,11 @@ class PackTrial:
                     final_weights.update((p.point_id, r.generator_weights()) for p, r in zip(stack, runs)
                                          if r.status == OK)
                 sent_all = last_stack and done
-                ids = [p.point_id for p in self.cfgs] if sent_all else [stack[i].point_id for i in reported]
+                ids = [p.point_id for p in self.cfgs] if sent_all else waiting + [stack[i].point_id for i in reported]
                 if done and not last_stack and time.monotonic() - last_checkpoint < STACK_CHECKPOINT_EVERY_S:
-                    self.report(ids)  # the next stack's checkpoint carries this one's final states
+                    waiting = ids  # the next report, with a checkpoint, carries them
                     return
+                waiting = []
                 states = dict(zip((p.point_id for p in stack), make_checkpoint()))
                 self.report(ids, checkpoint={**final_states, **states}, weights=final_weights)
                 last_checkpoint = time.monotonic()
