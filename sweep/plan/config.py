@@ -84,7 +84,7 @@ class TrialConfig:
         """What the report compares: the family, plus the arch when it is not mlp."""
         return model_name(self.family, self.arch)
 
-    @property
+    @functools.cached_property  # a frozen config's name never changes; a worker asked for it 9 times a point
     def point_id(self) -> str:
         """A readable, unique name for the grid point (family, axes, seed)."""
         arch = "" if self.arch == "mlp" else f"-{self.arch}"  # mlp ids predate the arch axis
