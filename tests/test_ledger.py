@@ -142,6 +142,7 @@ def test_flushes_take_at_most_a_tenth_of_the_driver(tmp_path):
     from sweep.record.ledger import FLUSH_EVERY_S, FLUSH_SPAN
 
     ledger = Ledger(RunDir(tmp_path, MANIFEST, three_points()))
+    assert not ledger.flush_due  # a session's first periodic flush waits FLUSH_EVERY_S too
     ledger.flush({})
     assert (FLUSH_EVERY_S, FLUSH_SPAN) == (5.0, 10) and 0 < ledger.flush_seconds < 1.0
     ledger.dirty, ledger.last_flush, ledger.flush_seconds = True, time.time() - 6.0, 0.1

@@ -60,7 +60,11 @@ class Ledger:
         self.session_compute = 0.0
         self.t_start = time.time()
         self.done_at_start: set[str] | None = None
-        self.last_flush, self.dirty, self.flush_seconds, self.last_csv = 0.0, True, 0.0, 0.0
+        # The tables on disk are as new as the ledger (the engine wrote them, or a session left them): the
+        # first periodic flush waits FLUSH_EVERY_S, not rebuilding 7,168 rows (2 s of the driver at the
+        # paper plan) while the first workers start, and its CSVs CSV_EVERY_S.
+        self.last_flush = self.last_csv = time.time()
+        self.dirty, self.flush_seconds = True, 0.0
         self.disk_full = False  # a write failed for want of space (the callback stops the sweep)
         # trial_id -> (trial folder, point ids) of completed trials whose checkpoints are not
         # emptied yet: that waits until the tables on disk record every point of it finished
