@@ -264,6 +264,37 @@ def small_disk_free(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def test_a_restored_generator_counts_no_trial_of_the_old_session_live(tmp_path):
+    """The generator's state can name a trial live that the experiment state (saved and copied apart)
+    records finished: nothing completes it again, and at the limit the restored generator handed
+    out no trial, ever (a resumed run in S3 waited with running 0, pending 4). Restored, it goes on
+    where the grid was, at this session's limit, counting only its new trials."""
+    import pickle
+
+    from ray import cloudpickle, tune
+    from ray.tune.experiment import Experiment
+
+    from sweep.runner.scheduling import SlotGenerator
+
+    exp = Experiment("e", lambda config: None, config={"pack": tune.grid_search(["a", "b", "c", "d"])},
+                     storage_path=str(tmp_path))
+    old = SlotGenerator(max_concurrent=1)
+    old.add_configurations([exp])
+    assert old.next_trial().config == {"pack": "a"} and old.next_trial() is None  # at the limit
+    saved = cloudpickle.dumps(old.get_state())  # as Tune saves it: 'a' live; the experiment records it finished
+
+    new = SlotGenerator(max_concurrent=1)
+    new.set_state(pickle.loads(saved))
+    b = new.next_trial()
+    assert b.config == {"pack": "b"} and new.next_trial() is None  # the limit holds for its own trials
+    new.on_trial_complete(b.trial_id)
+    assert new.next_trial().config == {"pack": "c"}
+    wider = SlotGenerator(max_concurrent=2)  # this session's limit, not the saved one
+    wider.set_state(pickle.loads(saved))
+    assert [t.config["pack"] for t in (wider.next_trial(), wider.next_trial())] == ["b", "c"]
+    assert wider.next_trial() is None
+
+
 SLOW_SECOND_WORKER = """
 import os, sys, time
 from pathlib import Path

@@ -37,12 +37,21 @@ class EverySlotScheduler(FIFOScheduler):
 
 class SlotGenerator(BasicVariantGenerator):
     """Tune's grid generator, at most max_concurrent live trials (0: no limit). A resumed experiment
-    restores the generator's saved state, limit included: the limit of this session is kept."""
+    restores the generator's saved state, limit included: the limit of this session is kept, and
+    the trials it counted live are forgotten.
+
+    The generator's state and the experiment state are saved in two files and copied to storage
+    one after the other, so a driver killed in between leaves a generator that counts live a trial
+    the experiment records finished. Nothing completes that trial again: at the limit, the
+    generator handed out no new trial and the resumed sweep waited forever (a run in S3 with
+    --max-concurrent 1: running 0, pending 4, for 300 s, tests/test_storage.py). Tune runs every
+    restored unfinished trial again in any case; the limit counts the trials made from here on."""
 
     def set_state(self, state):
         limit = self.max_concurrent
         super().set_state(state)
         self.max_concurrent = limit
+        self._live_trials = set()
 
 
 def live_trial_limit(max_concurrent: int, slots: int, cluster: bool) -> int:
