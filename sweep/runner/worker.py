@@ -12,6 +12,7 @@ Imports Ray: import it only after sweep/runner/cluster.py has set Ray's environm
 """
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import tempfile
@@ -49,7 +50,6 @@ SAMPLES_FILE = "samples.npy"  # the samples, in a one-point checkpoint of ganswe
 _SCORERS: dict = {}
 _DATASETS: dict = {}
 _UNPICKLED: dict = {}  # Once key -> its value
-_POOL: list = []  # the worker's NetPool (sweep/train/point.py), made by its first trial
 
 
 class Once:
@@ -196,13 +196,13 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
                 _dataset(images, todo[0].n_train, device), keep_weights, _net_pool())
 
 
+@functools.cache
 def _net_pool():
-    """One NetPool per worker: a reused worker's next trials redraw its finished points' nets."""
+    """One NetPool per worker, made by its first trial: a reused worker's next trials redraw its
+    finished points' nets."""
     from sweep.train.point import NetPool
 
-    if not _POOL:
-        _POOL.append(NetPool())
-    return _POOL[0]
+    return NetPool()
 
 
 class PackTrial:
@@ -254,8 +254,8 @@ class PackTrial:
         keep_weights, their G weights carried along, since the callback reads the last one)
         and the current stack's full states. Every scored epoch reports with one, except a stack's
         last when more stacks follow and the last checkpoint is younger than
-        STACK_CHECKPOINT_EVERY_S: the next report carries its points. A finished stack's nets go back to the pool, if given
-        (sweep/train/point.py NetPool)."""
+        STACK_CHECKPOINT_EVERY_S: the next report carries its points. A finished stack's nets go
+        back to the pool, if given (sweep/train/point.py NetPool)."""
         from sweep.train.loop import start_pack, train_pack
 
         final_states: dict[str, dict] = {}
