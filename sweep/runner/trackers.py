@@ -193,10 +193,22 @@ def _mlflow_callback(view: RunView):
 
 
 def _wandb_callback(view: RunView):
-    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLoggingActor
+
+    class FlushedActor(_WandbLoggingActor):
+        """Ray's W&B logging actor, done only once W&B has written its run. wandb.finish() returns
+        before W&B's own process has (about 80 ms later, measured), and Ray kills the actor as soon as
+        this returns: under load the last point of a sweep was left with an empty run file (7 bytes:
+        no name, tags or history; tests/test_trackers.py caught it once on a fresh clone)."""
+
+        def run(self):
+            super().run()
+            self._wandb.teardown()  # waits for W&B's process to write everything and exit
 
     class PointWandb(WandbLoggerCallback):
         """Ray's W&B callback, with a run per point named and tagged as above."""
+
+        _logger_actor_cls = FlushedActor
 
         def log_trial_start(self, trial):
             name, tags, params = run_view(view, trial.config["pack"])
