@@ -33,17 +33,24 @@ def _clamped(probs: torch.Tensor, eps: float) -> torch.Tensor:
     return p / p.sum(dim=1, keepdim=True)
 
 
+def _kl_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """(N,) KL(p_i || q_i) of rows, at least 0: a KL is never negative, but for rows equal to q
+    (a collapsed generator: every sample the same class) rounding left -3e-16 on 177 of 200 random
+    rows, an IS of 0.9999999999999998 that the [1, 10] range checks refused on AMD EPYC CPUs."""
+    return (p * (p.log() - q.log())).sum(dim=1).clamp_min(0.0)
+
+
 def modified_inception_score(probs: torch.Tensor, eps: float = 1e-12) -> float:
     p_yx = _clamped(probs, eps)  # (N, 10)
     p_y = p_yx.mean(dim=0, keepdim=True)  # (1, 10)
-    kl = (p_y * (p_y.log() - p_yx.log())).sum(dim=1)  # (N,) KL(p(y) || p(y|x))
+    kl = _kl_rows(p_y.expand_as(p_yx), p_yx)  # (N,) KL(p(y) || p(y|x))
     return kl.mean().item()
 
 
 def inception_score(probs: torch.Tensor, eps: float = 1e-12) -> float:
     p_yx = _clamped(probs, eps)
     p_y = p_yx.mean(dim=0, keepdim=True)
-    kl = (p_yx * (p_yx.log() - p_y.log())).sum(dim=1)  # (N,) KL(p(y|x) || p(y))
+    kl = _kl_rows(p_yx, p_y)  # (N,) KL(p(y|x) || p(y))
     return math.exp(kl.mean().item())
 
 
