@@ -75,6 +75,19 @@ def gansweep(*args, cwd, env: dict | None = None) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(["gansweep", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
+def without_ray(monkeypatch) -> None:
+    """Makes starting Ray in this process fail the test (sweep/runner/cluster.py ray_init), for the
+    in-process `gansweep` calls that must end without it: a refusal, the resume of a finished run.
+    It checks what they promise, and spares a new interpreter (torch, Ray and pandas imported
+    again: 4-5 s of CPU a call, on a suite that keeps both cores busy)."""
+    import sweep.runner.cluster
+
+    def no_ray(rt):
+        raise AssertionError("this command started Ray")
+
+    monkeypatch.setattr(sweep.runner.cluster, "ray_init", no_ray)
+
+
 def start(*args, cwd) -> subprocess.Popen:
     """A background `gansweep` in its own session, so the test can kill it and its Ray instance.
     Its stderr goes to cwd/gansweep.stderr, which wait_for quotes if it exits early."""

@@ -129,11 +129,11 @@ def test_classifier_check_command(tmp_path, data_root):
 
 def test_classifier_training_is_reproducible(mnist):
     """`gansweep classifier train` must be able to reproduce the committed weights: the same
-    seed gives bit-identical weights (here one epoch on 1,024 digits, twice)."""
+    seed gives bit-identical weights (here one epoch on 256 digits, twice)."""
     from models.classifier import train_classifier
 
-    x, y = to_model_space(mnist.train_images[:1024]), mnist.train_labels[:1024]
-    tx, ty = to_model_space(mnist.test_images[:256]), mnist.test_labels[:256]
+    x, y = to_model_space(mnist.train_images[:256]), mnist.train_labels[:256]
+    tx, ty = to_model_space(mnist.test_images[:128]), mnist.test_labels[:128]
     logs = []
     a, _ = train_classifier(x, y, tx, ty, epochs=1, log=logs.append)
     b, _ = train_classifier(x, y, tx, ty, epochs=1, log=logs.append)

@@ -8,7 +8,7 @@ import signal
 import pandas as pd
 import pytest
 
-from helpers import REPO, assert_ledger_holds, cli, gansweep, start, wait_for
+from helpers import REPO, assert_ledger_holds, cli, gansweep, start, wait_for, without_ray
 
 pytestmark = pytest.mark.ray
 
@@ -61,12 +61,7 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(finished_run
     table.to_parquet(run / "results.parquet", index=False)
     first = start("resume", run, "--num-cpus", "2", "--quiet", cwd=tmp_path)
     wait_for(lambda: True if holder_pid(run) == first.pid else None, 60, "the first resume's lock", first)
-    import sweep.runner.cluster
-
-    def no_ray(rt):  # refused before Ray starts (this process, which holds no lock of the run)
-        raise AssertionError("the second resume started Ray")
-
-    monkeypatch.setattr(sweep.runner.cluster, "ray_init", no_ray)
+    without_ray(monkeypatch)  # refused before Ray starts (in this process, which holds no lock of the run)
     second = gansweep("resume", run, "--num-cpus", "2", cwd=tmp_path)
     monkeypatch.undo()
     assert second.returncode == 2 and second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
@@ -91,7 +86,7 @@ def damage(run, table):
 
 
 @pytest.mark.parametrize("table", ["results.parquet", "results.csv"])  # curves.parquet: the test below
-def test_a_damaged_table_is_rebuilt_by_resume_in_its_own_folder(finished_run, tmp_path, table):
+def test_a_damaged_table_is_rebuilt_by_resume_in_its_own_folder(finished_run, tmp_path, table, monkeypatch):
     run, before = finished_run
     damage(run, table)
     st = gansweep("status", run, cwd=tmp_path)
@@ -101,12 +96,13 @@ def test_a_damaged_table_is_rebuilt_by_resume_in_its_own_folder(finished_run, tm
     else:  # status works, and says what is wrong
         assert st.returncode == 0 and "ok 4" in st.stdout
     assert f"`gansweep resume {run}` rebuilds it" in st.stdout + st.stderr
-    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
+    without_ray(monkeypatch)  # every point is finished: the tables are rebuilt, and no Ray starts
+    r = gansweep("resume", run, "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     why = "missing" if table == "curves.parquet" else "unreadable ("
     assert f"[gansweep] {table} was {why}" in r.stdout and "rebuilt from Tune's records (4 rows, 4 finished)" in r.stdout
     assert "done in" in r.stdout and "'ok': 4" in r.stdout
-    assert f"every point of {run} is finished: nothing to resume" in r.stdout  # and no Ray instance
+    assert f"every point of {run} is finished: nothing to resume" in r.stdout
     after = assert_ledger_holds(run)
     old = pd.read_parquet(io.BytesIO(before["results.parquet"]))
     assert after.equals(old)  # row for row: same scores, same train_seconds (nothing trained again)
@@ -115,13 +111,14 @@ def test_a_damaged_table_is_rebuilt_by_resume_in_its_own_folder(finished_run, tm
     assert pd.read_csv(run / "results.csv").equals(pd.read_csv(io.BytesIO(before["results.csv"])))
 
 
-def test_every_damaged_table_of_a_copied_run_is_rebuilt_in_the_copy(finished_run, tmp_path):
+def test_every_damaged_table_of_a_copied_run_is_rebuilt_in_the_copy(finished_run, tmp_path, monkeypatch):
     base, before = finished_run
     run = tmp_path / "brought-back" / "h"
     shutil.copytree(base, run)
     for table in ("results.parquet", "curves.parquet", "results.csv"):
         damage(run, table)
-    r = cli("resume", run, "--num-cpus", "2", cwd=tmp_path)
+    without_ray(monkeypatch)
+    r = gansweep("resume", run, "--num-cpus", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("rebuilt from Tune's records") == 3  # one line per damaged table
     after = assert_ledger_holds(run)
@@ -162,13 +159,14 @@ def test_resume_reads_the_manifest_once_and_builds_the_plan_once(finished_run, t
     assert assert_ledger_holds(run).equals(pd.read_parquet(io.BytesIO(before["results.parquet"])))
 
 
-def test_a_damaged_manifest_is_refused(finished_run, tmp_path):
+def test_a_damaged_manifest_is_refused(finished_run, tmp_path, monkeypatch):
     base, _ = finished_run
     run = tmp_path / "m" / "h"
     shutil.copytree(base, run, ignore=shutil.ignore_patterns("tune"))
     (run / "gansweep.json").write_text('{"format": "gansweep-run/1", "name": ')
+    without_ray(monkeypatch)
     for cmd in ("resume", "status"):
-        r = cli(cmd, run, cwd=tmp_path)
+        r = gansweep(cmd, run, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.count("\n") == 1
         assert "damaged manifest" in r.stderr and "cannot be rebuilt" in r.stderr
 

@@ -127,10 +127,10 @@ def test_a_run_in_s3_resumes_from_a_fresh_folder_with_only_its_uri(tmp_path, dat
 
     third = tmp_path / "third"  # status and report from yet another folder, reading the bucket
     third.mkdir()
-    st = cli("status", uri, "--check", cwd=third)
+    st = gansweep("status", uri, "--check", cwd=third)  # in this process: neither starts Ray or a process
     assert st.returncode == 0 and "ok 6" in st.stdout and "all 6 rows keep the ledger's rules" in st.stdout, \
         st.stdout + st.stderr
-    rep = cli("report", uri, cwd=third)
+    rep = gansweep("report", uri, cwd=third)
     assert rep.returncode == 0, rep.stderr
     stored = _objects(s3_server, "runs/s")
     assert {f"samples/{p}.npy" for p in after.point_id} <= stored and "report/report.html" in stored
