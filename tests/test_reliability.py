@@ -138,7 +138,7 @@ def test_a_stalled_worker_is_stopped_and_its_trial_retried(tmp_path, env):
 @pytest.mark.ray
 def test_divergence_is_recorded_and_reported(tmp_path, env):
     (tmp_path / "sweep.yaml").write_text(WITH_DIVERGENCE)
-    r = cli("run", "--preset", "div", "--name", "d", "--storage", tmp_path / "runs", "--num-cpus", "2",
+    r = cli("run", "--preset", "div", "--name", "d", "--storage", tmp_path / "runs", "--num-cpus", "1",
             "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "runs" / "d"

@@ -32,7 +32,7 @@ def finished_run(tmp_path_factory, data_root):
         mp.setenv("PYTHONPATH", str(REPO))
         home = tmp_path_factory.mktemp("home")
         (home / "sweep.yaml").write_text(SWEEP)
-        r = cli("run", "--preset", "h", "--name", "h", "--storage", home / "runs", "--num-cpus", "2", "--quiet",
+        r = cli("run", "--preset", "h", "--name", "h", "--storage", home / "runs", "--num-cpus", "1", "--quiet",
                 cwd=home)
         assert r.returncode == 0, r.stderr[-3000:]
         run = home / "runs" / "h"

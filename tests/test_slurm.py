@@ -171,7 +171,7 @@ def test_a_chain_of_jobs_stops_at_the_limit_warning_and_finishes_every_point_onc
     no progress in CI) and on an idle one finished the sweep in the first job."""
     (tmp_path / "sweep.yaml").write_text(CHAIN)
     env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
-    r = cli("slurm", "--preset", "chain", "--name", "c", "--cpus-per-node", "2", "--time", "20", "--grace", "60",
+    r = cli("slurm", "--preset", "chain", "--name", "c", "--cpus-per-node", "1", "--time", "20", "--grace", "60",
             "--submit", cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.startswith("submitted job "), r.stderr
     first = int(r.stdout.split()[2].rstrip(":"))
@@ -200,7 +200,7 @@ def test_a_chain_of_jobs_stops_at_the_limit_warning_and_finishes_every_point_onc
 def test_scancel_stops_the_sweep_cleanly_and_slurm_resume_finishes_it(tmp_path, data_root, slurm):
     (tmp_path / "sweep.yaml").write_text(CHAIN)
     env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
-    r = cli("slurm", "--preset", "chain", "--name", "x", "--cpus-per-node", "2", "--time", "30", "--submit",
+    r = cli("slurm", "--preset", "chain", "--name", "x", "--cpus-per-node", "1", "--time", "30", "--submit",
             cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     job = r.stdout.split()[2].rstrip(":")
@@ -217,7 +217,7 @@ def test_scancel_stops_the_sweep_cleanly_and_slurm_resume_finishes_it(tmp_path, 
     assert set(df.status) == {"ok", "pending"}, df.status.value_counts()
     assert gansweep("status", run, "--finished", cwd=tmp_path, env=env).returncode == 3  # what the chain asks
 
-    r = cli("slurm", "--resume", run, "--cpus-per-node", "2", "--time", "30", "--submit", cwd=tmp_path, env=env)
+    r = cli("slurm", "--resume", run, "--cpus-per-node", "1", "--time", "30", "--submit", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     wait_for(lambda: _true(not _jobs(slurm) and len(_outputs(run)) == 2), 300, "the resumed job to end")
     assert "the sweep is finished" in _outputs(run)[int(r.stdout.split()[2].rstrip(":"))]
