@@ -65,11 +65,20 @@ def build_parser():
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    from models.classifier import ClassifierError
-    from models.registry import PluginError
-    from sweep.train.data import DataError
+# Errors of bad input raised outside sweep/ (module, class): one line and exit status 2, as UserError.
+INPUT_ERRORS = (("models.classifier", "ClassifierError"), ("models.registry", "PluginError"),
+                ("sweep.train.data", "DataError"))
 
+
+def _is_input_error(e: BaseException) -> bool:
+    """Whether e is bad input. Checked without importing the errors' modules (models.classifier
+    imports torch: 3 s of CPU, which a refused command or `status` never needs): an error of a
+    class whose module was never imported cannot have been raised."""
+    kinds = [UserError] + [getattr(sys.modules[m], name) for m, name in INPUT_ERRORS if m in sys.modules]
+    return isinstance(e, tuple(kinds))
+
+
+def main(argv: list[str] | None = None) -> int:
     # `kill -USR2 PID` prints where every thread of a gansweep that seems hung is, on its stderr, and
     # it goes on (a driver waiting on storage, say; its Ray workers' stacks: `py-spy dump --pid`).
     faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)  # (Tune takes SIGUSR1: stop)
@@ -77,9 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         a = build_parser().parse_args(argv)
         setup_logging(a.verbose, a.quiet)
         return command(a.command).run(a)
-    except (UserError, DataError, ClassifierError, PluginError) as e:
-        print(f"gansweep: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except Interrupted as e:  # a sweep stopped by a signal, its tables consistent
         print(f"gansweep: {e}", file=sys.stderr)
         return e.exit_status
@@ -89,3 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `gansweep plan | head`: the reader left; nothing to say to it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
+    except Exception as e:
+        if not _is_input_error(e):
+            raise
+        print(f"gansweep: {e}", file=sys.stderr)
+        return EXIT_USAGE
