@@ -57,7 +57,9 @@ THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 # at once on two workers; TAIL_QUEUES go after every module without Ray, so the third worker takes
 # them once those are done (before, it idled for the last 3 minutes at 10-25% idle CPU).
 # Measured 2026-11-27: engine 195 s, packs 97, storage 62, trackers 36, run_dir 70 (460);
-# reliability 305, slurm 129 (434); device_check 88, plugins 28 after 340 s of the rest (456).
+# reliability 305, slurm 129 (434); device_check 88, plugins 28 after 340 s of the rest (456). Later
+# that day, on a VM then ~45% slower (`import torch` 2.75 -> 4.0 CPU-s): 695, 775 and 661 s (151 after
+# 510), with the Ray tests' work cut by the changes of docs/performance.md "The test suite".
 RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_trackers", "test_run_dir"),
               "ray-2": ("test_reliability", "test_slurm"),
               "ray-3": ("test_device_check", "test_plugins")}
