@@ -63,7 +63,6 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(finished_run
     wait_for(lambda: True if holder_pid(run) == first.pid else None, 60, "the first resume's lock", first)
     without_ray(monkeypatch)  # refused before Ray starts (in this process, which holds no lock of the run)
     second = gansweep("resume", run, "--num-cpus", "2", cwd=tmp_path)
-    monkeypatch.undo()
     assert second.returncode == 2 and second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
     assert f"is in use by `gansweep resume` (pid {first.pid} on " in second.stderr
     os.killpg(first.pid, signal.SIGKILL)  # the holder dies without a word: the kernel frees its lock
