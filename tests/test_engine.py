@@ -117,6 +117,11 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     # while it runs: every port of the local Ray instance listens on loopback only
     addresses = listening_addresses(proc.pid)
     assert addresses and addresses <= LOOPBACK, addresses
+    # and a quiet run's instance has no autoscaler, log monitor or API server (sweep/runner/cluster.py)
+    ray_processes = [session_pids(proc.pid, name) for name in ("gcs_server", "raylet", "ray::ImplicitFunc")]
+    assert all(ray_processes), ray_processes
+    unused = {name: session_pids(proc.pid, name) for name in ("monitor.py", "log_monitor.py", "dashboard/dashboard.py")}
+    assert not any(unused.values()), unused
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its whole local Ray instance
     proc.wait(timeout=30)
     finished = before[before.status == "ok"].set_index("point_id")

@@ -392,6 +392,26 @@ def test_security_defaults_in_the_code():
     assert "include_dashboard=False" in sources[REPO / "sweep" / "runner" / "cluster.py"]
 
 
+def test_a_quiet_private_instance_is_started_without_the_head_processes_it_never_uses():
+    """sweep/runner/cluster.py: while a quiet run's `ray.init` starts its instance, the RayParams it
+    builds start no autoscaler and no log monitor, and the node starts no API server; before and
+    after, Ray's own code is in place (tests/test_engine.py looks at a running session's processes)."""
+    from ray._private import node, parameter
+
+    from sweep.runner.cluster import _lean_local_instance
+
+    own = (parameter.RayParams.__init__, node.Node.start_api_server)
+    assert parameter.RayParams().no_monitor is False and parameter.RayParams().include_log_monitor is None
+    with _lean_local_instance():
+        params = parameter.RayParams(num_cpus=2, include_dashboard=False)
+        assert (params.no_monitor, params.include_log_monitor, params.num_cpus) == (True, False, 2)
+        fake = type("FakeNode", (), {"_webui_url": "127.0.0.1:8265"})()
+        node.Node.start_api_server(fake, include_dashboard=False, raise_on_failure=False)
+        assert fake._webui_url is None  # no server started: a node without one reports no URL
+    assert (parameter.RayParams.__init__, node.Node.start_api_server) == own
+    assert parameter.RayParams().no_monitor is False
+
+
 TWO_NODES = """
 presets:
   two:
@@ -409,7 +429,8 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, env):
     from ray.cluster_utils import Cluster
 
     (tmp_path / "sweep.yaml").write_text(TWO_NODES)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                                    "no_monitor": True})
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()

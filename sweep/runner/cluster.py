@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +122,44 @@ def _throttle_forced_state_copies() -> None:
     manager.on_trial_checkpoint = on_trial_checkpoint
 
 
+@contextmanager
+def _lean_local_instance():
+    """While `ray.init` starts a private instance: without the three head processes a quiet
+    single-machine sweep never uses.
+
+    * the autoscaler's monitor: it scales a cluster from its config, and a private instance has
+      none (it also feeds `ray status`);
+    * the API server (the dashboard's head, whose dashboard is already off): Ray's job and state
+      APIs, which nothing of a sweep calls;
+    * the log monitor: it tails the workers' log files for a driver that prints them
+      (log_to_driver), and a quiet driver does not (Ray's own test clusters, ray.cluster_utils,
+      leave it out too).
+    Each is a Python process that imports Ray: together 3.9 of a session's 7.8 CPU-s of start-up,
+    and a third of an idle instance's CPU after (docs/performance.md). `ray.init` has no switch for
+    them; the RayParams it builds and the node's start-up do, and are set while it runs. A Ray
+    without them starts everything, as does --verbose (its output needs the log monitor, and a user
+    who asks for Ray's lines may want `ray status`)."""
+    from ray._private import node, parameter
+
+    ray_params_init, start_api_server = parameter.RayParams.__init__, node.Node.start_api_server
+
+    def lean_params(self, *args, **kwargs):
+        ray_params_init(self, *args, **kwargs)
+        self.no_monitor, self.include_log_monitor = True, False
+
+    def no_api_server(self, **kwargs):
+        self._webui_url = None  # what a node without one reports
+
+    if not all(hasattr(parameter.RayParams(), k) for k in ("no_monitor", "include_log_monitor")):
+        yield  # another Ray than the pinned one: start what it starts
+        return
+    parameter.RayParams.__init__, node.Node.start_api_server = lean_params, no_api_server
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__, node.Node.start_api_server = ray_params_init, start_api_server
+
+
 def ray_init(rt: Runtime) -> None:
     import ray
 
@@ -154,7 +193,8 @@ def ray_init(rt: Runtime) -> None:
             # A private single-machine instance: no dashboard, every port on loopback. "local": never
             # join a cluster that RAY_ADDRESS or `ray start` left on the machine (Ray's default would,
             # and then refuse num_cpus); joining one is what --address is for.
-            ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
+            with nullcontext() if verbose else _lean_local_instance():
+                ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
     except SystemExit as e:
         # A SIGTERM taken by a thread that does not block it (torch's, say) meets Ray's own handler
         # meanwhile, sys.exit(15): a stop like any other signal's, which the engine reports
