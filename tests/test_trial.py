@@ -382,26 +382,34 @@ from sweep.train.backends import backend_for
 from sweep.train.data import load_mnist
 from sweep.train.loop import start_pack, train_epoch
 torch.set_num_threads(1)
-cfgs = [TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, lr=lr, epochs=2, n_train=256,
-                    batch_size=32, n_eval=100) for lr in (1e-3, 1e-4)]
+base = TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, epochs=2, n_train=256, batch_size=32,
+                   n_eval=100)
 images = load_mnist(sys.argv[1]).train_images
-runs = start_pack(cfgs, images)
-pack = backend_for(runs)
-metrics = [m for _, m in sorted(train_epoch(pack).items(), key=lambda kv: kv[0].cfg.lr)]
-pack.write_back()
-runs = start_pack(cfgs, images, resume=[r.checkpoint() for r in runs])  # the optimizers' state round trip
-weights = [sum(float(p.double().sum()) for p in r.g.parameters()) for r in runs]
-moments = [sum(float(s["exp_avg_sq"].double().sum()) for s in r.opt_g.state_dict()["state"].values()) for r in runs]
-print(json.dumps({"dynamo": "torch._dynamo" in sys.modules, "torchvision": "torchvision" in sys.modules,
-                  "losses": [[m["loss_d"], m["loss_g"]] for m in metrics], "weights": weights, "moments": moments}))
+out = {"backends": [], "losses": [], "weights": [], "moments": []}
+# stacked (fully-connected, Adam); then the module back-end: DCGAN nets (Adam), and SGD with momentum
+for cfgs in ([base.replace(lr=lr) for lr in (1e-3, 1e-4)],
+             [base.replace(arch="dcgan", nLayerG=4, nLayerD=4, sizeG=16, sizeD=8, lr=lr) for lr in (1e-3, 1e-4)],
+             [base.replace(optimD="sgd", optimG="sgd", sgd_momentum=0.5, lr=lr) for lr in (1e-2, 1e-3)]):
+    runs = start_pack(cfgs, images)
+    pack = backend_for(runs)
+    out["backends"].append(type(pack).__name__)
+    metrics = [m for _, m in sorted(train_epoch(pack).items(), key=lambda kv: kv[0].cfg.lr)]
+    pack.write_back()
+    runs = start_pack(cfgs, images, resume=[r.checkpoint() for r in runs])  # the optimizers' state round trip
+    out["losses"].append([[m["loss_d"], m["loss_g"]] for m in metrics])
+    out["weights"].append([sum(float(p.detach().double().sum()) for p in r.g.parameters()) for r in runs])
+    key = "exp_avg_sq" if cfgs[0].optimG == "adam" else "momentum_buffer"
+    out["moments"].append([sum(float(s[key].double().sum()) for s in r.opt_g.state_dict()["state"].values())
+                           for r in runs])
+print(json.dumps({"dynamo": "torch._dynamo" in sys.modules, "torchvision": "torchvision" in sys.modules, **out}))
 """
 
 
 def test_training_imports_neither_dynamo_nor_torchvision_and_computes_the_same(data_root):
     """A Ray worker's first trial paid 1.8 s of CPU importing torch._dynamo (torch's optimizers
-    import it on first use, sweep/train/point.py _optimizers_without_dynamo) and the driver 2.5 s
-    importing torchvision to read MNIST (sweep/train/data.py). Without them, the same numbers as
-    with dynamo's wrappers in place."""
+    import it on first use and at every step, sweep/train/point.py _optimizers_without_dynamo and
+    optimizer_step) and the driver 2.5 s importing torchvision to read MNIST (sweep/train/data.py).
+    Without them, the same numbers as with dynamo's wrappers in place, on both back-ends."""
     import subprocess
     import sys
 
@@ -414,5 +422,6 @@ def test_training_imports_neither_dynamo_nor_torchvision_and_computes_the_same(d
     eager, wrapped = run(""), run("import torch._dynamo")
     assert not eager["dynamo"] and not eager["torchvision"]
     assert wrapped["dynamo"]
+    assert eager["backends"] == wrapped["backends"] == ["StackedPack", "ModulePack", "ModulePack"]
     assert eager["losses"] == wrapped["losses"] and eager["weights"] == wrapped["weights"]
-    assert eager["moments"] == wrapped["moments"] and all(m > 0 for m in eager["moments"])
+    assert eager["moments"] == wrapped["moments"] and all(m > 0 for ms in eager["moments"] for m in ms)

@@ -27,7 +27,7 @@ import torch
 
 from models.networks import DOut
 from models.packed import PACKABLE, PackedNet
-from sweep.train.point import PointRun, draw_samples, eval_chunks
+from sweep.train.point import PointRun, draw_samples, eval_chunks, optimizer_step
 
 Net = Literal["g", "d"]
 
@@ -183,7 +183,7 @@ class ModulePack(_Pack):
 
     def step(self, net: Net) -> None:
         for r in self.runs:
-            getattr(r, f"opt_{net}").step()
+            optimizer_step(getattr(r, f"opt_{net}"))
 
     def samples(self) -> torch.Tensor:
         """(K, n_eval, 1024), each point's drawn by its own G (sweep/train/point.py draw_samples)."""

@@ -113,7 +113,7 @@ def _optimizers_without_dynamo() -> None:
     first optimizer. Nothing in gansweep compiles; the wrapper caches what it would call
     in fn.__dynamo_disable, set here to fn itself (in eager mode dynamo's disable is a
     pass-through, so values are the same). Left alone once torch._dynamo is loaded (by
-    torch.compile, a plugin, or a torch.optim step of the module back-end)."""
+    torch.compile or a plugin). Their step is `optimizer_step`'s."""
     import sys
 
     if "torch._dynamo" in sys.modules:
@@ -122,6 +122,23 @@ def _optimizers_without_dynamo() -> None:
     for fn in vars(torch.optim.Optimizer).values():
         if getattr(fn, "__code__", None) is inner and hasattr(fn, "__wrapped__"):
             fn.__wrapped__.__dynamo_disable = fn.__wrapped__
+
+
+def optimizer_step(opt: torch.optim.Optimizer) -> None:
+    """opt.step() without importing torch._dynamo: what the module back-end calls for each point.
+
+    torch.optim's step is wrapped twice: in the profiler's hooks (Optimizer.profile_hook_step:
+    step hooks, of which gansweep registers none, and the LR scheduler's call-order check, which
+    has no scheduler here), then in _use_grad_for_differentiable, which imports torch._dynamo at
+    every call only to mark a graph break for torch.compile (a no-op in eager mode) and runs the
+    update with grad off. The first step of every Ray worker training a dcgan point paid 1.8 s of
+    CPU for that import (py-spy: 12% of a test session's worker). This runs the update itself,
+    with grad off: the same values (tests/test_trial.py)."""
+    step = type(opt).step
+    while hasattr(step, "__wrapped__"):  # the profiler's wrapper, then _use_grad's
+        step = step.__wrapped__
+    with torch.no_grad():
+        step(opt)
 
 
 def make_optimizer(name: str, params, cfg: TrialConfig) -> torch.optim.Optimizer:
