@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.metrics import SCORE_KEYS, ScoreSettings
+from models.metric_names import SCORE_KEYS
+from models.metrics import ScoreSettings
 from sweep.errors import UserError
 from sweep.record.schema import OK
 

@@ -23,9 +23,6 @@ from dataclasses import dataclass
 import torch
 
 N_CLASSES = 10
-# Every score of a set of samples, in the order tables show them: the one list the
-# results rows, curves and reports derive their metric columns from.
-SCORE_KEYS = ("i_prime", "inception_score", "fid", "classes_covered", "kl_uniform", "digit_share")
 
 
 def _clamped(probs: torch.Tensor, eps: float) -> torch.Tensor:
@@ -112,7 +109,8 @@ class ScoreSettings:
 
 def all_metrics(probs: torch.Tensor, features: torch.Tensor, reference: FeatureStats,
                 digit_threshold: float, settings: ScoreSettings = ScoreSettings()) -> dict[str, float]:
-    """Every metric for one set of samples (SCORE_KEYS), as plain floats (ints for counts)."""
+    """Every metric for one set of samples (models/metric_names.py SCORE_KEYS, in their order), as
+    plain floats (ints for counts)."""
     return {
         "i_prime": modified_inception_score(probs, settings.eps),
         "inception_score": inception_score(probs, settings.eps),

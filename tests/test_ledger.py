@@ -375,3 +375,18 @@ def test_the_ledger_imports_no_ray():
     code = "import sys, sweep.record.ledger, sweep.record.schema, sweep.runner.engine, sweep.cli; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_status_imports_no_torch(tmp_path):
+    """`gansweep status` reads a run's tables (sweep/record/, analysis/status.py) without torch, which
+    costs 3.5 s of CPU to import: the metric names it needs live in models/metric_names.py."""
+    import subprocess
+    import sys
+
+    from helpers import make_run, row
+
+    run = make_run(tmp_path, pd.DataFrame([row("gan", 3.0), row("ebgan", 5.0), row("began", 0.0, status="pending")]))
+    code = "import sys; from sweep.cli import main; c = main(['status', sys.argv[1]]); print(c, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok 2" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0 False", out.stdout

@@ -98,7 +98,10 @@ def test_classifier_accuracy_and_hash(mnist):
 def test_real_mnist_scores_high_and_one_digit_collapses(mnist, scorer):
     from sweep.train.data import to_model_space
 
+    from models.metric_names import SCORE_KEYS
+
     real = scorer.score(to_model_space(mnist.test_images))
+    assert tuple(real) == SCORE_KEYS  # every score the tables have a column for, in their order
     assert real["inception_score"] >= 9.5
     assert real["classes_covered"] == 10
     assert real["fid"] == pytest.approx(0.0, abs=1e-3)  # the reference is this very set

@@ -24,7 +24,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from models.metrics import SCORE_KEYS
+from models.metric_names import SCORE_KEYS
 from sweep.plan.config import TrialConfig
 from sweep.record.schema import (DIVERGED, ERROR, FINISHED, METRIC_KEYS, OK, PACK_POINTS, PENDING,
                                  RESULT_COLUMNS, TRIAL_KEYS, TUNE_ERROR, TUNE_NOT_CREATED, TUNE_TERMINATED)

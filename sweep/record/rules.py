@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from models.metrics import SCORE_KEYS
+from models.metric_names import SCORE_KEYS
 from sweep.plan.config import FIELD_NAMES, TrialConfig
 from sweep.record.rows import _finite, _plain, scored_epochs
 from sweep.record.schema import DIVERGED, FINISHED, OK, STATUSES

@@ -10,7 +10,7 @@ them). The rules a row must satisfy live in sweep/record/rows.py.
 """
 from __future__ import annotations
 
-from models.metrics import SCORE_KEYS
+from models.metric_names import SCORE_KEYS
 from sweep.plan.config import FIELD_NAMES
 
 # --- statuses of a grid point (results.status) ---

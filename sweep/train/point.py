@@ -20,7 +20,8 @@ import torch
 
 from models.archs import get_arch
 from models.losses import LossParams, get_family
-from models.metrics import SCORE_KEYS, ScoreSettings
+from models.metric_names import SCORE_KEYS
+from models.metrics import ScoreSettings
 from models.networks import Redrawable
 from sweep.plan.config import TrialConfig
 from sweep.train.data import to_model_space
