@@ -11,6 +11,11 @@ from pathlib import Path
 # (1.4 s vs 2.0 s alone on an idle machine). Values are the same either way: it is only how idle
 # threads wait.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Ray starts its workers at nice 15 (its worker_niceness), below every test process at nice 0: on two
+# busy cores the Ray tests' trials, the suite's longest chains, then waited for the tests without Ray.
+# The lost-node test took 209 s beside three busy loops (its trial workers took 3 minutes to start), 86 s
+# with workers at nice 0, and 39 s alone. Scheduling priority changes no value a test checks.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -59,7 +64,8 @@ THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 # Measured 2026-11-27: engine 195 s, packs 97, storage 62, trackers 36, run_dir 70 (460);
 # reliability 305, slurm 129 (434); device_check 88, plugins 28 after 340 s of the rest (456). Later
 # that day, on a VM then ~45% slower (`import torch` 2.75 -> 4.0 CPU-s): 695, 775 and 661 s (151 after
-# 510), with the Ray tests' work cut by the changes of docs/performance.md "The test suite".
+# 510), with the Ray tests' work cut by the changes of docs/performance.md "The test suite". That
+# evening, with a leaner Ray instance and trial workers at nice 0 (above): 583, 604 and 142 s.
 RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_trackers", "test_run_dir"),
               "ray-2": ("test_reliability", "test_slurm"),
               "ray-3": ("test_device_check", "test_plugins")}
