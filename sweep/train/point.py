@@ -114,7 +114,7 @@ def _optimizers_without_dynamo() -> None:
     first optimizer. Nothing in gansweep compiles; the wrapper caches what it would call
     in fn.__dynamo_disable, set here to fn itself (in eager mode dynamo's disable is a
     pass-through, so values are the same). Left alone once torch._dynamo is loaded (by
-    torch.compile or a plugin). Their step is `optimizer_step`'s."""
+    torch.compile or a plugin). Their step goes through `optimizer_step`, for the same reason."""
     import sys
 
     if "torch._dynamo" in sys.modules:
