@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -122,6 +123,10 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert all(ray_processes), ray_processes
     unused = {name: session_pids(proc.pid, name) for name in ("monitor.py", "log_monitor.py", "dashboard/dashboard.py")}
     assert not any(unused.values()), unused
+    # a trial's worker started as Ray's plain workers do, without a runtime environment (whose
+    # set-up script costs a second of CPU a worker): Tune's default one sets PL_DISABLE_FORK
+    for pid in ray_processes[2]:
+        assert b"PL_DISABLE_FORK=" not in Path(f"/proc/{pid}/environ").read_bytes(), pid
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its whole local Ray instance
     proc.wait(timeout=30)
     finished = before[before.status == "ok"].set_index("point_id")

@@ -122,6 +122,21 @@ def _throttle_forced_state_copies() -> None:
     manager.on_trial_checkpoint = on_trial_checkpoint
 
 
+def _plain_trial_workers() -> None:
+    """Tune gives every trial actor a runtime environment that sets PL_DISABLE_FORK=1, PyTorch
+    Lightning's switch (ray-project/ray#28197), which no gansweep trial reads. Any runtime
+    environment at all makes Ray start the actor's worker through its runtime-env set-up script
+    (setup_worker.py: 1.3 s of imports, then a shell and a second interpreter) and keeps it from
+    the pooled workers that have none. Without the default, a trial's worker starts as Ray's plain
+    workers do. Variables Tune propagates from the driver (AWS credentials for s3:// storage) still
+    reach the trials, through the set-up script as before."""
+    from ray.tune.execution import class_cache
+
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    if isinstance(defaults, dict):
+        defaults.pop("PL_DISABLE_FORK", None)
+
+
 @contextmanager
 def _lean_local_instance():
     """While `ray.init` starts a private instance: without the three head processes a quiet
@@ -167,6 +182,7 @@ def ray_init(rt: Runtime) -> None:
         return
     _skip_callback_census()
     _throttle_forced_state_copies()
+    _plain_trial_workers()
     # Ray's own processes (GCS, raylet, agents) share the driver's process group, so a
     # lost terminal's SIGHUP reaches them too and would kill the node under a sweep that
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
