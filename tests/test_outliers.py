@@ -72,16 +72,30 @@ def test_training_stream_mixes_every_kind_and_is_reproducible(digits):
 
 # --------------------------------------------------------------------------- the committed scorer
 @pytest.fixture(scope="module")
-def check_rows(mnist, scorer):
-    from sweep.train.scoring import check_scorer
+def check(tmp_path_factory, data_root):
+    """`gansweep classifier check --n 1000 --json` once (in this process): its JSON and stdout feed
+    the calibration tests and the command's own test, so the 10,000 test digits go through the
+    classifier once for all of them (twice: the accuracy is a pass of its own). The default --n is
+    set to 7 meanwhile, so 1,000 outliers a kind can only come from --n."""
+    import sweep.train.scoring
 
-    return {r["set"]: r for r in check_scorer(scorer, mnist)}
+    out = tmp_path_factory.mktemp("check") / "check.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep.train.scoring, "CHECK_N", 7)
+        r = gansweep("classifier", "check", "--json", out, "--n", "1000", "--data-root", data_root, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text()), r.stdout
 
 
-def test_real_digits_score_as_digits(mnist, scorer, check_rows):
-    from models.classifier import DIGIT_ACCEPT, accuracy
+@pytest.fixture(scope="module")
+def check_rows(check):
+    return {r["set"]: r for r in check[0]["sets"]}
 
-    assert accuracy(scorer.classifier, to_model_space(mnist.test_images), mnist.test_labels) >= 0.993
+
+def test_real_digits_score_as_digits(check, check_rows):
+    from models.classifier import DIGIT_ACCEPT
+
+    assert check[0]["test_accuracy"] >= 0.993
     real = check_rows["MNIST test set"]
     # 9.64 measured; the issue asked >= 9.7: two-digit blends in the outlier stream cost ~0.2
     assert real["inception_score"] >= 9.6 and real["classes_covered"] == 10
@@ -111,20 +125,22 @@ def test_a_noise_gan_scores_low_and_blurry_digits_keep_their_score(scorer):
     assert e["i_prime"] >= 2.0 and e["digit_share"] >= 0.5
 
 
-def test_classifier_check_command(tmp_path, data_root):
-    out = tmp_path / "check.json"
-    r = gansweep("classifier", "check", "--json", out, "--n", "200", "--data-root", data_root, cwd=REPO)
-    assert r.returncode == 0, r.stderr
-    doc = json.loads(out.read_text())
+def test_classifier_check_command(check, tmp_path, data_root, mnist):
+    doc, stdout = check
     assert len(doc["sets"]) == 3 + len(outliers.KINDS)
-    assert {s["n"] for s in doc["sets"] if s["group"].startswith("outlier")} == {200}
+    assert {s["n"] for s in doc["sets"] if s["group"].startswith("outlier")} == {1000}  # --n, not the default
+    assert [s["n"] for s in doc["sets"][:3]] == [10000, int((mnist.test_labels == 1).sum()),
+                                                int((mnist.test_labels <= 4).sum())]
     groups = [s["group"] for s in doc["sets"]]
     assert groups.count("outlier, held out") == len(outliers.HELD_OUT)
     assert all(math.isfinite(s["fid"]) for s in doc["sets"])
+    assert f"test accuracy {doc['test_accuracy']:.2%}" in stdout
     for kind in outliers.KINDS:  # the printed table has a line per kind
-        assert any(line.startswith(kind + " ") for line in r.stdout.splitlines()), kind
+        assert any(line.startswith(kind + " ") for line in stdout.splitlines()), kind
     bad = gansweep("classifier", "check", "--weights", tmp_path / "nope.pt", "--data-root", data_root, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such file" in bad.stderr
+    bad = gansweep("classifier", "check", "--n", "1", "--data-root", data_root, cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--n must be >= 2, got 1" in bad.stderr
 
 
 def test_classifier_training_is_reproducible(mnist):
