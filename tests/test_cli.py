@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import gansweep as in_process
+
 from sweep.plan.config import AXES, BOUNDS, CHOICES, FIELD_TYPES, SETTINGS, field_docs
 from sweep.plan.grid import (PACKAGED_SWEEP, SCHEMA_FILE, ConfigError, estimate_flops, load_file, load_preset,
                         parse_overrides, parse_preset)
@@ -18,6 +20,9 @@ GANSWEEP = Path(sys.executable).parent / "gansweep"  # the console script pip in
 
 
 def gansweep(*args, cwd):
+    """The console script in a new interpreter, for what only it can show (its entry point, help as
+    printed, a usage error's exit); the rest runs through the same main() in this process (helpers.py:
+    a new interpreter costs 2-3 s of CPU importing torch)."""
     return subprocess.run([str(GANSWEEP), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
@@ -31,15 +36,15 @@ def test_from_an_empty_folder(tmp_path):
     v = gansweep("--version", cwd=tmp_path)
     assert (v.returncode, v.stdout.strip()) == (0, f"gansweep {__version__}")
 
-    p = gansweep("presets", cwd=tmp_path)
+    p = in_process("presets", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "the sweep file shipped with gansweep" in p.stdout
     names = list(load_file(PACKAGED_SWEEP)["presets"])
     rows = {m[1]: m[2] for m in re.finditer(r"^  (\S+)\s+([\d,]+)\s+[\d,.]+\s+\S", p.stdout, re.M)}
     assert list(rows) == names and rows["mini"] == "64" and rows["paper"] == "7,168"
 
-    two = gansweep("plan", "--preset", "mini", cwd=tmp_path)
-    four = gansweep("plan", "--preset", "mini", "--set", "epochs=4", cwd=tmp_path)
+    two = in_process("plan", "--preset", "mini", cwd=tmp_path)
+    four = in_process("plan", "--preset", "mini", "--set", "epochs=4", cwd=tmp_path)
     assert two.returncode == four.returncode == 0, two.stderr + four.stderr
     assert "shipped with gansweep" in two.stdout and "overridden: epochs=4" in four.stdout
     # every FLOP of a trial, training and per-epoch scoring alike, scales with the epochs
@@ -52,18 +57,18 @@ def test_from_an_empty_folder(tmp_path):
 
 
 def test_init_writes_an_editable_copy_that_is_then_read(tmp_path):
-    r = gansweep("init", cwd=tmp_path)
+    r = in_process("init", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     copy = (tmp_path / "sweep.yaml").read_text()
     first, rest = copy.split("\n", 1)
     assert first == f"# yaml-language-server: $schema={SCHEMA_FILE.resolve()}"  # editors find the schema
     assert rest == PACKAGED_SWEEP.read_text().split("\n", 1)[1]
-    again = gansweep("init", cwd=tmp_path)
+    again = in_process("init", cwd=tmp_path)
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
         "gansweep: init: sweep.yaml exists; pass --force to overwrite it, or name another file"]
     mini = load_preset(PACKAGED_SWEEP, "mini").description
     (tmp_path / "sweep.yaml").write_text(copy.replace(mini, "my edited mini"))
-    plan = gansweep("plan", "--preset", "mini", cwd=tmp_path)
+    plan = in_process("plan", "--preset", "mini", cwd=tmp_path)
     assert plan.stdout.startswith("preset mini of ./sweep.yaml: my edited mini\n")
 
 
