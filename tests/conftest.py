@@ -65,7 +65,8 @@ THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 # reliability 305, slurm 129 (434); device_check 88, plugins 28 after 340 s of the rest (456). Later
 # that day, on a VM then ~45% slower (`import torch` 2.75 -> 4.0 CPU-s): 695, 775 and 661 s (151 after
 # 510), with the Ray tests' work cut by the changes of docs/performance.md "The test suite". That
-# evening, with a leaner Ray instance and trial workers at nice 0 (above): 583, 604 and 142 s.
+# evening, with a leaner Ray instance and trial workers at nice 0 (above): 583, 604 and 142 s. That
+# night 582, 582 and 124 s after 487 s of the rest (docs/performance.md "Cuts of 2026-11-27, night").
 RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_trackers", "test_run_dir"),
               "ray-2": ("test_reliability", "test_slurm"),
               "ray-3": ("test_device_check", "test_plugins")}
