@@ -126,10 +126,10 @@ def _plain_trial_workers() -> None:
     """Tune gives every trial actor a runtime environment that sets PL_DISABLE_FORK=1, PyTorch
     Lightning's switch (ray-project/ray#28197), which no gansweep trial reads. Any runtime
     environment at all makes Ray start the actor's worker through its runtime-env set-up script
-    (setup_worker.py: 0.8-1.0 CPU-s of imports here, then a shell and a second interpreter) and keeps it from
-    the pooled workers that have none. Without the default, a trial's worker starts as Ray's plain
-    workers do. Variables Tune propagates from the driver (AWS credentials for s3:// storage) still
-    reach the trials, through the set-up script as before."""
+    (setup_worker.py: 0.8-1.0 CPU-s of imports here, then a shell and a second interpreter) and
+    keeps it from the pooled workers that have none. Without the default, a trial's worker starts
+    as Ray's plain workers do. Variables Tune propagates from the driver (AWS credentials for
+    s3:// storage) still reach the trials, through the set-up script as before."""
     from ray.tune.execution import class_cache
 
     defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
