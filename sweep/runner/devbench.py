@@ -166,29 +166,61 @@ def scorer_images_per_s(device, scorer, n: int = 10_000) -> float:
 
 
 # --------------------------------------------------------------------------- (d)
+BARRIER_TIMEOUT_S = 600  # a process that failed before its barrier must not hang the others forever
+_barriers: dict = {}  # n -> the barrier of n processes, in each pool process (set by _init_process)
+_data: dict = {}  # (data_root, n_train, device) -> training data, kept by each pool process
+
+
+def _init_process(barriers: dict) -> None:
+    """A pool process's start: the barriers arrive once, with the process (they cannot go with a task)."""
+    _barriers.update(barriers)
+
+
+def _ready(n: int) -> None:
+    """A pool process's imports (torch, the training code), done before any process is timed: a
+    process still importing would take CPU from the one being measured."""
+    import sweep.train.data  # noqa: F401
+    import sweep.train.point  # noqa: F401
+
+    _barriers[n].wait(BARRIER_TIMEOUT_S)
+
+
 def _concurrent(args) -> float:
-    """One process of (d): the middle point on the device, timed after all processes are ready."""
-    device, fields, data_root, barrier = args
+    """One process of (d): the middle point on the device, timed after all n processes are ready."""
+    device, fields, data_root, n = args
     from sweep.train.data import load_mnist
     from sweep.train.point import prepare_data
 
     torch.set_num_threads(1)
     cfg = TrialConfig(**fields)
-    data = prepare_data(load_mnist(data_root).train_images, cfg.n_train, device)
-    epoch_seconds([cfg], data, torch.device(device))  # warm
-    barrier.wait()
-    return cfg.n_train / epoch_seconds([cfg], data, torch.device(device))
+    key = (str(data_root), cfg.n_train, device)
+    if key not in _data:
+        _data[key] = prepare_data(load_mnist(data_root).train_images, cfg.n_train, device)
+    epoch_seconds([cfg], _data[key], torch.device(device))  # warm
+    _barriers[n].wait(BARRIER_TIMEOUT_S)
+    return cfg.n_train / epoch_seconds([cfg], _data[key], torch.device(device))
 
 
-def concurrency(device: torch.device, data_root, budget: Budget, tf32: bool) -> dict:
+def process_pool(budget: Budget):
+    """The processes of (d), started once for every n and both TF32 settings: as many as the largest
+    n, each importing torch (on a GPU also making its CUDA context) and reading MNIST once. A manager
+    and a pool for each n and TF32 setting started 20 interpreters for the GPU budget, 14 of them
+    importing torch; now 4 (the CPU dry run: 2, 5 before). A task blocks at its barrier until n
+    tasks have arrived, so n tasks run in n different processes and the others stay idle.
+    Spawned, not forked: a forked CUDA context does not work."""
+    ctx = mp.get_context("spawn")
+    n = max(budget.processes)
+    pool = ctx.Pool(n, initializer=_init_process, initargs=({k: ctx.Barrier(k) for k in {*budget.processes, n}},))
+    pool.map(_ready, [n] * n, chunksize=1)
+    return pool
+
+
+def concurrency(pool, device: torch.device, data_root, budget: Budget, tf32: bool) -> dict:
     """(d): n processes each training the middle point at once (as n fractional-GPU trials)."""
     cfg = point("middle", budget, tf32)
-    ctx = mp.get_context("spawn")
     out = {}
     for n in budget.processes:
-        with ctx.Manager() as manager, ctx.Pool(n) as pool:
-            barrier = manager.Barrier(n)
-            rates = pool.map(_concurrent, [(str(device), cfg.as_dict(), data_root, barrier)] * n, chunksize=1)
+        rates = pool.map(_concurrent, [(str(device), cfg.as_dict(), data_root, n)] * n, chunksize=1)
         out[str(n)] = {"total_samples_per_s": sum(rates)}
     one = out[str(budget.processes[0])]["total_samples_per_s"]
     for v in out.values():
@@ -208,17 +240,23 @@ def run_device_bench(device: str, data_root, budget: Budget, log=print) -> dict:
     data = prepare_data(mnist.train_images, n, dev)  # (n, 1024) on the device
     scorer = build_scorer(mnist.test_images, dev)[0]
     res = {"device": device_name(dev), "device_type": dev.type, "scorer_images_per_s": scorer_images_per_s(dev, scorer)}
-    for tf32 in ((False, True) if dev.type == "cuda" else (False,)):  # TF32 is a CUDA setting
-        key = "tf32_on" if tf32 else "tf32_off"
-        log(f"{key}: matmul rate ...")
-        rate = matmul_tflops(dev, budget.matmul_n, tf32)
-        r = res[key] = {"matmul_tflops": rate}
-        log(f"{key}: (b) throughput ...")
-        r["throughput"] = throughput(dev, data, budget, tf32, rate)
-        log(f"{key}: (e) packs of {', '.join(map(str, budget.pack_sizes))} ...")
-        r["packs"] = packs(dev, data, budget, tf32)
-        log(f"{key}: (d) {', '.join(map(str, budget.processes))} processes at once ...")
-        r["concurrency"] = concurrency(dev, data_root, budget, tf32)
+    pool = None  # (d)'s processes: started when (d) first runs, kept for the second TF32 setting
+    try:
+        for tf32 in ((False, True) if dev.type == "cuda" else (False,)):  # TF32 is a CUDA setting
+            key = "tf32_on" if tf32 else "tf32_off"
+            log(f"{key}: matmul rate ...")
+            rate = matmul_tflops(dev, budget.matmul_n, tf32)
+            r = res[key] = {"matmul_tflops": rate}
+            log(f"{key}: (b) throughput ...")
+            r["throughput"] = throughput(dev, data, budget, tf32, rate)
+            log(f"{key}: (e) packs of {', '.join(map(str, budget.pack_sizes))} ...")
+            r["packs"] = packs(dev, data, budget, tf32)
+            log(f"{key}: (d) {', '.join(map(str, budget.processes))} processes at once ...")
+            pool = pool or process_pool(budget)
+            r["concurrency"] = concurrency(pool, dev, data_root, budget, tf32)
+    finally:
+        if pool is not None:
+            pool.terminate()
     set_tf32(False)
     return res
 
