@@ -177,7 +177,8 @@ def assert_ledger_holds(run: Path) -> pd.DataFrame:
 
 
 def wandb_records(path: Path) -> dict:
-    """What an offline W&B run file (run-*.wandb) holds: its name, tags, config and history rows.
+    """What an offline W&B run file (run-*.wandb) holds: its name, tags, config, history rows and exit
+    code (None: the run was never finished).
 
     The file is a LevelDB-style log (32 KiB blocks of records, each with a 7-byte header:
     crc32, length, type full/first/middle/last) of wandb's protobuf Records, after a 7-byte
@@ -200,7 +201,7 @@ def wandb_records(path: Path) -> dict:
         if kind in (1, 4):  # full, or the last piece of one
             records.append(part)
             part = b""
-    out = {"name": None, "tags": [], "config": {}, "history": []}
+    out = {"name": None, "tags": [], "config": {}, "history": [], "exit_code": None}
     for raw in records:
         rec = pb.Record()
         rec.ParseFromString(raw)
@@ -213,6 +214,8 @@ def wandb_records(path: Path) -> dict:
         elif kind == "history":
             out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
                                    for i in rec.history.item})
+        elif kind == "exit":
+            out["exit_code"] = rec.exit.exit_code
     return out
 
 

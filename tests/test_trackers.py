@@ -4,12 +4,13 @@ metrics; and Tune's TensorBoard files hold the same metrics.
 W&B runs in offline mode (files under RUN_DIR/wandb), MLflow logs to a local file store
 (RUN_DIR/mlruns); neither needs a network. Both trackers log the same sweep.
 """
+import threading
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 
 from helpers import REPO, cli, tensorboard_scalars, wandb_records
-
-pytestmark = pytest.mark.ray
 
 SWEEP = """
 presets:
@@ -24,6 +25,7 @@ presets:
 """
 
 
+@pytest.mark.ray
 def test_every_point_reaches_wandb_and_mlflow(tmp_path, data_root, monkeypatch):
     pytest.importorskip("wandb")
     pytest.importorskip("mlflow")
@@ -97,3 +99,46 @@ def test_a_missing_tracker_is_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     with pytest.raises(UserError, match=r"--tracker wandb: wandb is not installed; pip install 'gansweep\[wandb\]'"):
         check_tracker("wandb")
+
+
+def test_wandb_runs_are_written_by_one_thread_of_the_driver(tmp_path, monkeypatch):
+    """Two trials driven as Tune drives a logger callback, here without Ray: each is one offline W&B
+    run with its two epochs; the restarted trial keeps its run and logs its first epoch once; the
+    failed one ends with exit code 1, the other 0. Ray's own callback started two Ray actors per
+    trial (and, with no Ray instance, would have started one)."""
+    pytest.importorskip("wandb")
+    import ray
+
+    from sweep.plan.config import TrialConfig
+    from sweep.plan.packs import make_packs
+    from sweep.runner.trackers import make_tracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    points = (TrialConfig(family="gan", seed=0), TrialConfig(family="ebgan", seed=1))
+    packs = make_packs(points, 1)
+    cb = make_tracker("wandb", SimpleNamespace(packs=packs, name="w", path=tmp_path))
+    cb.setup()
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"pack": p.pack_id}) for i, p in enumerate(packs)]
+
+    def report(i: int, epoch: int) -> dict:
+        return {"point_id": points[i].point_id, "epoch": epoch, "fid": 10.0 * epoch + i, "i_prime": epoch + i / 10}
+
+    for i, t in enumerate(trials):
+        cb.log_trial_start(t)
+        cb.log_trial_result(1, t, report(i, 1))
+    cb.log_trial_start(trials[1])  # restarted after a worker failed: the same run, epoch 1 reported again
+    cb.log_trial_result(1, trials[1], report(1, 1))
+    for i, t in enumerate(trials):
+        cb.log_trial_result(2, t, report(i, 2))
+        cb.log_trial_end(t, failed=i == 1)
+    cb.on_experiment_end(trials)
+
+    assert not ray.is_initialized()
+    assert not [t for t in threading.enumerate() if t.name == "gansweep-wandb"]
+    recs = {r["name"]: r for r in map(wandb_records, (tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))}
+    assert sorted(recs) == sorted(p.point_id for p in points)
+    for i, p in enumerate(points):
+        rec = recs[p.point_id]
+        assert rec["exit_code"] == i and rec["config"]["family"] == p.family and f"point_id:{p.point_id}" in rec["tags"]
+        assert [(h["_step"], h["fid"], h["i_prime"]) for h in rec["history"] if "fid" in h] == [
+            (1, 10.0 + i, 1 + i / 10), (2, 20.0 + i, 2 + i / 10)]
