@@ -101,10 +101,11 @@ def test_a_missing_tracker_is_one_line(monkeypatch):
         check_tracker("wandb")
 
 
-def test_wandb_runs_are_written_by_one_thread_of_the_driver(tmp_path, monkeypatch):
+def test_wandb_runs_are_written_by_one_thread_of_the_driver(tmp_path, monkeypatch, capfd):
     """Two trials driven as Tune drives a logger callback, here without Ray: each is one offline W&B
     run with its two epochs; the restarted trial keeps its run and logs its first epoch once; the
-    failed one ends with exit code 1, the other 0. Ray's own callback started two Ray actors per
+    failed one ends with exit code 1, the other 0. The driver's console stays gansweep's: W&B prints
+    nothing to it and copies none of it into the runs. Ray's own callback started two Ray actors per
     trial (and, with no Ray instance, would have started one)."""
     pytest.importorskip("wandb")
     import ray
@@ -126,6 +127,7 @@ def test_wandb_runs_are_written_by_one_thread_of_the_driver(tmp_path, monkeypatc
     for i, t in enumerate(trials):
         cb.log_trial_start(t)
         cb.log_trial_result(1, t, report(i, 1))
+    print("gansweep progress line")  # while both runs are open
     cb.log_trial_start(trials[1])  # restarted after a worker failed: the same run, epoch 1 reported again
     cb.log_trial_result(1, trials[1], report(1, 1))
     for i, t in enumerate(trials):
@@ -133,6 +135,9 @@ def test_wandb_runs_are_written_by_one_thread_of_the_driver(tmp_path, monkeypatc
         cb.log_trial_end(t, failed=i == 1)
     cb.on_experiment_end(trials)
 
+    out, err = capfd.readouterr()
+    assert out == "gansweep progress line\n" and err == "", (out, err)
+    assert not any("gansweep progress line" in f.read_text() for f in (tmp_path / "wandb").rglob("*.log"))
     assert not ray.is_initialized()
     assert not [t for t in threading.enumerate() if t.name == "gansweep-wandb"]
     recs = {r["name"]: r for r in map(wandb_records, (tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))}

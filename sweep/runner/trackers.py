@@ -219,6 +219,10 @@ class _WandbWriter:
     def _write(self) -> None:
         import wandb
 
+        # The driver's console is gansweep's: W&B neither captures it into every open run's output.log
+        # (console="off") nor prints its ~15 lines per run to it (silent); no system-metrics sampler
+        # per open run (x_disable_stats), which would sample the driver's node, not the trials'.
+        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True)
         runs: dict = {}  # trial id -> its open W&B run
         while True:
             op, key, arg = self.queue.get()
@@ -226,7 +230,7 @@ class _WandbWriter:
                 break
             try:
                 if op == "start" and key not in runs:  # a restarted trial keeps its open run
-                    runs[key] = wandb.init(reinit="create_new", **arg)
+                    runs[key] = wandb.init(reinit="create_new", settings=settings, **arg)
                 elif op == "log" and key in runs:
                     step, metrics = arg
                     runs[key].log(metrics, step=step)
