@@ -210,7 +210,7 @@ def process_pool(budget: Budget):
     Spawned, not forked: a forked CUDA context does not work."""
     ctx = mp.get_context("spawn")
     n = max(budget.processes)
-    pool = ctx.Pool(n, initializer=_init_process, initargs=({k: ctx.Barrier(k) for k in {*budget.processes, n}},))
+    pool = ctx.Pool(n, initializer=_init_process, initargs=({k: ctx.Barrier(k) for k in budget.processes},))
     pool.map(_ready, [n] * n, chunksize=1)
     return pool
 
