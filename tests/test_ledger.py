@@ -4,6 +4,7 @@ import math
 import os
 import signal
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,6 +23,12 @@ SCORES = {"i_prime": 2.0, "inception_score": 3.0, "fid": 50.0, "classes_covered"
           "digit_share": 0.8}
 MANIFEST = {"classifier_sha256": "f" * 64, "gansweep_version": "0.1.0", "git_commit": "abc", "name": "t",
             "preset": "t", "tune_path": "/nonexistent/tune", "runtime": {"pack": 1}}
+
+
+def keep(ledger: Ledger, *cfgs: TrialConfig) -> None:
+    """Each point's kept samples written, as the callback writes them when its trial ends."""
+    for cfg in cfgs:
+        assert ledger.save_samples(cfg.point_id, np.full((64, 32, 32), 7, np.uint8))
 
 
 def report(cfg: TrialConfig, epoch: int, i_prime: float = 2.0, outcome: str = "ok", **extra) -> dict:
@@ -61,15 +68,16 @@ def test_scored_epochs():
     assert scored_epochs(every2, "diverged", 3) == [2, 3]  # the epoch it diverged in is reported
 
 
-def test_trial_command_and_engine_summarize_alike():
+def test_trial_command_and_engine_summarize_alike(tmp_path):
     """`gansweep trial` and the engine's rows use the same final/best rules."""
     history = [{**report(CFG, e, ip), "outcome": None} for e, ip in ((1, 1.0), (2, 4.0), (3, 3.0))]
     history = [{k: v for k, v in h.items() if k not in ("outcome", "diverged_reason", "point_id", "device")}
                for h in history]
     s = summarize(CFG, history)
-    ledger = Ledger(RunDir("/nonexistent", MANIFEST, (CFG,)))
+    ledger = Ledger(RunDir(tmp_path, MANIFEST, (CFG,)))
     for h in history:
         ledger.ingest({**h, "point_id": CFG.point_id, "outcome": "ok", "diverged_reason": ""})
+    keep(ledger, CFG)
     [row] = ledger.rows({CFG.point_id: TrialState("TERMINATED", {**history[-1], "outcome": "ok"})})
     assert s["status"] == row["status"] == "ok" and s["epochs_done"] == row["epochs_done"] == 3
     assert s["best_epoch"] == row["best_epoch"] == 2 and s["best_i_prime"] == row["best_i_prime"] == 4.0
@@ -89,6 +97,7 @@ def test_rows_of_an_interrupted_sweep(tmp_path):
     for e, ip in ((1, 1.0), (2, 5.0), (3, 4.0)):
         ledger.ingest(report(a, e, ip))
     ledger.ingest(report(b, 1, 9.0))
+    keep(ledger, a)
     trials = {a.point_id: TrialState("TERMINATED", report(a, 3, 4.0), "t1"),
               b.point_id: TrialState("TERMINATED", report(b, 1, 9.0), "t2")}
     rows = ledger.flush(trials)
@@ -124,6 +133,7 @@ def test_a_flush_rebuilds_only_the_rows_that_changed(tmp_path):
     assert second[1] is first[1] and second[2] is first[2]
 
     # a's trial ends: only its row changes, to ok with its last epoch's score
+    keep(ledger, a)
     third = ledger.rows({**running, a.point_id: TrialState("TERMINATED", report(a, 3, 3.0), "t1")})
     assert third[0]["status"] == "ok" and third[0]["i_prime"] == 3.0 and third[0]["best_i_prime"] == 3.0
     assert third[1] is first[1] and third[2] is first[2]
@@ -208,6 +218,7 @@ def valid_tables(tmp_path):
     for p in (a, b):
         for e in (1, 2, 3):
             ledger.ingest(report(p, e, float(e)))
+    keep(ledger, a, b)
     ledger.flush({p.point_id: TrialState("TERMINATED", report(p, 3, 3.0)) for p in (a, b)})
     return (a, b, c), read_results(tmp_path), read_curves(tmp_path)
 
@@ -262,6 +273,7 @@ def test_a_signal_during_a_flush_leaves_whole_tables(tmp_path, monkeypatch):
     for p in plan:
         for e in (1, 2, 3):
             ledger.ingest(report(p, e, float(e)))
+    keep(ledger, plan[2])
     real = pd.DataFrame.to_parquet
     sent = []
 
@@ -283,7 +295,53 @@ def test_a_signal_during_a_flush_leaves_whole_tables(tmp_path, monkeypatch):
     assert results.status.tolist() == ["ok", "ok", "ok"] and len(curves) == 9
     assert check_tables(results, curves, plan) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.csv", "curves.parquet", "results.csv",
-                                                          "results.parquet"]
+                                                          "results.parquet", "samples"]
+
+
+def test_an_ok_row_waits_for_its_kept_files(tmp_path, caplog):
+    """Write-ahead (sweep/record/ledger.py): a point whose trial ended with its last epoch is `ok` only
+    once its samples (and, with --keep-weights, its G weights) are on disk; until then its row is
+    unfinished, so a driver killed in between leaves it to resume, not an ok row without its files.
+    A checkpoint without the weights asked for is a warning naming the point."""
+    import logging
+
+    from sweep.record.rules import check_run
+
+    a, b, c = three_points()
+    run = RunDir(tmp_path, {**MANIFEST, "runtime": {"pack": 1, "keep_weights": True}}, (a, b, c))
+    ledger = Ledger(run)
+    for p in (a, b):
+        for e in (1, 2, 3):
+            ledger.ingest(report(p, e, float(e)))
+    ended = {p.point_id: TrialState("TERMINATED", report(p, 3, 3.0), "t") for p in (a, b)}
+    rows = ledger.flush(ended)
+    assert [(r["status"], r["tune_status"]) for r in rows[:2]] == [("pending", "RUNNING")] * 2
+    keep(ledger, a, b)  # samples, but not yet weights
+    assert [r["status"] for r in ledger.rows(ended)] == ["pending", "pending", "pending"]
+    g = tmp_path / "g.pt"
+    g.write_bytes(b"weights")
+    caplog.set_level(logging.WARNING, logger="gansweep")
+    assert ledger.save_weights(a.point_id, g)
+    assert not ledger.save_weights(b.point_id, tmp_path / "nothing.pt")
+    assert f"point {b.point_id}: its checkpoint holds no G weights to keep" in caplog.text
+    rows = ledger.flush(ended)
+    assert [r["status"] for r in rows] == ["ok", "pending", "pending"]
+    assert (tmp_path / "weights" / f"{a.point_id}.pt").read_bytes() == b"weights"
+    results, curves = read_results(tmp_path), read_curves(tmp_path)
+    assert check_run(run, results, curves) == []
+
+    # the files of ok points go missing afterwards: the kept-files rule names each, by kind
+    (tmp_path / "samples" / f"{a.point_id}.npy").unlink()
+    assert check_run(run, results, curves) == [f"1 ok point(s) lack their samples file: {a.point_id}"]
+    (tmp_path / "weights" / f"{a.point_id}.pt").unlink()
+    assert check_run(run, results, curves) == [f"1 ok point(s) lack their samples file: {a.point_id}",
+                                               f"1 ok point(s) lack their G weights file: {a.point_id}"]
+    assert check_run(run, results, curves, files=False) == []  # what the report checks
+    # a later session's ledger does not count it finished: it writes its files again when its trial ends
+    again = Ledger(RunDir(tmp_path, run.manifest, (a, b, c)))
+    assert again.lacking == {a.point_id} and a.point_id not in again.finished_before
+    assert again.save_samples(a.point_id, np.zeros((64, 32, 32), np.uint8))
+    assert (tmp_path / "samples" / f"{a.point_id}.npy").exists()
 
 
 # --------------------------------------------------------------------------- recovery

@@ -309,8 +309,8 @@ def test_a_pack_checkpoint_holds_each_points_samples_once_and_restores_them(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.npz", "state.pt"]
     state = torch.load(tmp_path / "state.pt", weights_only=True)["points"]
     assert [("samples" in st, "G" in st) for st in state.values()] == [(False, False), (False, False), (False, True)]
-    back = load_checkpoint(Checkpoint.from_directory(str(tmp_path)), "p", "cpu")
-    assert list(back) == ids and back[ids[2]]["samples"] is None
+    back, weights = load_checkpoint(Checkpoint.from_directory(str(tmp_path)), "p", "cpu")
+    assert list(back) == ids and back[ids[2]]["samples"] is None and weights == {}
     for r in done:
         assert back[r.cfg.point_id]["samples"].shape == (64, 32, 32)
         assert torch.equal(back[r.cfg.point_id]["samples"], r.samples)
@@ -323,20 +323,57 @@ def test_a_pack_checkpoint_holds_each_points_samples_once_and_restores_them(tmp_
     assert np.array_equal(checkpoint_samples(old, ids)[ids[0]], done[0].samples.numpy())
 
 
+class FakeTune:
+    """What a PackTrial hands Tune, kept: the point ids of each report and copies of their
+    checkpoints (under root); get_checkpoint returns `restore`. It also records which points
+    each train_pack call trained (`trained`, filled by train_with)."""
+
+    def __init__(self, root, restore=None):
+        self.root, self.reports, self.saved, self.restore, self.trained = root, [], [], restore, []
+
+    def report(self, out, checkpoint=None):
+        import shutil
+
+        from sweep.record.schema import PACK_POINTS
+
+        self.reports.append([p["point_id"] for p in json.loads(out[PACK_POINTS])])
+        if checkpoint is not None:
+            dst = self.root / str(id(self)) / f"c{len(self.saved)}-{len(self.reports)}"
+            shutil.copytree(checkpoint.path, dst)
+            self.saved.append(dst)
+
+    def get_checkpoint(self):
+        return self.restore
+
+
+def train_with(fake: FakeTune, points, data, scorer, monkeypatch, keep_weights: bool = False) -> None:
+    """A PackTrial of these points restored and trained through `fake` instead of Tune."""
+    import sweep.runner.worker as worker
+    import sweep.train.loop as loop
+    from sweep.runner.worker import PackTrial
+
+    train_pack = loop.train_pack
+
+    def recorded(runs, *a, **kw):
+        fake.trained.append([r.cfg.point_id for r in runs])
+        return train_pack(runs, *a, **kw)
+    monkeypatch.setattr(worker, "tune", fake)
+    monkeypatch.setattr(loop, "train_pack", recorded)
+    trial = PackTrial("p", points, "cpu", {}, keep_weights=keep_weights)
+    todo, restored = trial.restore()
+    trial.train(todo, restored, scorer, data, keep_weights)
+
+
 def test_a_quick_stack_followed_by_others_waits_for_the_next_report(tmp_path, mnist, scorer, monkeypatch):
     """A pack of three one-point stacks whose stacks take milliseconds: one report, with one
     checkpoint holding every point's final state and samples (a report is a round trip to the
     driver); with STACK_CHECKPOINT_EVERY_S at 0 each stack reports and saves one, as every scored
     epoch of a stack does. A trial restored from the first stack's checkpoint trains the other
     two only, and still reports all three."""
-    import shutil
-
     from ray.tune import Checkpoint
 
     import sweep.runner.worker as worker
-    import sweep.train.loop as loop
-    from sweep.record.schema import PACK_POINTS
-    from sweep.runner.worker import PackTrial, checkpoint_samples, load_checkpoint
+    from sweep.runner.worker import checkpoint_samples, load_checkpoint
     from sweep.train.point import prepare_data
 
     base = TrialConfig(family="ebgan", **{**PACK_TINY, "epochs": 1, "n_train": 64})
@@ -344,49 +381,70 @@ def test_a_quick_stack_followed_by_others_waits_for_the_next_report(tmp_path, mn
     ids = [p.point_id for p in points]
     data = prepare_data(mnist.train_images, 64, "cpu")
 
-    class FakeTune:  # what the trainable hands Tune, kept: reports and copies of their checkpoints
-        def __init__(self, restore=None):
-            self.reports, self.saved, self.restore, self.trained = [], [], restore, []
-
-        def report(self, out, checkpoint=None):
-            self.reports.append([p["point_id"] for p in json.loads(out[PACK_POINTS])])
-            if checkpoint is not None:
-                dst = tmp_path / str(id(self)) / f"c{len(self.saved)}-{len(self.reports)}"
-                shutil.copytree(checkpoint.path, dst)
-                self.saved.append(dst)
-
-        def get_checkpoint(self):
-            return self.restore
-
-    train_pack = loop.train_pack
-
     def train(fake):
-        def recorded(runs, *a, **kw):
-            fake.trained.append([r.cfg.point_id for r in runs])
-            return train_pack(runs, *a, **kw)
-        monkeypatch.setattr(worker, "tune", fake)
-        monkeypatch.setattr(loop, "train_pack", recorded)
-        trial = PackTrial("p", points, "cpu", {})
-        todo, restored = trial.restore()
-        trial.train(todo, restored, scorer, data, False)
+        train_with(fake, points, data, scorer, monkeypatch)
 
-    quick = FakeTune()
+    quick = FakeTune(tmp_path)
     train(quick)
     assert quick.trained == [[i] for i in ids]
     assert quick.reports == [ids] and len(quick.saved) == 1  # one report, its checkpoint has every point
     assert sorted(checkpoint_samples(quick.saved[0], ids)) == sorted(ids)
     assert all(st["epoch"] == 1 for st in load_checkpoint(Checkpoint.from_directory(str(quick.saved[0])), "p",
-                                                          "cpu").values())
+                                                          "cpu")[0].values())
     monkeypatch.setattr(worker, "STACK_CHECKPOINT_EVERY_S", 0.0)
-    each = FakeTune()
+    each = FakeTune(tmp_path)
     train(each)
     assert each.reports == [ids[:1], ids[1:2], ids] and [p.name for p in each.saved] == ["c0-1", "c1-2", "c2-3"]
     first = Checkpoint.from_directory(str(each.saved[0]))  # the first stack finished, nothing else
     monkeypatch.setattr(worker, "STACK_CHECKPOINT_EVERY_S", 10.0)
-    again = FakeTune(restore=first)
+    again = FakeTune(tmp_path, restore=first)
     train(again)
     assert again.trained == [ids[1:2], ids[2:]]  # from the second stack
     assert again.reports == [ids] and len(again.saved) == 1
+
+
+def test_a_pack_restored_finished_keeps_its_weights_in_the_checkpoint_it_reports(tmp_path, mnist, scorer,
+                                                                                   monkeypatch):
+    """--keep-weights: a trial restored from its pack's final checkpoint (its worker or driver died after
+    that report, before Tune ended the trial) trains nothing and reports every point again, with a
+    checkpoint that still holds each point's final G, the very tensors of the first checkpoint: the
+    driver keeps a point's weights from the trial's last checkpoint. A restored finished point whose
+    checkpoint lacks its weights (as gansweep wrote them up to 2026-12) trains again, from scratch, to
+    the same weights."""
+    import shutil
+
+    from sweep.runner.worker import checkpoint_weights
+    from sweep.train.point import prepare_data
+
+    base = TrialConfig(family="gan", **{**PACK_TINY, "epochs": 1, "n_train": 64})
+    points = [base, base.replace(lr=1e-4)]  # one stack of two
+    ids = [p.point_id for p in points]
+    data = prepare_data(mnist.train_images, 64, "cpu")
+    first = FakeTune(tmp_path)
+    train_with(first, points, data, scorer, monkeypatch, keep_weights=True)
+    assert first.trained == [ids] and len(first.saved) == 1
+    kept = checkpoint_weights(first.saved[0])
+    assert sorted(kept) == sorted(ids)
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    from ray.tune import Checkpoint
+
+    again = FakeTune(tmp_path, restore=Checkpoint.from_directory(str(first.saved[0])))
+    train_with(again, points, data, scorer, monkeypatch, keep_weights=True)
+    assert again.trained == [] and again.reports == [ids] and len(again.saved) == 1
+    back = checkpoint_weights(again.saved[0])
+    assert sorted(back) == sorted(ids) and all(same(back[p], kept[p]) for p in ids)
+
+    lacking = tmp_path / "lacking"  # the final checkpoint without the second point's weights
+    shutil.copytree(first.saved[0], lacking)
+    (lacking / "weights" / f"{ids[1]}.pt").unlink()
+    third = FakeTune(tmp_path, restore=Checkpoint.from_directory(str(lacking)))
+    train_with(third, points, data, scorer, monkeypatch, keep_weights=True)
+    assert third.trained == [ids] and third.reports == [ids]  # its stack, where the finished point sits out
+    back = checkpoint_weights(third.saved[0])
+    assert sorted(back) == sorted(ids) and all(same(back[p], kept[p]) for p in ids)
 
 
 class _Killed(Exception):

@@ -6,6 +6,19 @@
 
 The Tune callback (sweep/runner/callback.py) only forwards Tune's hooks here; every row is
 built by sweep/record/rows.py, whose docstring states the rules a row obeys.
+
+A finished point is written ahead, in this order, so that a driver killed anywhere loses nothing:
+  1. its reports: Tune's result.json and the trial's last checkpoint (Tune, before it ends the trial);
+  2. its kept files: samples/<id>.npy and, with --keep-weights, weights/<id>.pt, each written
+     atomically from that checkpoint (save_samples, save_weights, when Tune ends the trial);
+  3. its row, `ok`: a row is `ok` only once its kept files are on disk (`_files_kept`; until then
+     it is still RUNNING, so a file that could not be written leaves the point unfinished);
+  4. the trial's checkpoint is emptied, once the tables on disk record all its points finished
+     and each of its files was written.
+A driver killed before 3 leaves the point unfinished in the tables: resume restores its trial from
+that checkpoint, which still holds its final state, samples and weights (sweep/runner/worker.py).
+A point whose files went missing after 3 breaks the kept-files rule (sweep/record/rules.py
+check_files): resume trains it again (sweep/runner/engine.py).
 """
 from __future__ import annotations
 
@@ -13,6 +26,7 @@ import errno
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +39,7 @@ from sweep.record.recovery import curve_row, curves_from_tune_logs, finished_rep
 from sweep.record.results import read_curves, write_atomic, write_curves, write_results
 from sweep.record.rows import TrialState, point_reports, point_row
 from sweep.record.rundir import RunDir
-from sweep.record.schema import CURVE_COLUMNS, DIVERGED, ERROR, FINISHED, OK, PENDING, RESULT_COLUMNS
+from sweep.record.schema import CURVE_COLUMNS, DIVERGED, ERROR, FINISHED, OK, PENDING, RESULT_COLUMNS, TUNE_RUNNING
 
 FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
 # ... and at most 1/FLUSH_SPAN of the driver's time: writing the paper plan's 7,168 rows and their
@@ -69,8 +83,17 @@ class Ledger:
         # trial_id -> (trial folder, point ids) of completed trials whose checkpoints are not
         # emptied yet: that waits until the tables on disk record every point of it finished
         self.finished_trials: dict[str, tuple[str, tuple[str, ...]]] = {}
-        # points finished in an earlier session keep the samples they saved then
-        self.finished_before = set(finished_reports(run.path)) if finished_before is None else finished_before
+        # points finished in an earlier session keep the files they saved then; an ok one whose files
+        # are gone (`lacking`) is not counted finished: resume trains it again and its files are written
+        if finished_before is None:
+            reports = finished_reports(run.path)
+            self.lacking = run.lacking_files(p for p, r in reports.items() if r["outcome"] == OK)
+            finished_before = set(reports) - self.lacking
+        else:
+            self.lacking = set()
+        self.finished_before = finished_before
+        self.kept: set[str] = set()  # ok points whose kept files were found on disk (_files_kept)
+        self.keeps_weights = run.keeps_weights
 
     @classmethod
     def open(cls, run: RunDir) -> "Ledger":
@@ -105,27 +128,45 @@ class Ledger:
         self.curves[key] = self._curves_of.setdefault(key[0], {})[key[1]] = row
         self._version[key[0]] = self._version.get(key[0], 0) + 1
 
-    def save_samples(self, point_id: str, samples: np.ndarray) -> None:
-        """Keep a finished point's last samples (a convenience: never fails the sweep)."""
+    def save_samples(self, point_id: str, samples: np.ndarray) -> bool:
+        """Keep a finished point's last samples (step 2 of the module docstring); False if they could
+        not be written (a warning says why; the sweep goes on, the point stays unfinished)."""
         def write(path):
             with open(path, "wb") as f:
                 np.save(f, samples)
-        self._keep(point_id, write, self.run.samples_dir, "npy", "samples")
+        return self._keep(point_id, write, self.run.samples_dir, "npy", "samples")
 
-    def save_weights(self, point_id: str, src: Path) -> None:
-        """Keep a finished point's final G weights (--keep-weights), as a state_dict."""
-        if src.exists():
-            self._keep(point_id, lambda p: shutil.copyfile(src, p), self.run.weights_dir, "pt", "G weights")
-
-    def _keep(self, point_id: str, write, folder: Path, ext: str, what: str) -> None:
+    def save_weights(self, point_id: str, src: Path) -> bool:
+        """Keep a finished point's final G weights (--keep-weights), as a state_dict; False, with a
+        warning naming the point, if its checkpoint holds none or they could not be written."""
         if point_id in self.finished_before:
-            return
+            return True
+        if not src.exists():
+            log.warning("point %s: its checkpoint holds no G weights to keep (--keep-weights); "
+                        "`gansweep resume %s` trains it again", point_id, self.run.path)
+            return False
+        return self._keep(point_id, lambda p: shutil.copyfile(src, p), self.run.weights_dir, "pt", "G weights")
+
+    def _keep(self, point_id: str, write, folder: Path, ext: str, what: str) -> bool:
+        if point_id in self.finished_before:
+            return True
         try:
             folder.mkdir(exist_ok=True)
             write_atomic(folder / f"{point_id}.{ext}", write)
         except OSError as e:
             self.disk_full |= e.errno == errno.ENOSPC
             log.warning("could not copy %s of %s: %s", what, point_id, e)
+            return False
+        finally:
+            self._version[point_id] = self._version.get(point_id, 0) + 1  # its row looks at its files again
+        return True
+
+    def _files_kept(self, point_id: str) -> bool:
+        """Step 3 of the module docstring: an ok point's kept files are on disk (looked at once
+        they are, and again whenever its row is rebuilt until then)."""
+        if point_id not in self.kept and all(p.exists() for p in self.run.kept_paths(point_id)):
+            self.kept.add(point_id)
+        return point_id in self.kept
 
     def _empty_finished_checkpoints(self, rows: list[dict]) -> None:
         """Empty the checkpoints of trials whose points the tables now record as finished.
@@ -158,7 +199,10 @@ class Ledger:
             cached = self._row_cache.get(pid)
             if cached is None or cached[0] != version or cached[1] != state:
                 curve = [row for _, row in sorted(self._curves_of.get(pid, {}).items())]
-                cached = self._row_cache[pid] = (version, state, point_row(cfg, state, curve, self.manifest))
+                row = point_row(cfg, state, curve, self.manifest)
+                if row["status"] == OK and not self._files_kept(pid):  # not finished before its files are
+                    row = point_row(cfg, replace(state, tune_status=TUNE_RUNNING), curve, self.manifest)
+                cached = self._row_cache[pid] = (version, state, row)
             out.append(cached[2])
         return out
 

@@ -23,6 +23,12 @@ def _row_config(row: dict) -> TrialConfig | None:
         return None
 
 
+def _names(ids) -> str:
+    """The first three point ids in order, and how many more."""
+    ids = sorted(map(str, ids))
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
 def check_tables(results: pd.DataFrame, curves: pd.DataFrame,
                  planned: tuple[TrialConfig, ...] | None = None) -> list[str]:
     """Every broken rule of the module docstring, one line each naming the point(s); [] if none.
@@ -32,13 +38,9 @@ def check_tables(results: pd.DataFrame, curves: pd.DataFrame,
     """
     problems: list[str] = []
 
-    def names(ids) -> str:
-        ids = sorted(map(str, ids))
-        return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-
     def rule(what: str, bad) -> None:
         if len(bad):
-            problems.append(f"{len(bad)} {what}: {names(bad)}")
+            problems.append(f"{len(bad)} {what}: {_names(bad)}")
 
     # rule 1: one row per point (and per planned point)
     ids = results["point_id"].tolist()
@@ -91,7 +93,23 @@ def check_tables(results: pd.DataFrame, curves: pd.DataFrame,
     return problems
 
 
-def check_run(run, results: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
-    """check_tables of a run directory (a RunDir), against its plan when its sweep file is there."""
+def check_files(run, results: pd.DataFrame) -> list[str]:
+    """The kept-files rule, one line per kind of file: every ok point has its samples
+    (samples/<id>.npy) and, when the run keeps weights, its final G (weights/<id>.pt). The ledger
+    writes them before any table records the point finished (sweep/record/ledger.py); a point that
+    breaks it lost them afterwards (a deleted file, a run copied in part, or a run of gansweep up
+    to 2026-12), and `gansweep resume` trains it again. Diverged points keep samples only if they
+    were scored before diverging, so the rule does not ask for theirs."""
+    ok = results.loc[results["status"] == OK, "point_id"].tolist()
+    problems = []
+    for what, lacking in run.missing_files(ok).items():
+        if lacking:
+            problems.append(f"{len(lacking)} ok point(s) lack their {what} file: {_names(lacking)}")
+    return problems
+
+
+def check_run(run, results: pd.DataFrame, curves: pd.DataFrame, files: bool = True) -> list[str]:
+    """check_tables of a run directory (a RunDir), against its plan when its sweep file is there,
+    and (files) check_files."""
     planned = run.plan if run.sweep_file.is_file() else None
-    return check_tables(results, curves, planned)
+    return check_tables(results, curves, planned) + (check_files(run, results) if files else [])

@@ -22,6 +22,7 @@ experiment in the storage (sweep/record/store.py).
 from __future__ import annotations
 
 import logging
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -114,6 +115,34 @@ class RunDir:
         """Points per Tune trial (runs started before packs had one)."""
         return int(self.manifest["runtime"].get("pack", 1))
 
+    @property
+    def keeps_weights(self) -> bool:
+        """--keep-weights: every ok point keeps its final G in weights/ (runs before the option kept none)."""
+        return bool(self.manifest["runtime"].get("keep_weights", False))
+
+    def missing_files(self, ok_ids) -> dict[str, list[str]]:
+        """What the ok points among ok_ids lack of the files an ok point keeps: {"samples": ids
+        without samples/<id>.npy, "G weights": ids without weights/<id>.pt (when the run keeps
+        weights)}, each in the order given; one listing of each folder."""
+        ok_ids = list(ok_ids)
+        kinds = {"samples": (self.samples_dir, ".npy")}
+        if self.keeps_weights:
+            kinds["G weights"] = (self.weights_dir, ".pt")
+        out = {}
+        for what, (folder, ext) in kinds.items():
+            have = {f[:-len(ext)] for f in _names(folder) if f.endswith(ext)}
+            out[what] = [pid for pid in ok_ids if pid not in have]
+        return out
+
+    def kept_paths(self, point_id: str) -> list[Path]:
+        """The files an ok point keeps: its samples, and its final G when the run keeps weights."""
+        out = [self.samples_dir / f"{point_id}.npy"]
+        return out + [self.weights_dir / f"{point_id}.pt"] if self.keeps_weights else out
+
+    def lacking_files(self, ok_ids) -> set[str]:
+        """The ok points among ok_ids that lack a file an ok point keeps (missing_files, merged)."""
+        return {pid for ids in self.missing_files(ok_ids).values() for pid in ids}
+
     @cached_property
     def packs(self) -> tuple[Pack, ...]:
         return make_packs(self.plan, self.pack_size)
@@ -153,3 +182,11 @@ class RunDir:
                     f"{len(stale)} unfinished points such as {stale[0].point_id} would train with "
                     f"{getattr(stale[0], name)!r}, not as its finished ones did: finish it with the gansweep "
                     f"that started it (commit {self.manifest.get('git_commit', 'unknown')}), or start a new run")
+
+
+def _names(folder: Path) -> list[str]:
+    """The file names in a folder ([] if it does not exist)."""
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []

@@ -20,7 +20,7 @@ from sweep.record.recovery import error_line
 from sweep.record.rows import TrialState, point_reports
 from sweep.record.rundir import RunDir
 from sweep.plan.packs import trial_label
-from sweep.record.schema import TUNE_ERROR, TUNE_TERMINATED
+from sweep.record.schema import OK, TUNE_ERROR, TUNE_TERMINATED
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
 from sweep.runner.stalls import StallWatch
 from sweep.record.rundir import WEIGHTS_DIR
@@ -87,20 +87,29 @@ class LedgerCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         if self.stalls is not None:
             self.stalls.ended(trial)
-        if trial.checkpoint is not None:
-            point_ids = self.ledger.points_of(trial.config)
-            try:
-                with trial.checkpoint.as_directory() as d:
-                    for pid, samples in checkpoint_samples(Path(d), point_ids).items():
-                        self.ledger.save_samples(pid, samples)
-                    for pid in point_ids:
-                        self.ledger.save_weights(pid, Path(d) / WEIGHTS_DIR / f"{pid}.pt")
-            except (OSError, ValueError):  # ValueError: a damaged samples file
-                pass  # samples are a convenience; the ledger warns about its own failures
+        if trial.checkpoint is not None and self._keep_files(trial):
             # Its checkpoints are emptied once the tables record every point of it finished.
-            self.ledger.finished_trials[trial.trial_id] = (str(trial.path), point_ids)
+            self.ledger.finished_trials[trial.trial_id] = (str(trial.path), self.ledger.points_of(trial.config))
         self.ledger.dirty = True
         self._flush_if_due(trials)
+
+    def _keep_files(self, trial) -> bool:
+        """Write the kept files of a trial's ok points from its last checkpoint, before Tune ends the
+        trial (Ray 2.60's stop_trial calls on_trial_complete while the trial is still RUNNING: no
+        table can record its points finished before this returns). False if any could not be kept:
+        the checkpoint then stays, for `gansweep resume` to keep them from."""
+        point_ids = self.ledger.points_of(trial.config)
+        ok = [p["point_id"] for p in point_reports(trial.last_result or {}) if p.get("outcome") == OK]
+        try:
+            with trial.checkpoint.as_directory() as d:
+                samples = checkpoint_samples(Path(d), point_ids)
+                kept = [self.ledger.save_samples(pid, s) for pid, s in samples.items()]
+                if self.ledger.keeps_weights:
+                    kept += [self.ledger.save_weights(pid, Path(d) / WEIGHTS_DIR / f"{pid}.pt") for pid in ok]
+        except (OSError, ValueError) as e:  # ValueError: a damaged samples file
+            log.warning("could not read the checkpoint of %s: %s", _who(trial, point_ids), e)
+            return False
+        return all(kept) and all(pid in samples or pid in self.ledger.finished_before for pid in ok)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._failure(trial, "retrying from its last checkpoint")

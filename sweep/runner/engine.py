@@ -31,7 +31,7 @@ from sweep.record.progress import banked_compute, fmt_s, interrupted_line, sessi
 from sweep.record.recovery import finished_reports
 from sweep.record.results import MANIFEST, new_manifest
 from sweep.record.rundir import RunDir
-from sweep.record.schema import PENDING
+from sweep.record.schema import OK, PENDING
 from sweep.record.store import RecordStore
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
@@ -210,6 +210,13 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
     tune_path = run.tune_path
     banked = banked_compute(run.path)
     finished = finished_reports(run.path)
+    lacking = sorted(run.lacking_files(p for p, r in finished.items() if r["outcome"] == OK))
+    if lacking:  # the kept-files rule (sweep/record/rules.py): such points train again
+        log.info("%d ok point(s) lack their kept files (samples/%s): %s%s; they train again, from their "
+                 "pack's newest checkpoint where it still reads, else from scratch", len(lacking),
+                 ", weights/" if run.keeps_weights else "", ", ".join(lacking[:3]),
+                 f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+        finished = {p: r for p, r in finished.items() if p not in lacking}
     if all(pid in finished for pack in run.packs for pid in pack.point_ids):
         # Nothing to train: no Ray instance (about 10 s and 15 CPU-s) to find that out. The
         # session is recorded all the same (healed tables, a copied run's first resume).
@@ -219,6 +226,10 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
         todo = [p for p in run.packs if any(pid not in finished for pid in p.point_ids)]
         check_free_space([str(run.path), tune_path], todo, rt.keep_weights, None)
     problem = cluster.experiment_state_problem(tune_path)
+    if problem is not None:
+        problem = f"Tune's experiment state is {problem}"
+    elif lacking:  # Tune would not run again the trials it recorded finished
+        problem = f"{len(lacking)} ok point(s) must train again"
     with _session(rt):
         rebuild = None
         if problem is not None:  # the tables are the truth; Tune's state was only a cache

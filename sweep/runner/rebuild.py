@@ -1,11 +1,13 @@
-"""When Tune's experiment state is lost, the tables are the truth: resume builds a new experiment from them.
+"""When Tune's experiment state cannot serve, the tables are the truth: resume builds a new experiment from them.
 
     problem = cluster.experiment_state_problem(run.tune_path)     # e.g. "... unreadable (JSONDecodeError)"
-    rebuild = prepare_rebuild(run, finished, problem)             # the old experiment moved aside
+    rebuild = prepare_rebuild(run, finished, f"Tune's experiment state is {problem}")   # old one moved aside
     log.info(rebuild.line())                                      # what restarts from where
 
 A full disk can cut Tune's experiment_state-*.json short, and Tuner.restore then starts the
-whole sweep over without a word. The results tables know every point instead: finished points
+whole sweep over without a word. And ok points whose kept files are gone (samples/, weights/:
+sweep/record/rules.py check_files) must train again, which Tune never does for a trial it
+recorded finished. The results tables know every point instead: finished points
 report their recorded result again (sweep/runner/worker.py), and every unfinished point
 restarts from the newest checkpoint of its pack that still reads, from scratch where none does.
 The old experiment folder is kept beside the new one (<tune>.damaged-<time>) for its logs and
@@ -29,7 +31,7 @@ STATE_FILE = "state.pt"  # the pack checkpoint's state file (sweep/runner/worker
 class Rebuild:
     """What a rebuilt experiment starts from."""
 
-    problem: str  # why Tune's own state could not be restored
+    problem: str  # why Tune's own state is not restored: "Tune's experiment state is ...", or points to retrain
     moved_to: Path | None  # where the old experiment folder went (None: there was none)
     seeds: dict[str, str] = field(default_factory=dict)  # pack_id -> its newest readable checkpoint folder
     finished: int = 0  # points the tables record as finished: they report their result again
@@ -38,7 +40,7 @@ class Rebuild:
 
     def line(self) -> str:
         where = f" (the old one is in {self.moved_to})" if self.moved_to else ""
-        return (f"Tune's experiment state is {self.problem}: a new experiment was built from the tables{where}: "
+        return (f"{self.problem}: a new experiment was built from the tables{where}: "
                 f"{self.finished} finished points stay, {self.from_checkpoint} restart from their last readable "
                 f"checkpoint, {self.from_scratch} from scratch")
 

@@ -30,6 +30,7 @@ from sweep.plan.packs import stacks_of, trial_label
 from sweep.record.rows import epoch_report
 from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
 from sweep.record.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
+from sweep.train.point import finished_status
 
 CHECKPOINT_FORMAT = "gansweep-pack/1"
 # A stack that ends while other stacks of its pack follow is not reported when the pack's last
@@ -130,13 +131,20 @@ def checkpoint_samples(folder: Path, point_ids) -> dict[str, np.ndarray]:
     return out
 
 
-def load_checkpoint(ckpt: Checkpoint, label: str, device: str) -> dict[str, dict]:
-    """point_id -> the state `PointRun(resume=...)` takes, from a pack's checkpoint (or a
-    one-point checkpoint of gansweep before packs); a damaged one is an error that says how
-    to go on (never a silent start from scratch)."""
+def checkpoint_weights(folder: Path) -> dict[str, dict]:
+    """point_id -> the final G state_dict a checkpoint folder keeps for it (WEIGHTS_DIR, --keep-weights)."""
+    return {f.stem: torch.load(f, map_location="cpu", weights_only=True)
+            for f in sorted((Path(folder) / WEIGHTS_DIR).glob("*.pt"))}
+
+
+def load_checkpoint(ckpt: Checkpoint, label: str, device: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(point_id -> the state `PointRun(resume=...)` takes, point_id -> the final G weights it keeps)
+    from a pack's checkpoint (or a one-point checkpoint of gansweep before packs, which keeps no
+    weights); a damaged one is an error that says how to go on (never a silent start from scratch)."""
     try:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
+            weights = checkpoint_weights(Path(d))
             if state.get("format") == CHECKPOINT_FORMAT:
                 missing = [pid for pid, st in state["points"].items() if "samples" not in st]
                 samples = checkpoint_samples(Path(d), missing) if missing else {}
@@ -147,8 +155,8 @@ def load_checkpoint(ckpt: Checkpoint, label: str, device: str) -> dict[str, dict
             f"the checkpoint of {label} cannot be read ({type(e).__name__}); "
             "`gansweep resume RUN_DIR --restart-errored` retrains such trials from scratch") from None
     if state.get("format") == CHECKPOINT_FORMAT:
-        return state["points"]
-    return {TrialConfig(**state["config"]).point_id: state}
+        return state["points"], weights
+    return {TrialConfig(**state["config"]).point_id: state}, {}
 
 
 def pack_of(config: dict, packs: dict[str, list[dict]]) -> tuple[str, list[TrialConfig]]:
@@ -178,20 +186,20 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     trial holds each point's final report.
     """
     from models.registry import load_plugins
-    from sweep.train.point import finished_status
 
     load_plugins(plugins)
     label, cfgs = pack_of(config, packs)
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("this trial was given a GPU fraction but CUDA is not available")
-    trial = PackTrial(label, cfgs, device, finished, seeds.get(label))
+    trial = PackTrial(label, cfgs, device, finished, seeds.get(label), keep_weights)
     todo, restored = trial.restore()
-    if all(p.point_id in restored and finished_status(restored[p.point_id], p)[0] for p in todo):
-        # Every point had finished (or is recorded as finished), but the driver died before
-        # Tune recorded it: report the final metrics again instead of training anything.
+    if not todo:  # every point is recorded finished (its files kept): report its result again
         trial.report([p.point_id for p in cfgs])
         return
+    # Points restored finished (the driver died before Tune ended the trial, or a rebuilt experiment's
+    # seed) train nothing: train() reports them once more with a checkpoint holding their samples and
+    # kept weights, which the driver keeps their files from (a seed is no checkpoint of Tune's).
     trial.train(todo, restored, _scorer(device, clf_state, clf_sha, ref_mean, ref_cov),
                 _dataset(images, todo[0].n_train, device), keep_weights, _net_pool())
 
@@ -208,19 +216,35 @@ def _net_pool():
 class PackTrial:
     """A Tune trial's pack: what each point last reported, and its reports and checkpoints to Tune."""
 
-    def __init__(self, label: str, cfgs: list[TrialConfig], device: str, finished: dict, seed: str | None = None):
+    def __init__(self, label: str, cfgs: list[TrialConfig], device: str, finished: dict, seed: str | None = None,
+                 keep_weights: bool = False):
         self.label, self.cfgs, self.device, self.seed = label, cfgs, device, seed
+        self.keep_weights = keep_weights
         self.started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
         self.latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
         self.history_of: dict[str, list[dict]] = {}
+        # point_id -> final G weights of the points restored finished: every later checkpoint of the
+        # pack carries them, since the driver keeps a point's weights from the trial's last checkpoint
+        self.kept_weights: dict[str, dict] = {}
 
     def restore(self) -> tuple[list[TrialConfig], dict[str, dict]]:
-        """(the points still to train, point_id -> the state its checkpoint restores)."""
+        """(the points still to train, point_id -> the state its checkpoint restores).
+
+        A point restored finished `ok` keeps the G weights its checkpoint holds (with keep_weights). A
+        finished point's state holds no weights: where its checkpoint lacks them too (a checkpoint that
+        gansweep up to 2026-12 wrote when it re-reported a pack restored finished), the point trains
+        again from scratch, so that the run keeps the weights it was asked to keep."""
         todo = [p for p in self.cfgs if p.point_id not in self.latest]
         ckpt = tune.get_checkpoint() if todo else None  # a finished pack's checkpoint is emptied
         if ckpt is None and todo and self.seed is not None:  # a rebuilt experiment: the old checkpoint
             ckpt = Checkpoint.from_directory(self.seed)
-        restored = {} if ckpt is None else load_checkpoint(ckpt, self.label, self.device)
+        restored, weights = ({}, {}) if ckpt is None else load_checkpoint(ckpt, self.label, self.device)
+        if self.keep_weights:
+            for p in todo:
+                st = restored.get(p.point_id)
+                if st is not None and finished_status(st, p)[0] == OK and p.point_id not in weights:
+                    del restored[p.point_id]
+            self.kept_weights = {pid: w for pid, w in weights.items() if pid in restored}
         # The first report after a restore carries each point's restored history (see
         # sweep/record/recovery.py restored_curve_rows), so the tables can fill a lost epoch from it.
         todo_ids = {p.point_id for p in todo}
@@ -259,7 +283,7 @@ class PackTrial:
         from sweep.train.loop import start_pack, train_pack
 
         final_states: dict[str, dict] = {}
-        final_weights: dict[str, dict] = {}
+        final_weights: dict[str, dict] = dict(self.kept_weights) if keep_weights else {}
         sent_all = False
         waiting: list[str] = []  # finished points whose final report rides on the next report
         stacks = stacks_of(todo)
@@ -273,9 +297,9 @@ class PackTrial:
                 for i, metrics in reported.items():
                     self.latest[stack[i].point_id] = {**epoch_report(metrics), "point_id": stack[i].point_id}
                 done = all(r.done for r in runs)
-                if done and keep_weights:
+                if done and keep_weights:  # a point restored finished has no G here: it keeps its kept weights
                     final_weights.update((p.point_id, r.generator_weights()) for p, r in zip(stack, runs)
-                                         if r.status == OK)
+                                         if r.status == OK and p.point_id not in self.kept_weights)
                 sent_all = last_stack and done
                 ids = [p.point_id for p in self.cfgs] if sent_all else waiting + [stack[i].point_id for i in reported]
                 if done and not last_stack and time.monotonic() - last_checkpoint < STACK_CHECKPOINT_EVERY_S:
