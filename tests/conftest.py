@@ -69,7 +69,7 @@ THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 # night 582, 582 and 124 s after 487 s of the rest (docs/performance.md "Cuts of 2026-11-27, night").
 RAY_QUEUES = {"ray-1": ("test_engine", "test_packs", "test_storage", "test_trackers", "test_run_dir"),
               "ray-2": ("test_reliability", "test_slurm"),
-              "ray-3": ("test_device_check", "test_plugins")}
+              "ray-3": ("test_device_check", "test_plugins", "test_kept_files")}
 TAIL_QUEUES = ("ray-3",)
 
 
