@@ -5,6 +5,8 @@ The Slurm tests need Debian's slurmctld, slurmd, slurm-client and munge (.ci/run
 and root (the daemons run as root here); elsewhere they are skipped, saying why.
 """
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_ledger_holds, cli, gansweep, results_with, wait_for
+from helpers import REPO, assert_ledger_holds, cli, gansweep, results_with, wait_for
 from sweep.errors import UserError
 from sweep.runner.slurm import time_limit_seconds
 
@@ -71,6 +73,69 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, data_root, args, says):
     r = gansweep("slurm", *args, "--dry-run", cwd=tmp_path, env={**os.environ, "GANSWEEP_DATA": str(data_root)})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
     assert not r.stdout and not (tmp_path / "runs").exists()
+
+
+HOSTILE = ("x\ntouch PWNED", "x\rtouch PWNED", "$(id)", "`id`", "../x")
+# option -> its clean value (each call also has --preset smoke --name s, but --resume's)
+OPTIONS = {"--partition": "gpu", "--account": "lab", "--time": "2:00:00", "--sbatch": "--qos=long",
+           "--name": "s", "--storage": "runs", "--preset": "smoke", "--set": "epochs=2", "--seeds": "1",
+           "--config": "sweep.yaml", "--data-root": "mnist", "--plugin": "plugin.py", "--resume": "runs/s",
+           "--pack": "2"}
+
+
+def _held(value: str, line: str) -> bool:
+    """The value stays text in this line of the script: an #SBATCH line (a comment to bash) or one
+    single-quoted word, or a value with nothing for the shell to expand."""
+    return (line.startswith("#SBATCH ") or any(value in q for q in re.findall(r"'[^']*'", line))
+            or shlex.quote(value) == value)
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_value_written_into_the_job_script_is_held_or_refused(tmp_path, data_root, option):
+    """Each string option of `gansweep slurm` with a newline, a carriage return, a $(...), a backquote
+    and a ../ in its value: refused in one line (exit 2, nothing written, for --dry-run and --submit
+    alike), or, where the value is legal, held inside one #SBATCH line or one single-quoted word: the
+    script parses (bash -n) and has exactly the lines of the clean value's script, but those that
+    hold it."""
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root)}
+    (tmp_path / "sweep.yaml").write_text((REPO / "sweep.yaml").read_text())
+    (tmp_path / "plugin.py").write_text("")
+
+    def slurm(value: str, how: str):
+        if option == "--sbatch":
+            value = f"--comment={value}" if value != OPTIONS[option] else value
+            args = ["--preset", "smoke", "--name", "s", f"--sbatch={value}"]
+        elif option == "--resume":
+            args = ["--resume", value]
+        else:
+            args = [*(x for k, v in {"--preset": "smoke", "--name": "s", option: value}.items() for x in (k, v))]
+        return value, gansweep("slurm", *args, how, cwd=tmp_path, env=env)
+
+    written = tmp_path / "runs"  # what a refused value must not create
+    if option == "--resume":  # a run to resume (only its manifest is read)
+        (tmp_path / "runs" / "s").mkdir(parents=True)
+        (tmp_path / "runs" / "s" / "gansweep.json").write_text("{}")
+        written = tmp_path / "runs" / "s" / "slurm"
+    _, clean = slurm(OPTIONS[option], "--dry-run")
+    clean_lines = clean.stdout.splitlines()
+    for raw in HOSTILE:
+        value, r = slurm(raw, "--dry-run")
+        if r.returncode == 0:
+            assert clean.returncode == 0, clean.stderr
+            lines = r.stdout.splitlines()
+            assert len(lines) == len(clean_lines), (value, r.stdout)
+            check = subprocess.run(["bash", "-n"], input=r.stdout, text=True, capture_output=True)
+            assert check.returncode == 0, check.stderr
+            shown = value if option not in ("--storage",) else str((tmp_path / value).resolve())
+            changed = [x for x, c in zip(lines, clean_lines) if x != c and "written by `gansweep slurm`" not in x]
+            assert changed and all(shown in x and _held(shown, x) for x in changed), (value, changed)
+            continue
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and not r.stdout, (value, r.stderr)
+        assert "Traceback" not in r.stderr
+        _, s = slurm(raw, "--submit")  # --submit refuses it the same way: nothing written, nothing queued
+        assert s.returncode == 2 and s.stderr == r.stderr, (value, s.stderr)
+        assert not written.exists() and not (tmp_path.parent / "x").exists()
+    assert not (tmp_path / "PWNED").exists()
 
 
 def _free_port() -> int:

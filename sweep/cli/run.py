@@ -67,6 +67,13 @@ def check_runtime(a) -> None:
         raise UserError(f"--stall-timeout must be >= 0 (0: off), got {a.stall_timeout:g}")
 
 
+def check_name(name: str) -> str:
+    """A run's name: one folder under --storage (gansweep slurm applies the same rule)."""
+    if "/" in name or name.startswith("."):
+        raise UserError(f"--name {name!r}: a plain name, without '/' or a leading '.'")
+    return name
+
+
 def run(a) -> int:
     from sweep.runner.cluster import Runtime
     from sweep.runner.engine import run_sweep
@@ -75,9 +82,7 @@ def run(a) -> int:
     config_file, preset = preset_of(a)
     check_runtime(a)
     pack = pack_size_of(a, len(preset.trials), "cuda" if a.gpus_per_trial > 0 else "cpu")
-    name = a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if "/" in name or name.startswith("."):
-        raise UserError(f"--name {name!r}: a plain name, without '/' or a leading '.'")
+    name = check_name(a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}")
     remote = "://" in a.storage
     run_dir = Path("runs" if remote else a.storage) / name
     rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,

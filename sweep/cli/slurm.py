@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,9 @@ EXAMPLES = ["gansweep slurm --preset smoke --dry-run",
             "gansweep slurm --preset paper --gpus-per-node 4 --gpus-per-trial 0.25 --time 24:00:00 --submit",
             "gansweep slurm --resume runs/paper-20261126-101500 --submit"]
 SET_BY_THE_JOB = ("address", "num_cpus")  # the script passes these to gansweep run / resume itself
+# Slurm's names: a partition (or a comma-separated list of them) and an account
+SLURM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+SLURM_LIST = re.compile(r"[A-Za-z0-9_.-]+(?:,[A-Za-z0-9_.-]+)*")
 
 
 def add_arguments(p) -> None:
@@ -48,6 +52,7 @@ def add_arguments(p) -> None:
 def run(a) -> int:
     from sweep.runner.slurm import SCRIPT_NAME, SlurmJob, script, submit
 
+    check_values(a)  # before anything is read, written or queued
     job = SlurmJob(nodes=a.nodes, cpus_per_node=a.cpus_per_node, gpus_per_node=a.gpus_per_node, time=a.time,
                    grace=a.grace, partition=a.partition, account=a.account, extra=tuple(a.sbatch),
                    max_jobs=a.max_jobs)
@@ -77,13 +82,50 @@ def run(a) -> int:
     return 0
 
 
+def check_values(a) -> None:
+    """Every value this command may write into the batch script, refused in one line when the script
+    could not hold it as given: a control character (a newline or carriage return would start a line
+    of its own, which bash runs when the job starts) in any value, and a partition or account outside
+    Slurm's names. Values the script runs are single-quoted words, and #SBATCH lines are comments to
+    bash, so `$(...)` or a backquote stays text there."""
+    flags = {}
+    for act in _parser()._actions:
+        if act.option_strings:
+            flags[act.dest] = next(s for s in act.option_strings if s.startswith("--"))
+    for dest, flag in flags.items():
+        value = getattr(a, dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and any(ord(c) < 32 or ord(c) == 127 for c in v):
+                raise UserError(f"{flag} {v!r}: holds a control character (a newline, say), which would "
+                                "start a line of its own in the job script")
+    for flag, value, pattern in (("--partition", a.partition, SLURM_LIST), ("--account", a.account, SLURM_NAME)):
+        if value and not pattern.fullmatch(value):
+            raise UserError(f"{flag} {value!r}: not a Slurm name (letters, digits, '_', '-' and '.'"
+                            f"{', comma-separated' if pattern is SLURM_LIST else ''})")
+
+
+def _parser() -> Parser:
+    p = Parser(prog="gansweep slurm")
+    add_arguments(p)
+    return p
+
+
+def _no_whitespace(run_dir: Path) -> Path:
+    """A run directory an #SBATCH line can name (--output=RUN_DIR/slurm/%j.out): sbatch ends a value
+    at whitespace."""
+    if any(c.isspace() for c in str(run_dir)):
+        raise UserError(f"{run_dir}: a run directory for Slurm jobs must have no whitespace in its path "
+                        "(#SBATCH --output names it); pick another --storage or --name")
+    return run_dir
+
+
 def _resumed(a) -> tuple[Path, list[str]]:
     from sweep.record.results import MANIFEST
 
     changed = [f for f in run_argv(a) if f.startswith("--")]
     if changed:
         raise UserError(f"--resume: the run's options are recorded; pass Slurm options only (not {changed[0]})")
-    run_dir = Path(a.resume).resolve()
+    run_dir = _no_whitespace(Path(a.resume).resolve())
     if not (run_dir / MANIFEST).exists():
         raise UserError(f"--resume {a.resume}: no run there ({MANIFEST} not found)")
     return run_dir, []
@@ -97,13 +139,13 @@ def _new(a) -> tuple[Path, list[str]]:
 
     _, preset = preset_of(a)
     run_command.check_runtime(a)
-    if not a.name:  # the chain must know the run directory before the first job starts
-        a.name = f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    # the chain must know the run directory before the first job starts
+    a.name = run_command.check_name(a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}")
     if is_uri(a.storage):
         raise UserError("--storage: gansweep slurm keeps runs on a filesystem the nodes share; "
                         "give a path (object storage: see the README's cluster section)")
     a.storage = str(Path(a.storage).resolve())
-    run_dir = Path(a.storage) / a.name
+    run_dir = _no_whitespace(Path(a.storage) / a.name)
     if (run_dir / MANIFEST).exists():
         raise UserError(f"{run_dir} already holds a run: `gansweep slurm --resume {run_dir}` continues it")
     return run_dir, run_argv(a)

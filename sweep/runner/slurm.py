@@ -64,9 +64,9 @@ class SlurmJob:
         if not 0 < self.grace < limit:
             raise UserError(f"--grace {self.grace}s must be positive and shorter than --time {self.time} "
                             f"({limit}s): the sweep needs the rest of the job to run")
-        for line in self.extra:
-            if not line.startswith("--") or "\n" in line:
-                raise UserError(f"--sbatch {line!r}: one sbatch option, e.g. --sbatch=--qos=long")
+        for line in self.extra:  # one #SBATCH line each: sbatch ends an option's value at whitespace
+            if not line.startswith("--") or any(c.isspace() for c in line):
+                raise UserError(f"--sbatch {line!r}: one sbatch option, without spaces, e.g. --sbatch=--qos=long")
 
 
 def time_limit_seconds(text: str) -> int:
