@@ -106,14 +106,15 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     from sweep.plan.grid import load_preset, parse_overrides
 
     run = tmp_path / "runs" / "k"
-    over = parse_overrides(["n_eval=150"], "4")
+    over = parse_overrides(["n_eval=150", "n_train=4096"], "4")
     sampled = {t.point_id for t in load_preset(sweep_file, "t", sample=10, sample_seed=3, overrides=over).trials}
     assert all(p.endswith("-s4") for p in sampled)
-    # one trial at a time: the sweep then lasts long enough (10 trials x ~3 s) to be caught
-    # with some trials finished and most not, whatever the machine's speed
+    # one trial at a time, of 128 steps an epoch: the sweep then lasts long enough (10 trials x 2-6 s)
+    # to be caught with some trials finished and most not, whatever the machine's speed (at 32 steps
+    # an epoch a fast VM ran all 10 in 14 s, which the 5 s between table writes could miss)
     proc = start("run", "--config", sweep_file, "--preset", "t", "--name", "k", "--storage",
                  tmp_path / "runs", "--num-cpus", "2", "--max-concurrent", "1", "--quiet", "--sample", "10",
-                 "--sample-seed", "3", "--set", "n_eval=150", "--seeds", "4", cwd=tmp_path)
+                 "--sample-seed", "3", "--set", "n_eval=150", "--set", "n_train=4096", "--seeds", "4", cwd=tmp_path)
     before = wait_for(lambda: results_with(run, 2), 240, "two finished trials", proc)
     # while it runs: every port of the local Ray instance listens on loopback only
     addresses = listening_addresses(proc.pid)
@@ -154,7 +155,7 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert len(m["sessions"]) == 1  # the killed session never finished; the resume did
     assert m["sample"] == {"n": 10, "seed": 3, "grid_size": N_POINTS, "sampler": 2}
     assert m["scope"] == "a 10-point sample (seed 3) of the 12-point grid"
-    assert m["overrides"] == {"set": {"n_eval": 150}, "seeds": [4]}
+    assert m["overrides"] == {"set": {"n_eval": 150, "n_train": 4096}, "seeds": [4]}
     assert_ledger_holds(run)
 
 
