@@ -1,6 +1,7 @@
 """Errors that end a command with one line on stderr and no traceback (see sweep/cli/__init__.py)."""
 
 EXIT_DISK_FULL = 75  # a sweep stopped because a disk filled up (sysexits' EX_TEMPFAIL: free space, resume)
+EXIT_STORAGE = 69  # a sweep stopped because its object storage could not be reached (EX_UNAVAILABLE: resume)
 
 
 class UserError(Exception):

@@ -29,9 +29,9 @@ presets:
 """
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on a free loopback port, with one empty bucket; yields its environment."""
+def _moto(server_env: dict | None = None):
+    """moto's S3 server on a free loopback port (server_env: its own variables); (process, the
+    environment that points pyarrow and boto3 at it)."""
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
         pytest.skip("moto's server is not installed (pip install -e '.[test]' installs it)")
@@ -39,18 +39,50 @@ def s3_server():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env={**os.environ, **(server_env or {})})
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    try:
-        import boto3
+    return proc, env
 
+
+def _s3_client(env: dict):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free loopback port, with one empty bucket; yields its environment."""
+    proc, env = _moto()
+    try:
         for _ in range(100):  # the server takes a moment to listen
             try:
-                boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                             aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+                _s3_client(env).create_bucket(Bucket=BUCKET)
                 break
             except Exception:
+                time.sleep(0.2)
+        else:
+            pytest.fail("moto's S3 server did not start")
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def s3_locked():
+    """moto's S3 server checking credentials (INITIAL_NO_AUTH_ACTION_COUNT=0) and knowing none: every
+    request is refused, as wrong credentials are; yields its environment."""
+    proc, env = _moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        for _ in range(100):
+            try:
+                _s3_client(env).list_buckets()
+            except Exception as e:
+                if "InvalidAccessKeyId" in str(e) or "AccessDenied" in str(e) or "403" in str(e):
+                    break  # it answers, refusing
                 time.sleep(0.2)
         else:
             pytest.fail("moto's S3 server did not start")
@@ -145,3 +177,145 @@ def test_a_uri_without_a_run_is_one_line_and_exit_2(tmp_path, s3_server):
         r = gansweep(cmd, f"s3://{BUCKET}/runs/nothing-here", cwd=tmp_path, env=env)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no run there" in r.stderr, (cmd, r.stderr)
     assert not (tmp_path / "runs").exists()
+
+
+def _stopped_endpoint() -> dict:
+    """The environment of an S3 endpoint where nothing listens (a port just freed: a typo'd port, a
+    server that is down)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.mark.parametrize("case", ["stopped endpoint", "missing bucket", "wrong credentials"])
+def test_storage_that_cannot_be_reached_is_one_line_before_anything_is_made(tmp_path, data_root, s3_server,
+                                                                           s3_locked, monkeypatch, case):
+    """run, resume, status, report and compare against a stopped endpoint, a bucket that does not exist
+    and credentials the server refuses: each is one line naming the URI and the store's reason, exit 2,
+    no traceback, no local folder, nothing made in the store; found before Ray starts (`without_ray`).
+    gansweep slurm keeps runs on shared filesystems and refuses any URI (tests/test_slurm.py)."""
+    from helpers import without_ray
+
+    without_ray(monkeypatch)
+    env, bucket, reason = {
+        "stopped endpoint": (_stopped_endpoint(), BUCKET, "NETWORK_CONNECTION"),
+        "missing bucket": (s3_server, "no-such-bucket", "no such bucket 'no-such-bucket'"),
+        "wrong credentials": (s3_locked, BUCKET, "ACCESS_DENIED"),
+    }[case]
+    env = {**os.environ, **env, "GANSWEEP_DATA": str(data_root)}
+    uri = f"s3://{bucket}/unreached"
+    calls = {"run": ["run", "--preset", "smoke", "--name", "s", "--storage", uri, "--num-cpus", "1"],
+             "resume": ["resume", f"{uri}/s"], "status": ["status", f"{uri}/s", "--check"],
+             "report": ["report", f"{uri}/s"], "compare": ["compare", f"{uri}/s", f"{uri}/t"]}
+    for name, args in calls.items():
+        r = gansweep(*args, cwd=tmp_path, env=env)
+        said = r.stderr.strip()
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and not r.stdout, (name, r.stderr)
+        assert "cannot reach this storage" in said and reason in said and f"s3://{bucket}/unreached" in said, (name, said)
+        assert "Traceback" not in r.stderr
+        assert not (tmp_path / "runs").exists(), name
+    if case != "stopped endpoint":  # the store holds what it held: one bucket, and no object in it
+        assert _objects(s3_server, "unreached") == set()
+        assert [b["Name"] for b in _s3_client(s3_server).list_buckets()["Buckets"]] == [BUCKET]
+
+
+class Switch:
+    """A TCP forwarder from a loopback port to moto's: `down()` closes the port and every connection
+    through it (connections are refused, as by an endpoint that is down), `up()` opens it again."""
+
+    def __init__(self, target: str):
+        import threading
+
+        self.target = target.removeprefix("http://").split(":")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.lock, self.conns, self.server = threading.Lock(), [], None
+        self.up()
+
+    def up(self) -> None:
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def _accept(self, server) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:  # closed by down()
+                return
+            try:
+                upstream = socket.create_connection((self.target[0], int(self.target[1])))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def down(self) -> None:
+        self.server.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+            self.conns = []
+
+
+@pytest.mark.ray
+def test_storage_lost_mid_sweep_stops_it_cleanly_and_resume_finishes_it(tmp_path, data_root, s3_server, monkeypatch):
+    """The S3 endpoint goes down while a sweep writes to it: the sweep stops as a full disk stops it,
+    one line naming the storage and its reason, exit 69, unfinished points pending; once the endpoint
+    is back, `resume URI` finishes every point once."""
+    switch = Switch(s3_server["AWS_ENDPOINT_URL"])
+    for k, v in {**s3_server, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{switch.port}",
+                 "GANSWEEP_DATA": str(data_root)}.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "sweep.yaml").write_text(SIX)
+    uri = f"s3://{BUCKET}/mid/s"
+    proc = start("run", "--preset", "s", "--name", "s", "--storage", f"s3://{BUCKET}/mid", "--num-cpus", "2",
+                 "--max-concurrent", "1", cwd=tmp_path)
+    wait_for(lambda: _bucket_results(s3_server, "mid/s", 1), 240, "a finished point in the bucket", proc)
+    switch.down()
+    t0 = time.time()
+    try:
+        proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = proc.stderr_path.read_text()
+    last = err.strip().splitlines()[-1]
+    print(f"stopped {time.time() - t0:.0f}s after the endpoint went down; stderr:\n{err[-3000:]}")
+    assert proc.returncode == 69, err[-3000:]
+    assert last.startswith("gansweep: storage unreachable (") and "NETWORK_CONNECTION" in last, last
+    assert "sweep stopped" in last and last.endswith(f"continue with: gansweep resume {uri}"), last
+    assert "Traceback" not in err
+    local = pd.read_parquet(tmp_path / "runs" / "s" / "results.parquet")
+    assert set(local.status) <= {"ok", "pending"} and (local.status == "pending").any()
+    switch.up()
+    r = cli("resume", uri, "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = assert_ledger_holds(tmp_path / "runs" / "s")
+    assert len(after) == 6 and after.point_id.is_unique and (after.status == "ok").all()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.cli.common import log
+from sweep.cli.common import log, run_dir_of
 from sweep.errors import UserError
 
 WHAT = ("two runs side by side: each model's I' histograms overlaid, failure and digit shares, "
@@ -27,12 +27,14 @@ def run(a) -> int:
 
     if (a.run_b is None) == (a.by is None):
         raise UserError("compare: give RUN_B, or --by SETTING to split RUN_A (not both)")
+    run_a = run_dir_of(a.run_a).path  # a path, or a run in object storage as its working copy
     if a.by is not None:
-        side_a, side_b, real = split_sides(Path(a.run_a), a.by)
-        out = Path(a.out) if a.out else Path(a.run_a) / f"compare-{a.by.partition('=')[0]}"
+        side_a, side_b, real = split_sides(run_a, a.by)
+        out = Path(a.out) if a.out else run_a / f"compare-{a.by.partition('=')[0]}"
     else:
-        side_a, side_b, real = runs_sides(Path(a.run_a), Path(a.run_b))
-        out = Path(a.out) if a.out else Path(a.run_b) / f"compare-{Path(a.run_a).resolve().name}"
+        run_b = run_dir_of(a.run_b).path
+        side_a, side_b, real = runs_sides(run_a, run_b)
+        out = Path(a.out) if a.out else run_b / f"compare-{run_a.resolve().name}"
     page, table = build_compare(side_a, side_b, out, real)
     print(format_table(table, side_a.label, side_b.label))
     log.info("compare: %s", page)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from functools import cached_property
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from sweep.plan.subset import SAMPLER_VERSION
 from sweep.record.results import (CURVES, MANIFEST, RESULTS, read_manifest, read_results, tune_path_of,
                                   write_manifest)
 from sweep.record.schema import FINISHED
-from sweep.record.store import RecordStore, is_uri
+from sweep.record.store import RecordStore, is_uri, store_fault, store_reason
 
 SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy / .pt
 SWEEP_FILE = "sweep.yaml"
@@ -56,6 +57,9 @@ class RunDir:
         for name, value in (("manifest", manifest), ("plan", plan), ("packs", packs)):
             if value is not None:
                 self.__dict__[name] = tuple(value) if name != "manifest" else value
+        # the store's reason while pushes to it fail for want of reaching it (store_fault), and since when
+        self.store_fault: str | None = None
+        self.store_down_since: float | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -89,7 +93,13 @@ class RunDir:
         try:
             self.store.push(self.path)
         except Exception as e:  # pyarrow raises OSError and its own types for network and auth errors
-            log.warning("could not copy the record to %s (%s); retrying at the next update", self.store.uri, e)
+            self.store_fault = store_fault(e)
+            if self.store_fault is not None and self.store_down_since is None:
+                self.store_down_since = time.time()
+            log.warning("could not copy the record to %s (%s); retrying at the next update", self.store.uri,
+                        store_reason(e))
+        else:
+            self.store_fault = self.store_down_since = None
 
     @cached_property
     def plan(self) -> tuple[TrialConfig, ...]:

@@ -23,14 +23,42 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from sweep.errors import UserError
 
 log = logging.getLogger("gansweep")
+BUCKET_SCHEMES = ("s3", "gs", "gcs")  # URIs whose first path part is a bucket that must exist
 LOCAL_ONLY = (".gansweep.lock", "tune")  # the lock guards this machine's copy; Tune writes its own
 # upload order: a table or manifest never names a file that is not uploaded yet
 _ORDER = ("samples/", "weights/", "curves.", "results.", "gansweep.json")
+
+
+# The store's answers that retrying cannot change: the sweep stops cleanly on them (resumable) instead of
+# failing trial after trial (pyarrow's AWS error names)
+STORE_FAULTS = ("NETWORK_CONNECTION", "ACCESS_DENIED", "NO_SUCH_BUCKET", "INVALID_ACCESS_KEY_ID",
+                "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN")
+
+
+def store_fault(error: BaseException | str) -> str | None:
+    """The store's reason when an error (or its message, e.g. a trial's error file) says the storage
+    cannot be reached or refuses (STORE_FAULTS); else None."""
+    text = str(error)
+    if re.search(r"AWS Error (" + "|".join(STORE_FAULTS) + r")\b", text) is None:
+        return None
+    return store_reason(text)
+
+
+def store_reason(e: BaseException | str) -> str:
+    """The store's own reason in a pyarrow error, without its request ids: e.g. "ACCESS_DENIED" or
+    "NETWORK_CONNECTION: curlCode: 7, Could not connect to server"."""
+    text = str(e)
+    m = re.search(r"AWS Error (\w+) during \w+ operation: ?([^;\n]*)", text)
+    if m is None:
+        return (text.strip().splitlines() or ["no reason given"])[0][:300]
+    detail = re.sub(r"\s*\(Request ID:[^)]*\)", "", m.group(2)).strip().rstrip(".")
+    return m.group(1) + (f": {detail}" if detail and detail != "No response body" else "")
 
 
 def is_uri(text: str | os.PathLike) -> bool:
@@ -78,13 +106,35 @@ class RecordStore:
             self._pushed[rel] = stamp
         return len(changed)
 
+    def reach(self) -> None:
+        """Refuse, in one line naming the URI and the store's own reason, storage that cannot be reached
+        or refuses: its endpoint down, no such bucket, wrong credentials, no permission to list. Reads
+        only, so it leaves nothing behind (pyarrow's delete of a probe object would leave a folder
+        marker); a store that lets this through but refuses writes stops the sweep at its first write."""
+        from pyarrow import fs as pafs
+
+        bucket = self.root.split("/", 1)[0]
+        try:
+            if self.uri.split("://", 1)[0] in BUCKET_SCHEMES and \
+                    self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise UserError(f"{self.uri}: cannot reach this storage: no such bucket {bucket!r}")
+            self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        except OSError as e:  # pyarrow's errors of the store, its network and its credentials
+            raise UserError(f"{self.uri}: cannot reach this storage: {store_reason(e)}") from None
+
     def check(self) -> None:
-        """Refuse a URI that holds no run (before anything is made locally)."""
+        """Refuse storage that cannot be reached (reach) or a URI that holds no run, before anything is
+        made locally."""
         from pyarrow import fs as pafs
 
         from sweep.record.results import MANIFEST
 
-        if self.fs.get_file_info(f"{self.root}/{MANIFEST}").type != pafs.FileType.File:
+        self.reach()
+        try:
+            found = self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File
+        except OSError as e:
+            raise UserError(f"{self.uri}: cannot reach this storage: {store_reason(e)}") from None
+        if not found:
             raise UserError(f"{self.uri}: no run there ({MANIFEST} not found)")
 
     def pull(self, folder: Path) -> int:

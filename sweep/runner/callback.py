@@ -19,14 +19,18 @@ from sweep.record.ledger import Ledger
 from sweep.record.recovery import error_line
 from sweep.record.rows import TrialState, point_reports
 from sweep.record.rundir import RunDir
+from sweep.record.store import store_fault
 from sweep.plan.packs import trial_label
 from sweep.record.schema import OK, TUNE_ERROR, TUNE_TERMINATED
-from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
+from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
 from sweep.runner.stalls import StallWatch
 from sweep.record.rundir import WEIGHTS_DIR
 from sweep.runner.worker import checkpoint_samples
 
 PROGRESS_EVERY_S = 10.0
+# The sweep stops (resumable) once its object storage has refused every push of the record this long:
+# a blip costs a warning, an endpoint that is down does not let the sweep run on with nothing saved.
+STORE_DOWN_S = 60.0
 FAILURES_LOG = "failures.log"  # RUN_DIR/failures.log: every failed attempt's points and traceback
 log = logging.getLogger("gansweep")
 
@@ -147,12 +151,18 @@ class LedgerCallback(Callback):
         if is_disk_full(what):  # retrying cannot help: stop as a signal would, keep what is recorded
             stop_for_full_disk(self.run.tune_path)
             then = "the sweep stops"
+        elif store_fault(what) is not None:  # nor can it while the storage is out of reach
+            stop_for_storage(self.run.tune_path, store_fault(what))
+            what, then = f"storage unreachable ({store_fault(what)})", "the sweep stops"
         log.warning("%s failed, attempt %d of %d: %s; %s", who, trial.num_failures, allowed, what, then)
         record_failure(self.run.path / FAILURES_LOG, trial, points, what)
 
     def on_step_end(self, iteration, trials, **info):
         if self.ledger.disk_full:
             stop_for_full_disk(self.run.path)
+        down = self.run.store_down_since
+        if down is not None and time.time() - down >= STORE_DOWN_S:  # the record could not be pushed for long
+            stop_for_storage(self.run.store.uri, self.run.store_fault)
         if self.stalls is not None and not STOP.requested:
             for trial, silent, limit in self.stalls.overdue(trials):
                 self._stop_stalled(trial, silent, limit)

@@ -269,8 +269,14 @@ def _local_fs_type(path: Path) -> str:
 
 
 def check_storage(storage: str, address: str | None, shared_storage: bool) -> None:
-    """Refuse, on a cluster, a storage path that only the head node can see."""
-    if "://" in storage or address is None or shared_storage:
+    """Refuse object storage that cannot be reached (sweep/record/store.py RecordStore.reach) and, on a
+    cluster, a storage path that only the head node can see."""
+    if "://" in storage:
+        from sweep.record.store import RecordStore
+
+        RecordStore(storage).reach()
+        return
+    if address is None or shared_storage:
         return
     probe = Path(storage)
     while not probe.exists() and probe != probe.parent:

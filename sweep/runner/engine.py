@@ -32,12 +32,12 @@ from sweep.record.recovery import finished_reports
 from sweep.record.results import MANIFEST, new_manifest
 from sweep.record.rundir import RunDir
 from sweep.record.schema import OK, PENDING
-from sweep.record.store import RecordStore
+from sweep.record.store import RecordStore, store_fault
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
 from sweep.runner.lock import RunLock
 from sweep.runner.rebuild import prepare_rebuild
-from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk
+from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
 from sweep.runner.stalls import StallWatch
 
 log = logging.getLogger("gansweep")
@@ -126,7 +126,9 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
     tune_path = f"{storage.rstrip('/')}/{run_dir.name}/tune" if storage else str((run_dir / "tune").resolve())
     if storage and "://" not in storage:
         tune_path = str(Path(tune_path).resolve())
-    cluster.check_storage(tune_path if "://" in tune_path else str(Path(tune_path).parent), rt.address,
+    # object storage: the --storage URI the user gave (reached before anything is made); a path: the
+    # run's folder, which every node of a cluster must see
+    cluster.check_storage(storage.rstrip("/") if "://" in tune_path else str(Path(tune_path).parent), rt.address,
                           shared_storage)
     packs = make_packs(preset.trials, rt.pack)
     if disk_check:
@@ -291,6 +293,11 @@ def _session(rt: Runtime):
     tune_log.addFilter(quiet_stop)
     state_log = logging.getLogger("ray.tune.execution.experiment_state")
     state_log.addFilter(_state_save_failed)
+    import ray  # noqa: F401  (after set_environment: Ray's handlers, which every Ray logger reaches)
+
+    ray_handlers = logging.getLogger("ray").handlers[:]
+    for handler in ray_handlers:
+        handler.addFilter(_storage_unreachable)
     try:
         yield
     finally:
@@ -299,6 +306,8 @@ def _session(rt: Runtime):
         finally:
             tune_log.removeFilter(quiet_stop)
             state_log.removeFilter(_state_save_failed)
+            for handler in ray_handlers:
+                handler.removeFilter(_storage_unreachable)
             STOP.restore()
 
 
@@ -309,6 +318,17 @@ def _state_save_failed(record: logging.LogRecord) -> bool:
         STOP.fault(STOP.fault_name or "disk full (Tune could not save its experiment state)", EXIT_DISK_FULL)
         return False
     return True
+
+
+def _storage_unreachable(record: logging.LogRecord) -> bool:
+    """Any Ray error that says the object storage cannot be reached (Tune saving its state or a
+    checkpoint, Ray making a trial's folder: each logs its own traceback) stops the sweep, and the
+    sweep's one line says it instead; Ray's other messages pass."""
+    fault = store_fault(f"{record.getMessage()} {record.exc_info}") if record.levelno >= logging.ERROR else None
+    if fault is None:
+        return True
+    stop_for_storage("Ray Tune's storage", fault)
+    return False
 
 
 def _stop_if_requested(what: str) -> None:
@@ -329,7 +349,8 @@ def _finish_session(run: RunDir, t0: float, t_fit: float, banked_before: float, 
             raise
         log.warning("could not record this session in %s: %s", run.manifest_file, e)
     if STOP.requested and (df["status"] == PENDING).any():  # a stop after the last point is no stop
-        raise Interrupted(interrupted_line(run.path, df, STOP.name), STOP.exit_status)
+        where = run.store.uri if run.store is not None else run.path  # what `resume` takes from any folder
+        raise Interrupted(interrupted_line(where, df, STOP.name), STOP.exit_status)
     log.info("done in %s: %s; harness overhead %.1f%% of %d slot(s) x wall (training + scoring %.0fs, "
              "start-up %.0fs)", fmt_s(summary["wall_seconds"]), summary["counts"], 100 * summary["overhead_share"],
              slots, summary["compute_seconds"], summary["startup_seconds"])

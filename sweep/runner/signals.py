@@ -123,6 +123,14 @@ def stop_for_full_disk(path: str | os.PathLike) -> None:
     STOP.fault(f"disk full ({path}: {free})", EXIT_DISK_FULL)
 
 
+def stop_for_storage(uri: str, reason: str) -> None:
+    """Stop the sweep as a signal would: its object storage cannot be reached or refuses (the endpoint
+    down, the bucket gone, the credentials refused; sweep/record/store.py store_fault)."""
+    from sweep.errors import EXIT_STORAGE
+
+    STOP.fault(f"storage unreachable ({uri}: {reason})", EXIT_STORAGE)
+
+
 def _kill_descendants() -> None:
     """SIGKILL every process below this one (Linux /proc; elsewhere nothing)."""
     children: dict[int, list[int]] = {}
