@@ -20,6 +20,7 @@ import math
 import string
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -45,21 +46,39 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
+def _kind(column: str) -> str:
+    """How a column's numbers read: shares as percentages, FID to one decimal, the rest to two."""
+    c = column.lower()
+    if "share" in c or c.startswith("prob_") or c.endswith("_rise"):
+        return "percent"
+    return "fid" if "fid" in c else "float"
+
+
+def _fmt(v, column: str = "") -> str:
+    """One cell for reading: I', IS, p-values and the like with 2 decimals (a tiny value is 0.00),
+    FID with 1, shares as percentages, counts with thousands separators."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
         if math.isnan(v):
             return "–"
-        return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:,.3f}".rstrip("0").rstrip(".")
-    if isinstance(v, int):
+        kind = _kind(column)
+        if kind == "percent":
+            return f"{v:.0%}"
+        return f"{v:,.1f}" if kind == "fid" else f"{v:,.2f}"
+    if isinstance(v, (int, np.integer)):
         return f"{v:,}"
     return html.escape(str(v))
 
 
 def html_table(df: pd.DataFrame, cls: str) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+    """A table in its own box, which scrolls when the table is wider or longer than the page allows,
+    with its header row and first column held in place (style.css)."""
+    head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v, c)}</td>" for v, c in zip(row, df.columns)) + "</tr>"
                    for row in df.itertuples(index=False))
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div class="table-box"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _settings(results: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,19 @@ def strip(history):
              if not k.endswith("seconds")} for e in history]
 
 
+# Python's reprs where a person reads words: a dict ({'ok': 64, ...}) or a list of pairs ([('a', 1)])
+REPRS = ("{'", "[('")
+
+
+def words_only(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Fails on a repr in what a gansweep command printed (every `cli` and `gansweep` call of the suite
+    goes through here); --verbose output is Ray's and Tune's too, and is not checked."""
+    if not {"-v", "--verbose"} & set(map(str, result.args)):
+        for line in (result.stdout + result.stderr).splitlines():
+            assert not any(r in line for r in REPRS), f"a repr in the output of {result.args[:3]}: {line}"
+    return result
+
+
 def cli(*args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
     """`gansweep ARGS` in a new interpreter. One that has not ended by the timeout is asked for its
     threads' stacks (SIGUSR2, sweep/cli/__init__.py), then killed: the failure says where it hung."""
@@ -40,7 +53,7 @@ def cli(*args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
         out, err = proc.communicate()
         raise AssertionError(f"gansweep {' '.join(map(str, args))} still running after {timeout}s; its output:\n"
                              f"{out[-3000:]}\nits stderr, with the stacks:\n{err[-12000:]}") from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return words_only(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
 
 
 def gansweep(*args, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -72,7 +85,7 @@ def gansweep(*args, cwd, env: dict | None = None) -> subprocess.CompletedProcess
         os.chdir(here)
         os.environ.clear()
         os.environ.update(before)
-    return subprocess.CompletedProcess(["gansweep", *map(str, args)], code, out.getvalue(), err.getvalue())
+    return words_only(subprocess.CompletedProcess(["gansweep", *map(str, args)], code, out.getvalue(), err.getvalue()))
 
 
 def without_ray(monkeypatch) -> None:

@@ -1,6 +1,9 @@
 """The analysis package on synthetic results tables with known values."""
+import html as html_module
 import itertools
+import json
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -197,6 +200,29 @@ def test_report_renders_in_headless_chromium(tmp_path):
     dark = (img[..., :3].mean(axis=2) < 0.5).mean()
     assert dark > 0.01  # figures and text were drawn, not a blank page
 
+    # In a 1,280-px window every table's box stays inside the page: a table wider than that (the
+    # stability table's 15 columns) scrolls inside its box, its header row and first column held.
+    # A copy of the page measures its own layout and writes it into the DOM that Chromium dumps.
+    probe = out.with_name("probe.html")
+    probe.write_text(out.read_text().replace("</body>", """<script>
+      const boxes = [...document.querySelectorAll('.table-box')].map(b => {
+        const r = b.getBoundingClientRect(), t = b.querySelector('table');
+        return [t.className, Math.round(r.left), Math.round(r.right), b.scrollWidth, b.clientWidth,
+                getComputedStyle(b.querySelector('th')).position,
+                getComputedStyle(b.querySelector('td, th')).position];
+      });
+      document.body.setAttribute('data-layout', JSON.stringify({width: window.innerWidth, boxes}));
+    </script></body>"""))
+    dom = subprocess.run([CHROMIUM, *flags, "--window-size=1280,900", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    layout = json.loads(html_module.unescape(re.search(r'data-layout="([^"]*)"', dom.stdout).group(1)))
+    assert layout["width"] == 1280 and len(layout["boxes"]) == 5
+    for cls, left, right, scroll_w, client_w, th_pos, first_pos in layout["boxes"]:
+        assert 0 <= left and right <= 1280, (cls, left, right)  # the box is no wider than the window
+        assert th_pos == "sticky" and first_pos == "sticky", cls  # header row and first column held
+    stability = next(b for b in layout["boxes"] if b[0] == "stability")
+    assert stability[3] > stability[4]  # wider than its box at 1,280 px: it scrolls, inside the box
+
 
 def test_began_runs_get_their_histogram_test_and_m_global_curves(tmp_path):
     df = pd.concat([synthetic(), pd.DataFrame([row("began", 4.0), row("began", 6.0, nLayerG=3)])],
@@ -366,10 +392,11 @@ def test_report_shows_digit_shares(tmp_path):
     html = build_report(run).read_text()
     assert "GAN: median I&#x27; 0.15, 83% of 6 finished runs below 1, 17% draw digits" in html
     best = html.split('<table class="best">')[1].split("</table>")[0]
-    assert "<th>classes_covered</th><th>digit_share</th></tr>" in best
+    assert "<th>classes covered</th><th>digit share</th></tr>" in best
     rows = [r.split("<td>")[1:] for r in best.split("<tr>")[2:]]  # model, point_id, i_prime, ...
+    # formatted for reading: I' with 2 decimals, shares as percentages
     assert [(r[0].split("<")[0], r[2].split("<")[0], r[-1].split("<")[0]) for r in rows] == \
-        [("gan", "0.7", "0.8"), ("ebgan", "15", "0.6")]
+        [("gan", "0.70", "80%"), ("ebgan", "15.00", "60%")]
 
 
 def test_report_refuses_rows_of_two_classifiers(tmp_path):

@@ -228,3 +228,19 @@ def test_schema_and_validator_refuse_the_same_mistakes(what, preset):
     assert list(_validator().iter_errors({"presets": {"p": preset}})), f"the schema accepts {what}"
     with pytest.raises(ConfigError):
         parse_preset("p", preset, where="t")
+
+
+def test_outputs_with_a_python_repr_fail_the_suite():
+    """Every `cli` and `gansweep` call of the suite fails on a dict or list-of-pairs repr in its output
+    (helpers.words_only): the done line once printed {'ok': 64, 'diverged': 0, ...}."""
+    import subprocess
+
+    from helpers import words_only
+    from sweep.record.progress import counts_words
+
+    for text in ("done in 3m44s: {'ok': 64, 'diverged': 0}", "[('ok', 64)]"):
+        with pytest.raises(AssertionError, match="a repr in the output"):
+            words_only(subprocess.CompletedProcess(["gansweep", "run"], 0, text, ""))
+    assert words_only(subprocess.CompletedProcess(["gansweep", "run", "-v"], 0, "{'CPU': 2.0}", "")).returncode == 0
+    assert counts_words({"ok": 64, "diverged": 1, "error": 2, "pending": 3}) == \
+        "ok 64, diverged 1, errored 2, pending 3"

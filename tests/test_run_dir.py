@@ -100,7 +100,7 @@ def test_a_damaged_table_is_rebuilt_by_resume_in_its_own_folder(finished_run, tm
     assert r.returncode == 0, r.stderr[-2000:]
     why = "missing" if table == "curves.parquet" else "unreadable ("
     assert f"[gansweep] {table} was {why}" in r.stdout and "rebuilt from Tune's records (4 rows, 4 finished)" in r.stdout
-    assert "done in" in r.stdout and "'ok': 4" in r.stdout
+    assert "done in" in r.stdout and "ok 4, diverged 0, errored 0, pending 0" in r.stdout
     assert f"every point of {run} is finished: nothing to resume" in r.stdout
     after = assert_ledger_holds(run)
     old = pd.read_parquet(io.BytesIO(before["results.parquet"]))

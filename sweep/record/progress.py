@@ -27,6 +27,15 @@ def count(rows: list[dict]) -> dict[str, int]:
     return c
 
 
+# how a line a person reads names each status's count ("errored" for the status `error`)
+STATUS_WORDS = {OK: "ok", DIVERGED: "diverged", ERROR: "errored", PENDING: "pending"}
+
+
+def counts_words(counts: dict[str, int]) -> str:
+    """Counts by status in words: 'ok 64, diverged 0, errored 0, pending 0'."""
+    return ", ".join(f"{STATUS_WORDS[s]} {counts.get(s, 0)}" for s in STATUSES)
+
+
 def fmt_s(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -27,7 +27,7 @@ from sweep.plan.grid import Preset, estimate_flops
 from sweep.plan.packs import Pack, make_packs, trial_label
 from sweep.record.heal import heal
 from sweep.record.ledger import Ledger
-from sweep.record.progress import banked_compute, fmt_s, interrupted_line, session_summary
+from sweep.record.progress import banked_compute, counts_words, fmt_s, interrupted_line, session_summary
 from sweep.record.recovery import finished_reports
 from sweep.record.results import MANIFEST, new_manifest
 from sweep.record.rundir import RunDir
@@ -352,7 +352,7 @@ def _finish_session(run: RunDir, t0: float, t_fit: float, banked_before: float, 
         where = run.store.uri if run.store is not None else run.path  # what `resume` takes from any folder
         raise Interrupted(interrupted_line(where, df, STOP.name), STOP.exit_status)
     log.info("done in %s: %s; harness overhead %.1f%% of %d slot(s) x wall (training + scoring %.0fs, "
-             "start-up %.0fs)", fmt_s(summary["wall_seconds"]), summary["counts"], 100 * summary["overhead_share"],
+             "start-up %.0fs)", fmt_s(summary["wall_seconds"]), counts_words(summary["counts"]), 100 * summary["overhead_share"],
              slots, summary["compute_seconds"], summary["startup_seconds"])
     log.info("results: %s", run.results_file)
     return summary
