@@ -35,6 +35,18 @@ def test_mini_and_smoke_presets():
     assert all(t.energy_norm == "l1" and t.began_gamma == 0.5 for t in began.trials if t.family == "began")
 
 
+def test_quick_preset_compares_gan_and_ebgan_on_one_architecture_grid():
+    """The README's first run: 8 GANs and 4 EBGANs on the same Ds, 2,808 steps each (GANs need about
+    2,000 before they draw anything; docs/reproduction.md)."""
+    q = load_preset(SWEEP, "quick")
+    assert q.counts() == {"gan": 8, "ebgan": 4}
+    assert {(t.nLayerD, t.sizeD) for t in q.trials} == {(4, 256), (5, 256)}
+    assert {(t.optimD, t.optimG, t.lr) for t in q.trials if t.family == "gan"} == {
+        (d, g, 0.001) for d in ("adam", "sgd") for g in ("adam", "sgd")}
+    assert {(t.optimD, t.optimG, t.lr, t.margin) for t in q.trials if t.family == "ebgan"} == {("adam", "adam", 0.001, 10)}
+    assert {t.epochs * (t.n_train // t.batch_size) for t in q.trials} == {2808}
+
+
 def test_dcgan_preset():
     p = load_preset(SWEEP, "dcgan")
     assert p.counts() == {"gan-dcgan": 8, "gan": 4, "ebgan-dcgan": 4, "ebgan": 8, "ebgan_pt-dcgan": 4,
@@ -157,7 +169,7 @@ def test_paper_rules_can_be_lifted(tmp_path):
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, margin, mini, gan-batchnorm, d-batch, d-batch-dcgan, gan-budget, smoke, began, dcgan"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, margin, quick, mini, gan-batchnorm, d-batch, d-batch-dcgan, gan-budget, smoke, began, dcgan"):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import REPO, cli
 
-# The whole recipe of README.md's "Your own GAN family": one file, one registration.
+# The whole recipe of docs/extending.md's "Your own GAN family": one file, one registration.
 LSGAN = '''
 """Least-squares GAN (Mao et al. 2017): D's logit regressed to 1 on data and 0 on samples."""
 from models.losses import Family, register_family

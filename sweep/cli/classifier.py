@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
                        help="another classifier file to check (default: the committed, pinned one)")
     check.add_argument("--json", default=None, help="also write the rows to this JSON file")
     check.add_argument("--n", type=int, default=None, metavar="N",
-                       help="images per set of non-digits (default: 1,000, as the README's table)")
+                       help="images per set of non-digits (default: 1,000, as docs/scoring.md's table)")
     add_data_args(check)
 
 

@@ -82,7 +82,7 @@ def add_data_args(p: argparse.ArgumentParser, download: bool = True) -> None:
 
 def add_plugin_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="FILE",
-                   help="a .py file (or module) that registers families or archs (see the README's plugin recipe); repeatable. "
+                   help="a .py file (or module) that registers families or archs (see docs/extending.md); repeatable. "
                         "A run records its plugins, and resume loads them again")
 
 

@@ -143,7 +143,7 @@ def _new(a) -> tuple[Path, list[str]]:
     a.name = run_command.check_name(a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}")
     if is_uri(a.storage):
         raise UserError("--storage: gansweep slurm keeps runs on a filesystem the nodes share; "
-                        "give a path (object storage: see the README's cluster section)")
+                        "give a path (object storage: see docs/cluster.md)")
     a.storage = str(Path(a.storage).resolve())
     run_dir = _no_whitespace(Path(a.storage) / a.name)
     if (run_dir / MANIFEST).exists():
