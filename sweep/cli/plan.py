@@ -1,7 +1,6 @@
 """`gansweep plan`: what a preset would run (points per model, FLOPs, time, Tune trials, disk); runs nothing."""
 from __future__ import annotations
 
-import json
 
 from sweep.cli.common import add_config_arg, add_gflops_arg, add_pack_args, add_preset_args, pack_size_of, preset_of
 
@@ -37,7 +36,7 @@ def run(a) -> int:
         print(f"{model:<15} {n:>7} {flops[model] / 1e12:>10.1f}")
     print(f"{'total':<15} {len(preset.trials):>7} {total / 1e12:>10.1f}")
     print(f"estimated cost: {slot_hours(total, a.gflops):.1f} slot-hours at {a.gflops:g} GFLOP/s per slot "
-          f"(settings: {json.dumps(preset.settings)})")
+          f"(settings: {', '.join(f'{k} {v}' for k, v in preset.settings.items()) or 'the defaults'})")
     biggest = max(len(p.points) for p in packs)
     print(f"Tune trials: {len(packs)} (--pack {a.pack}{' on ' + device if a.pack == 'auto' else ''}: packs of up to "
           f"{biggest} point{'s' if biggest > 1 else ''})")
