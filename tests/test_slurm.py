@@ -138,6 +138,29 @@ def test_every_value_written_into_the_job_script_is_held_or_refused(tmp_path, da
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_several_nodes_refuse_a_node_local_run_directory_before_anything_is_written(tmp_path, data_root):
+    """--nodes 2 on a node-local filesystem (this machine's ext4 or overlay): one line naming it, exit 2,
+    no script written, nothing queued, for a new run and a resumed one, --dry-run and --submit alike;
+    --shared-storage says the user knows better, and the job's `gansweep run` gets it too."""
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root)}
+    for how in ("--dry-run", "--submit"):
+        r = gansweep("slurm", "--preset", "smoke", "--name", "s", "--nodes", "2", how, cwd=tmp_path, env=env)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and not r.stdout, r.stderr
+        assert f"--storage {tmp_path / 'runs'} is on a node-local filesystem" in r.stderr
+        assert "--shared-storage if it is shared" in r.stderr and not (tmp_path / "runs").exists()
+    ok = gansweep("slurm", "--preset", "smoke", "--name", "s", "--nodes", "2", "--shared-storage", "--dry-run",
+                  cwd=tmp_path, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "--shared-storage" in next(x for x in ok.stdout.splitlines() if " run --" in x)
+    (tmp_path / "runs" / "s").mkdir(parents=True)  # a run to resume (only its manifest is read)
+    (tmp_path / "runs" / "s" / "gansweep.json").write_text("{}")
+    r = gansweep("slurm", "--resume", tmp_path / "runs" / "s", "--nodes", "2", "--dry-run", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "node-local filesystem" in r.stderr and not (tmp_path / "runs" / "s" / "slurm").exists()
+    r = gansweep("slurm", "--resume", tmp_path / "runs" / "s", "--nodes", "2", "--shared-storage", "--dry-run",
+                 cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -64,6 +64,10 @@ def run(a) -> int:
         run_dir, run_args = _resumed(a)
     else:
         run_dir, run_args = _new(a)
+    if job.nodes > 1:  # every node's Ray worker writes there: found now, not after the queue wait
+        from sweep.runner.cluster import check_storage
+
+        check_storage(str(run_dir.parent), "slurm", a.shared_storage)
     data = os.environ.get("GANSWEEP_DATA")
     env = {"GANSWEEP_DATA": str(Path(data).expanduser().resolve())} if data else {}
     text = script(job, run_dir, run_args, [], env)
@@ -122,7 +126,7 @@ def _no_whitespace(run_dir: Path) -> Path:
 def _resumed(a) -> tuple[Path, list[str]]:
     from sweep.record.results import MANIFEST
 
-    changed = [f for f in run_argv(a) if f.startswith("--")]
+    changed = [f for f in run_argv(a) if f.startswith("--") and f != "--shared-storage"]
     if changed:
         raise UserError(f"--resume: the run's options are recorded; pass Slurm options only (not {changed[0]})")
     run_dir = _no_whitespace(Path(a.resume).resolve())
