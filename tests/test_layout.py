@@ -115,3 +115,17 @@ def test_the_parallel_suite_keeps_its_queues(request):
     assert request.node.nodeid.endswith("@test_layout"), (
         f"pytest {pytest.__version__} with this pytest-xdist lost the test groups "
         f"({request.node.nodeid}): install the pytest version pyproject.toml pins")
+
+
+def test_only_the_storage_module_decides_whether_a_run_is_remote():
+    """"Is this run remote?" has one answer: sweep/record/store.py's is_uri. A `"://" in x` test anywhere
+    else could disagree with it (issue 41 counted 10 such tests beside 5 calls of is_uri)."""
+    owner = "sweep.record.store"
+    found = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+                    and isinstance(node.left, ast.Constant) and node.left.value == "://"):
+                found.append(f"{name}:{node.lineno}")
+    assert [f for f in found if not f.startswith(owner + ":")] == []
+    assert any(f.startswith(owner + ":") for f in found)  # is_uri itself: the test looks where it should

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sweep.cli.common import add_config_arg, add_data_args, add_pack_args, add_preset_args, pack_size_of, preset_of
 from sweep.errors import UserError
+from sweep.record.store import is_uri
 from sweep.runner.trackers import TRACKERS
 
 WHAT = "run a preset as a Ray Tune sweep; results land in RUN_DIR as they finish"
@@ -83,7 +84,7 @@ def run(a) -> int:
     check_runtime(a)
     pack = pack_size_of(a, len(preset.trials), "cuda" if a.gpus_per_trial > 0 else "cpu")
     name = check_name(a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    remote = "://" in a.storage
+    remote = is_uri(a.storage)
     run_dir = Path("runs" if remote else a.storage) / name
     rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                  max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,

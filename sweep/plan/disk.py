@@ -104,14 +104,13 @@ def fmt_bytes(n: float) -> str:
 
 
 def check_free_space(paths: list[str], packs, keep_weights: bool, slots: int) -> None:
-    """Refuse (one line) to start packs whose estimated peak disk use exceeds the free space of a
-    local path they write to (the run directory, Tune's storage); remote storage is not measured."""
+    """Refuse (one line) to start packs whose estimated peak disk use exceeds the free space of the
+    local paths they write to (the run directory, Tune's storage when it is a path: the caller leaves
+    object storage out, which is not measured)."""
     from sweep.errors import UserError
 
     need = estimate_disk(packs, keep_weights, slots)
     for path in paths:
-        if "://" in path:
-            continue
         probe = os.path.abspath(path)  # the nearest folder that exists holds it
         while not os.path.exists(probe) and os.path.dirname(probe) != probe:
             probe = os.path.dirname(probe)

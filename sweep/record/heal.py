@@ -14,6 +14,7 @@ from sweep.record.recovery import curve_row, curves_from_reports, logged_reports
 from sweep.record.results import CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves
 from sweep.record.rundir import RunDir
 from sweep.record.schema import DIVERGED, OK
+from sweep.record.store import is_uri
 
 
 def _readable(path: Path) -> str:
@@ -49,8 +50,8 @@ def heal(run: RunDir) -> list[str]:
     if not damaged:
         return []
     tune_path = run.tune_path
-    if "://" in tune_path or not Path(tune_path).is_dir():
-        where = "on remote storage" if "://" in tune_path else "missing"
+    if is_uri(tune_path) or not Path(tune_path).is_dir():
+        where = "on remote storage" if is_uri(tune_path) else "missing"
         raise UserError(f"{run.path}: {', '.join(damaged)} cannot be read, and Tune's records are {where} "
                         f"({tune_path}): nothing was changed; restore the tables from a copy")
     curves = {} if CURVES in damaged else {k: r for k, r in (curve_row(x) for x in

@@ -40,6 +40,7 @@ from sweep.record.results import read_curves, write_atomic, write_curves, write_
 from sweep.record.rows import TrialState, point_reports, point_row
 from sweep.record.rundir import RunDir
 from sweep.record.schema import CURVE_COLUMNS, DIVERGED, ERROR, FINISHED, OK, PENDING, RESULT_COLUMNS, TUNE_RUNNING
+from sweep.record.store import is_uri
 
 FLUSH_EVERY_S = 5.0  # results tables are rewritten at most this often (and at the end)
 # ... and at most 1/FLUSH_SPAN of the driver's time: writing the paper plan's 7,168 rows and their
@@ -182,7 +183,7 @@ class Ledger:
             if not set(point_ids) <= finished:
                 continue
             del self.finished_trials[trial_id]
-            if "://" in folder:  # remote storage: Tune's num_to_keep bounds it
+            if is_uri(folder):  # remote storage: Tune's num_to_keep bounds it
                 continue
             for ckpt in Path(folder).glob("checkpoint_*"):
                 for item in ckpt.iterdir():

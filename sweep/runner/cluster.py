@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.errors import UserError
+from sweep.record.store import RecordStore, is_uri
 
 
 @dataclass(frozen=True)
@@ -271,9 +272,7 @@ def _local_fs_type(path: Path) -> str:
 def check_storage(storage: str, address: str | None, shared_storage: bool) -> None:
     """Refuse object storage that cannot be reached (sweep/record/store.py RecordStore.reach) and, on a
     cluster, a storage path that only the head node can see."""
-    if "://" in storage:
-        from sweep.record.store import RecordStore
-
+    if is_uri(storage):
         RecordStore(storage).reach()
         return
     if address is None or shared_storage:
@@ -292,7 +291,7 @@ def experiment_state_problem(tune_path: str) -> str | None:
     """Why Tune's experiment state cannot be restored ('missing', or the reader's error on its newest
     state file), or None. Tuner.restore silently starts over from a damaged newest state, so the
     engine asks first (and rebuilds the experiment from the tables instead: sweep/record/rebuild.py)."""
-    if "://" in tune_path:
+    if is_uri(tune_path):
         return None  # remote storage: Tune reads it; nothing local to check
     p = Path(tune_path)
     states = sorted(p.glob("experiment_state-*.json"))

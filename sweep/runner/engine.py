@@ -32,7 +32,7 @@ from sweep.record.recovery import finished_reports
 from sweep.record.results import MANIFEST, new_manifest
 from sweep.record.rundir import RunDir
 from sweep.record.schema import OK, PENDING
-from sweep.record.store import RecordStore, store_fault
+from sweep.record.store import RecordStore, is_uri, store_fault
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
 from sweep.runner.lock import RunLock
@@ -124,15 +124,15 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
                         "or pick another --name")
     tune_path = f"{storage.rstrip('/')}/{run_dir.name}/tune" if storage else str((run_dir / "tune").resolve())
-    if storage and "://" not in storage:
+    if storage and not is_uri(storage):
         tune_path = str(Path(tune_path).resolve())
     # object storage: the --storage URI the user gave (reached before anything is made); a path: the
     # run's folder, which every node of a cluster must see
-    cluster.check_storage(storage.rstrip("/") if "://" in tune_path else str(Path(tune_path).parent), rt.address,
+    cluster.check_storage(storage.rstrip("/") if is_uri(tune_path) else str(Path(tune_path).parent), rt.address,
                           shared_storage)
     packs = make_packs(preset.trials, rt.pack)
     if disk_check:
-        check_free_space([str(run_dir), tune_path], packs, rt.keep_weights, None)
+        check_free_space([p for p in (str(run_dir), tune_path) if not is_uri(p)], packs, rt.keep_weights, None)
     with _session(rt), ExitStack() as held:
         # Data and classifier first: a missing dataset or a bad classifier (or a signal
         # during start-up) leaves no half-made run directory behind.
@@ -226,7 +226,7 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
         return _finish_session(run, t0, time.time(), banked, 1, 0)
     if disk_check:  # what the unfinished points still need
         todo = [p for p in run.packs if any(pid not in finished for pid in p.point_ids)]
-        check_free_space([str(run.path), tune_path], todo, rt.keep_weights, None)
+        check_free_space([p for p in (str(run.path), tune_path) if not is_uri(p)], todo, rt.keep_weights, None)
     problem = cluster.experiment_state_problem(tune_path)
     if problem is not None:
         problem = f"Tune's experiment state is {problem}"
