@@ -298,7 +298,7 @@ def test_a_signal_during_a_flush_leaves_whole_tables(tmp_path, monkeypatch):
                                                           "results.parquet", "samples"]
 
 
-def test_an_ok_row_waits_for_its_kept_files(tmp_path, caplog):
+def test_an_ok_row_waits_for_its_kept_files(tmp_path, caplog, monkeypatch):
     """Write-ahead (sweep/record/ledger.py): a point whose trial ended with its last epoch is `ok` only
     once its samples (and, with --keep-weights, its G weights) are on disk; until then its row is
     unfinished, so a driver killed in between leaves it to resume, not an ok row without its files.
@@ -326,6 +326,12 @@ def test_an_ok_row_waits_for_its_kept_files(tmp_path, caplog):
     assert f"point {b.point_id}: its checkpoint holds no G weights to keep" in caplog.text
     rows = ledger.flush(ended)
     assert [r["status"] for r in rows] == ["ok", "pending", "pending"]
+    synced = []  # a kept file is flushed to the disk, its bytes then its name, before it counts
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.path.realpath(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    assert ledger.save_weights(c.point_id, g)
+    monkeypatch.undo()
+    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str((tmp_path / "weights").resolve())
     assert (tmp_path / "weights" / f"{a.point_id}.pt").read_bytes() == b"weights"
     results, curves = read_results(tmp_path), read_curves(tmp_path)
     assert check_run(run, results, curves) == []

@@ -10,7 +10,8 @@ built by sweep/record/rows.py, whose docstring states the rules a row obeys.
 A finished point is written ahead, in this order, so that a driver killed anywhere loses nothing:
   1. its reports: Tune's result.json and the trial's last checkpoint (Tune, before it ends the trial);
   2. its kept files: samples/<id>.npy and, with --keep-weights, weights/<id>.pt, each written
-     atomically from that checkpoint (save_samples, save_weights, when Tune ends the trial);
+     atomically and flushed to the disk (fsync) from that checkpoint (save_samples, save_weights,
+     when Tune ends the trial);
   3. its row, `ok`: a row is `ok` only once its kept files are on disk (`_files_kept`; until then
      it is still RUNNING, so a file that could not be written leaves the point unfinished);
   4. the trial's checkpoint is emptied, once the tables on disk record all its points finished
@@ -153,7 +154,7 @@ class Ledger:
             return True
         try:
             folder.mkdir(exist_ok=True)
-            write_atomic(folder / f"{point_id}.{ext}", write)
+            write_atomic(folder / f"{point_id}.{ext}", write, durable=True)
         except OSError as e:
             self.disk_full |= e.errno == errno.ENOSPC
             log.warning("could not copy %s of %s: %s", what, point_id, e)

@@ -44,15 +44,27 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path over path (same folder, so atomic)."""
+def write_atomic(path: Path, write, durable: bool = False) -> None:
+    """Call write(tmp_path), then rename tmp_path over path (same folder, so atomic). durable: the file's
+    bytes and then its name are flushed to the disk (fsync of the file, then of its folder) before this
+    returns, so that a crash of the machine, not only of the process, keeps what a later write (a table
+    that says the point is ok) relies on."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         try:
             os.unlink(tmp)
