@@ -186,7 +186,8 @@ def figure4(run: Run, x: XAxis = I_AXIS) -> Figure:
                      f"{row['optimD']}/{row['optimG']} lr {row['lr']:g}", fontsize=8.5)
     rule = (f"among runs with digit_share >= {DIGITS_RUN_SHARE:g}" if scored
             else "scored before the digit test: by I' alone")
-    fig.suptitle(f"Figure 4: samples of the best run of each model, {rule} (final epoch, fixed noise)")
+    # two lines: one line is wider than a figure of one or two panels, and was cut at its left edge
+    fig.suptitle(f"Figure 4: samples of the best run of each model,\n{rule} (final epoch, fixed noise)")
     return fig
 
 
