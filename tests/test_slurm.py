@@ -18,11 +18,14 @@ from helpers import REPO, assert_ledger_holds, cli, gansweep, results_with, wait
 from sweep.errors import UserError
 from sweep.runner.slurm import time_limit_seconds
 
+# 8 points of 3 epochs of 128 steps, one at a time: long enough (2-6 s a point) that a sweep caught with
+# two points finished still runs when the test signals its job (at 32 steps an epoch a fast VM
+# finished the whole sweep first: the chain test then saw one job, 2026-12-06)
 CHAIN = """
 presets:
   chain:
     seeds: [0, 1, 2, 3]
-    settings: {epochs: 3, batch_size: 32, n_train: 1024, n_eval: 200}
+    settings: {epochs: 3, batch_size: 32, n_train: 4096, n_eval: 200}
     grids:
       ebgan: {nLayerG: [2], nLayerD: [2], sizeG: [64], sizeD: [32], dropoutD: [false, true],
               optimD: [adam], optimG: [adam], lr: [0.001]}
