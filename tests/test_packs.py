@@ -361,7 +361,7 @@ def train_with(fake: FakeTune, points, data, scorer, monkeypatch, keep_weights: 
     monkeypatch.setattr(loop, "train_pack", recorded)
     trial = PackTrial("p", points, "cpu", {}, keep_weights=keep_weights)
     todo, restored = trial.restore()
-    trial.train(todo, restored, scorer, data, keep_weights)
+    trial.train(todo, restored, scorer, data)
 
 
 def test_a_quick_stack_followed_by_others_waits_for_the_next_report(tmp_path, mnist, scorer, monkeypatch):

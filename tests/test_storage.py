@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -29,9 +30,18 @@ presets:
 """
 
 
-def _moto(server_env: dict | None = None):
-    """moto's S3 server on a free loopback port (server_env: its own variables); (process, the
-    environment that points pyarrow and boto3 at it)."""
+def _s3_client(env: dict):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+@contextmanager
+def _moto(ready, server_env: dict | None = None):
+    """moto's S3 server on a free loopback port (server_env: its own variables), once ready(env) says it
+    answers as it should (the server takes a moment to listen); yields the environment that points
+    pyarrow and boto3 at it, and stops the server."""
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
         pytest.skip("moto's server is not installed (pip install -e '.[test]' installs it)")
@@ -42,54 +52,48 @@ def _moto(server_env: dict | None = None):
                             stderr=subprocess.DEVNULL, env={**os.environ, **(server_env or {})})
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    return proc, env
-
-
-def _s3_client(env: dict):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on a free loopback port, with one empty bucket; yields its environment."""
-    proc, env = _moto()
     try:
-        for _ in range(100):  # the server takes a moment to listen
-            try:
-                _s3_client(env).create_bucket(Bucket=BUCKET)
+        for _ in range(100):
+            if ready(env):
                 break
-            except Exception:
-                time.sleep(0.2)
+            time.sleep(0.2)
         else:
             pytest.fail("moto's S3 server did not start")
         yield env
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _made_bucket(env: dict) -> bool:
+    try:
+        _s3_client(env).create_bucket(Bucket=BUCKET)
+        return True
+    except Exception:  # not listening yet
+        return False
+
+
+def _refuses(env: dict) -> bool:
+    try:
+        _s3_client(env).list_buckets()
+    except Exception as e:  # not listening yet, or refusing the keys
+        return "InvalidAccessKeyId" in str(e) or "AccessDenied" in str(e) or "403" in str(e)
+    return False
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free loopback port, with one empty bucket; yields its environment."""
+    with _moto(_made_bucket) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
 def s3_locked():
     """moto's S3 server checking credentials (INITIAL_NO_AUTH_ACTION_COUNT=0) and knowing none: every
     request is refused, as wrong credentials are; yields its environment."""
-    proc, env = _moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
-    try:
-        for _ in range(100):
-            try:
-                _s3_client(env).list_buckets()
-            except Exception as e:
-                if "InvalidAccessKeyId" in str(e) or "AccessDenied" in str(e) or "403" in str(e):
-                    break  # it answers, refusing
-                time.sleep(0.2)
-        else:
-            pytest.fail("moto's S3 server did not start")
+    with _moto(_refuses, {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as env:
         yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _bucket(env: dict, path: str):

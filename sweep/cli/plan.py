@@ -1,7 +1,6 @@
 """`gansweep plan`: what a preset would run (points per model, FLOPs, time, Tune trials, disk); runs nothing."""
 from __future__ import annotations
 
-
 from sweep.cli.common import add_config_arg, add_gflops_arg, add_pack_args, add_preset_args, pack_size_of, preset_of
 
 WHAT = "trial counts per model, FLOPs, estimated time and disk use of a preset (runs nothing)"

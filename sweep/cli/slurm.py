@@ -15,6 +15,7 @@ from pathlib import Path
 from sweep.cli import run as run_command
 from sweep.cli.common import Parser, log, preset_of
 from sweep.errors import UserError
+from sweep.runner.cluster import check_storage
 
 WHAT = "run a sweep as Slurm batch jobs that stop before their time limit and chain until it is done"
 EXAMPLES = ["gansweep slurm --preset smoke --dry-run",
@@ -65,8 +66,6 @@ def run(a) -> int:
     else:
         run_dir, run_args = _new(a)
     if job.nodes > 1:  # every node's Ray worker writes there: found now, not after the queue wait
-        from sweep.runner.cluster import check_storage
-
         check_storage(str(run_dir.parent), "slurm", a.shared_storage)
     data = os.environ.get("GANSWEEP_DATA")
     env = {"GANSWEEP_DATA": str(Path(data).expanduser().resolve())} if data else {}

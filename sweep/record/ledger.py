@@ -36,7 +36,7 @@ import pandas as pd
 from sweep.plan.grid import estimate_flops
 from sweep.plan.packs import trial_label
 from sweep.record.progress import compute_s, count, fmt_s
-from sweep.record.recovery import curve_row, curves_from_tune_logs, finished_reports, restored_curve_rows
+from sweep.record.recovery import curve_row, curves_from_tune_logs, restored_curve_rows
 from sweep.record.results import read_curves, write_atomic, write_curves, write_results
 from sweep.record.rows import TrialState, point_reports, point_row
 from sweep.record.rundir import RunDir
@@ -88,14 +88,12 @@ class Ledger:
         # points finished in an earlier session keep the files they saved then; an ok one whose files
         # are gone (`lacking`) is not counted finished: resume trains it again and its files are written
         if finished_before is None:
-            reports = finished_reports(run.path)
-            self.lacking = run.lacking_files(p for p, r in reports.items() if r["outcome"] == OK)
-            finished_before = set(reports) - self.lacking
+            reports, lacking = run.finished_points()
+            self.lacking, finished_before = set(lacking), set(reports)
         else:
             self.lacking = set()
         self.finished_before = finished_before
         self.kept: set[str] = set()  # ok points whose kept files were found on disk (_files_kept)
-        self.keeps_weights = run.keeps_weights
 
     @classmethod
     def open(cls, run: RunDir) -> "Ledger":

@@ -23,8 +23,8 @@ def _row_config(row: dict) -> TrialConfig | None:
         return None
 
 
-def _names(ids) -> str:
-    """The first three point ids in order, and how many more."""
+def name_points(ids) -> str:
+    """The first three point ids in order, and how many more (how a line names many points)."""
     ids = sorted(map(str, ids))
     return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
@@ -40,7 +40,7 @@ def check_tables(results: pd.DataFrame, curves: pd.DataFrame,
 
     def rule(what: str, bad) -> None:
         if len(bad):
-            problems.append(f"{len(bad)} {what}: {_names(bad)}")
+            problems.append(f"{len(bad)} {what}: {name_points(bad)}")
 
     # rule 1: one row per point (and per planned point)
     ids = results["point_id"].tolist()
@@ -104,7 +104,7 @@ def check_files(run, results: pd.DataFrame) -> list[str]:
     problems = []
     for what, lacking in run.missing_files(ok).items():
         if lacking:
-            problems.append(f"{len(lacking)} ok point(s) lack their {what} file: {_names(lacking)}")
+            problems.append(f"{len(lacking)} ok point(s) lack their {what} file: {name_points(lacking)}")
     return problems
 
 

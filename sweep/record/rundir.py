@@ -35,7 +35,8 @@ from sweep.plan.packs import Pack, make_packs
 from sweep.plan.subset import SAMPLER_VERSION
 from sweep.record.results import (CURVES, MANIFEST, RESULTS, read_manifest, read_results, tune_path_of,
                                   write_manifest)
-from sweep.record.schema import FINISHED
+from sweep.record.recovery import finished_reports
+from sweep.record.schema import FINISHED, OK
 from sweep.record.store import RecordStore, is_uri, store_fault, store_reason
 
 SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy / .pt
@@ -130,28 +131,37 @@ class RunDir:
         """--keep-weights: every ok point keeps its final G in weights/ (runs before the option kept none)."""
         return bool(self.manifest["runtime"].get("keep_weights", False))
 
-    def missing_files(self, ok_ids) -> dict[str, list[str]]:
-        """What the ok points among ok_ids lack of the files an ok point keeps: {"samples": ids
-        without samples/<id>.npy, "G weights": ids without weights/<id>.pt (when the run keeps
-        weights)}, each in the order given; one listing of each folder."""
-        ok_ids = list(ok_ids)
+    def _kept_kinds(self) -> dict[str, tuple[Path, str]]:
+        """The files an ok point keeps, by what they hold: (folder, extension) of its samples, and of
+        its final G when the run keeps weights."""
         kinds = {"samples": (self.samples_dir, ".npy")}
         if self.keeps_weights:
             kinds["G weights"] = (self.weights_dir, ".pt")
+        return kinds
+
+    def kept_paths(self, point_id: str) -> list[Path]:
+        """The files an ok point keeps (one point: a stat each)."""
+        return [folder / f"{point_id}{ext}" for folder, ext in self._kept_kinds().values()]
+
+    def missing_files(self, ok_ids) -> dict[str, list[str]]:
+        """What the ok points among ok_ids lack of the files an ok point keeps: {"samples": ids without
+        samples/<id>.npy, "G weights": ids without weights/<id>.pt (when the run keeps weights)}, each
+        in the order given (many points: one listing of each folder)."""
+        ok_ids = list(ok_ids)
         out = {}
-        for what, (folder, ext) in kinds.items():
-            have = {f[:-len(ext)] for f in _names(folder) if f.endswith(ext)}
+        for what, (folder, ext) in self._kept_kinds().items():
+            have = {f[:-len(ext)] for f in _listdir(folder) if f.endswith(ext)}
             out[what] = [pid for pid in ok_ids if pid not in have]
         return out
 
-    def kept_paths(self, point_id: str) -> list[Path]:
-        """The files an ok point keeps: its samples, and its final G when the run keeps weights."""
-        out = [self.samples_dir / f"{point_id}.npy"]
-        return out + [self.weights_dir / f"{point_id}.pt"] if self.keeps_weights else out
-
-    def lacking_files(self, ok_ids) -> set[str]:
-        """The ok points among ok_ids that lack a file an ok point keeps (missing_files, merged)."""
-        return {pid for ids in self.missing_files(ok_ids).values() for pid in ids}
+    def finished_points(self) -> tuple[dict[str, dict], list[str]]:
+        """(point_id -> final report of each point the tables record as finished, but the ok ones whose
+        kept files are gone; those ok points, sorted). The ledger does not count the latter finished
+        and resume trains them again (sweep/record/ledger.py, the kept-files rule)."""
+        reports = finished_reports(self.path)
+        missing = self.missing_files(p for p, r in reports.items() if r["outcome"] == OK)
+        lacking = sorted({pid for ids in missing.values() for pid in ids})
+        return {p: r for p, r in reports.items() if p not in lacking}, lacking
 
     @cached_property
     def packs(self) -> tuple[Pack, ...]:
@@ -194,7 +204,7 @@ class RunDir:
                     f"that started it (commit {self.manifest.get('git_commit', 'unknown')}), or start a new run")
 
 
-def _names(folder: Path) -> list[str]:
+def _listdir(folder: Path) -> list[str]:
     """The file names in a folder ([] if it does not exist)."""
     try:
         return os.listdir(folder)

@@ -120,7 +120,10 @@ class RecordStore:
                 raise UserError(f"{self.uri}: cannot reach this storage: no such bucket {bucket!r}")
             self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
         except OSError as e:  # pyarrow's errors of the store, its network and its credentials
-            raise UserError(f"{self.uri}: cannot reach this storage: {store_reason(e)}") from None
+            raise self._unreachable(e) from None
+
+    def _unreachable(self, e: OSError) -> UserError:
+        return UserError(f"{self.uri}: cannot reach this storage: {store_reason(e)}")
 
     def check(self) -> None:
         """Refuse storage that cannot be reached (reach) or a URI that holds no run, before anything is
@@ -133,7 +136,7 @@ class RecordStore:
         try:
             found = self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File
         except OSError as e:
-            raise UserError(f"{self.uri}: cannot reach this storage: {store_reason(e)}") from None
+            raise self._unreachable(e) from None
         if not found:
             raise UserError(f"{self.uri}: no run there ({MANIFEST} not found)")
 

@@ -108,7 +108,7 @@ class LedgerCallback(Callback):
             with trial.checkpoint.as_directory() as d:
                 samples = checkpoint_samples(Path(d), point_ids)
                 kept = [self.ledger.save_samples(pid, s) for pid, s in samples.items()]
-                if self.ledger.keeps_weights:
+                if self.run.keeps_weights:
                     kept += [self.ledger.save_weights(pid, Path(d) / WEIGHTS_DIR / f"{pid}.pt") for pid in ok]
         except (OSError, ValueError) as e:  # ValueError: a damaged samples file
             log.warning("could not read the checkpoint of %s: %s", _who(trial, point_ids), e)
@@ -151,9 +151,9 @@ class LedgerCallback(Callback):
         if is_disk_full(what):  # retrying cannot help: stop as a signal would, keep what is recorded
             stop_for_full_disk(self.run.tune_path)
             then = "the sweep stops"
-        elif store_fault(what) is not None:  # nor can it while the storage is out of reach
-            stop_for_storage(self.run.tune_path, store_fault(what))
-            what, then = f"storage unreachable ({store_fault(what)})", "the sweep stops"
+        elif (fault := store_fault(what)) is not None:  # nor can it while the storage is out of reach
+            stop_for_storage(self.run.tune_path, fault)
+            what, then = f"storage unreachable ({fault})", "the sweep stops"
         log.warning("%s failed, attempt %d of %d: %s; %s", who, trial.num_failures, allowed, what, then)
         record_failure(self.run.path / FAILURES_LOG, trial, points, what)
 

@@ -28,10 +28,10 @@ from sweep.plan.packs import Pack, make_packs, trial_label
 from sweep.record.heal import heal
 from sweep.record.ledger import Ledger
 from sweep.record.progress import banked_compute, counts_words, fmt_s, interrupted_line, session_summary
-from sweep.record.recovery import finished_reports
 from sweep.record.results import MANIFEST, new_manifest
 from sweep.record.rundir import RunDir
-from sweep.record.schema import OK, PENDING
+from sweep.record.rules import name_points
+from sweep.record.schema import PENDING
 from sweep.record.store import RecordStore, is_uri, store_fault
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
@@ -211,14 +211,11 @@ def _resume(run: RunDir, t0: float, rt_overrides: dict | None, skip_errored: boo
     rt = Runtime(**{**manifest["runtime"], **(rt_overrides or {})})
     tune_path = run.tune_path
     banked = banked_compute(run.path)
-    finished = finished_reports(run.path)
-    lacking = sorted(run.lacking_files(p for p, r in finished.items() if r["outcome"] == OK))
+    finished, lacking = run.finished_points()  # ok points that lack their kept files are not finished
     if lacking:  # the kept-files rule (sweep/record/rules.py): such points train again
-        log.info("%d ok point(s) lack their kept files (samples/%s): %s%s; they train again, from their "
+        log.info("%d ok point(s) lack their kept files (samples/%s): %s; they train again, from their "
                  "pack's newest checkpoint where it still reads, else from scratch", len(lacking),
-                 ", weights/" if run.keeps_weights else "", ", ".join(lacking[:3]),
-                 f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
-        finished = {p: r for p, r in finished.items() if p not in lacking}
+                 ", weights/" if run.keeps_weights else "", name_points(lacking))
     if all(pid in finished for pack in run.packs for pid in pack.point_ids):
         # Nothing to train: no Ray instance (about 10 s and 15 CPU-s) to find that out. The
         # session is recorded all the same (healed tables, a copied run's first resume).

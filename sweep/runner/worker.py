@@ -201,7 +201,7 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     # seed) train nothing: train() reports them once more with a checkpoint holding their samples and
     # kept weights, which the driver keeps their files from (a seed is no checkpoint of Tune's).
     trial.train(todo, restored, _scorer(device, clf_state, clf_sha, ref_mean, ref_cov),
-                _dataset(images, todo[0].n_train, device), keep_weights, _net_pool())
+                _dataset(images, todo[0].n_train, device), _net_pool())
 
 
 @functools.cache
@@ -271,8 +271,7 @@ class PackTrial:
             save_checkpoint(checkpoint, Path(d), weights or {})
             tune.report(out, checkpoint=Checkpoint.from_directory(d))
 
-    def train(self, todo: list[TrialConfig], restored: dict, scorer, data: torch.Tensor, keep_weights: bool,
-              pool=None) -> None:
+    def train(self, todo: list[TrialConfig], restored: dict, scorer, data: torch.Tensor, pool=None) -> None:
         """Train the pack's stacks one after another (sweep/plan/packs.py). Every checkpoint holds
         every point: the finished stacks' final states (no weights; their samples and, with
         keep_weights, their G weights carried along, since the callback reads the last one)
@@ -283,7 +282,7 @@ class PackTrial:
         from sweep.train.loop import start_pack, train_pack
 
         final_states: dict[str, dict] = {}
-        final_weights: dict[str, dict] = dict(self.kept_weights) if keep_weights else {}
+        final_weights: dict[str, dict] = dict(self.kept_weights)  # {} unless self.keep_weights
         sent_all = False
         waiting: list[str] = []  # finished points whose final report rides on the next report
         stacks = stacks_of(todo)
@@ -297,7 +296,7 @@ class PackTrial:
                 for i, metrics in reported.items():
                     self.latest[stack[i].point_id] = {**epoch_report(metrics), "point_id": stack[i].point_id}
                 done = all(r.done for r in runs)
-                if done and keep_weights:  # a point restored finished has no G here: it keeps its kept weights
+                if done and self.keep_weights:  # a point restored finished has no G here: it keeps its kept weights
                     final_weights.update((p.point_id, r.generator_weights()) for p, r in zip(stack, runs)
                                          if r.status == OK and p.point_id not in self.kept_weights)
                 sent_all = last_stack and done
