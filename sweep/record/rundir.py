@@ -86,13 +86,13 @@ class RunDir:
         tune = self.manifest["tune_path"]
         return RecordStore(tune.rstrip("/").removesuffix("/tune")) if is_uri(tune) else None
 
-    def sync(self) -> None:
-        """Push what changed in the record to its store, if it has one. A failed upload is a warning:
-        the sweep goes on and the next write pushes again."""
+    def sync(self, paths: list[Path] | None = None) -> None:
+        """Push what changed in the record (or among these of its files) to its store, if it has one. A
+        failed upload is a warning: the sweep goes on and the next write pushes again."""
         if self.store is None:
             return
         try:
-            self.store.push(self.path)
+            self.store.push(self.path, paths)
         except Exception as e:  # pyarrow raises OSError and its own types for network and auth errors
             self.store_fault = store_fault(e)
             if self.store_fault is not None and self.store_down_since is None:

@@ -90,10 +90,12 @@ class RecordStore:
     def __repr__(self) -> str:
         return f"RecordStore({self.uri!r})"
 
-    def push(self, folder: Path) -> int:
-        """Upload every file of the working copy that changed since the last push; returns how many."""
+    def push(self, folder: Path, paths: list[Path] | None = None) -> int:
+        """Upload every file of the working copy that changed since the last push (or, given paths, those
+        of them that changed: a finished point's kept files, without listing the whole copy); returns how
+        many."""
         changed = []
-        for path in sorted(folder.rglob("*")):
+        for path in sorted(folder.rglob("*") if paths is None else paths):
             rel = path.relative_to(folder).as_posix()
             if not path.is_file() or rel.split("/", 1)[0] in LOCAL_ONLY or ".tmp" in path.name:
                 continue

@@ -113,6 +113,10 @@ class LedgerCallback(Callback):
         except (OSError, ValueError) as e:  # ValueError: a damaged samples file
             log.warning("could not read the checkpoint of %s: %s", _who(trial, point_ids), e)
             return False
+        # A run in object storage: the files go up now, before Tune records the trial finished in its
+        # own state (which it copies to the store by itself): a driver killed before the next table push
+        # left a bucket whose Tune state said TERMINATED and that lacked the point's samples.
+        self.run.sync([p for pid in point_ids for p in self.run.kept_paths(pid)])
         return all(kept) and all(pid in samples or pid in self.ledger.finished_before for pid in ok)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
