@@ -494,3 +494,34 @@ def test_a_state_naming_a_deleted_checkpoint_is_a_problem(tmp_path, names, statu
     from sweep.runner.cluster import experiment_state_problem
 
     assert experiment_state_problem(str(_tune_folder(tmp_path / "tune", names, status, on_disk))) == problem
+
+
+def test_deleting_a_checkpoint_already_gone_is_not_an_error(tmp_path, caplog):
+    """The second case above, resumed: Tune restores from checkpoint_000001 and, keeping 2, deletes
+    checkpoint_000000 at the next checkpoint, which is gone from disk. Tune's own deleter raised
+    FileNotFoundError there, logged as an ERROR with a traceback on the resume's console (CI, 2026-12-06);
+    with sweep/runner/cluster.py's patch the gone checkpoint is skipped and the others are deleted."""
+    import logging
+
+    import pyarrow.fs
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from sweep.runner.cluster import _tolerate_deleted_checkpoints
+
+    _tolerate_deleted_checkpoints()
+    fs = pyarrow.fs.LocalFileSystem()
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+    folders = [tmp_path / f"checkpoint_{i:06d}" for i in range(4)]
+    for folder in folders[:2]:
+        folder.mkdir()
+        manager.register_checkpoint(_TrainingResult(Checkpoint(str(folder), filesystem=fs), {}))
+    folders[0].rmdir()  # deleted by the killed session, still named by its state
+    with caplog.at_level(logging.DEBUG, logger="ray"):
+        for folder in folders[2:]:
+            folder.mkdir()
+            manager.register_checkpoint(_TrainingResult(Checkpoint(str(folder), filesystem=fs), {}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]
+    assert [r.checkpoint.path for r in manager.best_checkpoint_results] == [str(f) for f in folders[2:]]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

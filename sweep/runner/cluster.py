@@ -123,6 +123,31 @@ def _throttle_forced_state_copies() -> None:
     manager.on_trial_checkpoint = on_trial_checkpoint
 
 
+def _tolerate_deleted_checkpoints() -> None:
+    """Tune deletes a trial's checkpoints beyond num_to_keep by the names its checkpoint manager
+    holds; after a killed driver those names can be older than the disk (the experiment state on
+    storage lags the deletions, `_deleted_checkpoint` below), so on resume Tune deletes a
+    checkpoint that is already gone. Its deleter then raises FileNotFoundError before its own
+    try (ray.train._internal.storage._is_directory), and the trial's save is logged as an ERROR
+    with a traceback on the user's console (seen in CI: "Error handling checkpoint ..."), its
+    experiment-state bookkeeping skipped. A checkpoint that is gone is deleted: nothing to do."""
+    from ray.train._internal import checkpoint_manager
+
+    tune_own = getattr(checkpoint_manager, "_delete_fs_path", None)
+    if tune_own is None or getattr(tune_own, "gansweep", False):
+        return
+
+    def delete_fs_path(fs, fs_path):
+        import pyarrow.fs
+
+        if fs.get_file_info(fs_path).type == pyarrow.fs.FileType.NotFound:
+            return
+        tune_own(fs=fs, fs_path=fs_path)
+
+    delete_fs_path.gansweep = True
+    checkpoint_manager._delete_fs_path = delete_fs_path
+
+
 def _plain_trial_workers() -> None:
     """Tune gives every trial actor a runtime environment that sets PL_DISABLE_FORK=1, PyTorch
     Lightning's switch (ray-project/ray#28197), which no gansweep trial reads. Any runtime
@@ -184,6 +209,7 @@ def ray_init(rt: Runtime) -> None:
     _skip_callback_census()
     _throttle_forced_state_copies()
     _plain_trial_workers()
+    _tolerate_deleted_checkpoints()
     # Ray's own processes (GCS, raylet, agents) share the driver's process group, so a
     # lost terminal's SIGHUP reaches them too and would kill the node under a sweep that
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
