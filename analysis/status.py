@@ -31,6 +31,9 @@ def status_lines(run, df: pd.DataFrame, damaged: dict[str, str]) -> list[str]:
         for model, g in done.groupby("model", sort=False):
             lines.append(f"  {model:<15} {len(g):>8} {g['i_prime'].median():>9.3f} {g['i_prime'].max():>8.3f}"
                          + (f" {draws_digits(g).mean():>11.0%}" if scored else ""))
+    if "node" in df and len(done):  # tables written before gansweep recorded nodes have no column
+        per_node = done["node"].replace("", "(not recorded)").value_counts().sort_index()
+        lines.append("  finished points by node: " + ", ".join(f"{n} {k}" for n, k in per_node.items()))
     for s in manifest.get("sessions", []):
         stopped = f", stopped by {s['stopped_by']}" if s.get("stopped_by") else ""
         stalls = f", {s['stalls']} stalled trial(s) stopped and retried" if s.get("stalls") else ""

@@ -1,7 +1,9 @@
 """The Ray Tune engine on a real local Ray instance: rows, columns, kill + resume, status."""
 import json
 import os
+import re
 import signal
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +43,7 @@ RESULT_COLUMNS = {"point_id", "status", "tune_status", "epochs_done", "best_epoc
                   "best_i_prime", "best_inception_score", "best_fid", "best_classes_covered",
                   "best_kl_uniform", "best_loss_d", "best_loss_g", "m_global", "k_t", "best_m_global",
                   "best_k_t", "digit_share", "best_digit_share", "train_seconds", "eval_seconds",
-                  "wall_seconds", "diverged_reason", "error", "device", "trial_id",
+                  "wall_seconds", "diverged_reason", "error", "device", "node", "trial_id",
                   "classifier_sha256", "gansweep_version", "git_commit", "run_name", "preset"}
 
 
@@ -77,6 +79,9 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file, monkeypatch):
     assert (df["best_i_prime"] >= df["i_prime"] - 1e-12).all()
     assert (df["n_train"] == 1024).all() and (df.loc[df.family != "began", "energy_norm"] == "l2").all()
     assert (df["classifier_sha256"].str.len() == 64).all()
+    # where each point trained: outside Slurm, the host and the Ray node's short id, one node here
+    host = socket.gethostname()
+    assert df["node"].nunique() == 1 and re.fullmatch(re.escape(host) + r":[0-9a-f]{8}", df["node"].iloc[0]), df.node
     csv = pd.read_csv(run / "results.csv")
     assert len(csv) == N_POINTS and list(csv.columns) == list(df.columns)
     curves = pd.read_parquet(run / "curves.parquet")
@@ -98,6 +103,7 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file, monkeypatch):
     assert st.returncode == 0, st.stdout
     assert "ok 12  diverged 0  error 0  pending 0  (running 0)" in st.stdout
     assert "check: all 12 rows keep the ledger's rules" in st.stdout
+    assert f"  finished points by node: {df.node.iloc[0]} 12" in st.stdout.splitlines(), st.stdout
 
 
 def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):

@@ -41,6 +41,9 @@ def add_arguments(p) -> None:
     s.add_argument("--account", default="", metavar="NAME", help="the account to charge (default: yours)")
     s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                    help="one more sbatch option, e.g. --sbatch=--qos=long (repeatable)")
+    s.add_argument("--join-timeout", type=int, default=120, metavar="SECONDS",
+                   help="with --nodes > 1: how long the head waits for every node's Ray to join before the "
+                        "sweep starts on those that did (default 120)")
     s.add_argument("--max-jobs", type=int, default=20, metavar="N", help="jobs in the chain at most (default 20)")
     s.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="carry on this run (its preset and options are recorded) instead of starting one")
@@ -56,7 +59,7 @@ def run(a) -> int:
     check_values(a)  # before anything is read, written or queued
     job = SlurmJob(nodes=a.nodes, cpus_per_node=a.cpus_per_node, gpus_per_node=a.gpus_per_node, time=a.time,
                    grace=a.grace, partition=a.partition, account=a.account, extra=tuple(a.sbatch),
-                   max_jobs=a.max_jobs)
+                   max_jobs=a.max_jobs, join_timeout=a.join_timeout)
     job.check()
     for dest in SET_BY_THE_JOB:
         if getattr(a, dest) is not None:

@@ -10,7 +10,8 @@ not run yet are `pending`), with the fully resolved config beside the scores:
     classes_covered, kl_uniform, digit_share, loss_d, loss_g) and the same at the best epoch
     (best_i_prime, ...), train_seconds, eval_seconds (a pack's time is shared evenly by its
     points), wall_seconds (of the point's Tune trial: a pack's, shared by its points),
-    classifier_sha256, gansweep_version, git_commit, device, error, trial_id
+    classifier_sha256, gansweep_version, git_commit, device, node (where the point trained: the
+    Slurm node, else the Ray node's host and short id), error, trial_id
 
 RUN_DIR/curves.parquet (and .csv): the long table, one row per (point_id, epoch).
 

@@ -115,7 +115,7 @@ def point_row(cfg: TrialConfig, trial: TrialState | None, curve: list[dict], man
                eval_seconds=float(last.get("eval_seconds") or 0.0),
                wall_seconds=float(last.get("time_total_s") or 0.0),
                diverged_reason=reason, error=trial.error if status == ERROR else "",
-               device=last.get("device") or "", trial_id=trial.trial_id if trial is not None else "",
+               device=last.get("device") or "", node=last.get("node") or "", trial_id=trial.trial_id if trial is not None else "",
                classifier_sha256=manifest["classifier_sha256"],
                gansweep_version=manifest["gansweep_version"], git_commit=manifest["git_commit"],
                run_name=manifest["name"], preset=manifest["preset"])

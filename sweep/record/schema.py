@@ -46,11 +46,11 @@ RESTORED_HISTORY = "restored_history"  # report key: JSON list of a restored che
 # A Tune trial trains a pack of points (sweep/plan/packs.py); its report to Tune holds
 PACK = "pack"  # the pack's id,
 PACK_POINTS = "points"  # a JSON list of point reports (point_id + CURVE_KEYS + diverged_reason, ...),
-TRIAL_KEYS = ("device", "started_at", "reported_at", "time_total_s", "trial_id")  # and these, shared by its points
+TRIAL_KEYS = ("device", "node", "started_at", "reported_at", "time_total_s", "trial_id")  # and these, shared by its points
 
 # --- results.parquet, in column order ---
 STATUS_COLUMNS = ("status", "tune_status", "epochs_done")
-RUN_COLUMNS = ("train_seconds", "eval_seconds", "wall_seconds", "diverged_reason", "error", "device",
+RUN_COLUMNS = ("train_seconds", "eval_seconds", "wall_seconds", "diverged_reason", "error", "device", "node",
                "trial_id", "classifier_sha256", "gansweep_version", "git_commit", "run_name", "preset")
 RESULT_COLUMNS = ("point_id", *FIELD_NAMES, *STATUS_COLUMNS, *METRIC_KEYS, *RUN_COLUMNS, "best_epoch",
                   *BEST_KEYS)

@@ -24,6 +24,7 @@ lists them.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -54,10 +55,13 @@ class SlurmJob:
     account: str = ""  # --account, when set
     extra: tuple[str, ...] = ()  # more #SBATCH options, verbatim (e.g. "--qos=long")
     max_jobs: int = 20  # jobs in one chain at most: a guard against a run that never finishes
+    join_timeout: int = 120  # seconds the head waits for every node's Ray to join (then goes on without)
 
     def check(self) -> None:
         if self.nodes < 1 or self.cpus_per_node < 1 or self.gpus_per_node < 0:
             raise UserError("--nodes and --cpus-per-node must be >= 1, --gpus-per-node >= 0")
+        if self.join_timeout < 1:
+            raise UserError(f"--join-timeout must be >= 1 second, got {self.join_timeout}")
         if self.max_jobs < 1:
             raise UserError(f"--max-jobs must be >= 1, got {self.max_jobs}")
         limit = time_limit_seconds(self.time)
@@ -108,7 +112,7 @@ def script(job: SlurmJob, run_dir: Path, run_args: list[str], resume_args: list[
               "SBATCH": "\n".join("#SBATCH " + s for s in sbatch), "RUN": shlex.quote(str(run_dir)),
               "MAX_JOBS": str(job.max_jobs), "PYTHON": shlex.quote(sys.executable),
               "CWD": shlex.quote(str(Path.cwd())), "EXPORTS": exports, "RAY": ray, "GPUS": gpus, "LAUNCH": launch,
-              "GRACE": str(job.grace), "CHAIN_EXIT": str(CHAIN_EXIT), "SCRIPT_NAME": SCRIPT_NAME}
+              "GRACE": str(job.grace), "JOIN_TIMEOUT": str(job.join_timeout), "CHAIN_EXIT": str(CHAIN_EXIT), "SCRIPT_NAME": SCRIPT_NAME}
     text = TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
@@ -129,3 +133,48 @@ def submit(script_file: Path) -> str:
     if r.returncode != 0:
         raise UserError(f"sbatch refused {script_file}: {r.stderr.strip() or r.stdout.strip()}")
     return r.stdout.strip().split(";")[0]
+
+
+def wait_for_nodes(address: str, timeout: float, expected: dict[str, str], log_dir: str = "RUN_DIR/slurm") -> int:
+    """In a job of several nodes, before the sweep starts: wait until the Ray node of every Slurm node
+    (name -> the IP address it announces) is alive in the cluster at `address`, at most `timeout`
+    seconds. Prints one line: the cluster that formed, or each node that did not join (the sweep then
+    runs on the others: the allocation is paid for either way, and Tune places trials on a node that
+    joins later). Exit status 1 when the head itself never answered: there is nothing to run on."""
+    import time
+
+    import ray
+
+    t0, error, job = time.monotonic(), "", os.environ.get("SLURM_JOB_ID", "JOB")
+    while not ray.is_initialized():
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        except Exception as e:  # the head still starting, or refusing us (a wrong token)
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if time.monotonic() - t0 > timeout:
+                print(f"gansweep-slurm: the Ray head at {address} did not answer within {timeout:.0f} s: {error}")
+                return 1
+            time.sleep(1)
+    while True:
+        alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+        missing = [name for name, ip in expected.items() if ip not in alive]
+        if not missing or time.monotonic() - t0 > timeout:
+            break
+        time.sleep(1)
+    ray.shutdown()
+    took = time.monotonic() - t0
+    if not missing:
+        print(f"gansweep-slurm: Ray cluster of {len(expected)} nodes up in {took:.0f} s: {', '.join(expected)}")
+        return 0
+    for name in missing:
+        print(f"gansweep-slurm: node {name} ({expected[name]}) did not join the Ray cluster within {timeout:.0f} s "
+              f"(its Ray's output: {log_dir}/{job}-ray-{name}.log)")
+    print(f"gansweep-slurm: the sweep runs on {len(expected) - len(missing)} of {len(expected)} nodes")
+    return 0
+
+
+if __name__ == "__main__":  # the job script's own steps (slurm_job.sh)
+    if len(sys.argv) >= 4 and sys.argv[1] == "wait-for-nodes":
+        pairs = dict(arg.split("=", 1) for arg in sys.argv[4:])
+        sys.exit(wait_for_nodes(sys.argv[2], float(sys.argv[3]), pairs, f"{os.environ.get('RUN', 'RUN_DIR')}/slurm"))
+    sys.exit(f"usage: python -m {__spec__.name} wait-for-nodes ADDRESS TIMEOUT NAME=IP...")

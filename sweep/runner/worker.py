@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pickle
 import tempfile
 import time
@@ -204,6 +205,20 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
                 _dataset(images, todo[0].n_train, device), _net_pool())
 
 
+def node_name() -> str:
+    """Where this worker trains, for the results' node column: the Slurm node's name in a Slurm job
+    (a Ray node's processes inherit its srun task's SLURMD_NODENAME), else the Ray node's host name
+    and the first 8 characters of its node id (two Ray nodes may share a host)."""
+    import socket
+
+    import ray
+
+    if os.environ.get("SLURMD_NODENAME"):
+        return os.environ["SLURMD_NODENAME"]
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    return f"{socket.gethostname()}:{node_id[:8]}" if node_id else socket.gethostname()
+
+
 @functools.cache
 def _net_pool():
     """One NetPool per worker, made by its first trial: a reused worker's next trials redraw its
@@ -219,6 +234,7 @@ class PackTrial:
     def __init__(self, label: str, cfgs: list[TrialConfig], device: str, finished: dict, seed: str | None = None,
                  keep_weights: bool = False):
         self.label, self.cfgs, self.device, self.seed = label, cfgs, device, seed
+        self.node = node_name()
         self.keep_weights = keep_weights
         self.started_at = time.time()  # wall clock, for the harness-overhead accounting of `gansweep bench`
         self.latest: dict[str, dict] = {p.point_id: finished[p.point_id] for p in cfgs if p.point_id in finished}
@@ -263,7 +279,7 @@ class PackTrial:
                 rep[RESTORED_HISTORY] = json.dumps(self.history_of.pop(pid))  # a string: loggers store it as is
             points.append(rep)
         out = {"epoch": max(int(p["epoch"]) for p in points), PACK: self.label, PACK_POINTS: json.dumps(points),
-               "device": self.device, "started_at": self.started_at, "reported_at": time.time()}
+               "device": self.device, "node": self.node, "started_at": self.started_at, "reported_at": time.time()}
         if checkpoint is None:
             tune.report(out)
             return
