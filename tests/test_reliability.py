@@ -525,3 +525,22 @@ def test_deleting_a_checkpoint_already_gone_is_not_an_error(tmp_path, caplog):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]
     assert [r.checkpoint.path for r in manager.best_checkpoint_results] == [str(f) for f in folders[2:]]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_node_watch_names_a_node_that_leaves_and_one_that_joins():
+    """ray.nodes() entries, as Ray gives them: by node id (two nodes of a test cluster share an address),
+    named by the Slurm job's NAME=IP list where it has one."""
+    from sweep.runner.nodes import NodeWatch
+
+    def node(i, ip, alive=True):
+        return {"NodeID": i, "NodeManagerAddress": ip, "NodeManagerHostname": "vm", "Alive": alive}
+
+    watch = NodeWatch({"127.0.0.2": "n1", "127.0.0.3": "n2"})
+    assert watch.look([node("a", "127.0.0.2"), node("b", "127.0.0.3")]) == []  # the first look: nothing changed
+    assert watch.look([node("a", "127.0.0.2"), node("b", "127.0.0.3", alive=False)]) == [
+        "Ray node n2 (127.0.0.3) left the cluster: its trials fail and are retried from their last checkpoints "
+        "on the 1 node(s) left"]
+    assert watch.look([node("a", "127.0.0.2"), node("c", "127.0.0.4")]) == [
+        "Ray node vm (127.0.0.4) joined the cluster: it gets trials from now on"]
+    assert watch.lost == ["n2 (127.0.0.3)"]
+    assert watch.look([node("a", "127.0.0.2"), node("c", "127.0.0.4")]) == []

@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -57,7 +56,9 @@ def test_dry_run_prints_the_chain_script_and_writes_nothing(tmp_path, data_root)
     assert start == f'--preset smoke --set epochs=2 --name s --storage {tmp_path / "runs"} --gpus-per-trial 0.5 ' \
                     '"${CLUSTER[@]}" &'
     assert f'export GANSWEEP_DATA={data_root}' in lines
-    assert any('--num-gpus=2 --block &' in x for x in lines)  # multi-node Ray gets the GPUs too
+    # every node's Ray (head and workers start through one line, ray_node) gets the node's GPUs
+    starts = [x for x in lines if "/ray start " in x]
+    assert len(starts) == 1 and '--num-cpus="$SLURM_CPUS_PER_TASK" --num-gpus=2 --block' in starts[0], starts
     check = subprocess.run(["bash", "-n"], input=r.stdout, text=True, capture_output=True)
     assert check.returncode == 0, check.stderr  # the script parses
     assert not (tmp_path / "runs").exists()
@@ -164,75 +165,21 @@ def test_several_nodes_refuse_a_node_local_run_directory_before_anything_is_writ
     assert r.returncode == 0, r.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    """A one-node Slurm on localhost (slurmctld + slurmd, munge for its authentication), private to
-    this module: its own config, ports, state and munge socket. Yields the environment that points
-    Slurm's commands at it (SLURM_CONF)."""
+    """A two-node Slurm on this machine (tools/slurm-testbed.sh: slurmd n1 at 127.0.0.2 and n2 at
+    127.0.0.3, slurmctld and munge), private to this module: its own config, ports, state and munge
+    socket. Yields the environment that points Slurm's commands at it (SLURM_CONF)."""
     missing = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
     if missing:
         pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing; apt-get install slurmctld slurmd "
                     "slurm-client munge, as .ci/run does)")
     if os.geteuid() != 0:
-        pytest.skip("the one-node Slurm runs its daemons as root")
+        pytest.skip("the test bed's Slurm runs its daemons as root")
     d = tmp_path_factory.mktemp("slurm")
-    for sub in ("state", "spool", "log"):
-        (d / sub).mkdir()
-    key = d / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o600)
-    sock = d / "munge.sock"
-    subprocess.run(["/usr/sbin/munged", "--force", f"--socket={sock}", f"--key-file={key}",
-                    f"--pid-file={d / 'munged.pid'}", f"--log-file={d / 'log' / 'munged.log'}",
-                    f"--seed-file={d / 'munged.seed'}"], check=True)
-    host = socket.gethostname()
-    conf = d / "slurm.conf"
-    conf.write_text(f"""ClusterName=gansweep-test
-SlurmctldHost={host}(127.0.0.1)
-AuthType=auth/munge
-AuthInfo=socket={sock}
-CredType=cred/munge
-SlurmUser=root
-SlurmdUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'slurmctld.pid'}
-SlurmdPidFile={d / 'slurmd.pid'}
-SlurmctldLogFile={d / 'log' / 'slurmctld.log'}
-SlurmdLogFile={d / 'log' / 'slurmd.log'}
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-KillWait=30
-NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN
-PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-""")
-    env = {**os.environ, "SLURM_CONF": str(conf)}
-    subprocess.run(["/usr/sbin/slurmctld", "-i"], env=env, check=True)
-    subprocess.run(["/usr/sbin/slurmd"], env=env, check=True)
-    wait_for(lambda: _true(" idle " in subprocess.run(["sinfo", "-h"], env=env, capture_output=True, text=True).stdout),
-             60, "the Slurm node to come up idle")
-    yield {"SLURM_CONF": str(conf)}
-    subprocess.run(["scancel", "--user=root"], env=env)
-    for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
-        try:
-            os.kill(int((d / pid_file).read_text()), 15)
-        except (OSError, ValueError):
-            pass
+    subprocess.run([REPO / "tools" / "slurm-testbed.sh", "start", d, "2"], check=True, capture_output=True)
+    yield {"SLURM_CONF": str(d / "slurm.conf")}
+    subprocess.run([REPO / "tools" / "slurm-testbed.sh", "stop", d])
 
 
 def _true(cond: bool) -> bool | None:
@@ -314,3 +261,107 @@ def test_scancel_stops_the_sweep_cleanly_and_slurm_resume_finishes_it(tmp_path, 
     assert "the sweep is finished" in _outputs(run)[int(r.stdout.split()[2].rstrip(":"))]
     df = assert_ledger_holds(run)
     assert len(df) == 8 and (df.status == "ok").all()
+
+
+def _job_processes(job: int) -> list[str]:
+    """Every process still running of Slurm job `job` (its environment says SLURM_JOB_ID=job): the
+    job's Ray processes included, whose command lines Ray rewrites (ray::ImplicitFunc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"SLURM_JOB_ID={job}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{proc.name} {cmdline[:160]}")
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return found
+
+
+def _submitted(r) -> int:
+    assert r.returncode == 0 and r.stdout.startswith("submitted job "), r.stdout + r.stderr
+    return int(r.stdout.split()[2].rstrip(":"))
+
+
+def _job_ended(slurm: dict, run: Path, job: int, within: float = 300) -> str:
+    """The job's output once it has ended and nothing of it runs any more (its Ray on both nodes)."""
+    wait_for(lambda: _true(not _jobs(slurm) and "gansweep-slurm: the sweep" in _outputs(run).get(job, "")
+                           and not _job_processes(job)), within, f"job {job} to end, leaving no process")
+    return _outputs(run)[job]
+
+
+@pytest.mark.ray
+def test_a_two_node_job_forms_one_ray_cluster_uses_both_nodes_and_leaves_nothing(tmp_path, data_root, slurm):
+    """The issue's command, from a folder on a local disk: the run directory must be declared shared
+    (refused before anything is queued), then the sweep runs on both nodes' Ray, authenticated by the
+    job's own token, and nothing of the job is left when it ends."""
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
+    args = ("slurm", "--preset", "smoke", "--name", "two", "--nodes", "2", "--cpus-per-node", "1", "--time", "20")
+    r = cli(*args, "--submit", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "node-local filesystem" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not _jobs(slurm) and not (tmp_path / "runs").exists()
+    job = _submitted(cli(*args, "--shared-storage", "--submit", cwd=tmp_path, env=env))
+    run = tmp_path / "runs" / "two"
+    out = _job_ended(slurm, run, job)
+    assert "gansweep-slurm: Ray cluster of 2 nodes up in " in out and out.rstrip().endswith("no successor"), out
+    assert "Traceback" not in out and "did not join" not in out, out
+    df = assert_ledger_holds(run)
+    assert len(df) == 7 and (df.status == "ok").all() and df.point_id.is_unique
+    assert set(df.node) == {"n1", "n2"}, df.node.value_counts()  # two 1-CPU nodes: two trials at a time
+    st = gansweep("status", run, "--check", cwd=tmp_path, env=env)
+    assert st.returncode == 0 and "  finished points by node: n1 " in st.stdout, st.stdout
+    # the token: readable by its owner alone while the job ran, removed when it ended; each node's Ray output
+    assert not list((run / "slurm").glob("*.token"))
+    assert {f.name for f in (run / "slurm").glob("*-ray-*.log")} == {f"{job}-ray-n1.log", f"{job}-ray-n2.log"}
+    script = (run / "slurm" / "job.sbatch").read_text()
+    assert "RAY_AUTH_MODE=token" in script and "umask 077" in script
+
+
+@pytest.mark.ray
+def test_a_node_that_cannot_join_is_named_and_the_sweep_runs_on_the_others(tmp_path, data_root, slurm):
+    """n2's Ray given a token that is not the job's: Ray refuses it; after --join-timeout the head names
+    the node and the sweep runs on n1 alone."""
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
+    r = cli("slurm", "--preset", "smoke", "--name", "j", "--nodes", "2", "--cpus-per-node", "1", "--time", "20",
+            "--shared-storage", "--join-timeout", "15", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs" / "j"
+    script = run / "slurm" / "job.sbatch"
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("0" * 64)
+    text = script.read_text()
+    assert text.count("bash -c 'ray_node \"$0\"'") == 1
+    script.write_text(text.replace("bash -c 'ray_node \"$0\"'", f"env RAY_AUTH_TOKEN_PATH={wrong} bash -c 'ray_node \"$0\"'"))
+    r = subprocess.run(["sbatch", "--parsable", script], env=env, capture_output=True, text=True, check=True)
+    job = int(r.stdout.strip())
+    out = _job_ended(slurm, run, job)
+    assert ("gansweep-slurm: node n2 (127.0.0.3) did not join the Ray cluster within 15 s (its Ray's output: "
+            f"{run}/slurm/{job}-ray-n2.log)") in out.splitlines(), out
+    assert "gansweep-slurm: the sweep runs on 1 of 2 nodes" in out and "the sweep is finished" in out, out
+    assert "Authentication token is missing or incorrect" in (run / "slurm" / f"{job}-ray-n2.log").read_text()
+    df = assert_ledger_holds(run)
+    assert len(df) == 7 and (df.status == "ok").all() and set(df.node) == {"n1"}
+
+
+@pytest.mark.ray
+def test_losing_a_node_mid_sweep_names_it_and_the_other_finishes_every_point_once(tmp_path, data_root, slurm):
+    """n2's raylet killed once a point is done: the driver names the node, Tune retries its trial from
+    its checkpoint on n1, and every point ends ok exactly once. Ray's GCS takes about 15 s to declare a
+    node dead (its health checks), so the points train 6 epochs: the sweep outlasts that on one node."""
+    (tmp_path / "sweep.yaml").write_text(CHAIN)
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
+    job = _submitted(cli("slurm", "--preset", "chain", "--name", "l", "--nodes", "2", "--cpus-per-node", "1",
+                         "--time", "20", "--shared-storage", "--set", "epochs=6", "--submit", cwd=tmp_path, env=env))
+    run = tmp_path / "runs" / "l"
+    wait_for(lambda: results_with(run, 1), 300, "a finished point")
+    raylets = [p.split()[0] for p in _job_processes(job) if "raylet/raylet" in p and "gansweep-ray-" in p
+               and f"gansweep-ray-{job}-n2" in p]
+    assert len(raylets) == 1, _job_processes(job)
+    os.kill(int(raylets[0]), 9)
+    out = _job_ended(slurm, run, job)
+    assert "[gansweep] warning: Ray node n2 (127.0.0.3) left the cluster: its trials fail and are retried from " \
+           "their last checkpoints on the 1 node(s) left" in out.splitlines(), out
+    assert out.count("Raylet is terminated") <= 1, out  # Ray's 20-line dump, as one line
+    assert "the sweep is finished" in out and "Traceback" not in out and "[state-dump]" not in out, out
+    df = assert_ledger_holds(run)
+    assert len(df) == 8 and (df.status == "ok").all() and df.point_id.is_unique and (df.epochs_done == 6).all()
+    assert gansweep("status", run, "--check", cwd=tmp_path, env=env).returncode == 0

@@ -22,6 +22,7 @@ from sweep.record.rundir import RunDir
 from sweep.record.store import store_fault
 from sweep.plan.packs import trial_label
 from sweep.record.schema import OK, TUNE_ERROR, TUNE_TERMINATED
+from sweep.runner.nodes import NodeWatch
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
 from sweep.runner.stalls import StallWatch
 from sweep.record.rundir import WEIGHTS_DIR
@@ -66,14 +67,14 @@ def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
 
 
 class LedgerCallback(Callback):
-    def __init__(self, run: RunDir, stalls: StallWatch | None = None):
-        self.run, self.stalls = run, stalls
+    def __init__(self, run: RunDir, stalls: StallWatch | None = None, nodes: NodeWatch | None = None):
+        self.run, self.stalls, self.nodes = run, stalls, nodes
 
     def __getstate__(self):
         return {}
 
     def __setstate__(self, state):
-        self.run = self.stalls = None  # a callback Tune restored from its state: the engine replaces it
+        self.run = self.stalls = self.nodes = None  # a callback Tune restored from its state: the engine replaces it
 
     def setup(self, **info):
         self.ledger = Ledger.open(self.run)
@@ -170,6 +171,8 @@ class LedgerCallback(Callback):
         if self.stalls is not None and not STOP.requested:
             for trial, silent, limit in self.stalls.overdue(trials):
                 self._stop_stalled(trial, silent, limit)
+        if self.nodes is not None:
+            self.nodes.check()
         STOP.forward_to_tune()  # a signal (or a full disk) arrived: Tune stops after this step
         self._flush_if_due(trials)
         now = time.time()

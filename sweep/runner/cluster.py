@@ -148,6 +148,34 @@ def _tolerate_deleted_checkpoints() -> None:
     checkpoint_manager._delete_fs_path = delete_fs_path
 
 
+def _one_line_cluster_errors() -> None:
+    """Ray's driver prints the errors its cluster publishes (a node's raylet lost, a worker killed for
+    memory) on stdout, whatever log_to_driver says: a lost node is 20 lines of its raylet's debug
+    dump. A quiet driver prints each as one warning instead, its first sentence (the reason), and the
+    node watch names the node (sweep/runner/nodes.py); --verbose keeps Ray's own output."""
+    from ray._private import worker
+
+    ray_own = worker.print_to_stdstream
+    if getattr(ray_own, "gansweep", False):
+        return
+
+    said: set[str] = set()  # a node's loss comes once from each of its processes: one line each
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        if data.get("pid") != "raylet":
+            return ray_own(data, ignore_prefix)
+        for message in data.get("lines", []):
+            reason = str(message).strip().split("\n", 1)[0]
+            for tail in (" Last ", " Possible reasons", " This can happen"):
+                reason = reason.split(tail, 1)[0]
+            if reason and reason not in said:
+                said.add(reason)
+                logging.getLogger("gansweep").warning("Ray: %s", reason)
+
+    print_to_stdstream.gansweep = True
+    worker.print_to_stdstream = print_to_stdstream
+
+
 def _plain_trial_workers() -> None:
     """Tune gives every trial actor a runtime environment that sets PL_DISABLE_FORK=1, PyTorch
     Lightning's switch (ray-project/ray#28197), which no gansweep trial reads. Any runtime
@@ -210,6 +238,8 @@ def ray_init(rt: Runtime) -> None:
     _throttle_forced_state_copies()
     _plain_trial_workers()
     _tolerate_deleted_checkpoints()
+    if not logging.getLogger("gansweep").isEnabledFor(logging.DEBUG):
+        _one_line_cluster_errors()
     # Ray's own processes (GCS, raylet, agents) share the driver's process group, so a
     # lost terminal's SIGHUP reaches them too and would kill the node under a sweep that
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it

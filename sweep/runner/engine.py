@@ -72,14 +72,16 @@ def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, 
 
 
 def _callbacks(run: RunDir, rt: Runtime, stalls: StallWatch) -> list:
-    """This session's Tune callbacks, each handed the run: the ledger's (with the stall watch), Tune's
+    """This session's Tune callbacks, each handed the run: the ledger's (with the stall and node watches), Tune's
     JSON and TensorBoard loggers, and the trackers. Tune pickles callbacks into its experiment
     state; ours pickle nothing, and a resumed tuner gets this list anew (`_restored`)."""
     from ray.tune.logger import JsonLoggerCallback
 
     from sweep.runner.callback import LedgerCallback
+    from sweep.runner.nodes import NodeWatch
 
-    return [JsonLoggerCallback(), trackers.tensorboard_callback(run), LedgerCallback(run, stalls),
+    nodes = NodeWatch.from_environment() if rt.address else None  # a cluster's nodes may come and go
+    return [JsonLoggerCallback(), trackers.tensorboard_callback(run), LedgerCallback(run, stalls, nodes),
             *(trackers.make_tracker(name, run) for name in rt.trackers)]
 
 

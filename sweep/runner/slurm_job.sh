@@ -67,6 +67,7 @@ if [ ${#nodes[@]} -gt 1 ]; then
     say "no Ray cluster to run on; no successor: see above, then gansweep slurm --resume $RUN --submit"
     exit 1
   fi
+  export GANSWEEP_SLURM_NODES="${expect[*]}"  # the driver names a node that leaves (sweep/runner/nodes.py)
   CLUSTER=(--address "$head_address")
 else
   CLUSTER=(--num-cpus "$SLURM_CPUS_PER_TASK")
