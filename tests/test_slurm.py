@@ -197,7 +197,8 @@ def _outputs(run: Path) -> dict[int, str]:
 
 
 @pytest.mark.ray
-def test_a_chain_of_jobs_stops_at_the_limit_warning_and_finishes_every_point_once(tmp_path, data_root, slurm):
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_a_chain_of_jobs_stops_at_the_limit_warning_and_finishes_every_point_once(tmp_path, data_root, slurm, nodes):
     """The first job gets Slurm's time-limit warning while the sweep runs: it stops the sweep and
     submits the next job, which resumes it; every point ends ok exactly once over two jobs, the
     ledger's rules kept, both job ids in the run's sessions, and a report builds.
@@ -209,8 +210,9 @@ def test_a_chain_of_jobs_stops_at_the_limit_warning_and_finishes_every_point_onc
     no progress in CI) and on an idle one finished the sweep in the first job."""
     (tmp_path / "sweep.yaml").write_text(CHAIN)
     env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
+    several = ["--nodes", "2", "--shared-storage"] if nodes == 2 else []
     r = cli("slurm", "--preset", "chain", "--name", "c", "--cpus-per-node", "1", "--time", "20", "--grace", "60",
-            "--submit", cwd=tmp_path, env=env)
+            *several, "--submit", cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.startswith("submitted job "), r.stderr
     first = int(r.stdout.split()[2].rstrip(":"))
     run = tmp_path / "runs" / "c"
@@ -225,6 +227,9 @@ def test_a_chain_of_jobs_stops_at_the_limit_warning_and_finishes_every_point_onc
     assert f"submitted job {first + 1} to resume the run" in outs[first], outs[first]
     assert "the sweep is finished" in outs[first + 1], outs[first + 1]
     assert f"job {first + 1} (2 of at most 20)" in outs[first + 1], outs[first + 1]
+    if nodes == 2:  # each job forms its own cluster, and leaves nothing of it
+        assert all("gansweep-slurm: Ray cluster of 2 nodes up in " in outs[j] for j in outs), outs
+        wait_for(lambda: _true(not _job_processes(first) and not _job_processes(first + 1)), 60, "no process left")
     df = assert_ledger_holds(run)
     assert len(df) == 8 and (df.status == "ok").all() and df.point_id.is_unique
     status = gansweep("status", run, "--check", "--finished", cwd=tmp_path, env=env)

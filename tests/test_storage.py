@@ -137,16 +137,27 @@ def test_a_run_in_s3_resumes_from_a_fresh_folder_with_only_its_uri(tmp_path, dat
     first.mkdir()
     (first / "sweep.yaml").write_text(SIX)
     uri = f"s3://{BUCKET}/runs/s"
+    # 256 steps an epoch, one trial at a time: the driver still runs when the test looks at its lease
     proc = start("run", "--preset", "s", "--name", "s", "--storage", f"s3://{BUCKET}/runs", "--num-cpus", "2",
-                 "--max-concurrent", "1", "--quiet", cwd=first)
+                 "--max-concurrent", "1", "--quiet", "--set", "n_train=8192", cwd=first)
     local = first / "runs" / "s"
     wait_for(lambda: results_with(local, 2), 240, "two finished points", proc)
     # the record is in the bucket beside Tune's experiment, pushed after each write of the tables: what
     # the bucket's table says finished is what must not train again (the local table can be a push ahead)
     before = wait_for(lambda: _bucket_results(s3_server, "runs/s", 2), 60, "two finished points in the bucket", proc)
     stored = _objects(s3_server, "runs/s")
-    assert {"gansweep.json", "sweep.yaml", "results.parquet"} <= stored
+    assert {"gansweep.json", "sweep.yaml", "results.parquet", ".gansweep.lease"} <= stored
     assert any(o.startswith("tune/") for o in stored) and not (local / "tune").exists()
+    # one driver per bucket run: a second one, from another folder, is refused while the lease is renewed
+    lease = json.loads(_s3_client(s3_server).get_object(Bucket=BUCKET, Key="runs/s/.gansweep.lease")["Body"].read())
+    assert (lease["pid"], lease["host"], lease["command"]) == (proc.pid, socket.gethostname(), "run"), lease
+    other = tmp_path / "other"
+    other.mkdir()
+    r = cli("resume", uri, cwd=other)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"gansweep: {uri} is in use by `gansweep run` (pid {proc.pid} on "
+                               f"{socket.gethostname()}, since {lease['since']}), its lease renewed "), r.stderr
+    assert not list(other.iterdir())  # nothing made here
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray instance
     proc.wait(timeout=30)
     shutil.rmtree(first)  # the working copy is gone: only the bucket is left
@@ -156,6 +167,10 @@ def test_a_run_in_s3_resumes_from_a_fresh_folder_with_only_its_uri(tmp_path, dat
     fresh.mkdir()
     r = cli("resume", uri, "--num-cpus", "2", cwd=fresh)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the killed driver's lease is taken over at once: its process is gone from this host
+    assert (f"took over the lease of {uri} from `gansweep run` (pid {proc.pid} on {socket.gethostname()}, since "
+            f"{lease['since']}), whose process is gone") in r.stderr, r.stderr
+    assert ".gansweep.lease" not in _objects(s3_server, "runs/s")  # given back at the end
     after = assert_ledger_holds(fresh / "runs" / "s")
     assert len(after) == 6 and after.point_id.is_unique and (after.status == "ok").all()
     a = after.set_index("point_id").loc[finished.index]  # what had finished was not trained again
@@ -323,3 +338,44 @@ def test_storage_lost_mid_sweep_stops_it_cleanly_and_resume_finishes_it(tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     after = assert_ledger_holds(tmp_path / "runs" / "s")
     assert len(after) == 6 and after.point_id.is_unique and (after.status == "ok").all()
+
+
+def test_a_stale_lease_is_taken_over_and_its_holder_finds_out_at_its_next_beat(s3_server, monkeypatch, caplog):
+    """sweep/record/lease.py against the S3 server's own conditional writes, in this process (STALE_S and
+    BEAT_S made short): a lease held elsewhere and renewed is refused; not renewed for STALE_S, it is
+    taken over; the driver that held it finds out at its next beat (on_lost, with the new holder)."""
+    import logging
+
+    from sweep.errors import UserError
+    from sweep.record import lease as lease_mod
+
+    for k, v in s3_server.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(lease_mod, "STALE_S", 2.0)
+    monkeypatch.setattr(lease_mod, "BEAT_S", 0.5)
+    uri, key = f"s3://{BUCKET}/leases/a", "leases/a/.gansweep.lease"
+    s3 = _s3_client(s3_server)
+    elsewhere = {"host": "elsewhere", "pid": 1, "command": "resume", "since": "2026-12-06T00:00:00+00:00"}
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(elsewhere).encode())
+    with pytest.raises(UserError, match=r"is in use by `gansweep resume` \(pid 1 on elsewhere, since "
+                                        r"2026-12-06T00:00:00\+00:00\), its lease renewed \d+s ago"):
+        lease_mod.Lease(uri, "resume", lambda who: None).__enter__()
+    time.sleep(3.1)  # S3's Last-Modified counts whole seconds: past STALE_S for sure
+    lost = []
+    with caplog.at_level(logging.WARNING, logger="gansweep"):
+        held = lease_mod.Lease(uri, "resume", lost.append).__enter__()
+    assert "took over the lease of s3://gansweep-test/leases/a from `gansweep resume` (pid 1 on elsewhere" in \
+        caplog.text and "not renewed for " in caplog.text
+    mine = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert (mine["pid"], mine["host"]) == (os.getpid(), socket.gethostname())
+    # another driver takes it (as after this one stalled past STALE_S): at its next beat this one stops
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(elsewhere).encode())
+    wait_for(lambda: lost or None, 10, "the holder to find its lease taken")
+    assert lost == ["`gansweep resume` (pid 1 on elsewhere, since 2026-12-06T00:00:00+00:00)"]
+    held.__exit__(None, None, None)
+    assert json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()) == elsewhere  # not ours to delete
+    # given back by its holder, a lease is free at once
+    s3.delete_object(Bucket=BUCKET, Key=key)
+    with lease_mod.Lease(uri, "run", lost.append):
+        assert json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["command"] == "run"
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="leases/a/")

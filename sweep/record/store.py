@@ -30,7 +30,8 @@ from sweep.errors import UserError
 
 log = logging.getLogger("gansweep")
 BUCKET_SCHEMES = ("s3", "gs", "gcs")  # URIs whose first path part is a bucket that must exist
-LOCAL_ONLY = (".gansweep.lock", "tune")  # the lock guards this machine's copy; Tune writes its own
+# the lock guards this machine's copy, the lease the bucket's run (sweep/record/lease.py); Tune writes its own
+LOCAL_ONLY = (".gansweep.lock", ".gansweep.lease", "tune")
 # upload order: a table or manifest never names a file that is not uploaded yet
 _ORDER = ("samples/", "weights/", "curves.", "results.", "gansweep.json")
 

@@ -35,6 +35,7 @@ from sweep.record.schema import PENDING
 from sweep.record.store import RecordStore, is_uri, store_fault
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
+from sweep.record.lease import Lease
 from sweep.runner.lock import RunLock
 from sweep.runner.rebuild import prepare_rebuild
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
@@ -140,6 +141,8 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         # during start-up) leaves no half-made run directory behind.
         trainable_fn, sha, reference_scores = _prepare(packs, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
+        if is_uri(tune_path):  # one driver per run in object storage, wherever it runs
+            held.enter_context(Lease(tune_path.rsplit("/", 1)[0], "run", _lease_lost))
         run_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(RunLock(run_dir, "run"))  # until the session ends (or the process dies)
         if (run_dir / MANIFEST).exists():  # another `run --name` got here first
@@ -196,8 +199,11 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
         run.manifest  # a foreign or damaged directory fails here, before the lock is taken
     else:
         store.check()  # a URI that holds no run fails here, before the working copy is made
-        run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir, "resume"):
+    with ExitStack() as held:
+        if store is not None:  # one driver per run in object storage, wherever it runs; then its copy here
+            held.enter_context(Lease(store.uri, "resume", _lease_lost))
+            run_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(RunLock(run_dir, "resume"))
         if store is not None:
             log.info("pulled %d files of %s into %s", store.pull(run_dir), store.uri, run_dir)
             run.__dict__["store"] = store  # it knows what it pulled: only changes go back up
@@ -328,6 +334,14 @@ def _storage_unreachable(record: logging.LogRecord) -> bool:
         return True
     stop_for_storage("Ray Tune's storage", fault)
     return False
+
+
+def _lease_lost(holder: str) -> None:
+    """The run's lease in object storage was taken over (this driver stalled past its lease, say):
+    stop as a signal would, writing nothing more there (sweep/record/lease.py)."""
+    from sweep.errors import EXIT_STORAGE
+
+    STOP.fault(f"lease lost (the run is now written by {holder})", EXIT_STORAGE)
 
 
 def _stop_if_requested(what: str) -> None:
