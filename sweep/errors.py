@@ -2,6 +2,7 @@
 
 EXIT_DISK_FULL = 75  # a sweep stopped because a disk filled up (sysexits' EX_TEMPFAIL: free space, resume)
 EXIT_STORAGE = 69  # a sweep stopped because its object storage could not be reached (EX_UNAVAILABLE: resume)
+EXIT_IDLE = 70  # a sweep stopped because no trial could start for IDLE_S (sweep/runner/stalls.py; resume)
 
 
 class UserError(Exception):

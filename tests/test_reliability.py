@@ -544,3 +544,22 @@ def test_the_node_watch_names_a_node_that_leaves_and_one_that_joins():
         "Ray node vm (127.0.0.4) joined the cluster: it gets trials from now on"]
     assert watch.lost == ["n2 (127.0.0.3)"]
     assert watch.look([node("a", "127.0.0.2"), node("c", "127.0.0.4")]) == []
+
+
+@pytest.mark.ray
+def test_trials_that_no_node_can_place_stop_the_sweep_cleanly(tmp_path, env):
+    """Each trial asks for a GPU this machine lacks: Tune would keep them pending forever. With nothing
+    running for --stall-timeout, the sweep stops (EXIT_IDLE), saying what they ask for and what the
+    cluster has, every point pending and resumable."""
+    from sweep.errors import EXIT_IDLE
+
+    r = cli("run", "--preset", "smoke", "--name", "g", "--storage", tmp_path / "runs", "--num-cpus", "2",
+            "--gpus-per-trial", "1", "--stall-timeout", "8", cwd=tmp_path, env=env, timeout=180)
+    assert r.returncode == EXIT_IDLE, r.stderr[-2000:]
+    lines = r.stderr.splitlines()
+    assert "[gansweep] no trial has run for 8s while points wait to train: each trial asks for 1 CPU / 1 GPU, the " \
+           "cluster has 2 CPU / 0 GPU in all" in [ln.replace("for 9s", "for 8s") for ln in lines], r.stderr
+    assert lines[-1].startswith("gansweep: no trial could start for "), lines[-1]
+    assert f"continue with: gansweep resume {tmp_path / 'runs' / 'g'}" in lines[-1], lines[-1]
+    df = assert_ledger_holds(tmp_path / "runs" / "g")
+    assert len(df) == 7 and (df.status == "pending").all()

@@ -43,8 +43,9 @@ def add_disk_check_arg(p) -> None:
     p.add_argument("--no-disk-check", dest="disk_check", action="store_false",
                    help="start even when the run's disks have less free space than the plan's estimated peak use")
     p.add_argument("--stall-timeout", type=float, default=None, metavar="SECONDS",
-                   help="a trial silent this long is stopped and retried from its checkpoint (0: never; default: "
-                        "10x its expected epoch time at the slowest rate seen, at least 5 minutes)")
+                   help="a trial silent this long is stopped and retried from its checkpoint, and trials pending "
+                        "with none running this long stop the sweep (0: never; default: 10x a trial's expected "
+                        "epoch time at the slowest rate seen, at least 5 minutes; 10 minutes with none running)")
 
 
 def add_cluster_args(p) -> None:

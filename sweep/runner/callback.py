@@ -147,6 +147,20 @@ class LedgerCallback(Callback):
         if actor is not None:
             ray.kill(actor, no_restart=True)
 
+    def _stop_idle(self, trials, idle: float) -> None:
+        """No trial could start for the idle limit: stop cleanly, saying what they ask for and what the
+        cluster has (sweep/runner/stalls.py)."""
+        import ray
+
+        from sweep.errors import EXIT_IDLE
+
+        asks = self.run.manifest["runtime"]
+        has = ray.cluster_resources() if ray.is_initialized() else {}
+        log.error("no trial has run for %.0fs while points wait to train: each trial asks for %g CPU / %g GPU, the "
+                  "cluster has %g CPU / %g GPU in all", idle, asks["cpus_per_trial"], asks["gpus_per_trial"],
+                  has.get("CPU", 0), has.get("GPU", 0))
+        STOP.fault(f"no trial could start for {idle:.0f}s", EXIT_IDLE)
+
     def _failure(self, trial, then: str) -> None:
         """One line on the console per failed attempt; its traceback goes to RUN_DIR/failures.log."""
         points = self.ledger.points_of(trial.config)
@@ -171,6 +185,9 @@ class LedgerCallback(Callback):
         if self.stalls is not None and not STOP.requested:
             for trial, silent, limit in self.stalls.overdue(trials):
                 self._stop_stalled(trial, silent, limit)
+            idle = self.stalls.idle(trials)
+            if idle is not None:
+                self._stop_idle(trials, idle)
         if self.nodes is not None:
             self.nodes.check()
         STOP.forward_to_tune()  # a signal (or a full disk) arrived: Tune stops after this step
