@@ -370,3 +370,27 @@ def test_losing_a_node_mid_sweep_names_it_and_the_other_finishes_every_point_onc
     df = assert_ledger_holds(run)
     assert len(df) == 8 and (df.status == "ok").all() and df.point_id.is_unique and (df.epochs_done == 6).all()
     assert gansweep("status", run, "--check", cwd=tmp_path, env=env).returncode == 0
+
+
+@pytest.mark.ray
+def test_a_chain_whose_jobs_finish_no_point_stops_chaining_and_says_why(tmp_path, data_root, slurm):
+    """Each job warned of its time limit before any point finished (40 epochs a point): job 1 chains,
+    job 2 is the second job in a row without progress and submits no third."""
+    (tmp_path / "sweep.yaml").write_text(CHAIN)
+    env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
+    first = _submitted(cli("slurm", "--preset", "chain", "--name", "i", "--cpus-per-node", "1", "--time", "20",
+                           "--grace", "60", "--set", "epochs=40", "--submit", cwd=tmp_path, env=env))
+    run = tmp_path / "runs" / "i"
+    for job in (first, first + 1):
+        wait_for(lambda: _true(re.search(r"\d+/8 finished", _outputs(run).get(job, "")) is not None), 300,
+                 f"job {job}'s sweep to start")
+        subprocess.run(["scancel", "--batch", "--signal=USR1", str(job)], env=env, check=True)
+        wait_for(lambda: _true(job not in map(int, _jobs(slurm))), 120, f"job {job} to end")
+    wait_for(lambda: _true(not _jobs(slurm)), 60, "the chain to end")
+    outs = _outputs(run)
+    assert sorted(outs) == [first, first + 1], outs
+    assert f"submitted job {first + 1} to resume the run" in outs[first], outs[first]
+    assert ("gansweep-slurm: the last 2 jobs finished no point (0 finished in all): not submitting another (a job "
+            "that only starts up needs a longer --time); gansweep slurm --resume") in outs[first + 1], outs[first + 1]
+    df = assert_ledger_holds(run)
+    assert len(df) == 8 and (df.status == "pending").all()

@@ -379,3 +379,32 @@ def test_a_stale_lease_is_taken_over_and_its_holder_finds_out_at_its_next_beat(s
     with lease_mod.Lease(uri, "run", lost.append):
         assert json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["command"] == "run"
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="leases/a/")
+
+
+def test_a_failed_trials_error_is_read_from_the_bucket_when_this_folder_has_no_copy(s3_server, monkeypatch,
+                                                                                     tmp_path):
+    """A run resumed from a bucket in a fresh folder: Tune's trial of an earlier session has its
+    error.txt in the bucket only (its staging folder was on the machine that ran it). The row says the
+    error's last line, not 'error (no message recorded)'."""
+    from pyarrow import fs as pafs
+
+    from sweep.runner.callback import trial_error_line
+
+    for k, v in s3_server.items():
+        monkeypatch.setenv(k, v)
+    s3 = _s3_client(s3_server)
+    s3.put_object(Bucket=BUCKET, Key="errs/tune/t1/error.txt",
+                  Body=b"Failure # 1 (occurred at 2026-12-06)\nTraceback ...\nValueError: the checkpoint is damaged\n")
+    fs, _ = _bucket(s3_server, "errs")
+
+    class Storage:
+        storage_filesystem = fs
+
+    class Trial:  # what trial_error_line reads of Tune's Trial
+        trial_id, num_failures, storage, error_file = "t1", 1, Storage(), str(tmp_path / "staging" / "error.txt")
+        path = f"{BUCKET}/errs/tune/t1"
+
+    assert trial_error_line(Trial()) == "ValueError: the checkpoint is damaged"
+    Trial.trial_id, Trial.path = "t2", f"{BUCKET}/errs/tune/t2"  # no error file anywhere
+    assert trial_error_line(Trial()) == "error (no message recorded)"
+    assert isinstance(fs, pafs.S3FileSystem)

@@ -120,11 +120,19 @@ def finished_reports(run_dir: Path) -> dict[str, dict]:
     return out
 
 
+ERROR_FILE = "error.txt"  # a Tune trial's error file, in its folder (Tune's EXPR_ERROR_FILE)
+NO_MESSAGE = "error (no message recorded)"
+
+
 def error_line(path: Path | str | None) -> str:
     """The last line of a trial's error file (what an `error` row says)."""
     if not path or not os.path.exists(path):
-        return "error (no message recorded)"
-    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        return NO_MESSAGE
+    return error_line_of(Path(path).read_text(errors="replace"))
+
+
+def error_line_of(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return (lines[-1] if lines else "error")[:300]
 
 
@@ -144,7 +152,7 @@ def states_from_reports(logged: list[tuple[Path, list[dict]]],
             last.update((p["point_id"], p) for p in point_reports(r) if p["point_id"] in cfgs)
         if not last:
             continue
-        err = folder / "error.txt"
+        err = folder / ERROR_FILE
         ended = all(p.get("outcome") == DIVERGED or int(p.get("epoch") or 0) >= cfgs[pid].epochs
                     for pid, p in last.items())
         status = TUNE_ERROR if err.exists() else TUNE_TERMINATED if ended else "PENDING"

@@ -16,7 +16,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from sweep.record.ledger import Ledger
-from sweep.record.recovery import error_line
+from sweep.record.recovery import ERROR_FILE, NO_MESSAGE, error_line, error_line_of
 from sweep.record.rows import TrialState, point_reports
 from sweep.record.rundir import RunDir
 from sweep.record.store import store_fault
@@ -48,6 +48,29 @@ def record_failure(path: Path, trial, points: tuple[str, ...], what: str) -> Non
         pass
 
 
+_ERROR_LINES: dict[tuple[str, int], str] = {}  # (trial id, failures) -> its error line, read once
+
+
+def trial_error_line(trial) -> str:
+    """The last line of a trial's error file (error_line), wherever Tune keeps it: the driver's staging
+    folder in this session, else the trial's folder in storage. A run resumed from a bucket in a fresh
+    folder has no staging copy of an earlier session's error: it read "error (no message recorded)"."""
+    key = (trial.trial_id, trial.num_failures)
+    if key in _ERROR_LINES:
+        return _ERROR_LINES[key]
+    line = error_line(trial.error_file)
+    storage = getattr(trial, "storage", None)
+    if line == NO_MESSAGE and storage is not None and trial.path:
+        try:
+            with storage.storage_filesystem.open_input_stream(f"{trial.path}/{ERROR_FILE}") as f:
+                text = f.read().decode(errors="replace")
+            line = error_line_of(text)
+        except (OSError, ValueError):  # no error file there either
+            pass
+    _ERROR_LINES[key] = line
+    return line
+
+
 def _who(trial, points: tuple[str, ...]) -> str:
     """How a console line names a trial: its point, or its pack and how many points it holds."""
     label = trial_label(trial.config)
@@ -60,7 +83,7 @@ def trial_states(trials, ledger: Ledger) -> dict[str, TrialState]:
     out = {}
     for t in trials:
         last = {p["point_id"]: p for p in point_reports(t.last_result or {})}
-        error = error_line(t.error_file) if t.status == TUNE_ERROR else ""
+        error = trial_error_line(t) if t.status == TUNE_ERROR else ""
         for pid in ledger.points_of(t.config):
             out[pid] = TrialState(t.status, last.get(pid, {}), t.trial_id, error)
     return out
@@ -165,7 +188,7 @@ class LedgerCallback(Callback):
         """One line on the console per failed attempt; its traceback goes to RUN_DIR/failures.log."""
         points = self.ledger.points_of(trial.config)
         allowed = int(self.run.manifest["runtime"].get("max_failures", 0)) + 1
-        what = error_line(trial.error_file)
+        what = trial_error_line(trial)
         who = _who(trial, points)
         if is_disk_full(what):  # retrying cannot help: stop as a signal would, keep what is recorded
             stop_for_full_disk(self.run.tune_path)

@@ -15,7 +15,8 @@ the chain runs that same file:
   4. `scancel` signals every process of the job with SIGTERM, the driver included: the same
      clean stop, and no successor (only the USR1 of the time limit chains);
   5. the chain ends when the sweep finishes (exit 0), when a job ends any other way (bad input,
-     a full disk, a crash: another job would only repeat it), or after MAX_JOBS jobs.
+     a full disk, a crash: another job would only repeat it), when two jobs in a row finished no
+     point (each spent its time starting up, say: a longer --time is needed), or after MAX_JOBS jobs.
 
 A successor by dependency, not `scontrol requeue`: requeue keeps the job id but needs the
 cluster to allow it (JobRequeue, `--requeue`), while a dependent submission works on any Slurm.
@@ -173,8 +174,22 @@ def wait_for_nodes(address: str, timeout: float, expected: dict[str, str], log_d
     return 0
 
 
+def finished_points(run_dir: str) -> int:
+    """How many points of the run have finished (ok or diverged), 0 before its first table: the chain
+    compares it at the start and end of each job."""
+    from sweep.record.results import RESULTS, read_results
+    from sweep.record.schema import FINISHED
+
+    if not (Path(run_dir) / RESULTS).exists():
+        return 0
+    return int(read_results(Path(run_dir))["status"].isin(FINISHED).sum())
+
+
 if __name__ == "__main__":  # the job script's own steps (slurm_job.sh)
+    if len(sys.argv) == 3 and sys.argv[1] == "finished-points":
+        print(finished_points(sys.argv[2]))
+        sys.exit(0)
     if len(sys.argv) >= 4 and sys.argv[1] == "wait-for-nodes":
         pairs = dict(arg.split("=", 1) for arg in sys.argv[4:])
         sys.exit(wait_for_nodes(sys.argv[2], float(sys.argv[3]), pairs, f"{os.environ.get('RUN', 'RUN_DIR')}/slurm"))
-    sys.exit(f"usage: python -m {__spec__.name} wait-for-nodes ADDRESS TIMEOUT NAME=IP...")
+    sys.exit(f"usage: python -m {__spec__.name} wait-for-nodes ADDRESS TIMEOUT NAME=IP... | finished-points RUN_DIR")

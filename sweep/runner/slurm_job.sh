@@ -9,6 +9,7 @@ set -uo pipefail
 RUN=@RUN@  # the run directory: a filesystem every node of the job sees
 MAX_JOBS=@MAX_JOBS@  # jobs in this chain at most
 JOB_NUMBER=${GANSWEEP_SLURM_JOB_NUMBER:-1}
+IDLE_JOBS=${GANSWEEP_SLURM_IDLE_JOBS:-0}  # jobs in a row, before this one, that finished no point
 GANSWEEP=(@PYTHON@ -m sweep.cli)
 cd @CWD@
 @EXPORTS@say() { echo "gansweep-slurm: $*"; }
@@ -73,6 +74,7 @@ else
   CLUSTER=(--num-cpus "$SLURM_CPUS_PER_TASK")
 fi
 
+finished_before=$(@PYTHON@ -m sweep.runner.slurm finished-points "$RUN" 2>/dev/null || echo 0)
 @LAUNCH@
 driver=$!
 chain=no cancelled=no
@@ -92,12 +94,18 @@ elif [ $chain = yes ] && [ $rc -eq @CHAIN_EXIT@ ]; then
     say "the sweep is finished (see $RUN); no successor"
     exit 0
   fi
+  finished_now=$(@PYTHON@ -m sweep.runner.slurm finished-points "$RUN" 2>/dev/null || echo 0)
+  [ "$finished_now" -gt "$finished_before" ] && IDLE_JOBS=0 || IDLE_JOBS=$((IDLE_JOBS + 1))
+  if [ "$IDLE_JOBS" -ge 2 ]; then
+    say "the last 2 jobs finished no point ($finished_now finished in all): not submitting another (a job that only starts up needs a longer --time); gansweep slurm --resume $RUN --submit carries on"
+    exit 1
+  fi
   if [ "$JOB_NUMBER" -ge "$MAX_JOBS" ]; then
     say "stopped after $MAX_JOBS jobs; not submitting another: gansweep slurm --resume $RUN --submit carries on"
     exit 1
   fi
   next=$(sbatch --parsable --dependency=afterany:$SLURM_JOB_ID \
-    --export=ALL,GANSWEEP_SLURM_JOB_NUMBER=$((JOB_NUMBER + 1)) "$RUN/slurm/@SCRIPT_NAME@")
+    --export=ALL,GANSWEEP_SLURM_JOB_NUMBER=$((JOB_NUMBER + 1)),GANSWEEP_SLURM_IDLE_JOBS=$IDLE_JOBS "$RUN/slurm/@SCRIPT_NAME@")
   say "submitted job $next to resume the run"
   exit 0
 elif [ $cancelled = yes ]; then
