@@ -59,6 +59,8 @@ def test_dry_run_prints_the_chain_script_and_writes_nothing(tmp_path, data_root)
     # every node's Ray (head and workers start through one line, ray_node) gets the node's GPUs
     starts = [x for x in lines if "/ray start " in x]
     assert len(starts) == 1 and '--num-cpus="$SLURM_CPUS_PER_TASK" --num-gpus=2 --block' in starts[0], starts
+    # and the workers' step asks Slurm for each node's CPUs and GPUs
+    assert any(x.strip().startswith('--cpus-per-task="$SLURM_CPUS_PER_TASK" --gpus-per-node=2 bash -c') for x in lines)
     check = subprocess.run(["bash", "-n"], input=r.stdout, text=True, capture_output=True)
     assert check.returncode == 0, check.stderr  # the script parses
     assert not (tmp_path / "runs").exists()

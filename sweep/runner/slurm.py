@@ -113,7 +113,7 @@ def script(job: SlurmJob, run_dir: Path, run_args: list[str], resume_args: list[
               "SBATCH": "\n".join("#SBATCH " + s for s in sbatch), "RUN": shlex.quote(str(run_dir)),
               "MAX_JOBS": str(job.max_jobs), "PYTHON": shlex.quote(sys.executable),
               "CWD": shlex.quote(str(Path.cwd())), "EXPORTS": exports, "RAY": ray, "GPUS": gpus, "LAUNCH": launch,
-              "GRACE": str(job.grace), "JOIN_TIMEOUT": str(job.join_timeout), "CHAIN_EXIT": str(CHAIN_EXIT), "SCRIPT_NAME": SCRIPT_NAME}
+              "SRUN_GPUS": f" --gpus-per-node={job.gpus_per_node}" if job.gpus_per_node else "", "GRACE": str(job.grace), "JOIN_TIMEOUT": str(job.join_timeout), "CHAIN_EXIT": str(CHAIN_EXIT), "SCRIPT_NAME": SCRIPT_NAME}
     text = TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)

@@ -58,8 +58,9 @@ if [ ${#nodes[@]} -gt 1 ]; then
   head_address="$(node_ip "${nodes[0]}"):$RAY_PORT"
   trap stop_ray EXIT
   ray_node & head=$!
+  # each worker's step asks for the node's CPUs (and GPUs) itself: srun no longer inherits --cpus-per-task
   srun --nodes=$((${#nodes[@]} - 1)) --ntasks=$((${#nodes[@]} - 1)) --exclude="${nodes[0]}" --kill-on-bad-exit=0 \
-    bash -c 'ray_node "$0"' "$head_address" & workers=$!
+    --cpus-per-task="$SLURM_CPUS_PER_TASK"@SRUN_GPUS@ bash -c 'ray_node "$0"' "$head_address" & workers=$!
   # every node joined, or the ones that did not named, within @JOIN_TIMEOUT@ s; the sweep goes on with those
   # that joined (a node that joins later gets trials from then on)
   expect=()
