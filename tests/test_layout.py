@@ -129,3 +129,25 @@ def test_only_the_storage_module_decides_whether_a_run_is_remote():
                 found.append(f"{name}:{node.lineno}")
     assert [f for f in found if not f.startswith(owner + ":")] == []
     assert any(f.startswith(owner + ":") for f in found)  # is_uri itself: the test looks where it should
+
+
+# Ray's private API, as gansweep's code would spell it: a module path or an attribute
+RAY_PRIVATE = ("ray._private", "ray._common", "._internal", "_local_tuner", "_tune_config", "temporary_state",
+               "_live_trials", "_set_api_key", "ray.tune.execution", "storage_filesystem")
+
+
+def test_only_the_ray_adapter_reaches_into_rays_private_api():
+    """sweep/runner/ray_private.py is the one module that touches Ray's internals (issue 41: they were
+    spread over cluster.py, engine.py, scheduling.py, trackers.py and callback.py); each is listed in
+    its INTERNALS and checked against the installed Ray by tests/test_ray_private.py."""
+    owner = "sweep.runner.ray_private"
+    found = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            text = (node.module if isinstance(node, ast.ImportFrom) else
+                    " ".join(a.name for a in node.names) if isinstance(node, ast.Import) else
+                    node.attr if isinstance(node, ast.Attribute) else None)
+            if text and any(p in text or (p.startswith("_") and text == p.lstrip(".")) for p in RAY_PRIVATE):
+                found.append(f"{name}:{node.lineno} {text}")
+    assert [f for f in found if not f.startswith(owner + ":")] == []
+    assert any(f.startswith(owner + ":") for f in found)  # the adapter itself: the test looks where it should

@@ -398,11 +398,11 @@ def test_a_quiet_private_instance_is_started_without_the_head_processes_it_never
     after, Ray's own code is in place (tests/test_engine.py looks at a running session's processes)."""
     from ray._private import node, parameter
 
-    from sweep.runner.cluster import _lean_local_instance
+    from sweep.runner.ray_private import lean_local_instance
 
     own = (parameter.RayParams.__init__, node.Node.start_api_server)
     assert parameter.RayParams().no_monitor is False and parameter.RayParams().include_log_monitor is None
-    with _lean_local_instance():
+    with lean_local_instance():
         params = parameter.RayParams(num_cpus=2, include_dashboard=False)
         assert (params.no_monitor, params.include_log_monitor, params.num_cpus) == (True, False, 2)
         fake = type("FakeNode", (), {"_webui_url": "127.0.0.1:8265"})()
@@ -508,9 +508,9 @@ def test_deleting_a_checkpoint_already_gone_is_not_an_error(tmp_path, caplog):
     from ray.train._internal.checkpoint_manager import _CheckpointManager
     from ray.train._internal.session import _TrainingResult
 
-    from sweep.runner.cluster import _tolerate_deleted_checkpoints
+    from sweep.runner.ray_private import tolerate_deleted_checkpoints
 
-    _tolerate_deleted_checkpoints()
+    tolerate_deleted_checkpoints()
     fs = pyarrow.fs.LocalFileSystem()
     manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
     folders = [tmp_path / f"checkpoint_{i:06d}" for i in range(4)]

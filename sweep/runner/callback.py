@@ -23,6 +23,7 @@ from sweep.record.store import store_fault
 from sweep.plan.packs import trial_label
 from sweep.record.schema import OK, TUNE_ERROR, TUNE_TERMINATED
 from sweep.runner.nodes import NodeWatch
+from sweep.runner.ray_private import trial_actor, trial_file
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
 from sweep.runner.stalls import StallWatch
 from sweep.record.rundir import WEIGHTS_DIR
@@ -59,14 +60,9 @@ def trial_error_line(trial) -> str:
     if key in _ERROR_LINES:
         return _ERROR_LINES[key]
     line = error_line(trial.error_file)
-    storage = getattr(trial, "storage", None)
-    if line == NO_MESSAGE and storage is not None and trial.path:
-        try:
-            with storage.storage_filesystem.open_input_stream(f"{trial.path}/{ERROR_FILE}") as f:
-                text = f.read().decode(errors="replace")
-            line = error_line_of(text)
-        except (OSError, ValueError):  # no error file there either
-            pass
+    if line == NO_MESSAGE:
+        text = trial_file(trial, ERROR_FILE)
+        line = error_line_of(text.decode(errors="replace")) if text is not None else line
     _ERROR_LINES[key] = line
     return line
 
@@ -163,7 +159,7 @@ class LedgerCallback(Callback):
         points = self.ledger.points_of(trial.config)
         self.stalls.stalls += 1
         self.stalls.started(trial)  # one kill per stall: the retry gets a new limit's worth of time
-        actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
+        actor = trial_actor(trial)
         log.warning("%s stalled: nothing reported for %.0fs (limit %.0fs); its worker is stopped and Tune "
                     "retries it from its last checkpoint", _who(trial, points), silent, limit)
         record_failure(self.run.path / FAILURES_LOG, trial, points, f"stalled: nothing reported for {silent:.0f}s")

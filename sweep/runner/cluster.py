@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.errors import UserError
 from sweep.record.store import RecordStore, is_uri
+from sweep.runner import ray_private
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def set_environment(rt: Runtime) -> None:
       one line per failure and keeps the traceback in RUN_DIR/failures.log; so are Ray's for
       failed results that a stopped sweep never fetched.
     * Ray's usage statistics are off unless RAY_USAGE_STATS_ENABLED says otherwise: a sweep
-      reports to nobody (and see `_skip_callback_census`).
+      reports to nobody (and see sweep/runner/ray_private.py).
     * A new local instance starts no idle workers ahead of the driver's first task: Tune's trial
       actors start their own, so the prestarted ones (one per CPU) only imported Ray and idled.
     """
@@ -78,168 +78,12 @@ def set_environment(rt: Runtime) -> None:
         os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
-def _skip_callback_census() -> None:
-    """Tune counts the callbacks it is given for Ray's usage statistics, importing Ray's MLflow and
-    W&B integrations (and so mlflow and wandb) to do it: 1.3 s of the driver's CPU at every run
-    where both are installed, even with no tracker asked for. With usage statistics off the count
-    goes nowhere, so it is skipped."""
-    from ray._common.usage import usage_lib
-    from ray.air._internal import usage
-
-    if not usage_lib.usage_stats_enabled() and hasattr(usage, "tag_callbacks"):
-        usage.tag_callbacks = lambda callbacks: False
-
-
-FORCED_STATE_COPY_EVERY_S = 2.0  # Tune's forced experiment-state copies: at most this often
-
-
-def _throttle_forced_state_copies() -> None:
-    """Tune forces a copy of its whole experiment state (every trial's last result and checkpoint
-    list, 38 KB a trial at --pack 14) whenever any trial has saved num_to_keep checkpoints since
-    the last copy, so that the state on storage keeps up with the checkpoints it deletes. A pack
-    saves one checkpoint per stack and epoch: at 512 trials of `gansweep bench --scale` the copies
-    came once or twice a trial and took 42% of the driver's CPU, growing with the square of the
-    trial count. Here a forced copy waits until the last one is FORCED_STATE_COPY_EVERY_S old (the
-    trial's count stays due, so its next checkpoint asks again), and Tune's own period (10 s or
-    more) goes on. Trials whose epochs take longer than that, as real ones do, are not affected;
-    a state that names a deleted checkpoint is found at resume and rebuilt from the tables
-    (`experiment_state_problem`), as before."""
-    import time
-
-    from ray.tune.execution import experiment_state
-
-    manager = experiment_state._ExperimentCheckpointManager
-    if getattr(manager.on_trial_checkpoint, "gansweep", False):
-        return
-    tune_own = manager.on_trial_checkpoint
-
-    def on_trial_checkpoint(self, trial) -> None:
-        tune_own(self, trial)
-        last = self._last_sync_time
-        if self._should_force_sync_up and last is not None and time.monotonic() - last < FORCED_STATE_COPY_EVERY_S:
-            self._should_force_sync_up = False
-
-    on_trial_checkpoint.gansweep = True
-    manager.on_trial_checkpoint = on_trial_checkpoint
-
-
-def _tolerate_deleted_checkpoints() -> None:
-    """Tune deletes a trial's checkpoints beyond num_to_keep by the names its checkpoint manager
-    holds; after a killed driver those names can be older than the disk (the experiment state on
-    storage lags the deletions, `_deleted_checkpoint` below), so on resume Tune deletes a
-    checkpoint that is already gone. Its deleter then raises FileNotFoundError before its own
-    try (ray.train._internal.storage._is_directory), and the trial's save is logged as an ERROR
-    with a traceback on the user's console (seen in CI: "Error handling checkpoint ..."), its
-    experiment-state bookkeeping skipped. A checkpoint that is gone is deleted: nothing to do."""
-    from ray.train._internal import checkpoint_manager
-
-    tune_own = getattr(checkpoint_manager, "_delete_fs_path", None)
-    if tune_own is None or getattr(tune_own, "gansweep", False):
-        return
-
-    def delete_fs_path(fs, fs_path):
-        import pyarrow.fs
-
-        if fs.get_file_info(fs_path).type == pyarrow.fs.FileType.NotFound:
-            return
-        tune_own(fs=fs, fs_path=fs_path)
-
-    delete_fs_path.gansweep = True
-    checkpoint_manager._delete_fs_path = delete_fs_path
-
-
-def _one_line_cluster_errors() -> None:
-    """Ray's driver prints the errors its cluster publishes (a node's raylet lost, a worker killed for
-    memory) on stdout, whatever log_to_driver says: a lost node is 20 lines of its raylet's debug
-    dump. A quiet driver prints each as one warning instead, its first sentence (the reason), and the
-    node watch names the node (sweep/runner/nodes.py); --verbose keeps Ray's own output."""
-    from ray._private import worker
-
-    ray_own = worker.print_to_stdstream
-    if getattr(ray_own, "gansweep", False):
-        return
-
-    said: set[str] = set()  # a node's loss comes once from each of its processes: one line each
-
-    def print_to_stdstream(data, ignore_prefix: bool):
-        if data.get("pid") != "raylet":
-            return ray_own(data, ignore_prefix)
-        for message in data.get("lines", []):
-            reason = str(message).strip().split("\n", 1)[0]
-            for tail in (" Last ", " Possible reasons", " This can happen"):
-                reason = reason.split(tail, 1)[0]
-            if reason and reason not in said:
-                said.add(reason)
-                logging.getLogger("gansweep").warning("Ray: %s", reason)
-
-    print_to_stdstream.gansweep = True
-    worker.print_to_stdstream = print_to_stdstream
-
-
-def _plain_trial_workers() -> None:
-    """Tune gives every trial actor a runtime environment that sets PL_DISABLE_FORK=1, PyTorch
-    Lightning's switch (ray-project/ray#28197), which no gansweep trial reads. Any runtime
-    environment at all makes Ray start the actor's worker through its runtime-env set-up script
-    (setup_worker.py: 0.8-1.0 CPU-s of imports here, then a shell and a second interpreter) and
-    keeps it from the pooled workers that have none. Without the default, a trial's worker starts
-    as Ray's plain workers do. Variables Tune propagates from the driver (AWS credentials for
-    s3:// storage) still reach the trials, through the set-up script as before."""
-    from ray.tune.execution import class_cache
-
-    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
-    if isinstance(defaults, dict):
-        defaults.pop("PL_DISABLE_FORK", None)
-
-
-@contextmanager
-def _lean_local_instance():
-    """While `ray.init` starts a private instance: without the three head processes a quiet
-    single-machine sweep never uses.
-
-    * the autoscaler's monitor: it scales a cluster from its config, and a private instance has
-      none (it also feeds `ray status`);
-    * the API server (the dashboard's head, whose dashboard is already off): Ray's job and state
-      APIs, which nothing of a sweep calls;
-    * the log monitor: it tails the workers' log files for a driver that prints them
-      (log_to_driver), and a quiet driver does not (Ray's own test clusters, ray.cluster_utils,
-      leave it out too).
-    Each is a Python process that imports Ray: together 3.9 of a session's 7.8 CPU-s of start-up,
-    and a third of an idle instance's CPU after (docs/performance.md). `ray.init` has no switch for
-    them; the RayParams it builds and the node's start-up do, and are set while it runs. A Ray
-    without them starts everything, as does --verbose (its output needs the log monitor, and a user
-    who asks for Ray's lines may want `ray status`)."""
-    from ray._private import node, parameter
-
-    ray_params_init, start_api_server = parameter.RayParams.__init__, node.Node.start_api_server
-
-    def lean_params(self, *args, **kwargs):
-        ray_params_init(self, *args, **kwargs)
-        self.no_monitor, self.include_log_monitor = True, False
-
-    def no_api_server(self, **kwargs):
-        self._webui_url = None  # what a node without one reports
-
-    if not all(hasattr(parameter.RayParams(), k) for k in ("no_monitor", "include_log_monitor")):
-        yield  # another Ray than the pinned one: start what it starts
-        return
-    parameter.RayParams.__init__, node.Node.start_api_server = lean_params, no_api_server
-    try:
-        yield
-    finally:
-        parameter.RayParams.__init__, node.Node.start_api_server = ray_params_init, start_api_server
-
-
 def ray_init(rt: Runtime) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    _skip_callback_census()
-    _throttle_forced_state_copies()
-    _plain_trial_workers()
-    _tolerate_deleted_checkpoints()
-    if not logging.getLogger("gansweep").isEnabledFor(logging.DEBUG):
-        _one_line_cluster_errors()
+    ray_private.patch_driver(quiet=not logging.getLogger("gansweep").isEnabledFor(logging.DEBUG))
     # Ray's own processes (GCS, raylet, agents) share the driver's process group, so a
     # lost terminal's SIGHUP reaches them too and would kill the node under a sweep that
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
@@ -266,7 +110,7 @@ def ray_init(rt: Runtime) -> None:
             # A private single-machine instance: no dashboard, every port on loopback. "local": never
             # join a cluster that RAY_ADDRESS or `ray start` left on the machine (Ray's default would,
             # and then refuse num_cpus); joining one is what --address is for.
-            with nullcontext() if verbose else _lean_local_instance():
+            with nullcontext() if verbose else ray_private.lean_local_instance():
                 ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False, **quiet)
     except SystemExit as e:
         # A SIGTERM taken by a thread that does not block it (torch's, say) meets Ray's own handler
@@ -386,9 +230,9 @@ def _deleted_checkpoint(tune_path: Path, state: dict) -> tuple[str, str] | None:
             continue  # another Tune's layout: Tune reads it
         # the kept checkpoints in order, newest last (the latest is the same object, pickled as a
         # reference): only the newest matters, it is what Tune restores from
-        names = re.findall(rb"([A-Za-z0-9._=+-]+)/(checkpoint_\d{6})", raw)
+        names = ray_private.checkpoint_names(raw)
         if names:
-            trial_dir, ckpt = (n.decode() for n in names[-1])
+            trial_dir, ckpt = names[-1]
             if (tune_path / trial_dir).is_dir() and not (tune_path / trial_dir / ckpt).is_dir():
                 return trial_dir, ckpt
     return None

@@ -101,11 +101,10 @@ def _restored(tuner, run: RunDir, rt: Runtime, stalls: StallWatch, slots: int):
     """A restored Tuner with this session's callbacks (Tune restores the run config it pickled,
     whose callbacks hold nothing of this session, e.g. where the run directory is now), and this
     session's generator and scheduler (sweep/runner/scheduling.py: its slots, not the first session's)."""
+    from sweep.runner.ray_private import set_session_config
     from sweep.runner.scheduling import tune_choices
 
-    tuner._local_tuner.get_run_config().callbacks = _callbacks(run, rt, stalls)
-    for key, value in tune_choices(rt.max_concurrent, slots, rt.address is not None).items():
-        setattr(tuner._local_tuner._tune_config, key, value)
+    set_session_config(tuner, _callbacks(run, rt, stalls), tune_choices(rt.max_concurrent, slots, rt.address is not None))
     return tuner
 
 

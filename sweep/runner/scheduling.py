@@ -22,6 +22,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
+from sweep.runner.ray_private import forget_live_trials
+
 
 class EverySlotScheduler(FIFOScheduler):
     """FIFO order without taking a trial from the actor being started for it."""
@@ -51,7 +53,7 @@ class SlotGenerator(BasicVariantGenerator):
         limit = self.max_concurrent
         super().set_state(state)
         self.max_concurrent = limit
-        self._live_trials = set()
+        forget_live_trials(self)
 
 
 def live_trial_limit(max_concurrent: int, slots: int, cluster: bool) -> int:

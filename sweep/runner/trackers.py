@@ -244,9 +244,9 @@ class _WandbWriter:
 
 
 def _wandb_callback(view: RunView):
-    from ray.air.integrations.wandb import _set_api_key
     from ray.tune.logger import LoggerCallback
-    from ray.train._internal.syncer import DEFAULT_SYNC_TIMEOUT
+
+    from sweep.runner.ray_private import sync_timeout, wandb_set_api_key
 
     class PointWandb(LoggerCallback):
         """A W&B run per point, named and tagged as above, all written by one thread of the driver:
@@ -268,7 +268,7 @@ def _wandb_callback(view: RunView):
             return {**self.__dict__, "_writer": None, "_started": set()}
 
         def setup(self, *args, **kwargs):
-            _set_api_key()  # as Ray's callback: online without an API key is an error now, not a prompt
+            wandb_set_api_key()  # as Ray's callback: online without an API key is an error now, not a prompt
 
         def _put(self, op: str, key: str | None = None, arg=None) -> None:
             if self._writer is None:
@@ -296,7 +296,7 @@ def _wandb_callback(view: RunView):
 
         def on_experiment_end(self, trials, **info):
             if self._writer is not None:
-                self._writer.close(DEFAULT_SYNC_TIMEOUT)
+                self._writer.close(sync_timeout())
                 self._writer = None
 
     extra = {"dir": str(view.path.resolve())}
