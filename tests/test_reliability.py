@@ -324,7 +324,7 @@ class Quick(tune.Trainable):
         return True
 
 
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 marks = Path({tmp!r}) / "started"
 marks.mkdir()
 grid = tune.Tuner(Quick, param_space={{"i": tune.grid_search(list(range(40))), "marks": str(marks)}},

@@ -353,12 +353,13 @@ def test_a_node_that_cannot_join_is_named_and_the_sweep_runs_on_the_others(tmp_p
 def test_losing_a_node_mid_sweep_names_it_and_the_other_finishes_every_point_once(tmp_path, data_root, slurm):
     """n2's raylet killed once a point is done: the driver names the node, Tune retries its trial from
     its checkpoint on n1, and every point ends ok exactly once. Ray's GCS takes about 15 s to declare a
-    node dead (its health checks), so the points train 10 epochs: the sweep outlasts that on one node
-    (7 points left of 10 epochs at 0.3-0.7 s an epoch: 20-50 s on one node)."""
+    node dead (its health checks, 15-20 s here), so the points train 16 epochs: the sweep outlasts that
+    on one node (7 points left of 16 epochs at 0.3-0.7 s an epoch: 35-80 s; at 6 epochs CI's sweep
+    ended 16 s after the start, before n2 was declared dead)."""
     (tmp_path / "sweep.yaml").write_text(CHAIN)
     env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
     job = _submitted(cli("slurm", "--preset", "chain", "--name", "l", "--nodes", "2", "--cpus-per-node", "1",
-                         "--time", "20", "--shared-storage", "--set", "epochs=10", "--submit", cwd=tmp_path, env=env))
+                         "--time", "20", "--shared-storage", "--set", "epochs=16", "--submit", cwd=tmp_path, env=env))
     run = tmp_path / "runs" / "l"
     wait_for(lambda: results_with(run, 1), 300, "a finished point")
     raylets = [p.split()[0] for p in _job_processes(job) if "raylet/raylet" in p and "gansweep-ray-" in p
@@ -371,7 +372,7 @@ def test_losing_a_node_mid_sweep_names_it_and_the_other_finishes_every_point_onc
     assert out.count("Raylet is terminated") <= 1, out  # Ray's 20-line dump, as one line
     assert "the sweep is finished" in out and "Traceback" not in out and "[state-dump]" not in out, out
     df = assert_ledger_holds(run)
-    assert len(df) == 8 and (df.status == "ok").all() and df.point_id.is_unique and (df.epochs_done == 10).all()
+    assert len(df) == 8 and (df.status == "ok").all() and df.point_id.is_unique and (df.epochs_done == 16).all()
     assert gansweep("status", run, "--check", cwd=tmp_path, env=env).returncode == 0
 
 
