@@ -1,5 +1,7 @@
-"""`gansweep slurm` (sweep/runner/slurm.py): the batch script, and a real one-node Slurm on
-localhost running it: a chain of jobs past their time limit, and a job stopped by scancel.
+"""`gansweep slurm` (sweep/runner/slurm.py): the batch script, and a real two-node Slurm on this machine
+(tools/slurm-testbed.sh) running it: a chain of jobs past their time limit, on one node and on two, a job
+stopped by scancel, a chain that makes no progress, and a two-node job's Ray cluster: formed with its
+token, used on both nodes, a node that cannot join, a node lost mid-sweep, nothing left running.
 
 The Slurm tests need Debian's slurmctld, slurmd, slurm-client and munge (.ci/run installs them)
 and root (the daemons run as root here); elsewhere they are skipped, saying why.
