@@ -148,7 +148,8 @@ SETTINGS = tuple(n for n in FIELD_NAMES if n not in AXES and n != "seed")
 
 class _Choices(Mapping):
     """Field -> its allowed values. `family` and `arch` are read from their registries
-    (models/losses.py, models/archs.py) on every lookup, so a plugin's entries count."""
+    (models/losses.py, models/archs.py) on every lookup, so a plugin's entries count; `d_batch` from
+    models/networks.py's D_BATCHES (imported then: the plan is read without torch)."""
 
     _fixed = {
         "optimD": ("adam", "sgd"),
@@ -156,7 +157,6 @@ class _Choices(Mapping):
         "z_dist": ("uniform", "normal"),
         "energy_norm": ("auto", "l2", "l2_squared", "mse", "l1"),
         "sample_bn": ("eval", "train"),
-        "d_batch": ("auto", "joint", "separate"),
     }
 
     def __getitem__(self, name: str) -> tuple[str, ...]:
@@ -168,13 +168,17 @@ class _Choices(Mapping):
             from models.archs import ARCHS
 
             return tuple(ARCHS)
+        if name == "d_batch":  # the ways models/networks.py runs D, and auto (the family's)
+            from models.networks import D_BATCHES
+
+            return ("auto", *D_BATCHES)
         return self._fixed[name]
 
     def __contains__(self, name) -> bool:  # without Mapping's: a KeyError per other field (validate())
-        return name in ("family", "arch") or name in self._fixed
+        return name in ("family", "arch", "d_batch") or name in self._fixed
 
     def __iter__(self):
-        return iter(("family", "arch", *self._fixed))
+        return iter(("family", "arch", "d_batch", *self._fixed))
 
     def __len__(self):
         return 2 + len(self._fixed)
@@ -191,6 +195,12 @@ BOUNDS = {
     "prob_eps": (1e-30, 0.01), "coverage_min_frac": (0.0, 1.0),
     "began_gamma": (0.0, 1.0), "began_lambda_k": (0.0, 1.0),
 }
+POSITIVE = ("lr",)  # fields that must be above 0 (not at it): the one home of this rule
+
+
+def not_positive(name: str, value) -> str | None:
+    """Why a value of a POSITIVE field is refused ("must be positive, got 0"), or None."""
+    return f"must be positive, got {value!r}" if name in POSITIVE and not value > 0 else None
 
 
 def validate(cfg: TrialConfig) -> list[str]:
@@ -211,8 +221,8 @@ def validate(cfg: TrialConfig) -> list[str]:
             lo, hi = BOUNDS[name]
             if value < lo or (hi is not None and value > hi):
                 out.append(f"{name}: {value!r} is outside [{lo}, {hi if hi is not None else 'inf'}]")
-    if not out and not cfg.lr > 0:
-        out.append(f"lr: must be positive, got {cfg.lr!r}")
+    if not out:
+        out += [f"{name}: {why}" for name in POSITIVE if (why := not_positive(name, getattr(cfg, name)))]
     if not out:
         from models.archs import get_arch
 

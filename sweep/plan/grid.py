@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from sweep.plan.config import AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, TrialConfig, paper_rule_violation
+from sweep.plan.config import (AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, TrialConfig, not_positive,
+                               paper_rule_violation)
 from sweep.errors import UserError
 from sweep.plan.subset import SAMPLER_VERSION, stratified_sample
 
@@ -325,8 +326,8 @@ def _expand(family: str, axes, seeds: list, settings: dict, g: str, fail) -> lis
         for i, v in enumerate(values):
             if not _type_ok(v, FIELD_TYPES[axis]):
                 fail(f"{g}.{axis}[{i}]", f"expected {FIELD_TYPES[axis]}, got {v!r}")
-            if axis == "lr" and not v > 0:
-                fail(f"{g}.{axis}[{i}]", f"must be positive, got {v!r}")
+            if (why := not_positive(axis, v)) is not None:
+                fail(f"{g}.{axis}[{i}]", why)
         if len(set(values)) != len(values):
             fail(f"{g}.{axis}", "duplicate values")
     out = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from sweep.plan.config import BOUNDS, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, field_docs
+from sweep.plan.config import BOUNDS, CHOICES, FIELD_TYPES, POSITIVE, SETTINGS, STUDY_AXES, field_docs
 from sweep.plan.grid import GRID_AXES, OPTIONAL_AXES, PRESET_KEYS, SCHEMA_FILE
 
 JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
@@ -30,7 +30,7 @@ def value_schema(name: str) -> dict:
         out["minimum"] = lo
         if hi is not None:
             out["maximum"] = hi
-    if name == "lr":
+    if name in POSITIVE:
         out["exclusiveMinimum"] = 0
     return out
 
