@@ -34,6 +34,17 @@ class Arch:
     # D buffers)), or None: sweep/plan/disk.py builds the nets on the meta device and counts instead
     param_counts: Callable[..., tuple[tuple[int, int], tuple[int, int]]] | None = None
 
+    def nets(self, cfg, discriminator: str, make: Callable | None = None):
+        """(G, D) of a config (a TrialConfig's fields), D the kind the family needs ("logit" or an
+        auto-encoder's energy). make(cls, *args, **kwargs) builds each (default: cls itself)."""
+        make = make or (lambda cls, *a, **kw: cls(*a, **kw))
+        g = make(self.generator, cfg.nLayerG, cfg.sizeG, cfg.z_dim)
+        dropout = cfg.dropout_rate if cfg.dropoutD else 0.0
+        if discriminator == "logit":
+            return g, make(self.logit_d, cfg.nLayerD, cfg.sizeD, dropout)
+        return g, make(self.autoencoder_d, cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm,
+                       dropout_code=cfg.dropout_code)
+
 
 def mlp_macs(cfg, discriminator: str) -> tuple[int, int]:
     """A dense layer costs its weight count. A logit D ends in one unit; an auto-encoder's

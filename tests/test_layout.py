@@ -25,12 +25,19 @@ def modules() -> dict[str, ast.Module]:
     return {name: ast.parse(text, name) for name, text in sources().items()}
 
 
+# models (networks, losses, the classifier) < sweep's errors < plan (what to run) < record (the run's
+# truth on disk) < train (a point's training) < runner (Ray Tune) < measure (bench, device check) <
+# analysis (reading runs) < cli (the
+# commands, which may use them all). Within sweep/ each package is its own layer (issue 41: plan/disk.py
+# imported train/, unseen while sweep/ was one layer).
+LAYERS = ("models", "sweep", "sweep.plan", "sweep.record", "sweep.train", "sweep.runner", "sweep.measure", "analysis",
+          "sweep.cli")
+
+
 def layer(module: str) -> int:
-    """models (networks, losses, the classifier) < sweep (plan, train, run, record) < analysis
-    (reading runs) < sweep.cli (the commands, which may use them all)."""
-    if module.startswith("sweep.cli"):
-        return 3
-    return {"models": 0, "sweep": 1, "analysis": 2}[module.split(".")[0]]
+    """The index in LAYERS of the longest prefix that names the module's package."""
+    parts = module.split(".")
+    return max(LAYERS.index(p) for p in (".".join(parts[:2]), parts[0]) if p in LAYERS)
 
 
 def imports(mods: dict[str, ast.Module]) -> dict[str, set[str]]:
@@ -87,7 +94,7 @@ def test_one_training_step():
     assert steps == ["sweep.train.loop", "sweep.train.loop"]
     backward = sorted({n for n, t in mods.items() for c in ast.walk(t) if isinstance(c, ast.Call)
                        and isinstance(c.func, ast.Attribute) and c.func.attr == "backward"})
-    assert backward == ["models.classifier", "sweep.runner.bench", "sweep.train.loop"]
+    assert backward == ["models.classifier", "sweep.measure.bench", "sweep.train.loop"]
 
 
 def test_importing_the_analysis_changes_no_matplotlib_state():

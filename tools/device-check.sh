@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check (sweep/runner/device_check.py): on a machine with a GPU, every step that a GPU
+# The device check (sweep/measure/device_check.py): on a machine with a GPU, every step that a GPU
 # changes, measured in one call of at most 8 minutes, and one summary table; figures in --out.
 #
 #   tools/device-check.sh                         # --device cuda, --out device-check.json
@@ -14,4 +14,4 @@ cd "$(dirname "$0")/.."
 py=python3
 [ -x .venv/bin/python ] && py=.venv/bin/python
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KINETO_LOG_LEVEL="${KINETO_LOG_LEVEL:-5}"
-exec "$py" -m sweep.runner.device_check "$@"
+exec "$py" -m sweep.measure.device_check "$@"

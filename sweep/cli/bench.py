@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
 
 def run(a) -> int:
     from sweep.plan.grid import load_preset
-    from sweep.runner.bench import format_table, run_bench
+    from sweep.measure.bench import format_table, run_bench
     from sweep.train.data import load_mnist
 
     if a.scale:
@@ -54,7 +54,7 @@ def on_device(a) -> int:
     import json
 
     from sweep.record.results import write_atomic
-    from sweep.runner.devbench import BUDGETS, format_device_table, run_device_bench
+    from sweep.measure.devbench import BUDGETS, format_device_table, run_device_bench
     from sweep.train.data import load_mnist
 
     load_mnist(a.data_root, a.download)
@@ -68,7 +68,7 @@ def on_device(a) -> int:
 def scale(a) -> int:
     from sweep.plan.grid import load_preset
     from sweep.plan.packs import parse_pack
-    from sweep.runner.scale import format_scale, run_scale, write_json
+    from sweep.measure.scale import format_scale, run_scale, write_json
     from sweep.train.data import load_mnist
 
     config = sweep_file_of(a)

@@ -44,7 +44,6 @@ def _param_counts(family: str, arch: str, nLayerG: int, sizeG: int, nLayerD: int
 
     from models.archs import get_arch
     from models.losses import get_family
-    from sweep.train.point import build_models
 
     counts = get_arch(arch).param_counts
     if counts is not None:
@@ -53,7 +52,7 @@ def _param_counts(family: str, arch: str, nLayerG: int, sizeG: int, nLayerD: int
     cfg = TrialConfig(family=family, arch=arch, nLayerG=nLayerG, sizeG=sizeG, nLayerD=nLayerD, sizeD=sizeD,
                       z_dim=z_dim, energy_norm=energy_norm, dropoutD=False)
     with torch.device("meta"):
-        _, g, d = build_models(cfg, torch.device("meta"))
+        g, d = get_arch(arch).nets(cfg, get_family(family).discriminator)
 
     def count(m) -> tuple[int, int]:
         return sum(t.numel() for t in m.parameters()), sum(t.numel() for t in m.buffers())

@@ -93,15 +93,11 @@ def build_models(cfg: TrialConfig, device: torch.device, pool: NetPool | None = 
     """The family's losses, and G and D of the config's arch (models/archs.py): every arch takes
     and returns flattened (N, 1024) images, so nothing below depends on the arch. With a pool,
     idle nets of the same shape are redrawn rather than built (the same values)."""
-    fam, arch = get_family(cfg.family), get_arch(cfg.arch)
-    make = pool.net if pool is not None else lambda cls, dev, *a, **kw: _on(cls(*a, **kw), dev)
-    g = make(arch.generator, device, cfg.nLayerG, cfg.sizeG, cfg.z_dim)
-    dropout = cfg.dropout_rate if cfg.dropoutD else 0.0
-    if fam.discriminator == "logit":
-        d = make(arch.logit_d, device, cfg.nLayerD, cfg.sizeD, dropout)
+    fam = get_family(cfg.family)
+    if pool is not None:
+        g, d = get_arch(cfg.arch).nets(cfg, fam.discriminator, lambda cls, *a, **kw: pool.net(cls, device, *a, **kw))
     else:
-        d = make(arch.autoencoder_d, device, cfg.nLayerD, cfg.sizeD, dropout, cfg.energy_norm,
-                 dropout_code=cfg.dropout_code)
+        g, d = get_arch(cfg.arch).nets(cfg, fam.discriminator, lambda cls, *a, **kw: _on(cls(*a, **kw), device))
     return fam, g, d
 
 

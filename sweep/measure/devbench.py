@@ -10,7 +10,7 @@
   e. packs: for each point, packs of 1, 4, 12 and 28 points of its shape (sweep/train/backends.py):
      samples/s, its ratio to the point alone, and kernel launches (CUDA kernels on a GPU, aten
      ops on CPU) per point-step;
-  and the scorer's images/s, which the paper projection (sweep/runner/device_check.py) needs.
+  and the scorer's images/s, which the paper projection (sweep/measure/device_check.py) needs.
 
 Every result carries the device's name. The same code runs on CPU with BUDGETS["tiny"]
 (tests/test_device_check.py); `gansweep bench` without --device is the CPU bench (bench.py).
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from sweep.plan.config import TrialConfig
-from sweep.runner.bench import POINTS, train_flops_per_sample
+from sweep.measure.bench import POINTS, train_flops_per_sample
 from sweep.train.loop import set_tf32
 
 

@@ -9,7 +9,7 @@ Steps, each timed, each a row of one summary table (ok, skipped and why, or FAIL
                2 epochs): bit-identical on CPU with one thread, to PACK_RTOL on CUDA, where
                cuBLAS may pick another algorithm for another batch count; and a point's RNG
                streams equal torch.manual_seed's on the device (sweep/train/point.py);
-  bench        `gansweep bench --device D` (sweep/runner/devbench.py): b, d, e, TF32 off and on;
+  bench        `gansweep bench --device D` (sweep/measure/devbench.py): b, d, e, TF32 off and on;
   sweep        48 points through Ray, --gpus-per-trial 0.25 and --pack 12: wall, overhead share
                (skipped where Ray is not installed);
   projection   the paper grid's device-hours from the rates measured in bench, solo and packed.
@@ -39,7 +39,7 @@ def sweep_file(tiny: bool) -> str:
                               (400, "[128, 256]", "epochs: 2, n_train: 4096, n_eval: 500"))
     return f"""presets:
   check48:
-    description: the device check's sweep (sweep/runner/device_check.py)
+    description: the device check's sweep (sweep/measure/device_check.py)
     seeds: [0]
     settings: {{{budget}, batch_size: 64}}
     grids:
@@ -71,7 +71,7 @@ def step_device(device: str) -> dict:
         if not torch.cuda.is_available():
             raise NoDevice(f"no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda}): "
                            "nothing measured; run it on a machine with a GPU, or pass --device cpu for a dry run")
-        from sweep.runner.devbench import device_name
+        from sweep.measure.devbench import device_name
         out["name"] = device_name(torch.device(device))
     return out
 
@@ -174,7 +174,7 @@ def project(bench: dict, key: str) -> dict:
     """Device-hours of the paper preset from one TF32 setting's measured rates."""
     from sweep.plan.grid import load_preset
     from sweep.plan.packs import auto_pack_size, make_packs, stacks_of
-    from sweep.runner.bench import train_flops_per_sample
+    from sweep.measure.bench import train_flops_per_sample
 
     r = bench[key]
     solo = fit_step_time([(t["train_gflop_per_step"], t["step_ms"] / 1e3) for t in r["throughput"].values()])
@@ -214,7 +214,7 @@ class StepSkipped(Exception):
 # --------------------------------------------------------------------------- the table
 def run_checks(device: str, data_root, log=print) -> tuple[int, list[dict], dict]:
     """Every step in order; (exit status, the table's rows, every step's figures)."""
-    from sweep.runner.devbench import BUDGETS, run_device_bench
+    from sweep.measure.devbench import BUDGETS, run_device_bench
     from sweep.train.data import load_mnist
     from sweep.train.scoring import build_scorer
 

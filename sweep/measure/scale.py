@@ -49,7 +49,7 @@ def scale_sweep_file(config: Path, path: Path) -> int:
         for key, div in WIDTH_DIVISOR.items():
             axes[key] = [max(1, v // div) for v in axes[key]]
         grids[family] = axes
-    body = {"description": "the paper plan, work cut to nothing (sweep/runner/scale.py)", "seeds": paper["seeds"],
+    body = {"description": "the paper plan, work cut to nothing (sweep/measure/scale.py)", "seeds": paper["seeds"],
             "settings": SETTINGS, "grids": grids}
     path.write_text(yaml.safe_dump({"presets": {"scale": body}}, sort_keys=False))
     return len(load_preset(path, "scale").trials)

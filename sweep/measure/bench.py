@@ -15,7 +15,7 @@
      PACK_K points (sweep/train/backends.py) against a point alone and the solo
      nn.Module step, for the smallest and the middle point.
 
-`gansweep bench --scale` (sweep/runner/scale.py) measures the engine on the whole paper plan.
+`gansweep bench --scale` (sweep/measure/scale.py) measures the engine on the whole paper plan.
 
 Every number is measured here and now; targets are read off, never asserted.
 """
