@@ -8,7 +8,7 @@ share one training loop (sweep/train/loop.py).
     d_loss(real: DOut, fake: DOut, hp) -> scalar   (fake computed from G(z).detach())
     g_loss(fake: DOut, hp) -> scalar               (fake computed from G(z))
 
-Scores may carry leading axes, (K, N) for a pack of K points (models/packed.py):
+Scores may carry leading axes, (K, N) for a pack of K points (models/stacked.py):
 every loss reduces over the batch axis N only and returns one loss per point (K,).
 
 Formulas (../shared/PAPER.md):

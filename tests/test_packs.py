@@ -10,7 +10,7 @@ from sweep.plan.config import TrialConfig
 from sweep.plan.disk import checkpoint_bytes, estimate_disk, param_counts
 from sweep.plan.grid import parse_preset
 from sweep.plan.packs import PACK_VARIES, auto_pack_size, make_packs, shape_key, stacks_of
-from sweep.train.loop import run_pack, run_trial
+from sweep.train.loop import run_stack, run_trial
 
 # 32 GAN points of 4 shapes (nLayerG x nLayerD), 8 per shape (optimD x optimG x lr).
 GRID_32 = {"seeds": [0], "settings": {"epochs": 2, "batch_size": 32, "n_train": 512, "n_eval": 100},
@@ -142,7 +142,7 @@ def two_threads():
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_point_trains_in_a_pack_exactly_as_alone(family, arch, mnist, scorer, one_thread):
-    """Tolerance 0, on one CPU thread. An mlp pack is one stacked model (models/packed.py) and a
+    """Tolerance 0, on one CPU thread. An mlp pack is one stacked model (models/stacked.py) and a
     point alone is a stack of one, so both run the same kernels: batched matmuls, batch norm and
     the stacked Adam compute each point's slice independently, and with one thread a kernel
     computes every slice by the same sequence of operations whatever K is (the one exception,
@@ -153,7 +153,7 @@ def test_a_point_trains_in_a_pack_exactly_as_alone(family, arch, mnist, scorer, 
     With several threads this is not so: see the next test. On a GPU, cuBLAS may pick another
     algorithm for another batch count: not measured here."""
     points = _neighbours(family, arch)
-    packed = run_pack(points, mnist.train_images, scorer)
+    packed = run_stack(points, mnist.train_images, scorer)
     for cfg, run in zip(points, packed):
         alone = run_trial(cfg, mnist.train_images, scorer)
         assert strip(run.history) == strip(alone.history), cfg.point_id
@@ -178,7 +178,7 @@ def test_with_two_threads_a_pack_matches_alone_to_float_rounding(family, mnist, 
     AVX512 CPU, not at 1, 3 or 4 threads; the AMD machine before it showed no difference at 2).
     That is float rounding, not another algorithm: the points agree to PACK_RTOL."""
     points = _neighbours(family, "mlp")
-    packed = run_pack(points, mnist.train_images, scorer)
+    packed = run_stack(points, mnist.train_images, scorer)
     for cfg, run in zip(points, packed):
         alone = run_trial(cfg, mnist.train_images, scorer)
         assert [h["epoch"] for h in run.history] == [h["epoch"] for h in alone.history] == [1, 2]
@@ -209,15 +209,15 @@ def test_the_stacked_step_is_the_module_step(family, optim, mnist):
     give the same losses and weights up to float rounding (they differ only in summation
     order: rtol 1e-4; over hundreds of steps GAN training amplifies such differences, as it
     does any)."""
-    from sweep.train.backends import ModulePack, StackedPack
-    from sweep.train.loop import start_pack, train_epoch
+    from sweep.train.backends import ModuleBackend, StackedBackend
+    from sweep.train.loop import start_stack, train_epoch
 
     cfg = TrialConfig(family=family, dropoutD=True, optimD=optim, optimG=optim, lr=0.01,
                       **{**PACK_TINY, "n_train": 32})
-    module, = start_pack([cfg], mnist.train_images)
-    stacked, = start_pack([cfg], mnist.train_images)
-    m_module = train_epoch(ModulePack([module]))[module]
-    trainer = StackedPack([stacked])
+    module, = start_stack([cfg], mnist.train_images)
+    stacked, = start_stack([cfg], mnist.train_images)
+    m_module = train_epoch(ModuleBackend([module]))[module]
+    trainer = StackedBackend([stacked])
     m_stacked = train_epoch(trainer)[stacked]
     trainer.write_back()
     for k in ("loss_d", "loss_g", "d_real", "d_fake"):
@@ -247,7 +247,7 @@ def test_the_stacked_optimizer_is_torch_optim():
 
     torch.manual_seed(0)
 
-    class Net:  # the slice of PackedNet that StackedOptimizer reads
+    class Net:  # the slice of StackedNet that StackedOptimizer reads
         def __init__(self, stacked):
             self.stacked = stacked
 
@@ -282,7 +282,7 @@ def test_a_diverging_point_leaves_its_neighbours_unchanged(mnist, scorer, one_th
     base = TrialConfig(family="gan", **{**PACK_TINY, "epochs": 3})
     bad = base.replace(optimD="sgd", optimG="sgd", lr=1e30)  # overflows within the first steps
     points = [base, bad, base.replace(seed=5)]
-    runs = run_pack(points, mnist.train_images, scorer)
+    runs = run_stack(points, mnist.train_images, scorer)
     assert [r.status for r in runs] == ["ok", "diverged", "ok"]
     assert runs[1].epoch == 1 and runs[1].reason in ("non-finite loss", "non-finite samples")
     for i in (0, 2):
@@ -298,11 +298,11 @@ def test_a_pack_checkpoint_holds_each_points_samples_once_and_restores_them(tmp_
     from ray.tune import Checkpoint
 
     from sweep.runner.worker import checkpoint_samples, load_checkpoint, save_checkpoint
-    from sweep.train.loop import start_pack
+    from sweep.train.loop import start_stack
 
     base = TrialConfig(family="gan", **{**PACK_TINY, "epochs": 1, "n_train": 64})
-    done = run_pack([base, base.replace(seed=1)], mnist.train_images, scorer)
-    fresh, = start_pack([base.replace(seed=2)], mnist.train_images)  # built, never scored
+    done = run_stack([base, base.replace(seed=1)], mnist.train_images, scorer)
+    fresh, = start_stack([base.replace(seed=2)], mnist.train_images)  # built, never scored
     points = {r.cfg.point_id: r.checkpoint() for r in [*done, fresh]}
     ids = list(points)
     save_checkpoint(points, tmp_path, {})
@@ -326,7 +326,7 @@ def test_a_pack_checkpoint_holds_each_points_samples_once_and_restores_them(tmp_
 class FakeTune:
     """What a PackTrial hands Tune, kept: the point ids of each report and copies of their
     checkpoints (under root); get_checkpoint returns `restore`. It also records which points
-    each train_pack call trained (`trained`, filled by train_with)."""
+    each train_stack call trained (`trained`, filled by train_with)."""
 
     def __init__(self, root, restore=None):
         self.root, self.reports, self.saved, self.restore, self.trained = root, [], [], restore, []
@@ -352,13 +352,13 @@ def train_with(fake: FakeTune, points, data, scorer, monkeypatch, keep_weights: 
     import sweep.train.loop as loop
     from sweep.runner.worker import PackTrial
 
-    train_pack = loop.train_pack
+    train_stack = loop.train_stack
 
     def recorded(runs, *a, **kw):
         fake.trained.append([r.cfg.point_id for r in runs])
-        return train_pack(runs, *a, **kw)
+        return train_stack(runs, *a, **kw)
     monkeypatch.setattr(worker, "tune", fake)
-    monkeypatch.setattr(loop, "train_pack", recorded)
+    monkeypatch.setattr(loop, "train_stack", recorded)
     trial = PackTrial("p", points, "cpu", {}, keep_weights=keep_weights)
     todo, restored = trial.restore()
     trial.train(todo, restored, scorer, data)
@@ -454,16 +454,16 @@ class _Killed(Exception):
 def test_a_pack_resumes_bit_identically(mnist, scorer):
     points = _neighbours("ebgan_pt", "mlp")[:3]
     points = [p.replace(epochs=3) for p in points]
-    straight = run_pack(points, mnist.train_images, scorer)
+    straight = run_stack(points, mnist.train_images, scorer)
     saved = {}
 
     def kill_after_epoch_1(reported, make_checkpoint):
         saved["states"] = make_checkpoint()
         raise _Killed
     with pytest.raises(_Killed):
-        run_pack(points, mnist.train_images, scorer, on_epoch=kill_after_epoch_1)
+        run_stack(points, mnist.train_images, scorer, on_epoch=kill_after_epoch_1)
     assert [s["epoch"] for s in saved["states"]] == [1, 1, 1]
-    resumed = run_pack(points, mnist.train_images, scorer, resume=saved["states"])
+    resumed = run_stack(points, mnist.train_images, scorer, resume=saved["states"])
     for a, b in zip(straight, resumed):
         assert strip(a.history) == strip(b.history) and len(b.history) == 3
         assert all(math.isfinite(h["i_prime"]) for h in b.history)

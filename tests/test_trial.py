@@ -8,7 +8,7 @@ import torch
 from helpers import FAMILIES, REPO, TINY_DCGAN, gansweep, strip
 from sweep.plan.config import TrialConfig
 from sweep.record.rows import summarize
-from sweep.train.loop import run_pack, run_trial
+from sweep.train.loop import run_stack, run_trial
 from sweep.train.point import build_models
 
 
@@ -49,7 +49,7 @@ def test_one_training_step_of_each_family_and_arch(family, arch, mnist, scorer):
     cfg = TrialConfig(family=family, **{**TINY, **shape, "n_train": 32})  # exactly one step
     torch.manual_seed(cfg.seed)
     _, g0, d0 = build_models(cfg, torch.device("cpu"))
-    run, = run_pack([cfg], mnist.train_images, scorer)
+    run, = run_stack([cfg], mnist.train_images, scorer)
     out = run.outcome()
     captured = {"G": run.g.state_dict(), "D": run.d.state_dict()}
     assert out.status == "ok" and len(out.history) == 1
@@ -114,14 +114,14 @@ def test_a_pooled_net_is_the_net_built_anew(family, changes, mnist, scorer):
     """A worker redraws a finished point's nets for its next point of the same shape (NetPool):
     the same weights, statistics, modes and RNG stream after as nets built anew, hence the same
     training; the finished point's state_dict, still held, keeps its values."""
-    from sweep.train.loop import start_pack, train_pack
+    from sweep.train.loop import start_stack, train_stack
     from sweep.train.point import NetPool, prepare_data
 
     cfg = TrialConfig(family=family, **{**TINY, **changes, "epochs": 1, "n_eval": 64})
     data = prepare_data(mnist.train_images, cfg.n_train, "cpu")
     pool = NetPool()
-    first, = start_pack([cfg], data, pool=pool)
-    train_pack([first], scorer)  # trained: moved weights and statistics, gradients, modes toggled
+    first, = start_stack([cfg], data, pool=pool)
+    train_stack([first], scorer)  # trained: moved weights and statistics, gradients, modes toggled
     kept = first.generator_weights()
     kept_values = {k: v.clone() for k, v in kept.items()}
     first.g.eval()  # as if it had left while drawing samples: a new net is in training mode
@@ -129,8 +129,8 @@ def test_a_pooled_net_is_the_net_built_anew(family, changes, mnist, scorer):
     assert (pool.hits, pool.misses, len(pool.idle)) == (0, 2, 2)
 
     nxt = cfg.replace(seed=5, lr=0.01)
-    pooled, = start_pack([nxt], data, pool=pool)
-    fresh, = start_pack([nxt], data)
+    pooled, = start_stack([nxt], data, pool=pool)
+    fresh, = start_stack([nxt], data)
     assert (pool.hits, pool.misses, len(pool.idle)) == (2, 2, 0)
     for a, b in ((pooled.g, fresh.g), (pooled.d, fresh.d)):
         sa, sb = a.state_dict(), b.state_dict()
@@ -139,13 +139,13 @@ def test_a_pooled_net_is_the_net_built_anew(family, changes, mnist, scorer):
         assert all(p.grad is None and p.requires_grad for p in a.parameters())
     assert all(torch.equal(x, y) for x, y in zip(pooled._rng, fresh._rng))
     assert all(torch.equal(kept[k], kept_values[k]) for k in kept)
-    train_pack([pooled], scorer)
-    train_pack([fresh], scorer)
+    train_stack([pooled], scorer)
+    train_stack([fresh], scorer)
     assert strip(pooled.history) == strip(fresh.history)
 
 
 def test_the_net_pool_keeps_at_most_its_budget_oldest_shape_first(mnist):
-    from sweep.train.loop import start_pack
+    from sweep.train.loop import start_stack
     from sweep.train.point import NetPool, prepare_data
 
     cfg = TrialConfig(family="gan", **TINY)
@@ -154,7 +154,7 @@ def test_the_net_pool_keeps_at_most_its_budget_oldest_shape_first(mnist):
     pool = NetPool(max_params=n_g + n_d - 1)
 
     def train_and_release(c):
-        run, = start_pack([c], data, pool=pool)
+        run, = start_stack([c], data, pool=pool)
         run.status = "ok"  # finished, as far as the pool is concerned
         run.release_nets(pool)
 
@@ -170,7 +170,7 @@ def test_the_net_pool_keeps_at_most_its_budget_oldest_shape_first(mnist):
 def test_a_finished_points_checkpoint_holds_no_weights_nor_streams(mnist, scorer):
     """It never trains again: its history, times, samples and config are what a resume reads."""
     cfg = TrialConfig(family="gan", **TINY)
-    run, = run_pack([cfg], mnist.train_images, scorer)
+    run, = run_stack([cfg], mnist.train_images, scorer)
     assert sorted(run.checkpoint()) == ["config", "epoch", "eval_seconds", "history", "samples", "train_seconds"]
 
 
@@ -311,7 +311,7 @@ def test_sample_bn_train_draws_with_batch_statistics_and_changes_nothing_else(mn
     by hand with nn.BatchNorm1d in training mode; training and running statistics are untouched."""
     import copy
 
-    from sweep.train.backends import StackedPack
+    from sweep.train.backends import StackedBackend
     from sweep.train.point import PointRun, eval_chunks, prepare_data, sampling_mode
 
     cfg = TrialConfig(family="gan", **{**TINY, "nLayerG": 3, "n_eval": 100})
@@ -321,7 +321,7 @@ def test_sample_bn_train_draws_with_batch_statistics_and_changes_nothing_else(mn
     data = prepare_data(mnist.train_images, cfg.n_train, "cpu")
     for mode in ("eval", "train"):
         run = PointRun(cfg.replace(sample_bn=mode), data, torch.device("cpu"))
-        stack = StackedPack([run])
+        stack = StackedBackend([run])
         g = copy.deepcopy(run.g).train(mode == "train")
         with torch.no_grad():
             by_hand = torch.cat([g(run.eval_z[a:b]) for a, b in eval_chunks(run.cfg)])  # (100, 1024)
@@ -337,7 +337,7 @@ def test_sample_bn_train_draws_with_batch_statistics_and_changes_nothing_else(mn
         assert torch.allclose(conv.g(conv.eval_z[:32]), g(conv.eval_z[:32]), atol=1e-6)
     assert all(torch.equal(v, g0) for v, g0 in zip(conv.g.state_dict().values(),
                                                     PointRun(conv.cfg, data, torch.device("cpu")).g.state_dict().values()))
-    trained = {m: run_pack([cfg.replace(sample_bn=m, epochs=2)], mnist.train_images, scorer)[0]
+    trained = {m: run_stack([cfg.replace(sample_bn=m, epochs=2)], mnist.train_images, scorer)[0]
                for m in ("eval", "train")}
     ev, tr = trained["eval"], trained["train"]
     loss_keys = ("loss_d", "loss_g", "d_real", "d_fake")
@@ -380,7 +380,7 @@ import torch
 from sweep.plan.config import TrialConfig
 from sweep.train.backends import backend_for
 from sweep.train.data import load_mnist
-from sweep.train.loop import start_pack, train_epoch
+from sweep.train.loop import start_stack, train_epoch
 torch.set_num_threads(1)
 base = TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, epochs=2, n_train=256, batch_size=32,
                    n_eval=100)
@@ -390,12 +390,12 @@ out = {"backends": [], "losses": [], "weights": [], "moments": []}
 for cfgs in ([base.replace(lr=lr) for lr in (1e-3, 1e-4)],
              [base.replace(arch="dcgan", nLayerG=4, nLayerD=4, sizeG=16, sizeD=8, lr=lr) for lr in (1e-3, 1e-4)],
              [base.replace(optimD="sgd", optimG="sgd", sgd_momentum=0.5, lr=lr) for lr in (1e-2, 1e-3)]):
-    runs = start_pack(cfgs, images)
+    runs = start_stack(cfgs, images)
     pack = backend_for(runs)
     out["backends"].append(type(pack).__name__)
     metrics = [m for _, m in sorted(train_epoch(pack).items(), key=lambda kv: kv[0].cfg.lr)]
     pack.write_back()
-    runs = start_pack(cfgs, images, resume=[r.checkpoint() for r in runs])  # the optimizers' state round trip
+    runs = start_stack(cfgs, images, resume=[r.checkpoint() for r in runs])  # the optimizers' state round trip
     out["losses"].append([[m["loss_d"], m["loss_g"]] for m in metrics])
     out["weights"].append([sum(float(p.detach().double().sum()) for p in r.g.parameters()) for r in runs])
     key = "exp_avg_sq" if cfgs[0].optimG == "adam" else "momentum_buffer"
@@ -422,6 +422,6 @@ def test_training_imports_neither_dynamo_nor_torchvision_and_computes_the_same(d
     eager, wrapped = run(""), run("import torch._dynamo")
     assert not eager["dynamo"] and not eager["torchvision"]
     assert wrapped["dynamo"]
-    assert eager["backends"] == wrapped["backends"] == ["StackedPack", "ModulePack", "ModulePack"]
+    assert eager["backends"] == wrapped["backends"] == ["StackedBackend", "ModuleBackend", "ModuleBackend"]
     assert eager["losses"] == wrapped["losses"] and eager["weights"] == wrapped["weights"]
     assert eager["moments"] == wrapped["moments"] and all(m > 0 for ms in eager["moments"] for m in ms)

@@ -12,7 +12,7 @@ import torch
 from sweep.plan.config import TrialConfig
 from sweep.train.backends import backend_for
 from sweep.train.data import load_mnist
-from sweep.train.loop import start_pack, train_epoch
+from sweep.train.loop import start_stack, train_epoch
 
 STEPS = (1, 10, 50, 100)
 
@@ -21,7 +21,7 @@ def g_weights(d_batch: str, steps: int, mnist) -> torch.Tensor:
     """G's weights, flattened, after `steps` steps (one epoch of steps x 64 images)."""
     cfg = TrialConfig(family="gan", nLayerG=3, sizeG=400, nLayerD=2, sizeD=128, dropoutD=False,
                       optimD="adam", optimG="adam", lr=0.001, n_train=64 * steps, epochs=1, d_batch=d_batch)
-    run, = start_pack([cfg], mnist.train_images)
+    run, = start_stack([cfg], mnist.train_images)
     pack = backend_for([run])
     train_epoch(pack)
     pack.write_back()  # the stacked back-end trains copies; the PointRun's nets get them back here

@@ -14,14 +14,14 @@ from models.networks import discriminate
 from sweep.plan.config import TrialConfig
 from sweep.train.backends import backend_for
 from sweep.train.data import load_mnist
-from sweep.train.loop import start_pack, train_step
+from sweep.train.loop import start_stack, train_step
 
 PROBE_STEPS = (1, 100, 300, 600)
 
 
 def shares(d_batch: str, mnist) -> dict[int, float]:
     cfg = TrialConfig(family="gan", nLayerG=3, sizeG=400, nLayerD=3, sizeD=128, n_train=10000, d_batch=d_batch)
-    run, = start_pack([cfg], mnist.train_images)
+    run, = start_stack([cfg], mnist.train_images)
     pack = backend_for([run])
     probe_z = torch.rand(1, 64, cfg.z_dim, generator=torch.Generator().manual_seed(123)) * 2 - 1  # (1, 64, z)
     perm = torch.randperm(cfg.n_train, generator=run.gen)

@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweep.cli.common import add_data_args
-from sweep.cli.run import add_cluster_args, add_disk_check_arg
-from sweep.errors import UserError
+from sweep.cli.run import add_cluster_args, add_disk_check_arg, check_session_options
 
 WHAT = "carry on a sweep whose driver stopped, with its recorded preset, overrides and sample"
 EXAMPLES = ["gansweep resume runs/mini-20261124-101500", "gansweep resume s3://bucket/gansweep/mini-20261124-101500", "gansweep resume runs/mini-... --restart-errored"]
@@ -26,10 +25,7 @@ def run(a) -> int:
     from sweep.record.store import RecordStore, is_uri, working_copy
     from sweep.runner.engine import resume_sweep
 
-    if a.num_cpus is not None and a.num_cpus < 1:
-        raise UserError("--num-cpus must be >= 1")
-    if a.stall_timeout is not None and a.stall_timeout < 0:
-        raise UserError(f"--stall-timeout must be >= 0 (0: off), got {a.stall_timeout:g}")
+    check_session_options(a)
     overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus), ("data_root", a.data_root),
                                    ("stall_timeout", a.stall_timeout)) if v is not None}
     store = None

@@ -63,6 +63,11 @@ def check_runtime(a) -> None:
                         f"got {a.gpus_per_trial:g}")
     if a.max_concurrent < 0 or a.max_failures < 0:
         raise UserError("--max-concurrent and --max-failures must be >= 0")
+    check_session_options(a)
+
+
+def check_session_options(a) -> None:
+    """The options `resume` takes too (its other runtime options are the run's own, recorded)."""
     if a.num_cpus is not None and a.num_cpus < 1:
         raise UserError("--num-cpus must be >= 1")
     if a.stall_timeout is not None and a.stall_timeout < 0:

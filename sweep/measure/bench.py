@@ -119,8 +119,8 @@ def pack_profile(images, ks: tuple[int, ...] = (4,), steps: int = 20) -> dict:
     `..._pack_vs_...` read the largest k."""
     from torch.profiler import ProfilerActivity, profile
 
-    from sweep.train.backends import ModulePack, StackedPack
-    from sweep.train.loop import start_pack, train_epoch
+    from sweep.train.backends import ModuleBackend, StackedBackend
+    from sweep.train.loop import start_stack, train_epoch
 
     out = {}
     k = max(ks)
@@ -133,8 +133,8 @@ def pack_profile(images, ks: tuple[int, ...] = (4,), steps: int = 20) -> dict:
         variants += [(f"pack_of_{n}", pack[:n], True) for n in ks]
         for label, cfgs, stacked in variants:
             def epoch():
-                runs = start_pack(cfgs, images)
-                pack = StackedPack(runs) if stacked else ModulePack(runs)
+                runs = start_stack(cfgs, images)
+                pack = StackedBackend(runs) if stacked else ModuleBackend(runs)
                 t0 = time.perf_counter()
                 train_epoch(pack)
                 return time.perf_counter() - t0

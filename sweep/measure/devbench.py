@@ -90,10 +90,10 @@ def epoch_seconds(cfgs: list[TrialConfig], data: torch.Tensor, device: torch.dev
     """One training epoch of these points as one pack, warm (a first epoch builds cuBLAS
     handles, caches and the allocator's pool), on the device's clock."""
     from sweep.train.backends import backend_for
-    from sweep.train.loop import start_pack, train_epoch
+    from sweep.train.loop import start_stack, train_epoch
 
     def one() -> float:
-        pack = backend_for(start_pack(cfgs, data, device))
+        pack = backend_for(start_stack(cfgs, data, device))
         sync(device)
         t0 = time.perf_counter()
         train_epoch(pack)  # ends in .tolist() of the metrics: the device has finished
@@ -109,9 +109,9 @@ def launches_per_point_step(cfgs: list[TrialConfig], data: torch.Tensor, device:
     from torch.profiler import ProfilerActivity, profile
 
     from sweep.train.backends import backend_for
-    from sweep.train.loop import start_pack, train_epoch
+    from sweep.train.loop import start_stack, train_epoch
 
-    runs = start_pack(cfgs, data, device)
+    runs = start_stack(cfgs, data, device)
     pack = backend_for(runs)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:

@@ -83,7 +83,7 @@ def step_equivalence(device: str, images, scorer) -> dict:
     import torch
 
     from sweep.plan.config import TrialConfig
-    from sweep.train.loop import run_pack, run_trial
+    from sweep.train.loop import run_stack, run_trial
 
     torch.set_num_threads(1)  # one thread: bit-identical on CPU (tests/test_packs.py)
     exact = device == "cpu"
@@ -92,7 +92,7 @@ def step_equivalence(device: str, images, scorer) -> dict:
         base = TrialConfig(family=family, nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, epochs=2, n_train=256,
                            batch_size=32, n_eval=100, eval_every=1, seed=0)
         points = [base.replace(seed=i % 2, lr=(1e-3, 2e-4)[i // 2]) for i in range(4)]
-        packed = run_pack(points, images, scorer, device)
+        packed = run_stack(points, images, scorer, device)
         for cfg, run in zip(points, packed):
             alone = run_trial(cfg, images, scorer, device)
             for got, want in zip(run.history, alone.history):
@@ -117,18 +117,18 @@ def step_equivalence(device: str, images, scorer) -> dict:
                          "(sweep/train/point.py seeded_streams)")
     # a worker redraws a finished point's nets for the next of its shape (sweep/train/point.py NetPool):
     # on the device, the same values as nets built anew (drawn on the CPU, then moved)
-    from sweep.train.loop import start_pack
+    from sweep.train.loop import start_stack
     from sweep.train.point import NetPool, prepare_data
 
     data = prepare_data(images, 64, dev)
     pool = NetPool()
     for cfg in (TrialConfig(family="gan", nLayerG=3, sizeG=32, nLayerD=3, sizeD=16, dropoutD=True, n_train=64),
                 TrialConfig(family="ebgan", nLayerG=2, sizeG=32, nLayerD=3, sizeD=16, n_train=64)):
-        done, = start_pack([cfg], data, dev, pool=pool)
+        done, = start_stack([cfg], data, dev, pool=pool)
         done.status = "ok"
         done.release_nets(pool)
-        pooled, = start_pack([cfg.replace(seed=3)], data, dev, pool=pool)
-        fresh, = start_pack([cfg.replace(seed=3)], data, dev)
+        pooled, = start_stack([cfg.replace(seed=3)], data, dev, pool=pool)
+        fresh, = start_stack([cfg.replace(seed=3)], data, dev)
         for a, b in ((pooled.g, fresh.g), (pooled.d, fresh.d)):
             sa, sb = a.state_dict(), b.state_dict()
             if list(sa) != list(sb) or not all(torch.equal(sa[k], sb[k]) and sa[k].device == sb[k].device for k in sa):

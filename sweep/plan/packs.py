@@ -9,10 +9,10 @@ one trial per point costs minutes of slot time and a 200 MB experiment state.
 A pack holds up to K points in stacks: the points of a stack differ only in
 PACK_VARIES (optimizers, lr, seed) and share family, arch, layer counts, sizes,
 dropout and every setting, so they train as one stacked model with batched
-kernels (models/packed.py). A pack whose shape group is smaller than K takes
+kernels (models/stacked.py). A pack whose shape group is smaller than K takes
 other stacks too (under the paper's rules every EBGAN shape holds one point),
 trained one after another. Each point keeps its own row, RNG streams,
-divergence and metrics (sweep/train/loop.py run_pack).
+divergence and metrics (sweep/train/loop.py run_stack).
 
 Packs are a pure function of the plan and K: the same sweep file and K give the
 same packs, ids and order, which is how `resume` and the ledger find them again.

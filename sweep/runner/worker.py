@@ -295,7 +295,7 @@ class PackTrial:
         last when more stacks follow and the last checkpoint is younger than
         STACK_CHECKPOINT_EVERY_S: the next report carries its points. A finished stack's nets go
         back to the pool, if given (sweep/train/point.py NetPool)."""
-        from sweep.train.loop import start_pack, train_pack
+        from sweep.train.loop import start_stack, train_stack
 
         final_states: dict[str, dict] = {}
         final_weights: dict[str, dict] = dict(self.kept_weights)  # {} unless self.keep_weights
@@ -304,7 +304,7 @@ class PackTrial:
         stacks = stacks_of(todo)
         last_checkpoint = time.monotonic()
         for n, stack in enumerate(stacks):
-            runs = start_pack(stack, data, self.device, [restored.get(p.point_id) for p in stack], pool)
+            runs = start_stack(stack, data, self.device, [restored.get(p.point_id) for p in stack], pool)
 
             def on_epoch(reported: dict[int, dict], make_checkpoint, stack=stack, runs=runs,
                          last_stack=n == len(stacks) - 1) -> None:
@@ -326,7 +326,7 @@ class PackTrial:
                 last_checkpoint = time.monotonic()
 
             if not all(r.done for r in runs):  # else restored finished
-                train_pack(runs, scorer, on_epoch)
+                train_stack(runs, scorer, on_epoch)
             final_states.update((p.point_id, r.checkpoint()) for p, r in zip(stack, runs))
             if pool is not None:
                 for r in runs:

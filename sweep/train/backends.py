@@ -1,23 +1,23 @@
-"""The two ways a pack's K points run: one contract, so the training step is written once.
+"""The two ways a stack's K points run: one contract, so the training step is written once.
 
-    pack = backend_for(runs)          # StackedPack when the nets can be stacked, else ModulePack
-    fake = pack.g(z)                  # (K, B, z_dim) -> (K, B, 1024), G in training mode
-    out = pack.d(x)                   # (K, N, 1024) -> DOut of (K, N) scores (and (K, N, C) codes)
-    pack.zero_grad("d"); loss.sum().backward(); pack.step("d")
+    stack = backend_for(runs)          # StackedBackend when the nets can be stacked, else ModuleBackend
+    fake = stack.g(z)                  # (K, B, z_dim) -> (K, B, 1024), G in training mode
+    out = stack.d(x)                   # (K, N, 1024) -> DOut of (K, N) scores (and (K, N, C) codes)
+    stack.zero_grad("d"); loss.sum().backward(); stack.step("d")
 
 sweep/train/loop.py's step reads only this contract. The losses reduce over the batch
 axis only, so they return one loss per point, and backpropagating their sum gives each
 point exactly its own gradient.
 
-  StackedPack  the paper's fully-connected nets (models/packed.py), stacked along K: one
-               batched kernel per layer for the whole pack, with Adam and plain SGD
+  StackedBackend  the paper's fully-connected nets (models/stacked.py), stacked along K: one
+               batched kernel per layer for the whole stack, with Adam and plain SGD
                written for stacked tensors (StackedOptimizer). Before every checkpoint the
                stacked state is written back into the points' own modules and optimizers.
-  ModulePack   anything else (DCGAN nets, SGD with momentum): each point's own nn.Modules
+  ModuleBackend   anything else (DCGAN nets, SGD with momentum): each point's own nn.Modules
                and torch.optim optimizers, called one point after another.
 
 Both draw each point's dropout masks from the point's own RNG stream (PointRun.own_rng),
-so a point trains alike alone and in a pack of either kind.
+so a point trains alike alone and in a stack of either kind.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from models.networks import DOut
-from models.packed import PACKABLE, PackedNet
+from models.stacked import PACKABLE, StackedNet
 from sweep.train.point import PointRun, draw_samples, eval_chunks, optimizer_step
 
 Net = Literal["g", "d"]
@@ -34,19 +34,19 @@ Net = Literal["g", "d"]
 
 def packable(runs: list[PointRun]) -> bool:
     """Whether these points train stacked: fully-connected nets, no SGD momentum (the stacked
-    SGD is plain SGD). A single such point trains stacked too, as a pack of one, so a point
-    runs the same kernels on the same slices alone as in a pack (tests/test_packs.py)."""
+    SGD is plain SGD). A single such point trains stacked too, as a stack of one, so a point
+    runs the same kernels on the same slices alone as in a stack (tests/test_packs.py)."""
     alive = [r for r in runs if not r.done]
     return (len(alive) >= 1 and all(isinstance(r.g, PACKABLE) and isinstance(r.d, PACKABLE) for r in alive)
             and all(r.cfg.sgd_momentum == 0 for r in alive))
 
 
-def backend_for(runs: list[PointRun]) -> "StackedPack | ModulePack":
-    """The pack's unfinished points, stacked when they can be."""
-    return StackedPack(runs) if packable(runs) else ModulePack(runs)
+def backend_for(runs: list[PointRun]) -> "StackedBackend | ModuleBackend":
+    """The stack's unfinished points, stacked when they can be."""
+    return StackedBackend(runs) if packable(runs) else ModuleBackend(runs)
 
 
-class _Pack:
+class _Backend:
     """What both back-ends share: the alive points and BEGAN's k_t of each, stacked (K,)."""
 
     def __init__(self, runs: list[PointRun]):
@@ -59,10 +59,10 @@ class _Pack:
             self.state.k = torch.stack([r.state.k for r in self.runs])  # (K,)
 
     def keep(self, alive: list[bool]) -> None:
-        """Only the points marked alive stay (a diverged or finished point leaves its pack). A leaving
+        """Only the points marked alive stay (a diverged or finished point leaves its stack). A leaving
         point's nets get its final weights (--keep-weights reads G); not its optimizers: a finished
         point's checkpoint holds neither (sweep/train/point.py), and their write-back was 6% of a
-        small pack's CPU."""
+        small stack's CPU."""
         self.write_back_nets([i for i, a in enumerate(alive) if not a])
         idx = torch.tensor([i for i, a in enumerate(alive) if a], dtype=torch.long, device=self.device)
         self.runs = [r for r, a in zip(self.runs, alive) if a]
@@ -79,7 +79,7 @@ class _Pack:
 
     def write_back_nets(self, which: list[int]) -> None:
         """These points' k_t into their own state; their weights too where the back-end holds them
-        apart from the points' modules (StackedPack)."""
+        apart from the points' modules (StackedBackend)."""
         if self.state is not None:
             for i in which:
                 self.runs[i].state.k = self.state.k[i].clone()
@@ -88,14 +88,14 @@ class _Pack:
         pass
 
 
-class StackedPack(_Pack):
-    """The pack's alive points as one stacked model (models/packed.py)."""
+class StackedBackend(_Backend):
+    """The stack's alive points as one stacked model (models/stacked.py)."""
 
     def __init__(self, runs: list[PointRun]):
         super().__init__(runs)
         cfg = self.cfg
-        self.g_net = PackedNet([r.g for r in self.runs])
-        self.d_net = PackedNet([r.d for r in self.runs], draw_masks=self._masks)
+        self.g_net = StackedNet([r.g for r in self.runs])
+        self.d_net = StackedNet([r.d for r in self.runs], draw_masks=self._masks)
         betas = (cfg.adam_beta1, cfg.adam_beta2)
         self.opt = {
             "g": StackedOptimizer(self.g_net, [r.opt_g for r in self.runs], [r.cfg.optimG for r in self.runs],
@@ -151,8 +151,8 @@ class StackedPack(_Pack):
                           for a, b in eval_chunks(self.cfg)], dim=1)
 
 
-class ModulePack(_Pack):
-    """The pack's alive points as their own modules and torch.optim optimizers, one after another."""
+class ModuleBackend(_Backend):
+    """The stack's alive points as their own modules and torch.optim optimizers, one after another."""
 
     def __init__(self, runs: list[PointRun]):
         super().__init__(runs)
@@ -202,7 +202,7 @@ class StackedOptimizer:
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     """
 
-    def __init__(self, net: PackedNet, solo: list[torch.optim.Optimizer], kinds: list[str], lrs: list[float],
+    def __init__(self, net: StackedNet, solo: list[torch.optim.Optimizer], kinds: list[str], lrs: list[float],
                  betas: tuple):
         params = net.parameters()
         solo_params = [net.solo_parameters(k) for k in range(len(solo))]
@@ -245,7 +245,7 @@ class StackedOptimizer:
                 # denom / step size, so one addcdiv_ applies each point's own step size
                 denom = self.v[j].sqrt().div_(self._view(bc2_sqrt, p)).add_(self.eps)
                 denom.div_(self._view(self.lr / bc1, p))
-                if any_sgd:  # a mixed pack: the SGD points take -lr g instead
+                if any_sgd:  # a mixed stack: the SGD points take -lr g instead
                     p.sub_(torch.where(self._view(self.adam, p), self.m[j] / denom, g * self._view(self.lr, p)))
                 else:
                     p.addcdiv_(self.m[j], denom, value=-1.0)

@@ -1,7 +1,7 @@
 """K same-shape fully-connected networks as one stacked network: batched matmuls, one kernel per layer.
 
-    from models.packed import PackedNet
-    g = PackedNet([point.g for point in pack])     # K Generators of models/networks.py
+    from models.stacked import StackedNet
+    g = StackedNet([point.g for point in pack])     # K Generators of models/networks.py
     fake = g(z)                                     # (K, B, z_dim) -> (K, B, 1024)
 
 Every tensor of the K solo networks (weights, biases, batch-norm weights and
@@ -16,7 +16,7 @@ points' own. Each layer is one batched kernel for the whole pack:
     ReLU, tanh   elementwise
 
 Only the paper's fully-connected nets (models/networks.py) are packed this way;
-the DCGAN nets of a pack run one after another (sweep/train/backends.py ModulePack).
+the DCGAN nets of a pack run one after another (sweep/train/backends.py ModuleBackend).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _layers(net: nn.Module) -> list[nn.Module]:
     raise TypeError(f"{type(net).__name__} cannot be packed (only {', '.join(c.__name__ for c in PACKABLE)})")
 
 
-class PackedNet:
+class StackedNet:
     """K solo networks of one class and shape, stacked (module docstring)."""
 
     def __init__(self, nets: list[nn.Module], draw_masks: Callable[[tuple, float], torch.Tensor] | None = None):
