@@ -297,7 +297,7 @@ def test_a_pack_checkpoint_holds_each_points_samples_once_and_restores_them(tmp_
     import numpy as np
     from ray.tune import Checkpoint
 
-    from sweep.runner.worker import checkpoint_samples, load_checkpoint, save_checkpoint
+    from sweep.runner.checkpoint import checkpoint_samples, load_checkpoint, save_checkpoint
     from sweep.train.loop import start_stack
 
     base = TrialConfig(family="gan", **{**PACK_TINY, "epochs": 1, "n_train": 64})
@@ -373,7 +373,7 @@ def test_a_quick_stack_followed_by_others_waits_for_the_next_report(tmp_path, mn
     from ray.tune import Checkpoint
 
     import sweep.runner.worker as worker
-    from sweep.runner.worker import checkpoint_samples, load_checkpoint
+    from sweep.runner.checkpoint import checkpoint_samples, load_checkpoint
     from sweep.train.point import prepare_data
 
     base = TrialConfig(family="ebgan", **{**PACK_TINY, "epochs": 1, "n_train": 64})
@@ -413,7 +413,7 @@ def test_a_pack_restored_finished_keeps_its_weights_in_the_checkpoint_it_reports
     the same weights."""
     import shutil
 
-    from sweep.runner.worker import checkpoint_weights
+    from sweep.runner.checkpoint import checkpoint_weights
     from sweep.train.point import prepare_data
 
     base = TrialConfig(family="gan", **{**PACK_TINY, "epochs": 1, "n_train": 64})

@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 from sweep.record.rundir import RunDir
-
-STATE_FILE = "state.pt"  # the pack checkpoint's state file (sweep/runner/worker.py writes it)
+from sweep.runner.checkpoint import STATE_FILE
 
 
 @dataclass
