@@ -34,6 +34,7 @@ from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, STILL_RISING, bud
                             model_label, models, of_model, stability_table)
 from sweep.errors import UserError
 from sweep.record.rules import check_run
+from sweep.record.rundir import REPORT_DIR
 from sweep.record.results import write_atomic
 from sweep.record.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 
@@ -169,7 +170,7 @@ def build_report(run_dir: Path, out: Path | None = None, relative: bool = False)
         raise UserError(f"{run.run_dir}: --relative needs the real test set's I', which this run's "
                         "manifest does not record (reference_scores)")
     x = relative_axis(real) if relative else I_AXIS
-    out = out or run.run_dir / "report"
+    out = out or run.run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     tables = report_tables(run)
     pngs = {f.name: png_bytes(f.draw(run, x)) for f in FIGURES if f.shown(run)}

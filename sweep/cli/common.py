@@ -169,7 +169,7 @@ def run_dir_of(text: str):
     try:
         with RunLock(local, "pull"):
             store.pull(local)
-            run.__dict__["store"] = store  # it knows what it pulled: only what changes goes back up
+            run.use_store(store)
     except UserError:  # in use by a run or resume here: its working copy is ahead of the storage
         log.info("%s is being written on this machine: reading it, not %s", local, text)
     return run

@@ -15,6 +15,7 @@ from pathlib import Path
 from sweep.cli import run as run_command
 from sweep.cli.common import Parser, log, preset_of
 from sweep.errors import UserError
+from sweep.record.rundir import RunDir
 from sweep.runner.cluster import check_storage
 
 WHAT = "run a sweep as Slurm batch jobs that stop before their time limit and chain until it is done"
@@ -76,7 +77,7 @@ def run(a) -> int:
     if a.dry_run:
         print(text, end="")
         return 0
-    script_file = run_dir / "slurm" / SCRIPT_NAME
+    script_file = RunDir(run_dir).slurm_dir / SCRIPT_NAME
     script_file.parent.mkdir(parents=True, exist_ok=True)
     script_file.write_text(text)
     script_file.chmod(0o755)

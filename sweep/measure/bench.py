@@ -35,6 +35,7 @@ from models.losses import LossParams
 from sweep.plan.config import TrialConfig
 from sweep.plan.grid import load_preset
 from sweep.plan.packs import auto_pack_size
+from sweep.record.rundir import TUNE_DIR
 
 # Points of Table 1 for (b) and (c): EBGAN (its auto-encoder D is the larger D).
 POINTS = {
@@ -230,7 +231,7 @@ def engine_wall(sweep_file: Path, work: Path, name: str, data_root, max_concurre
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     t1 = time.time()
     trials = []
-    for f in (work / name / "tune").glob("*/result.json"):
+    for f in (work / name / TUNE_DIR).glob("*/result.json"):
         last = json.loads(f.read_text().splitlines()[-1])  # a pack's last report holds all its points
         compute = sum(p["train_seconds"] + p["eval_seconds"] for p in point_reports(last))
         trials.append((last["pid"], last["started_at"], last["reported_at"], compute))

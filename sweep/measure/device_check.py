@@ -139,6 +139,8 @@ def step_equivalence(device: str, images, scorer) -> dict:
 
 
 def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:
+    from sweep.record.results import MANIFEST
+
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -153,7 +155,7 @@ def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise StepFailed(f"gansweep run exited {r.returncode}: {r.stderr.strip().splitlines()[-1:] or ''}")
-    session = json.loads((work / "runs" / "check48" / "gansweep.json").read_text())["sessions"][-1]
+    session = json.loads((work / "runs" / "check48" / MANIFEST).read_text())["sessions"][-1]
     return {"points": sum(session["counts"].values()), "counts": session["counts"], "wall_s": wall,
             "sweep_wall_s": session["wall_seconds"], "compute_s": session["compute_seconds"],
             "overhead_share": session["overhead_share"], "slots": session["slots"]}

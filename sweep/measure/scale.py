@@ -32,6 +32,9 @@ import pandas as pd
 import yaml
 
 from sweep.plan.grid import load_file, load_preset
+from sweep.record.results import RESULTS
+from sweep.record.rundir import TUNE_DIR
+from sweep.record.schema import FINISHED
 
 GOALS = {"per_point_overhead_s": 0.020, "driver_peak_rss_gb": 1.5, "experiment_state_mb": 20.0,
          "restart_s": 60.0}
@@ -67,7 +70,7 @@ def _peak_rss_gb(pid: int) -> float:
 
 def _finished(run: Path) -> int:
     try:
-        return int(pd.read_parquet(run / "results.parquet")["status"].isin(["ok", "diverged"]).sum())
+        return int(pd.read_parquet(run / RESULTS)["status"].isin(FINISHED).sum())
     except Exception:
         return 0
 
@@ -107,8 +110,8 @@ def run_scale(config: Path, work: Path, pack: str, data_root, log=print) -> dict
     wall = time.time() - t0
     run = work / "full"
     session = read_manifest(run)["sessions"][-1]
-    n_trials = len([p for p in (run / "tune").iterdir() if p.is_dir()])
-    state = sorted((run / "tune").glob("experiment_state-*.json"))[-1].stat().st_size
+    n_trials = len([p for p in (run / TUNE_DIR).iterdir() if p.is_dir()])
+    state = sorted((run / TUNE_DIR).glob("experiment_state-*.json"))[-1].stat().st_size
     slot_s = session["wall_seconds"] * session["slots"]
     res = {"points": n_points, "pack": pack, "trials": n_trials, "wall_s": wall,
            "session_wall_s": session["wall_seconds"], "startup_s": session["startup_seconds"],

@@ -41,6 +41,7 @@ from sweep.record.store import RecordStore, is_uri, store_fault, store_reason
 
 SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy / .pt
 SWEEP_FILE = "sweep.yaml"
+TUNE_DIR, REPORT_DIR, SLURM_DIR = "tune", "report", "slurm"  # Tune's experiment, `report`'s, `slurm`'s
 log = logging.getLogger("gansweep")
 
 
@@ -55,6 +56,7 @@ class RunDir:
         self.manifest_file, self.sweep_file = self.path / MANIFEST, self.path / SWEEP_FILE
         self.results_file, self.curves_file = self.path / RESULTS, self.path / CURVES
         self.samples_dir, self.weights_dir = self.path / SAMPLES_DIR, self.path / WEIGHTS_DIR
+        self.report_dir, self.slurm_dir = self.path / REPORT_DIR, self.path / SLURM_DIR
         for name, value in (("manifest", manifest), ("plan", plan), ("packs", packs)):
             if value is not None:
                 self.__dict__[name] = tuple(value) if name != "manifest" else value
@@ -85,6 +87,11 @@ class RunDir:
         """Where the record is mirrored: beside a Tune experiment in object storage (sweep/record/store.py)."""
         tune = self.manifest["tune_path"]
         return RecordStore(tune.rstrip("/").removesuffix("/tune")) if is_uri(tune) else None
+
+    def use_store(self, store: RecordStore) -> None:
+        """The store this command pulled the record from: it knows what it pulled, so only what
+        changes goes back up (instead of a new RecordStore from the manifest, which pushes all)."""
+        self.__dict__["store"] = store
 
     def sync(self, paths: list[Path] | None = None) -> None:
         """Push what changed in the record (or among these of its files) to its store, if it has one. A

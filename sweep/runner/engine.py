@@ -29,7 +29,7 @@ from sweep.record.heal import heal
 from sweep.record.ledger import Ledger
 from sweep.record.progress import banked_compute, counts_words, fmt_s, interrupted_line, session_summary
 from sweep.record.results import MANIFEST, new_manifest
-from sweep.record.rundir import RunDir
+from sweep.record.rundir import TUNE_DIR, RunDir
 from sweep.record.rules import name_points
 from sweep.record.schema import PENDING
 from sweep.record.store import RecordStore, is_uri, store_fault
@@ -125,7 +125,8 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
     if (run_dir / MANIFEST).exists():
         raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
                         "or pick another --name")
-    tune_path = f"{storage.rstrip('/')}/{run_dir.name}/tune" if storage else str((run_dir / "tune").resolve())
+    tune_path = (f"{storage.rstrip('/')}/{run_dir.name}/{TUNE_DIR}" if storage
+                 else str((run_dir / TUNE_DIR).resolve()))
     if storage and not is_uri(storage):
         tune_path = str(Path(tune_path).resolve())
     # object storage: the --storage URI the user gave (reached before anything is made); a path: the
@@ -205,7 +206,7 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
         held.enter_context(RunLock(run_dir, "resume"))
         if store is not None:
             log.info("pulled %d files of %s into %s", store.pull(run_dir), store.uri, run_dir)
-            run.__dict__["store"] = store  # it knows what it pulled: only changes go back up
+            run.use_store(store)
         return _resume(run, t0, rt_overrides, skip_errored, restart_errored, download, disk_check)
 
 

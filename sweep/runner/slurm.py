@@ -37,6 +37,7 @@ from pathlib import Path
 
 from sweep.errors import UserError
 from sweep.record.results import MANIFEST
+from sweep.record.rundir import SLURM_DIR
 
 TEMPLATE = Path(__file__).with_name("slurm_job.sh")  # the script's bash, with @NAME@ placeholders
 SCRIPT_NAME = "job.sbatch"  # RUN_DIR/slurm/job.sbatch; each job's output is RUN_DIR/slurm/<job id>.out
@@ -100,7 +101,7 @@ def script(job: SlurmJob, run_dir: Path, run_args: list[str], resume_args: list[
     gpus = f" --num-gpus={job.gpus_per_node}" if job.gpus_per_node else ""
     sbatch = [f"--job-name=gansweep-{run_dir.name}", f"--nodes={job.nodes}", "--ntasks-per-node=1",
               f"--cpus-per-task={job.cpus_per_node}", f"--time={job.time}", f"--signal=B:USR1@{job.grace}",
-              f"--output={run_dir}/slurm/%j.out", "--open-mode=append"]
+              f"--output={run_dir}/{SLURM_DIR}/%j.out", "--open-mode=append"]
     sbatch += [f"--gpus-per-node={job.gpus_per_node}"] * bool(job.gpus_per_node)
     sbatch += [f"--partition={job.partition}"] * bool(job.partition)
     sbatch += [f"--account={job.account}"] * bool(job.account)
