@@ -19,7 +19,7 @@ Figure 4: samples of the best run (highest final I' among the runs that draw dig
           are the 64 images from fixed noise that every trial saves at its last
           evaluation (RUN_DIR/samples/<point_id>.npy), so no generator is rebuilt.
 Budget:   expected best I' among k runs drawn at random from a model's grid.
-Convergence: median I' per epoch, and each run's rise over its last epoch.
+Convergence: median I' per epoch, and each run's rise over the last third of its epochs.
 Best epoch: final vs best-epoch I' histograms per model.
 M_global: BEGAN's convergence measure per epoch.
 Margin:   EBGAN's D(x) and D(G(z)) per epoch against m, per (energy_norm, margin);
@@ -272,7 +272,8 @@ def final_vs_best_figure(run: Run, x: XAxis = I_AXIS) -> Figure:
 @styled
 def convergence_figure(run: Run, x: XAxis = I_AXIS) -> Figure:
     """Left: each model's median I' per epoch over its ok runs (with the interquartile band).
-    Right: each ok run's relative rise of I' over its last epoch, the STILL_RISING line marked
+    Right: each ok run's relative rise of I' over the last third of its epochs (from analysis/stats.py
+    reference_epoch), the STILL_RISING line marked
     (x is not used: the axes are epochs and rises)."""
     curves, df = run.curves, run.results
     fig = Figure(figsize=(12, 4))
@@ -291,7 +292,7 @@ def convergence_figure(run: Run, x: XAxis = I_AXIS) -> Figure:
     ax2.axhline(100 * STILL_RISING, color="k", linestyle=":", linewidth=1)
     ax2.set_xticks(range(len(ms)), [model_label(m) for m in ms])
     ax2.set_ylim(-105, 230)
-    ax2.set_ylabel("rise of I' over the last epoch (%)")
+    ax2.set_ylabel("rise of I' over the last third of the epochs (%)")
     ax2.set_title(f"Still rising: share of ok runs above +{STILL_RISING:.0%} (dotted)")
     fig.tight_layout()
     return fig

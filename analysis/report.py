@@ -96,9 +96,10 @@ def _settings(results: pd.DataFrame) -> pd.DataFrame:
 def _convergence_line(conv: pd.DataFrame) -> str:
     if conv.empty:
         return ""
-    parts = [f"{r.model} {r.still_rising_share:.0%} (median I' {r.median_before:.2f} -> {r.median_last:.2f} "
-             f"at epoch {r.epochs})" for r in conv.itertuples(index=False)]
-    return (f" Still rising by more than {STILL_RISING:.0%} over their last epoch: " + "; ".join(parts) + ".")
+    parts = [f"{r.model} {r.still_rising_share:.0%} (median I' {r.median_before:.2f} at epoch {r.epoch_before} -> "
+             f"{r.median_last:.2f} at epoch {r.epochs})" for r in conv.itertuples(index=False)]
+    return (f" Still rising by more than {STILL_RISING:.0%} over the last third of their epochs: "
+            + "; ".join(parts) + ".")
 
 
 def _headline(run: Run, tests: pd.DataFrame) -> str:

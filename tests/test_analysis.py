@@ -464,9 +464,32 @@ def test_convergence_and_margin_tables_by_hand(tmp_path):
     html = build_report(run).read_text()
     for name in ("margin", "margin_hist"):
         assert (run / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Still rising by more than 10% over their last epoch: GAN 100%" in html
-    assert pd.read_csv(run / "report" / "convergence.csv").shape == (2, 8)
+    assert "Still rising by more than 10% over the last third of their epochs: GAN 100%" in html
+    assert pd.read_csv(run / "report" / "convergence.csv").shape == (2, 9)
     # the relative axis: 0.52 and 0.98 of the real test set's I' land in bins 13 and 24 of 30
     counts, _ = relative_axis(13.3).bin([0.52 * 13.3, 0.98 * 13.3])
     assert len(counts) == 30 and counts[13] == 1 and counts[24] == 1 and counts.sum() == 2
     assert build_report(run, relative=True).exists()
+
+
+def test_the_convergence_measure_sees_the_last_third_of_the_budget_not_the_last_interval():
+    """A curve still climbing, scored every epoch: 1.0, 1.5, 2.0, 2.4, 2.6, 2.7. Over its last epoch it
+    rose 3.8% (read as levelled before issue 42); over the last third of its 6 epochs, from epoch 4, it
+    rose 12.5%: still rising. A flat tail stays levelled; scored every 2 epochs, the reference is epoch 4."""
+    from analysis.stats import convergence_table, last_rise, reference_epoch
+
+    assert [reference_epoch(e) for e in ([1, 2, 3], [1, 2, 3, 4, 5, 6], [2, 4, 6], [1, 2], [3, 9], [5])] == \
+        [2, 4, 4, 1, 3, 5]
+    df = pd.DataFrame([row("gan", 2.7, nLayerG=3), row("gan", 2.0, nLayerG=4)])
+    df["epochs"], df["epochs_done"] = 6, 6
+    climbing, flat = df.point_id
+    curves = pd.DataFrame(
+        [{"point_id": climbing, "epoch": e, "i_prime": v} for e, v in enumerate((1.0, 1.5, 2.0, 2.4, 2.6, 2.7), 1)]
+        + [{"point_id": flat, "epoch": e, "i_prime": v} for e, v in enumerate((1.0, 1.8, 2.0, 2.0, 2.0, 2.0), 1)])
+    rise = last_rise(curves, df)
+    assert rise.loc[climbing] == pytest.approx(0.3 / 2.4) and rise.loc[flat] == 0.0
+    conv = convergence_table(curves, df).iloc[0]
+    # medians per epoch: 1.0, 1.65, 2.0, 2.2, 2.3, 2.35; from epoch 4: 2.2 -> 2.35
+    assert (conv.epoch_before, conv.epochs) == (4, 6)
+    assert (conv.median_before, conv.median_last) == pytest.approx((2.2, 2.35))
+    assert conv.still_rising_share == 0.5
