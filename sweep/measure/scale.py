@@ -28,13 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from sweep.plan.grid import load_file, load_preset
-from sweep.record.results import RESULTS
+from sweep.record.results import finished_count
 from sweep.record.rundir import TUNE_DIR
-from sweep.record.schema import FINISHED
 
 GOALS = {"per_point_overhead_s": 0.020, "driver_peak_rss_gb": 1.5, "experiment_state_mb": 20.0,
          "restart_s": 60.0}
@@ -70,8 +68,8 @@ def _peak_rss_gb(pid: int) -> float:
 
 def _finished(run: Path) -> int:
     try:
-        return int(pd.read_parquet(run / RESULTS)["status"].isin(FINISHED).sum())
-    except Exception:
+        return finished_count(run)
+    except Exception:  # the table being replaced as it is read: the next poll reads it
         return 0
 
 

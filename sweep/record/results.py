@@ -34,6 +34,7 @@ import pandas as pd
 
 from sweep.plan.config import LEGACY_DEFAULTS, model_name, setting_defaults
 from sweep.errors import UserError
+from sweep.record.schema import FINISHED
 
 MANIFEST = "gansweep.json"
 MANIFEST_FORMAT = "gansweep-run/1"
@@ -91,6 +92,13 @@ def write_curves(df: pd.DataFrame, run_dir: Path, csv: bool = True) -> None:
 
 def read_results(run_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(Path(run_dir) / RESULTS)
+
+
+def finished_count(run_dir: Path) -> int:
+    """How many points of the run have finished (FINISHED: ok or diverged); 0 before its first table."""
+    if not (Path(run_dir) / RESULTS).exists():
+        return 0
+    return int(read_results(run_dir)["status"].isin(FINISHED).sum())
 
 
 def read_curves(run_dir: Path) -> pd.DataFrame:

@@ -166,7 +166,7 @@ class LedgerCallback(Callback):
         if actor is not None:
             ray.kill(actor, no_restart=True)
 
-    def _stop_idle(self, trials, idle: float) -> None:
+    def _stop_idle(self, idle: float) -> None:
         """No trial could start for the idle limit: stop cleanly, saying what they ask for and what the
         cluster has (sweep/runner/stalls.py)."""
         import ray
@@ -206,7 +206,7 @@ class LedgerCallback(Callback):
                 self._stop_stalled(trial, silent, limit)
             idle = self.stalls.idle(trials)
             if idle is not None:
-                self._stop_idle(trials, idle)
+                self._stop_idle(idle)
         if self.nodes is not None:
             self.nodes.check()
         STOP.forward_to_tune()  # a signal (or a full disk) arrived: Tune stops after this step

@@ -83,7 +83,9 @@ def ray_init(rt: Runtime) -> None:
 
     if ray.is_initialized():
         return
-    ray_private.patch_driver(quiet=not logging.getLogger("gansweep").isEnabledFor(logging.DEBUG))
+    # Ray's own log lines and the workers' output only with --verbose (sweep/cli/common.py's logging).
+    verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
+    ray_private.patch_driver(quiet=not verbose)
     # Ray's own processes (GCS, raylet, agents) share the driver's process group, so a
     # lost terminal's SIGHUP reaches them too and would kill the node under a sweep that
     # is trying to stop cleanly. They inherit an ignored signal across exec: ignore it
@@ -98,8 +100,6 @@ def ray_init(rt: Runtime) -> None:
     # handler (unblocked below).
     in_job = "SLURM_JOB_ID" in os.environ
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM} if in_job else set())
-    # Ray's own log lines and the workers' output only with --verbose (sweep/cli/common.py's logging).
-    verbose = logging.getLogger("gansweep").isEnabledFor(logging.DEBUG)
     quiet = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "ERROR"}
     from sweep.runner.signals import STOP
 

@@ -38,7 +38,7 @@ from sweep.runner.cluster import Runtime
 from sweep.record.lease import Lease
 from sweep.runner.lock import RunLock
 from sweep.runner.rebuild import prepare_rebuild
-from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
+from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_lost_lease, stop_for_storage
 from sweep.runner.stalls import StallWatch
 
 log = logging.getLogger("gansweep")
@@ -142,7 +142,7 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         trainable_fn, sha, reference_scores = _prepare(packs, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
         if is_uri(tune_path):  # one driver per run in object storage, wherever it runs
-            held.enter_context(Lease(tune_path.rsplit("/", 1)[0], "run", _lease_lost))
+            held.enter_context(Lease(tune_path.rsplit("/", 1)[0], "run", stop_for_lost_lease))
         run_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(RunLock(run_dir, "run"))  # until the session ends (or the process dies)
         if (run_dir / MANIFEST).exists():  # another `run --name` got here first
@@ -201,7 +201,7 @@ def resume_sweep(run_dir: Path, rt_overrides: dict | None = None, *, skip_errore
         store.check()  # a URI that holds no run fails here, before the working copy is made
     with ExitStack() as held:
         if store is not None:  # one driver per run in object storage, wherever it runs; then its copy here
-            held.enter_context(Lease(store.uri, "resume", _lease_lost))
+            held.enter_context(Lease(store.uri, "resume", stop_for_lost_lease))
             run_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(RunLock(run_dir, "resume"))
         if store is not None:
@@ -334,14 +334,6 @@ def _storage_unreachable(record: logging.LogRecord) -> bool:
         return True
     stop_for_storage("Ray Tune's storage", fault)
     return False
-
-
-def _lease_lost(holder: str) -> None:
-    """The run's lease in object storage was taken over (this driver stalled past its lease, say):
-    stop as a signal would, writing nothing more there (sweep/record/lease.py)."""
-    from sweep.errors import EXIT_STORAGE
-
-    STOP.fault(f"lease lost (the run is now written by {holder})", EXIT_STORAGE)
 
 
 def _stop_if_requested(what: str) -> None:

@@ -19,7 +19,7 @@ log = logging.getLogger("gansweep")
 
 
 class NodeWatch:
-    """The alive Ray nodes at the last look, by address."""
+    """The alive Ray nodes at the last look, by node id (two nodes may share an address)."""
 
     def __init__(self, names: dict[str, str] | None = None):
         """names: IP address -> the name to print (a Slurm node's)."""

@@ -131,6 +131,14 @@ def stop_for_storage(uri: str, reason: str) -> None:
     STOP.fault(f"storage unreachable ({uri}: {reason})", EXIT_STORAGE)
 
 
+def stop_for_lost_lease(holder: str) -> None:
+    """Stop the sweep as a signal would: the run's lease in object storage was taken over (this driver
+    stalled past it, say), so it writes nothing more there (sweep/record/lease.py)."""
+    from sweep.errors import EXIT_STORAGE
+
+    STOP.fault(f"lease lost (the run is now written by {holder})", EXIT_STORAGE)
+
+
 def _kill_descendants() -> None:
     """SIGKILL every process below this one (Linux /proc; elsewhere nothing)."""
     children: dict[int, list[int]] = {}

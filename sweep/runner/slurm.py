@@ -175,22 +175,13 @@ def wait_for_nodes(address: str, timeout: float, expected: dict[str, str], log_d
     return 0
 
 
-def finished_points(run_dir: str) -> int:
-    """How many points of the run have finished (ok or diverged), 0 before its first table: the chain
-    compares it at the start and end of each job."""
-    from sweep.record.results import RESULTS, read_results
-    from sweep.record.schema import FINISHED
-
-    if not (Path(run_dir) / RESULTS).exists():
-        return 0
-    return int(read_results(Path(run_dir))["status"].isin(FINISHED).sum())
-
-
 if __name__ == "__main__":  # the job script's own steps (slurm_job.sh)
     if len(sys.argv) == 3 and sys.argv[1] == "finished-points":
-        print(finished_points(sys.argv[2]))
+        from sweep.record.results import finished_count
+
+        print(finished_count(Path(sys.argv[2])))
         sys.exit(0)
     if len(sys.argv) >= 4 and sys.argv[1] == "wait-for-nodes":
         pairs = dict(arg.split("=", 1) for arg in sys.argv[4:])
-        sys.exit(wait_for_nodes(sys.argv[2], float(sys.argv[3]), pairs, f"{os.environ.get('RUN', 'RUN_DIR')}/slurm"))
+        sys.exit(wait_for_nodes(sys.argv[2], float(sys.argv[3]), pairs, f"{os.environ.get('RUN', 'RUN_DIR')}/{SLURM_DIR}"))
     sys.exit(f"usage: python -m {__spec__.name} wait-for-nodes ADDRESS TIMEOUT NAME=IP... | finished-points RUN_DIR")
