@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 
 from sweep.plan.config import model_name
+from sweep.plan.subset import FIGURE3_CELL
 from sweep.record.results import with_models
 from sweep.record.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 
 I_PRIME_EDGES = np.arange(0.0, 14.0 + 1e-9, 0.5)
 FAILURE_I_PRIME = 1.0
 DIGITS_RUN_SHARE = 0.5
-SUBGRID = ["optimD", "optimG", "lr"]
+SUBGRID = list(FIGURE3_CELL)  # Figure 3: one GAN histogram per cell
 
 
 def family_of(model: str) -> str:

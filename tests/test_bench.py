@@ -1,6 +1,7 @@
 """The benchmark's arithmetic (its timings are read, never asserted: docs/performance.md)."""
 
-from sweep.measure.bench import fastest_safe_pack, format_table, targets, train_flops_per_sample
+from sweep.measure.bench import fastest_safe_pack, format_table, targets
+from sweep.measure.rates import train_flops_per_sample
 from sweep.plan.config import TrialConfig
 
 

@@ -87,7 +87,7 @@ def test_the_projection_by_hand():
     assert round(p["solo_hours"], 2) == 19.28 and round(p["packed_hours"], 2) == 13.29
     # the FLOP part: 1 ms per GFLOP and no fixed cost gives back the plan's own training FLOPs
     from sweep.plan.grid import load_preset
-    from sweep.measure.bench import train_flops_per_sample
+    from sweep.measure.rates import train_flops_per_sample
 
     trials = load_preset(REPO / "sweep" / "presets.yaml", "paper").trials
     gflop = sum(t.epochs * (t.n_train // t.batch_size) * t.batch_size * train_flops_per_sample(t) for t in trials) / 1e9

@@ -169,7 +169,7 @@ def test_paper_rules_can_be_lifted(tmp_path):
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, margin, quick, mini, gan-batchnorm, d-batch, d-batch-dcgan, gan-budget, smoke, began, dcgan"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets are: paper, paper-sample, margin, quick, mini, gan-batchnorm, d-batch, d-batch-dcgan, d-batch-dcgan-seeds, gan-budget, smoke, began, dcgan"):
         load_preset(SWEEP, "nope")
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_preset(tmp_path / "none.yaml", "p")
@@ -192,15 +192,15 @@ def test_a_sample_of_the_paper_grid_is_seeded_and_stratified(capsys):
             n = [sum(getattr(t, axis) == v for t in a.trials if t.model == model) for v in values]
             assert max(n) - min(n) <= 1, (model, axis, n)
     # every model has points in Figure 2's panel (c), both depths <= 3 (the depth band stratum)
-    for n, each in ((24, [2, 2, 2, 2]), (15, [1, 1, 1, 2])):  # 24: the earlier paper-sample; 15: today's
-        ps = load_preset(SWEEP, "paper-sample", sample=n)
+    for n, each in ((24, [2, 2, 2, 2]), (15, [1, 1, 1, 2])):  # the paper-samples version 2 drew
+        ps = load_preset(SWEEP, "paper-sample", sample=n, sampler=2)
         assert (ps.sample, ps.grid_size, ps.counts()) == (n, 7168, {"gan": n // 3, "ebgan": n // 3, "ebgan_pt": n // 3})
         for model in ps.counts():
             assert sum(t.nLayerG <= 3 and t.nLayerD <= 3 for t in ps.trials if t.model == model) >= 1
             for axis in ("nLayerG", "nLayerD", "sizeG", "sizeD"):  # every depth and size, as evenly as n allows
                 assert sorted(collections.Counter(getattr(t, axis) for t in ps.trials
                                                   if t.model == model).values()) == each, (model, axis)
-    assert load_preset(SWEEP, "paper-sample").sample == 15
+    assert load_preset(SWEEP, "paper-sample").sample == 22
     other = load_preset(SWEEP, "paper", sample=100, sample_seed=1)
     assert len(set(other.trials) & set(a.trials)) < 50  # another seed, another sample
     assert main(["plan", "--config", str(SWEEP), "--preset", "paper", "--sample", "100"]) == 0
@@ -222,7 +222,39 @@ def test_a_small_sample_gives_every_model_its_share_or_all_it_has(tmp_path):
     assert sorted(t.sizeG for t in gan) == [8, 16, 32] and sorted(t.seed for t in gan) in ([0, 0, 1], [0, 1, 1])
     assert load_preset(f, "p", sample=7).counts() == {"gan": 5, "ebgan_pt": 2}  # the rest go to gan
     assert load_preset(f, "p", sample=8).trials == load_preset(f, "p", sample=8, sample_seed=9).trials
-    assert p.sample_record() == {"n": 5, "seed": 2, "grid_size": 8, "sampler": 2}
+    assert p.sample_record() == {"n": 5, "seed": 2, "grid_size": 8, "sampler": 3}
+
+
+def test_a_version_3_sample_draws_a_gan_in_every_figure3_cell(capsys):
+    """Sampler 3: the GAN model gets one point in each of its 12 (optimD, optimG, lr) cells when
+    the sample has room for them and one point of each other model; the axes stay balanced."""
+    from sweep.cli import main
+    from sweep.plan.subset import figure3_cell
+
+    cells = {figure3_cell(t) for t in load_preset(SWEEP, "paper").trials if t.family == "gan"}
+    assert len(cells) == 12
+    for n, counts in ((22, {"gan": 12, "ebgan": 5, "ebgan_pt": 5}), (15, {"gan": 12, "ebgan": 1, "ebgan_pt": 2}),
+                      (14, {"gan": 12, "ebgan": 1, "ebgan_pt": 1}), (13, {"gan": 5, "ebgan": 4, "ebgan_pt": 4}),
+                      (96, {"gan": 32, "ebgan": 32, "ebgan_pt": 32})):
+        ps = load_preset(SWEEP, "paper-sample", sample=n)
+        assert ps.counts() == counts, n
+        per_cell = collections.Counter(figure3_cell(t) for t in ps.trials if t.family == "gan")
+        # every cell once before any twice: 12 of 12 cells, or n's GANs in as many cells
+        assert len(per_cell) == min(12, counts["gan"]) and max(per_cell.values()) - min(per_cell.values()) <= 1, n
+        gan = [t for t in ps.trials if t.family == "gan"]
+        for axis in ("nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr"):
+            values = collections.Counter(getattr(t, axis) for t in gan)
+            assert max(values.values()) - min(values.values()) <= 1 or len(gan) < 4, (n, axis, values)
+    ps = load_preset(SWEEP, "paper-sample")
+    assert ps.sample_record()["sampler"] == 3 and set(map(figure3_cell, (t for t in ps.trials if t.family == "gan"))) == cells
+    for model in ("ebgan", "ebgan_pt"):  # every depth and size of the other models, as before
+        for axis in ("nLayerG", "nLayerD", "sizeG", "sizeD"):
+            assert sorted(collections.Counter(getattr(t, axis) for t in ps.trials if t.model == model).values()) \
+                == [1, 1, 1, 2], (model, axis)
+        assert any(t.nLayerG <= 3 and t.nLayerD <= 3 for t in ps.trials if t.model == model)
+    assert main(["plan", "--config", str(SWEEP), "--preset", "paper-sample"]) == 0
+    out = capsys.readouterr().out
+    assert "GAN points in Figure 3's 12 (optimD, optimG, lr) cells: 12 of 12 have one or more (1 each)" in out
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -301,18 +333,19 @@ def test_a_run_redraws_its_sample_with_the_sampler_version_that_drew_it(tmp_path
     from sweep.record.rundir import RunDir
     from sweep.record.results import MANIFEST, MANIFEST_FORMAT
 
-    v1, v2 = (load_preset(SWEEP, "paper-sample", sample=24, sampler=v).trials for v in (1, 2))
-    assert v1 != v2 and len(v1) == len(v2) == 24
+    v1, v2, v3 = (load_preset(SWEEP, "paper-sample", sample=24, sampler=v).trials for v in (1, 2, 3))
+    assert len({v1, v2, v3}) == 3 and len(v1) == len(v2) == len(v3) == 24
     run = tmp_path / "run"
     run.mkdir()
     shutil.copyfile(SWEEP, run / "sweep.yaml")
     for record, expected in (({"n": 24, "seed": 0, "grid_size": 7168}, v1),
                              ({"n": 24, "seed": 0, "grid_size": 7168, "sampler": 2}, v2),
-                             ({"n": 24, "seed": 0, "grid_size": 7168, "sampler": 3}, None)):
+                             ({"n": 24, "seed": 0, "grid_size": 7168, "sampler": 3}, v3),
+                             ({"n": 24, "seed": 0, "grid_size": 7168, "sampler": 4}, None)):
         (run / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "preset": "paper-sample",
                                                 "sample": record}))
         if expected is None:
-            with pytest.raises(UserError, match="drawn by sampler version 3, newer than this gansweep's 2"):
+            with pytest.raises(UserError, match="drawn by sampler version 4, newer than this gansweep's 3"):
                 RunDir(run).plan
         else:
             assert RunDir(run).plan == expected

@@ -47,7 +47,21 @@ def run(a) -> int:
     res = run_bench(config, a.data_root, Path(a.out), log=lambda m: log.info("bench: %s", m))
     print(format_table(res))
     log.info("bench: wrote %s", a.out)
+    store_cost_model(res["cost_model"], "cpu")
     return 0
+
+
+def store_cost_model(model: dict, device_type: str) -> None:
+    """Where `gansweep plan` finds it: this machine's model for `device_type` (sweep/plan/cost.py)."""
+    import json
+
+    from sweep.plan.cost import cost_file
+    from sweep.record.results import write_atomic
+
+    path = cost_file(device_type)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda p: Path(p).write_text(json.dumps(model, indent=2)))
+    log.info("bench: the cost model `gansweep plan` reads is in %s", path)
 
 
 def on_device(a) -> int:

@@ -93,10 +93,23 @@ def add_config_arg(p: argparse.ArgumentParser) -> None:
     add_plugin_arg(p)
 
 
-def add_gflops_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gflops", type=float, default=20.0,
-                   help="sustained GFLOP/s of one trial slot, for the time estimate (default 20, "
-                        "about one CPU core; `gansweep bench` measures it)")
+def add_cost_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--cost", default=None, metavar="FILE",
+                   help="the cost model to estimate time with (default: the one `gansweep bench` stored for this "
+                        "machine's device in ~/.cache/gansweep/cost-<cpu|cuda>.json; where there is none, 20 "
+                        "GFLOP/s per slot is assumed)")
+    g.add_argument("--gflops", type=float, default=None,
+                   help="instead: assume one trial slot sustains this many GFLOP/s")
+
+
+def cost_model_of(a, device_type: str):
+    """The plan's time model (sweep/plan/cost.py): --gflops, --cost FILE, the stored one, or assumed."""
+    from sweep.plan.cost import cost_model_for
+
+    if a.gflops is not None and not a.gflops > 0:
+        raise UserError(f"--gflops {a.gflops:g}: expected a number > 0")
+    return cost_model_for(device_type, a.cost, a.gflops)
 
 
 def add_preset_args(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 
-from sweep.cli.common import add_config_arg, add_gflops_arg, sweep_file_of
+from sweep.cli.common import add_config_arg, add_cost_args, cost_model_of, sweep_file_of
 
 WHAT = "list the sweep file's presets: description, trials, estimated cost"
 EXAMPLES = ["gansweep presets", "gansweep presets --config my.yaml"]
@@ -12,20 +12,23 @@ EXAMPLES = ["gansweep presets", "gansweep presets --config my.yaml"]
 
 def add_arguments(p) -> None:
     add_config_arg(p)
-    add_gflops_arg(p)
+    add_cost_args(p)
 
 
 def run(a) -> int:
-    from sweep.plan.grid import estimate_flops, load_file, load_preset, slot_hours, source_name
+    import torch
+
+    from sweep.plan.grid import load_file, load_preset, source_name
 
     path = sweep_file_of(a)
     names = list(load_file(path)["presets"])
-    print(f"presets of {source_name(path)}\n(cost: slot-hours at {a.gflops:g} GFLOP/s per slot; "
+    cost = cost_model_of(a, "cuda" if torch.cuda.is_available() else "cpu")
+    print(f"presets of {source_name(path)}\n(cost: slot-hours, {cost.source}; "
           "`gansweep plan --preset NAME` for the details):")
     rows = []
     for name in names:
         p = load_preset(path, name)
-        hours = slot_hours(sum(estimate_flops(t) for t in p.trials), a.gflops)
+        hours = cost.slot_hours(p.trials)
         rows.append((name, f"{len(p.trials):,}", f"{hours:,.1f}", p.description))
     w = [max(len(r[i]) for r in rows + [("preset", "trials", "slot-h", "")]) for i in range(3)]
     indent = " " * (2 + w[0] + 2 + w[1] + 2 + w[2] + 2)

@@ -13,7 +13,10 @@
   d. scaling: the same trials with 1 and with 2 concurrent trials;
   e. packs: kernel launches (aten ops) per point-step and samples/s of a pack of
      PACK_K points (sweep/train/backends.py) against a point alone and the solo
-     nn.Module step, for the smallest and the middle point.
+     nn.Module step, for the smallest and the middle point;
+  f. the cost model `gansweep plan` estimates time with (sweep/plan/cost.py): (b)'s
+     step times and a DCGAN point's against their GFLOP a step, the scorer's rate
+     and (a)'s harness cost per trial.
 
 `gansweep bench --scale` (sweep/measure/scale.py) measures the engine on the whole paper plan.
 
@@ -33,6 +36,8 @@ import yaml
 
 from models.losses import LossParams
 from sweep.plan.config import TrialConfig
+from sweep.measure.rates import (COST_POINTS, cost_model, matmul_gflops, scorer_images_per_s, step_row,
+                                 train_flops_per_sample)
 from sweep.plan.grid import load_preset
 from sweep.plan.packs import auto_pack_size
 from sweep.record.rundir import TUNE_DIR
@@ -48,15 +53,8 @@ PACK_K = 12  # (e): a paper-grid GAN shape holds 12 points (2 x 2 optimizers x 3
 PACK_KS = (4, PACK_K)  # (e): the pack sizes measured
 
 
+
 # --------------------------------------------------------------------------- (b) and (c)
-def train_flops_per_sample(cfg: TrialConfig) -> float:
-    """3 G passes (forward, two backward) and 8 D passes (sweep/plan/grid.py), 2 FLOPs a MAC."""
-    from sweep.plan.grid import network_macs
-
-    mg, md = network_macs(cfg)
-    return 2.0 * (3 * mg + 8 * md)
-
-
 def ours_samples_per_s(cfg: TrialConfig, images, scorer) -> float:
     from sweep.train.loop import run_trial
 
@@ -100,15 +98,6 @@ def reference_samples_per_s(cfg: TrialConfig, data_root, steps: int) -> float:
     return steps * cfg.batch_size / (time.perf_counter() - t0)
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
 
 
 # --------------------------------------------------------------------------- (e) packs
@@ -285,6 +274,7 @@ def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
     res["matmul_gflops_1_thread"] = peak
 
     res["throughput"] = {}
+    rows: dict[str, list] = {"mlp": []}
     for name, axes in POINTS.items():
         steps = STEPS[name]
         cfg = TrialConfig(family="ebgan", **axes, epochs=1, n_train=steps * 64, batch_size=64,
@@ -298,6 +288,12 @@ def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
             "reference_samples_per_s": ref, "speedup": ours / ref,
             "train_gflop_per_sample": flops / 1e9, "ours_gflops": ours * flops / 1e9,
             "mfu": ours * flops / 1e9 / peak, "reference_mfu": ref * flops / 1e9 / peak}
+        rows["mlp"].append(step_row(cfg, ours))
+    for arch, (axes, steps) in COST_POINTS.items():
+        cfg = TrialConfig(**axes, epochs=1, n_train=steps * 64, batch_size=64, n_eval=10, seed=0)
+        log(f"(f) {arch} point {cfg.point_id}: {steps} steps ...")
+        rows[arch] = [step_row(cfg, ours_samples_per_s(cfg, mnist.train_images, scorer))]
+    scorer_rate = scorer_images_per_s(torch.device("cpu"), scorer)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -328,6 +324,7 @@ def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
     log(f"(e) packs of {', '.join(map(str, PACK_KS))}: kernel launches and samples/s against a point alone ...")
     res["packs"] = pack_profile(mnist.train_images, ks=PACK_KS)
     res["targets"] = targets(res)
+    res["cost_model"] = cost_model(res, rows, scorer_rate).to_json()
     if out is not None:
         from sweep.record.results import write_atomic
 
@@ -391,5 +388,11 @@ def format_table(res: dict) -> str:
                              f"{v['samples_per_s']:>10.0f} {vs:>9}")
     lines.append(f"--pack auto on CPU: {auto_pack_size(7168, 'cpu')}; the largest pack measured at >= 1.0x a lone "
                  f"point's samples/s: {fastest_safe_pack(res['packs'])} (1: none)")
+    if "cost_model" in res:
+        c = res["cost_model"]
+        fits = "; ".join(f"{arch} {f['fixed_s'] * 1e3:.2f} ms + {f['s_per_gflop'] * 1e3:.1f} ms/GFLOP "
+                         f"({1 / f['s_per_gflop']:.0f} GFLOP/s)" for arch, f in c["fits"].items() if arch != "*")
+        lines += ["", f"cost model (gansweep plan): a step {fits}; scorer {c['scorer_images_per_s']:,.0f} images/s; "
+                      f"{c['trial_fixed_s']:.1f} s a trial"]
     return "\n".join(lines)
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from sweep.plan.config import TrialConfig
-from sweep.measure.bench import POINTS, train_flops_per_sample
+from sweep.measure.bench import POINTS
+from sweep.measure.rates import scorer_images_per_s, sync, train_flops_per_sample
 from sweep.train.loop import set_tf32
 
 
@@ -52,11 +53,6 @@ def device_name(device: torch.device) -> str:
         return f"{p.name} ({p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs), torch {torch.__version__}"
     import platform
     return f"CPU {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_tflops(device: torch.device, n: int, tf32: bool) -> float:
@@ -152,17 +148,6 @@ def packs(device, data, budget: Budget, tf32: bool) -> dict:
             rows[k]["ratio_vs_alone"] = rows[k]["samples_per_s"] / rows[budget.pack_sizes[0]]["samples_per_s"]
         out[name] = {str(k): v for k, v in rows.items()}
     return out
-
-
-def scorer_images_per_s(device, scorer, n: int = 10_000) -> float:
-    """The classifier's forward on generated-sized batches: what scoring an epoch costs."""
-    x = torch.rand(n, 1, 32, 32, device=device) * 2 - 1
-    scorer.classifier.predict(x[:256])
-    sync(device)
-    t0 = time.perf_counter()
-    scorer.classifier.predict(x)
-    sync(device)
-    return n / (time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- (d)

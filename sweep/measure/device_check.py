@@ -161,22 +161,13 @@ def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:
             "overhead_share": session["overhead_share"], "slots": session["slots"]}
 
 
-def fit_step_time(rows: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares of seconds per step = a + b * GFLOP per step over the measured points:
-    (a: the fixed cost of a step, launches and all; b: seconds per GFLOP), each at least 0."""
-    import numpy as np
-
-    x = np.array([[1.0, g] for g, _ in rows])
-    y = np.array([s for _, s in rows])
-    (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
-    return max(float(a), 0.0), max(float(b), 1e-15)
-
-
 def project(bench: dict, key: str) -> dict:
     """Device-hours of the paper preset from one TF32 setting's measured rates."""
     from sweep.plan.grid import load_preset
     from sweep.plan.packs import auto_pack_size, make_packs, stacks_of
-    from sweep.measure.bench import train_flops_per_sample
+    from sweep.measure.rates import train_flops_per_sample
+
+    from sweep.plan.cost import fit_step_time
 
     r = bench[key]
     solo = fit_step_time([(t["train_gflop_per_step"], t["step_ms"] / 1e3) for t in r["throughput"].values()])
@@ -193,11 +184,11 @@ def project(bench: dict, key: str) -> dict:
         steps = t.epochs * (t.n_train // t.batch_size)
         gflop = train_flops_per_sample(t) * t.batch_size / 1e9
         score = -(-t.epochs // t.eval_every) * t.n_eval / bench["scorer_images_per_s"]
-        hours["solo"] += steps * (solo[0] + solo[1] * gflop) + score
+        hours["solo"] += steps * (solo.fixed_s + solo.s_per_gflop * gflop) + score
         fit = packed if stack[t.point_id] > 1 else solo
-        hours["packed"] += steps * (fit[0] + fit[1] * gflop) + score
+        hours["packed"] += steps * (fit.fixed_s + fit.s_per_gflop * gflop) + score
     return {"points": len(trials), "pack_k_measured": k, "concurrent_speedup": conc,
-            "solo_step_fixed_ms": 1e3 * solo[0], "packed_step_fixed_ms": 1e3 * packed[0],
+            "solo_step_fixed_ms": 1e3 * solo.fixed_s, "packed_step_fixed_ms": 1e3 * packed.fixed_s,
             **{f"{m}_hours": h / 3600 / conc for m, h in hours.items()}}
 
 

@@ -32,7 +32,7 @@ import yaml
 from sweep.plan.config import (AXES, CHOICES, FIELD_TYPES, SETTINGS, STUDY_AXES, TrialConfig, not_positive,
                                paper_rule_violation)
 from sweep.errors import UserError
-from sweep.plan.subset import SAMPLER_VERSION, stratified_sample
+from sweep.plan.subset import COVERED_FAMILY, SAMPLER_VERSION, figure3_cell, stratified_sample
 
 # The sweep file shipped inside the package: a link to the checkout's ./sweep.yaml, so there is
 # one copy to edit and the installed command works from any folder.
@@ -88,6 +88,7 @@ class Preset:
     sample_seed: int = 0  # the sample's seed
     sampler: int = SAMPLER_VERSION  # the version of sweep/plan/subset.py that draws it
     overrides: Overrides = NO_OVERRIDES  # --set / --seeds given on the command line
+    gan_cells: int = 0  # Figure 3's (optimD, optimG, lr) cells of the whole grid's GANs (a sample covers them)
 
     @property
     def scope(self) -> str:
@@ -277,7 +278,7 @@ def parse_preset(name: str, body, where: str, sample: int | None = None, sample_
     n, seed = _sample_args(body, sample, sample_seed, len(trials), fail)
     chosen = tuple(trials) if n is None else stratified_sample(tuple(trials), n, seed, sampler)
     return Preset(name, str(body.get("description", "")), chosen, dict(settings), len(trials), n, seed, sampler,
-                  overrides)
+                  overrides, len({figure3_cell(t) for t in trials if t.family == COVERED_FAMILY}))
 
 
 def _sample_args(body: dict, sample, sample_seed, grid_size: int, fail) -> tuple[int | None, int]:
@@ -368,23 +369,23 @@ def flops_by_model(trials) -> dict[str, float]:
     return out
 
 
-def slot_hours(flops: float, gflops: float) -> float:
-    """Hours of one trial slot that sustains `gflops` GFLOP/s (the plan's time estimate)."""
-    return flops / (gflops * 1e9) / 3600
+CLASSIFIER_MACS = 9.6e6  # the scorer's classifier (models/classifier.py), per image
+
+
+def train_flops_per_step(cfg: TrialConfig) -> float:
+    """FLOPs of one training step (a batch), 2 a MAC: G forward (MG); D step: D forward on real
+    and fake, backward on both (6 MD); G step: D forward and backward to its input on the fake
+    batch (2 MD), or on the joint batch with `d_batch: joint` (4 MD), G backward (2 MG)."""
+    mg, md = network_macs(cfg)
+    return 2.0 * cfg.batch_size * (3 * mg + (10 if cfg.d_batch == "joint" else 8) * md)
 
 
 def estimate_flops(cfg: TrialConfig) -> float:
-    """Approximate FLOPs of one trial (training + scoring), from MAC counts.
-
-    Per training sample: G forward (MG); D step: D forward on real and fake,
-    backward on both (6 MD); G step: D forward and backward to its input only
-    on the fake batch (2 MD), or on the joint batch with `d_batch: joint` (4 MD),
-    G backward (2 MG). Scoring: G forward and the classifier (~9.6 M MACs) per
-    evaluated sample. Batch norm and activations are not counted.
-    """
-    mg, md = network_macs(cfg)
-    samples = cfg.epochs * (cfg.n_train // cfg.batch_size) * cfg.batch_size
-    train = 2 * samples * (3 * mg + (10 if cfg.d_batch == "joint" else 8) * md)
+    """Approximate FLOPs of one trial (training + scoring), from MAC counts: every step's
+    (train_flops_per_step), then G forward and the classifier per evaluated sample. Batch norm
+    and activations are not counted."""
+    mg, _ = network_macs(cfg)
+    train = cfg.epochs * (cfg.n_train // cfg.batch_size) * train_flops_per_step(cfg)
     evals = -(-cfg.epochs // cfg.eval_every)
-    score = 2 * evals * cfg.n_eval * (mg + 9.6e6)
+    score = 2 * evals * cfg.n_eval * (mg + CLASSIFIER_MACS)
     return float(train + score)
