@@ -246,6 +246,48 @@ def test_trial_command_writes_metrics_and_samples(tmp_path, data_root):
     assert (out / "curves.csv").read_text().count("\n") == 2  # header + one epoch
 
 
+def test_the_end_scored_again_draws_all_n_eval_samples_of_the_same_noise(mnist, scorer):
+    """score_end_again: the epochs before the last scored on 50 samples, the last on 200, and the 50
+    are the first 50 of the 200 (one fixed noise); the training is the same either way."""
+    from sweep.train.loop import run_stack, score_end_again
+
+    class Spy:  # the real scorer, recording what it is given
+        def __init__(self):
+            self.seen = []
+
+        def score(self, x, settings):
+            self.seen.append(x.clone())
+            return scorer.score(x, settings)
+
+    cfg = TrialConfig(family="ebgan", nLayerG=2, nLayerD=2, sizeG=32, sizeD=16, epochs=3, n_train=128,
+                      batch_size=32, n_eval=200)
+    spy_few, spy_all = Spy(), Spy()
+    few, = run_stack([cfg.replace(n_eval=50)], mnist.train_images, spy_few)
+    end = score_end_again(few, spy_few, 200)
+    every, = run_stack([cfg], mnist.train_images, spy_all)
+    assert [x.shape[0] for x in spy_few.seen] == [50, 50, 50, 200] and [x.shape[0] for x in spy_all.seen] == [200] * 3
+    assert torch.equal(spy_few.seen[2], spy_few.seen[3][:50])  # the same G, the same noise's first 50
+    assert torch.allclose(spy_few.seen[3], spy_all.seen[2], atol=1e-6)  # the end: the every-epoch trial's samples
+    assert [h["loss_d"] for h in few.history] == [h["loss_d"] for h in every.history]
+    assert len(few.history) == 3 and few.history[-1] is end and end["epoch"] == 3
+    assert end["i_prime"] == pytest.approx(every.history[-1]["i_prime"], abs=1e-6) and few.done
+
+
+def test_a_trial_records_how_it_was_scored(tmp_path, data_root):
+    args = ["trial", "--family", "ebgan", "--nLayerG", "2", "--nLayerD", "2", "--sizeG", "32", "--sizeD", "16",
+            "--epochs", "2", "--n_train", "128", "--n_eval", "200", "--batch_size", "32", "--data-root", data_root,
+            "--threads", "1"]
+    r = gansweep(*args, "--n-eval-progress", "50", "--out", tmp_path / "t", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert (m["n_eval"], m["n_eval_progress"], m["epochs_done"]) == (200, 50, 2)
+    assert "scored on 50 samples (the last epoch on 200)" in r.stdout  # gansweep's progress lines
+    assert "scoring the last epoch again on 200 samples" in r.stdout
+    r = gansweep(*args, "--n-eval-progress", "-1", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == ("gansweep: trial: --n-eval-progress -1: expected 0 (off) or a "
+                                                      "number of samples")
+
+
 def test_data_root_order(monkeypatch, tmp_path):
     from pathlib import Path
 

@@ -34,7 +34,8 @@ from models.metrics import Scorer
 from models.networks import discriminate
 from sweep.plan.config import TrialConfig
 from sweep.train.backends import backend_for
-from sweep.train.point import N_KEPT_SAMPLES, NetPool, PointRun, TrialOutcome, prepare_data, sample_noise, to_uint8
+from sweep.train.point import (N_KEPT_SAMPLES, NetPool, PointRun, TrialOutcome, draw_samples, eval_noise, prepare_data,
+                               sample_noise, to_uint8)
 
 # How often (in steps) the loop checks its on-device non-finite flag. A check
 # is a device sync; every 50 steps costs nothing measurable and bounds the work
@@ -150,6 +151,18 @@ def score_epoch(run: PointRun, metrics: dict, scorer: Scorer, samples: torch.Ten
     kept = to_uint8(samples[:N_KEPT_SAMPLES])
     run.eval_seconds += time.perf_counter() - t1
     return run.record_scores(metrics, scores, kept)
+
+
+def score_end_again(run: PointRun, scorer: Scorer, n_eval: int) -> dict:
+    """A finished point's last epoch scored again on n_eval samples of its fixed noise (the
+    first of them the ones it was scored on, `eval_noise`): its last history row and kept
+    samples replaced. `gansweep trial` scores the epochs before the last on fewer samples."""
+    cfg = run.cfg.replace(n_eval=n_eval)
+    t1 = time.perf_counter()
+    samples = draw_samples(run.g, eval_noise(cfg, run.device), cfg)  # (n_eval, 1024)
+    run.eval_seconds += time.perf_counter() - t1
+    last = dict(run.history.pop())
+    return score_epoch(run, last, scorer, samples)
 
 
 def set_tf32(on: bool) -> None:
