@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -232,6 +233,18 @@ def run_checks(device: str, data_root, log=print) -> tuple[int, list[dict], dict
 
     steps = [("plan", lambda: step_plan(work, tiny)), ("device", lambda: step_device(device)), ("equivalence", equivalence), ("bench", bench),
              ("sweep", lambda: step_sweep(device, data_root, work, tiny)), ("projection", projection)]
+    try:
+        status = run_steps(steps, rows, figures, t_start, log)
+    finally:  # the check's sweep folder: kept only to look into a sweep that failed
+        if any(r["state"] == "FAILED" and r["step"] == "sweep" for r in rows):
+            log(f"device check: its work folder is kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return status, rows, figures
+
+
+def run_steps(steps, rows: list, figures: dict, t_start: float, log) -> int:
+    """Each step in order, a row each; (exit status) 2 at once for no device, else 1 if any failed."""
     status = 0
     for name, fn in steps:
         left = DEADLINE_S - (time.perf_counter() - t_start)
@@ -246,13 +259,13 @@ def run_checks(device: str, data_root, log=print) -> tuple[int, list[dict], dict
             rows.append({"step": name, "state": "FAILED", "seconds": time.perf_counter() - t0, "note": str(e)})
             rows += [{"step": n, "state": "skipped", "seconds": 0.0, "note": "no device"}
                      for n, _ in steps[len(rows):]]
-            return 2, rows, figures
+            return 2
         except StepSkipped as e:
             state, note = "skipped", str(e)
         except Exception as e:  # noqa: BLE001 - one step's failure is a row, and the rest still run
             state, note, status = "FAILED", f"{type(e).__name__}: {e}".splitlines()[0][:300], 1
         rows.append({"step": name, "state": state, "seconds": time.perf_counter() - t0, "note": note})
-    return status, rows, figures
+    return status
 
 
 def summary(step: str, f: dict) -> str:
