@@ -34,7 +34,7 @@ from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, STILL_RISING, bud
                             model_label, models, of_model, stability_table)
 from sweep.errors import UserError
 from sweep.record.rules import check_run
-from sweep.record.rundir import REPORT_DIR
+from sweep.record.layout import REPORT_DIR
 from sweep.record.results import write_atomic
 from sweep.record.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 

@@ -331,7 +331,8 @@ def test_a_run_redraws_its_sample_with_the_sampler_version_that_drew_it(tmp_path
 
     from sweep.errors import UserError
     from sweep.record.rundir import RunDir
-    from sweep.record.results import MANIFEST, MANIFEST_FORMAT
+    from sweep.record.layout import MANIFEST
+    from sweep.record.results import MANIFEST_FORMAT
 
     v1, v2, v3 = (load_preset(SWEEP, "paper-sample", sample=24, sampler=v).trials for v in (1, 2, 3))
     assert len({v1, v2, v3}) == 3 and len(v1) == len(v2) == len(v3) == 24

@@ -158,3 +158,13 @@ def test_only_the_ray_adapter_reaches_into_rays_private_api():
                 found.append(f"{name}:{node.lineno} {text}")
     assert [f for f in found if not f.startswith(owner + ":")] == []
     assert any(f.startswith(owner + ":") for f in found)  # the adapter itself: the test looks where it should
+
+
+def test_the_run_directorys_names_are_written_once():
+    """A run's file names are spelled in sweep/record/layout.py only; everything else imports them."""
+    names = ('"gansweep.json"', '"results.parquet"', '"curves.parquet"', '"results.csv"', '"curves.csv"',
+             '".gansweep.lock"', '".gansweep.lease"')
+    owner = "sweep.record.layout"
+    spelled = [f"{m}: {n}" for m, text in sources().items() for n in names if n in text]
+    assert [s for s in spelled if not s.startswith(owner + ":")] == []
+    assert len([s for s in spelled if s.startswith(owner + ":")]) == len(names)  # it looks where it should

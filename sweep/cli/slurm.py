@@ -127,7 +127,7 @@ def _no_whitespace(run_dir: Path) -> Path:
 
 
 def _resumed(a) -> tuple[Path, list[str]]:
-    from sweep.record.results import MANIFEST
+    from sweep.record.layout import MANIFEST
 
     changed = [f for f in run_argv(a) if f.startswith("--") and f != "--shared-storage"]
     if changed:
@@ -141,7 +141,7 @@ def _resumed(a) -> tuple[Path, list[str]]:
 def _new(a) -> tuple[Path, list[str]]:
     """The run directory of a new sweep, and its `gansweep run` arguments (checked now: an error in
     the preset is found here, not hours later in the queue)."""
-    from sweep.record.results import MANIFEST
+    from sweep.record.layout import MANIFEST
     from sweep.record.store import is_uri
 
     _, preset = preset_of(a)

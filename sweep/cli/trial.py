@@ -100,11 +100,12 @@ def write_outputs(out: Path, summary: dict, outcome) -> None:
     import pandas as pd
 
     from analysis.samples import save_sample_grid
+    from sweep.record.layout import CURVES_CSV
     from sweep.record.results import write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     write_atomic(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(clean, indent=2)))
-    write_atomic(out / "curves.csv", lambda p: pd.DataFrame(outcome.history).to_csv(p, index=False))
+    write_atomic(out / CURVES_CSV, lambda p: pd.DataFrame(outcome.history).to_csv(p, index=False))
     if outcome.samples is not None:
         save_sample_grid(outcome.samples, out / "samples.png")

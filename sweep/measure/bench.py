@@ -40,7 +40,7 @@ from sweep.measure.rates import (COST_POINTS, cost_model, matmul_gflops, scorer_
                                  train_flops_per_sample)
 from sweep.plan.grid import load_preset
 from sweep.plan.packs import auto_pack_size
-from sweep.record.rundir import TUNE_DIR
+from sweep.record.layout import TUNE_DIR
 
 # Points of Table 1 for (b) and (c): EBGAN (its auto-encoder D is the larger D).
 POINTS = {

@@ -140,7 +140,7 @@ def step_equivalence(device: str, images, scorer) -> dict:
 
 
 def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:
-    from sweep.record.results import MANIFEST
+    from sweep.record.layout import MANIFEST
 
     try:
         import ray  # noqa: F401

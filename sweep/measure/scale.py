@@ -32,7 +32,7 @@ import yaml
 
 from sweep.plan.grid import load_file, load_preset
 from sweep.record.results import finished_count
-from sweep.record.rundir import TUNE_DIR
+from sweep.record.layout import TUNE_DIR
 
 GOALS = {"per_point_overhead_s": 0.020, "driver_peak_rss_gb": 1.5, "experiment_state_mb": 20.0,
          "restart_s": 60.0}

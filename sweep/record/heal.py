@@ -11,7 +11,8 @@ from sweep.errors import UserError
 from sweep.record.ledger import Ledger
 from sweep.record.progress import count
 from sweep.record.recovery import curve_row, curves_from_reports, logged_reports, states_from_reports
-from sweep.record.results import CURVES, CURVES_CSV, RESULTS, RESULTS_CSV, read_curves
+from sweep.record.layout import CURVES, CURVES_CSV, RESULTS, RESULTS_CSV
+from sweep.record.results import read_curves
 from sweep.record.rundir import RunDir
 from sweep.record.schema import DIVERGED, OK
 from sweep.record.store import is_uri

@@ -31,8 +31,8 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from sweep.errors import UserError
+from sweep.record.layout import LEASE
 
-LEASE = ".gansweep.lease"
 BEAT_S = 20.0  # how often a holder renews its lease
 STALE_S = 90.0  # a lease not renewed for this long is taken over (4 beats missed, and some)
 

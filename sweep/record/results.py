@@ -34,14 +34,10 @@ import pandas as pd
 
 from sweep.plan.config import LEGACY_DEFAULTS, model_name, setting_defaults
 from sweep.errors import UserError
+from sweep.record.layout import CURVES, CURVES_CSV, MANIFEST, RESULTS, RESULTS_CSV, TUNE_DIR
 from sweep.record.schema import FINISHED
 
-MANIFEST = "gansweep.json"
 MANIFEST_FORMAT = "gansweep-run/1"
-RESULTS = "results.parquet"
-RESULTS_CSV = "results.csv"
-CURVES = "curves.parquet"
-CURVES_CSV = "curves.csv"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -150,7 +146,7 @@ def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, 
 def tune_path_of(run_dir: Path, manifest: dict) -> str:
     """Where a run's Tune experiment lives: the run directory's own tune/ folder when it has
     one, so a copied or moved run uses its own copy; else the manifest's (--storage)."""
-    own = Path(run_dir) / "tune"
+    own = Path(run_dir) / TUNE_DIR
     return str(own.resolve()) if own.is_dir() else manifest["tune_path"]
 
 

@@ -5,16 +5,7 @@
     run.plan            # the grid points the run was started with, rebuilt once from its own sweep.yaml
     run.packs           # the Tune trials they form (sweep/plan/packs.py)
 
-RUN_DIR holds:
-    gansweep.json      the manifest: preset, overrides, sample, runtime options, versions, the
-                       defaults of its settings, sessions (the one file that cannot be rebuilt)
-    .gansweep.lock     held by the one `run` / `resume` writing the run (sweep/runner/lock.py)
-    sweep.yaml         the sweep file as it was when the run started (its plan is rebuilt from it)
-    results.parquet    one row per grid point (and .csv); curves.parquet, one per scored epoch
-    samples/           the last evaluated samples of every finished point (64 x 32 x 32 uint8)
-    weights/           with --keep-weights, every ok point's final G weights (a state_dict)
-    tune/              Ray Tune's experiment (on a cluster, under --storage instead)
-    slurm/             with `gansweep slurm`: the batch script and each job's output
+RUN_DIR holds what sweep/record/layout.py lists (the names live there, the paths here).
 
 With a URI as --storage, RUN_DIR is a working copy and the record is mirrored beside Tune's
 experiment in the storage (sweep/record/store.py).
@@ -33,15 +24,12 @@ from sweep.plan.config import LEGACY_DEFAULTS, TrialConfig, resolve, setting_def
 from sweep.plan.grid import Overrides, load_preset
 from sweep.plan.packs import Pack, make_packs
 from sweep.plan.subset import SAMPLER_VERSION
-from sweep.record.results import (CURVES, MANIFEST, RESULTS, read_manifest, read_results, tune_path_of,
-                                  write_manifest)
+from sweep.record.layout import (CURVES, MANIFEST, REPORT_DIR, RESULTS, SAMPLES_DIR, SLURM_DIR, SWEEP_FILE, WEIGHTS_DIR)
+from sweep.record.results import read_manifest, read_results, tune_path_of, write_manifest
 from sweep.record.recovery import finished_reports
 from sweep.record.schema import FINISHED, OK
 from sweep.record.store import RecordStore, is_uri, store_fault, store_reason
 
-SAMPLES_DIR, WEIGHTS_DIR = "samples", "weights"  # RUN_DIR/<dir>/<point_id>.npy / .pt
-SWEEP_FILE = "sweep.yaml"
-TUNE_DIR, REPORT_DIR, SLURM_DIR = "tune", "report", "slurm"  # Tune's experiment, `report`'s, `slurm`'s
 log = logging.getLogger("gansweep")
 
 

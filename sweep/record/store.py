@@ -27,13 +27,10 @@ import re
 from pathlib import Path
 
 from sweep.errors import UserError
+from sweep.record.layout import LOCAL_ONLY, MANIFEST, UPLOAD_ORDER
 
 log = logging.getLogger("gansweep")
 BUCKET_SCHEMES = ("s3", "gs", "gcs")  # URIs whose first path part is a bucket that must exist
-# the lock guards this machine's copy, the lease the bucket's run (sweep/record/lease.py); Tune writes its own
-LOCAL_ONLY = (".gansweep.lock", ".gansweep.lease", "tune")
-# upload order: a table or manifest never names a file that is not uploaded yet
-_ORDER = ("samples/", "weights/", "curves.", "results.", "gansweep.json")
 
 
 # The store's answers that retrying cannot change: the sweep stops cleanly on them (resumable) instead of
@@ -72,7 +69,7 @@ def working_copy(uri: str) -> Path:
 
 
 def _rank(rel: str) -> int:
-    return next((i for i, prefix in enumerate(_ORDER) if rel.startswith(prefix)), 0)
+    return next((i for i, prefix in enumerate(UPLOAD_ORDER) if rel.startswith(prefix)), 0)
 
 
 class RecordStore:
@@ -133,8 +130,6 @@ class RecordStore:
         made locally."""
         from pyarrow import fs as pafs
 
-        from sweep.record.results import MANIFEST
-
         self.reach()
         try:
             found = self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File
@@ -147,8 +142,6 @@ class RecordStore:
         """Download the record (not Tune's experiment, which Tune reads where it is) into folder,
         replacing what is there; returns how many files. Refuses a URI that holds no run."""
         from pyarrow import fs as pafs
-
-        from sweep.record.results import MANIFEST
 
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
         files = {i.path[len(self.root) + 1:]: i for i in infos if i.type == pafs.FileType.File}

@@ -26,7 +26,7 @@ from sweep.runner.nodes import NodeWatch
 from sweep.runner.ray_private import trial_actor, trial_file
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
 from sweep.runner.stalls import StallWatch
-from sweep.record.rundir import WEIGHTS_DIR
+from sweep.record.layout import WEIGHTS_DIR
 from sweep.runner.checkpoint import checkpoint_samples
 
 PROGRESS_EVERY_S = 10.0

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from sweep.plan.config import TrialConfig
-from sweep.record.rundir import SAMPLES_DIR, WEIGHTS_DIR
+from sweep.record.layout import SAMPLES_DIR, WEIGHTS_DIR
 
 if TYPE_CHECKING:
     from ray.tune import Checkpoint

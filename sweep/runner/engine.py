@@ -28,8 +28,9 @@ from sweep.plan.packs import Pack, make_packs, trial_label
 from sweep.record.heal import heal
 from sweep.record.ledger import Ledger
 from sweep.record.progress import banked_compute, counts_words, fmt_s, interrupted_line, session_summary
-from sweep.record.results import MANIFEST, new_manifest
-from sweep.record.rundir import TUNE_DIR, RunDir
+from sweep.record.layout import MANIFEST, TUNE_DIR
+from sweep.record.results import new_manifest
+from sweep.record.rundir import RunDir
 from sweep.record.rules import name_points
 from sweep.record.schema import PENDING
 from sweep.record.store import RecordStore, is_uri, store_fault

@@ -22,8 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sweep.errors import UserError
-
-LOCK = ".gansweep.lock"
+from sweep.record.layout import LOCK
 
 
 class RunLock:

@@ -36,8 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sweep.errors import UserError
-from sweep.record.results import MANIFEST
-from sweep.record.rundir import SLURM_DIR
+from sweep.record.layout import MANIFEST, SLURM_DIR
 
 TEMPLATE = Path(__file__).with_name("slurm_job.sh")  # the script's bash, with @NAME@ placeholders
 SCRIPT_NAME = "job.sbatch"  # RUN_DIR/slurm/job.sbatch; each job's output is RUN_DIR/slurm/<job id>.out
