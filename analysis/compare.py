@@ -4,11 +4,13 @@
     gansweep run --preset mini --name after
     gansweep compare runs/before runs/after          # -> runs/after/compare-before/compare.html
     gansweep compare runs/d-batch --by d_batch=separate,joint   # one run, split by a setting it varies
+    gansweep compare runs/d-batch --by d_batch=joint,separate --within nLayerD,lr   # and per cell
 
 For every model either run has: both runs' I' histograms overlaid (A outlined, B
 filled), their failure shares (I' < 1), shares of runs that draw digits and median
 digit_share side by side, and a two-sided Mann-Whitney test of B's final I' against
-A's (prob_b_beats_a: the chance that a random B run outscores a random A run). The
+A's (prob_b_beats_a: the chance that a random B run outscores a random A run); with
+--within AXES, the same for every cell of those axes inside each model too. The
 runs' labels name the settings whose values differ between them (e.g. "d_batch=joint"),
 else their run names. Writes compare.html (images embedded), compare.png and
 compare.csv; the table is also printed.
@@ -61,33 +63,45 @@ def labels(a: Run, b: Run) -> tuple[str, str]:
             ", ".join(f"{k}={vb}" for k, (_, vb) in shown) + more)
 
 
-def compare_table(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+def compare_table(a: pd.DataFrame, b: pd.DataFrame, within: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per model of either run: the settings its runs changed, finished runs, median I',
     failure and digit shares of A and B, and the Mann-Whitney test of B against A (NaN where a
-    run has no such model)."""
+    run has no such model); with `within` (axes or settings), then one row per cell of their values."""
     scored = has_digit_share(a) and has_digit_share(b)
     rows = []
     for m in models(pd.concat([a[["family", "model"]], b[["family", "model"]]], ignore_index=True)):
         ra, rb = of_model(a, m), of_model(b, m)
-        sa, sb = finished_scores(ra), finished_scores(rb)
-        u, p = mann_whitney(sa, sb)
-        changed = differing_settings(ra, rb) if len(ra) and len(rb) else {}
-        row = {"model": model_label(m),
-               "settings_changed": "; ".join(f"{k} {va} -> {vb}" for k, (va, vb) in changed.items()),
-               "n_a": len(sa), "n_b": len(sb),
-               "median_i_prime_a": _median(sa), "median_i_prime_b": _median(sb),
-               "failure_share_a": _share(sa < FAILURE_I_PRIME, len(sa)),
-               "failure_share_b": _share(sb < FAILURE_I_PRIME, len(sb))}
-        if scored:
-            row.update({"draws_digits_a": _share(draws_digits(ra), len(sa)),
-                        "draws_digits_b": _share(draws_digits(rb), len(sb)),
-                        "median_digit_share_a": _median(finished_scores(ra, "digit_share")),  # diverged: 0
-                        "median_digit_share_b": _median(finished_scores(rb, "digit_share"))})
-        # u is A's U: the chance that a random B run beats a random A run is 1 - U_A / (n_a n_b)
-        row.update({"prob_b_beats_a": 1.0 - u / (len(sa) * len(sb)) if len(sa) and len(sb) else math.nan,
-                    "p_value": p})
-        rows.append(row)
+        rows.append(_compared(model_label(m), ra, rb, scored))
+        if within:
+            both = pd.concat([ra[list(within)], rb[list(within)]]).drop_duplicates().sort_values(list(within))
+            for cell in both.itertuples(index=False):
+                key = dict(zip(within, cell))
+                pick = lambda df: df[(df[list(within)] == pd.Series(key)).all(axis=1)]  # noqa: E731
+                name = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in key.items())
+                rows.append(_compared(f"  {name}", pick(ra), pick(rb), scored))
     return pd.DataFrame(rows)
+
+
+def _compared(label: str, ra: pd.DataFrame, rb: pd.DataFrame, scored: bool) -> dict:
+    """compare_table's row of one model, or of one cell of it."""
+    sa, sb = finished_scores(ra), finished_scores(rb)
+    u, p = mann_whitney(sa, sb)
+    changed = differing_settings(ra, rb) if len(ra) and len(rb) else {}
+    row = {"model": label,
+           "settings_changed": "; ".join(f"{k} {va} -> {vb}" for k, (va, vb) in changed.items()),
+           "n_a": len(sa), "n_b": len(sb),
+           "median_i_prime_a": _median(sa), "median_i_prime_b": _median(sb),
+           "failure_share_a": _share(sa < FAILURE_I_PRIME, len(sa)),
+           "failure_share_b": _share(sb < FAILURE_I_PRIME, len(sb))}
+    if scored:
+        row.update({"draws_digits_a": _share(draws_digits(ra), len(sa)),
+                    "draws_digits_b": _share(draws_digits(rb), len(sb)),
+                    "median_digit_share_a": _median(finished_scores(ra, "digit_share")),  # diverged: 0
+                    "median_digit_share_b": _median(finished_scores(rb, "digit_share"))})
+    # u is A's U: the chance that a random B run beats a random A run is 1 - U_A / (n_a n_b)
+    row.update({"prob_b_beats_a": 1.0 - u / (len(sa) * len(sb)) if len(sa) and len(sb) else math.nan,
+                "p_value": p})
+    return row
 
 
 def _median(s: pd.Series) -> float:
@@ -176,11 +190,12 @@ def split_sides(run_dir: Path, by: str) -> tuple[Side, Side, float | None]:
                  for v in want) + (real,)
 
 
-def build_compare(a: Side, b: Side, out: Path, real_i_prime: float | None = None) -> tuple[Path, pd.DataFrame]:
+def build_compare(a: Side, b: Side, out: Path, real_i_prime: float | None = None,
+                  within: tuple[str, ...] = ()) -> tuple[Path, pd.DataFrame]:
     """compare.html, compare.png and compare.csv of two sides into `out`; returns (page, table)."""
     from analysis.report import TEMPLATES, html_table, png_bytes, template
 
-    table = compare_table(a.results, b.results)
+    table = compare_table(a.results, b.results, within)
     png = png_bytes(compare_figure(a.results, b.results, a.label, b.label, real_i_prime))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "compare.png", lambda p: Path(p).write_bytes(png))
@@ -198,13 +213,14 @@ def build_compare(a: Side, b: Side, out: Path, real_i_prime: float | None = None
 
 
 def format_table(table: pd.DataFrame, label_a: str, label_b: str) -> str:
-    """The table as the terminal shows it: one line per model, A -> B."""
+    """The table as the terminal shows it: one line per model (and cell), A -> B."""
     digits = "draws_digits_a" in table.columns
-    head = (f"{'model':<16} {'n A/B':>7}  {'median I_':<14} {'I_ < 1':<12}" + (f" {'draw digits':<12}" if digits else "")
+    w = max([16] + [len(m) for m in table["model"]])
+    head = (f"{'model':<{w}} {'n A/B':>7}  {'median I_':<14} {'I_ < 1':<12}" + (f" {'draw digits':<12}" if digits else "")
             + f" {'P(B>A)':>7} {'p':>8}  settings changed").replace("I_", "I'")
     lines = [f"A: {label_a}", f"B: {label_b}", head]
     for r in table.itertuples(index=False):
-        line = (f"{r.model:<16} {f'{r.n_a}/{r.n_b}':>7}  {_num(r.median_i_prime_a) + ' -> ' + _num(r.median_i_prime_b):<14}"
+        line = (f"{r.model:<{w}} {f'{r.n_a}/{r.n_b}':>7}  {_num(r.median_i_prime_a) + ' -> ' + _num(r.median_i_prime_b):<14}"
                 f" {_pct(r.failure_share_a) + ' -> ' + _pct(r.failure_share_b):<12}")
         if digits:
             line += f" {_pct(r.draws_digits_a) + ' -> ' + _pct(r.draws_digits_b):<12}"

@@ -47,6 +47,31 @@ def test_the_table_by_hand(tmp_path):
     assert differing_settings(a, b) == {"d_batch": ("separate", "joint/separate")}
 
 
+def test_the_table_within_cells_by_hand(tmp_path, capsys):
+    """--within nLayerD: after each model's row, one per cell; the GAN cells hold one run a side."""
+    from sweep.cli import main
+
+    run_a, run_b = two_runs(tmp_path)
+    a, b = (with_models(pd.read_parquet(r / "results.parquet")) for r in (run_a, run_b))
+    t = compare_table(a, b, ("nLayerD",))
+    assert list(t["model"]) == ["GAN", "  nLayerD 2", "  nLayerD 3", "  nLayerD 4", "  nLayerD 5", "EBGAN",
+                                "  nLayerD 2"]  # row()'s default D depth for both EBGANs
+    cells = t.iloc[1:5]
+    assert list(cells["median_i_prime_a"]) == A_GAN and list(cells["median_i_prime_b"]) == B_GAN
+    assert list(cells["prob_b_beats_a"]) == [0.5, 1.0, 1.0, 1.0]  # 0 ties 0; then B's one beats A's one
+    assert list(cells[["n_a", "n_b"]].sum()) == [4, 4]
+    assert t.iloc[0]["prob_b_beats_a"] == pytest.approx(13.5 / 16)  # the model's row as without --within
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run_a), str(run_b), "--within", "nLayerD", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [ln.split()[:3] for ln in printed[3:8]] == [["GAN", "4/4", "0.00"], ["nLayerD", "2", "1/1"],
+                                                       ["nLayerD", "3", "1/1"], ["nLayerD", "4", "1/1"],
+                                                       ["nLayerD", "5", "1/1"]]
+    assert pd.read_csv(out / "compare.csv")["model"].str.strip().tolist()[:2] == ["GAN", "nLayerD 2"]
+    assert main(["compare", str(run_a), str(run_b), "--within", "depth"]) == 2
+    assert capsys.readouterr().err.strip() == "gansweep: --within depth: 'depth' is not an axis or setting"
+
+
 def test_the_figure_overlays_a_outlined_on_b_filled(tmp_path):
     run_a, run_b = two_runs(tmp_path)
     a, b = (with_models(pd.read_parquet(r / "results.parquet")) for r in (run_a, run_b))
