@@ -493,3 +493,42 @@ def test_the_convergence_measure_sees_the_last_third_of_the_budget_not_the_last_
     assert (conv.epoch_before, conv.epochs) == (4, 6)
     assert (conv.median_before, conv.median_last) == pytest.approx((2.2, 2.35))
     assert conv.still_rising_share == 0.5
+
+
+def test_the_convergence_measure_reads_the_budget_studys_learning_gans_as_still_rising():
+    """The gan-budget study's I' (docs/reproduction.md, scored at these epochs of 156 steps) cut at
+    6,240 steps, paper-sample's budget: the four GANs that climb rose 19-35% over the last third
+    (from epoch 24, 3,744 steps) and are still rising, although over 1,248 steps before 6,240 they
+    rose 3-12%; the one that oscillates fell, the six that never start stay at 0: not rising.
+    paper-sample's EBGAN median (levelled: +9.5% over its last third) reads as levelled."""
+    from analysis.stats import STILL_RISING, convergence_table, last_rise
+
+    epochs = (4, 12, 16, 24, 32, 40)
+    budget = {  # G, D, optimizers, lr: I' at each epoch above
+        "G4x1600 D4x512 SGD/Adam 1e-4": (0.16, 1.54, 2.75, 3.58, 4.33, 4.83),
+        "G5x1600 D3x1024 Adam/SGD 0.01": (0.00, 0.71, 1.44, 2.34, 2.93, 3.01),
+        "G3x400 D4x128 Adam/Adam 1e-4": (0.03, 1.28, 1.93, 2.04, 2.66, 2.51),
+        "G2x800 D3x1024 Adam/SGD 0.01": (0.00, 1.01, 1.51, 1.80, 2.05, 2.14),
+        "G4x400 D2x256 Adam/Adam 1e-4": (0.11, 0.37, 0.98, 1.36, 1.51, 0.95),
+        **{f"never starts {i}": (0.0,) * 6 for i in range(6)}}
+    df = pd.DataFrame([row("gan", v[-1], nLayerG=2 + i % 4, sizeG=100 + i) for i, v in enumerate(budget.values())])
+    df["epochs"], df["epochs_done"], df["n_train"], df["batch_size"] = 40, 40, 10000, 64
+    pid = dict(zip(budget, df.point_id))
+    curves = pd.DataFrame([{"point_id": pid[k], "epoch": e, "i_prime": x}
+                           for k, v in budget.items() for e, x in zip(epochs, v)])
+    rise = last_rise(curves, df).rename(index={p: k for k, p in pid.items()})
+    assert rise["G4x1600 D4x512 SGD/Adam 1e-4"] == pytest.approx(4.83 / 3.58 - 1)  # +35%
+    assert rise["G2x800 D3x1024 Adam/SGD 0.01"] == pytest.approx(2.14 / 1.80 - 1)  # +19%
+    rising = sorted(k for k in budget if rise[k] > STILL_RISING)
+    assert rising == sorted(list(budget)[:4])
+    assert rise["G4x400 D2x256 Adam/Adam 1e-4"] < 0 and all(rise[f"never starts {i}"] == 0.0 for i in range(6))
+    conv = convergence_table(curves, df).iloc[0]
+    assert (conv.steps, conv.epoch_before, conv.epochs) == (6240, 24, 40)
+    assert conv.still_rising_share == pytest.approx(4 / 11)
+    # paper-sample's EBGAN median by epoch (every 4): from epoch 24 (6.19) to 40 (6.78), +9.5%: levelled
+    eb = pd.DataFrame([row("ebgan", 6.78)])
+    eb["epochs"], eb["epochs_done"] = 40, 40
+    med = (2.48, 3.91, 4.44, 5.34, 5.50, 6.19, 6.72, 6.38, 6.49, 6.78)
+    eb_curves = pd.DataFrame([{"point_id": eb.point_id[0], "epoch": 4 * (i + 1), "i_prime": v} for i, v in enumerate(med)])
+    eb_rise = last_rise(eb_curves, eb).iloc[0]
+    assert eb_rise == pytest.approx(6.78 / 6.19 - 1) and eb_rise < STILL_RISING
