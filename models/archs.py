@@ -33,6 +33,10 @@ class Arch:
     # (nLayerG, sizeG, z_dim, nLayerD, sizeD, discriminator kind) -> ((G params, G buffers), (D params,
     # D buffers)), or None: sweep/plan/disk.py builds the nets on the meta device and counts instead
     param_counts: Callable[..., tuple[tuple[int, int], tuple[int, int]]] | None = None
+    # what d_batch's "auto" means on this arch for a D of a kind, where it differs from the family's
+    # choice (models/losses.py Family.d_batch): a DCGAN GAN trains better with separate batches
+    # (docs/reproduction.md, the seeded DCGAN study), as the DCGAN code does
+    d_batch: tuple[tuple[str, str], ...] = ()  # ((discriminator kind, "joint" | "separate"), ...)
 
     def nets(self, cfg, discriminator: str, make: Callable | None = None):
         """(G, D) of a config (a TrialConfig's fields), D the kind the family needs ("logit" or an
@@ -94,7 +98,7 @@ def register_arch(arch: Arch, replace: bool = False) -> Arch:
 register_arch(Arch("mlp", "MLP", Generator, MLPDiscriminator, AutoEncoderDiscriminator, mlp_macs,
                    param_counts=mlp_param_counts))
 register_arch(Arch("dcgan", "DCGAN", ConvGenerator, ConvDiscriminator, ConvAutoEncoderDiscriminator, dcgan_macs,
-                   max_layers=MAX_LAYERS, size_unit="ch"))
+                   max_layers=MAX_LAYERS, size_unit="ch", d_batch=(("logit", "separate"),)))
 
 
 def get_arch(name: str) -> Arch:

@@ -135,6 +135,44 @@ def test_auto_resolves_per_family_and_ids_name_only_the_other_choice():
     assert TrialConfig(family="gan", d_batch="auto").as_dict()["d_batch"] == "joint"
 
 
+def test_auto_gives_a_dcgan_gan_separate_batches_and_its_id_says_so():
+    """The seeded DCGAN study (docs/reproduction.md): auto resolves by family and arch, separate for a
+    DCGAN GAN; ids spell d_batch against the family's choice as before, so auto and an explicit
+    separate are one point ('-sepbn'), and joint is the untagged id of the runs before."""
+    from models.archs import get_arch
+
+    conv = dict(arch="dcgan", nLayerG=4, nLayerD=4, sizeG=64, sizeD=64)
+    assert dict(get_arch("dcgan").d_batch) == {"logit": "separate"} and get_arch("mlp").d_batch == ()
+    gan = TrialConfig(family="gan", **conv)
+    assert gan.d_batch == "separate" and gan == TrialConfig(family="gan", d_batch="separate", **conv)
+    assert gan.point_id == "gan-dcgan-G4x64-D4x64-nodrop-adam.adam-lr0.001-sepbn-s0"
+    assert TrialConfig(family="gan", d_batch="joint", **conv).point_id == "gan-dcgan-G4x64-D4x64-nodrop-adam.adam-lr0.001-s0"
+    assert TrialConfig(family="gan").d_batch == "joint"  # the paper's fully-connected GAN: as before
+    for family in ("ebgan", "ebgan_pt", "began"):  # auto-encoders: separate on both archs, no tag
+        cfg = TrialConfig(family=family, **conv)
+        assert cfg.d_batch == "separate" and "bn-" not in cfg.point_id
+
+
+def test_a_run_whose_auto_meant_joint_for_dcgan_gans_is_not_resumed_otherwise(tmp_path):
+    """A run started before auto read the arch (no `auto_rules` in its manifest) trained its DCGAN GANs
+    with joint batches; resuming one unfinished would now train it with separate ones: refused."""
+    from sweep.errors import UserError
+    from sweep.plan.config import AUTO_RULES, setting_defaults
+    from sweep.record.results import write_results
+    from sweep.record.rundir import RunDir
+
+    conv = dict(arch="dcgan", nLayerG=4, nLayerD=4, sizeG=64, sizeD=64)
+    gan, ebgan = TrialConfig(family="gan", **conv), TrialConfig(family="ebgan", **conv)
+    old = {"setting_defaults": setting_defaults(), "git_commit": "ae67658"}
+    write_results(pd.DataFrame([{"point_id": p.point_id, "status": "pending"} for p in (gan, ebgan)]), tmp_path)
+    with pytest.raises(UserError, match=r"whose d_batch `auto` resolved by version 1 of its rules \(now 2\); 1 "
+                                        rf"unfinished points such as {gan.point_id} would train with 'separate'.*"
+                                        "commit ae67658"):
+        RunDir(tmp_path, old, (gan, ebgan)).check_defaults()
+    RunDir(tmp_path, old, (ebgan,)).check_defaults()  # the EBGAN: separate under both versions
+    RunDir(tmp_path, {**old, "auto_rules": AUTO_RULES}, (gan, ebgan)).check_defaults()  # a run of today
+
+
 def test_a_plugin_family_gets_the_choice_of_its_discriminator_kind():
     from models.losses import Family, ebgan_d_loss, ebgan_g_loss, gan_d_loss, gan_g_loss
     from models.registry import PluginError
@@ -185,8 +223,13 @@ def test_a_run_started_before_the_setting_is_not_resumed_with_another_meaning(tm
     run(old).check_defaults()  # the GAN is finished; the EBGAN trains as it would have
     from sweep.plan.config import setting_defaults
 
-    now = {"setting_defaults": setting_defaults()}
+    from sweep.plan.config import AUTO_RULES
+
+    now = {"setting_defaults": setting_defaults(), "auto_rules": AUTO_RULES}
     assert run(now).changed_defaults() == {} and setting_defaults()["d_batch"] == "auto"
+    # version 1 of auto's rules (no `auto_rules`) differs only on DCGAN GANs: these mlp points may go on
+    assert set(run({"setting_defaults": setting_defaults()}).changed_defaults()) == {"d_batch", "energy_norm"}
+    run({"setting_defaults": setting_defaults()}).check_defaults()
     (tmp_path / "results.parquet").unlink()
     run(now).check_defaults()
     with pytest.raises(UserError, match="1 unfinished points such as gan-"):

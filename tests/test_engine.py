@@ -71,7 +71,7 @@ def test_smoke_sweep_rows_and_columns(tmp_path, sweep_file, monkeypatch):
     assert (df["status"] == "ok").all() and (df["epochs_done"] == 3).all()
     assert df["family"].value_counts().to_dict() == {"gan": 5, "ebgan": 4, "ebgan_pt": 2, "began": 1}
     assert df.loc[df.arch == "dcgan", "point_id"].tolist() == [
-        "gan-dcgan-G4x16-D4x8-nodrop-adam.adam-lr0.0002-s0"]
+        "gan-dcgan-G4x16-D4x8-nodrop-adam.adam-lr0.0002-sepbn-s0"]  # auto: separate on DCGAN
     began = df[df.family == "began"].iloc[0]
     assert began.energy_norm == "l1" and 0 <= began.k_t <= 1 and began.m_global > 0
     assert df["i_prime"].notna().all() and df["inception_score"].between(1, 10).all()

@@ -67,8 +67,8 @@ def test_arch_defaults_to_mlp_and_a_family_may_list_grids(tmp_path):
                  .replace("lr: [0.001]}", "lr: [0.001]}\n        - {nLayerG: [3], nLayerD: [2], sizeG: [8], "
                           "sizeD: [8], dropoutD: [false], optimD: [adam], optimG: [adam], lr: [0.001]}"))
     p = load_preset(f, "p")
-    assert [t.point_id for t in p.trials] == [
-        "gan-dcgan-G2x8-D2x8-nodrop-adam.adam-lr0.001-s0", "gan-G2x8-D2x8-nodrop-adam.adam-lr0.001-s0",
+    assert [t.point_id for t in p.trials] == [  # a DCGAN GAN: auto is separate (its id says so)
+        "gan-dcgan-G2x8-D2x8-nodrop-adam.adam-lr0.001-sepbn-s0", "gan-G2x8-D2x8-nodrop-adam.adam-lr0.001-s0",
         "gan-G3x8-D2x8-nodrop-adam.adam-lr0.001-s0"]
 
 

@@ -69,8 +69,9 @@ class TrialConfig:
         if problems:
             raise ValueError(problems[0])
         # "auto" settings are stored resolved, so every result row names what was actually used.
-        for name in family_defaults(self.family):
-            object.__setattr__(self, name, resolve(self.family, name, getattr(self, name)))
+        for name, value in auto_defaults(self.family, self.arch).items():
+            if getattr(self, name) == "auto":
+                object.__setattr__(self, name, value)
 
     def replace(self, **changes) -> "TrialConfig":
         return dataclasses.replace(self, **changes)
@@ -93,7 +94,9 @@ class TrialConfig:
                 f"-lr{self.lr:g}{self._study_tag()}-s{self.seed}")
 
     def _study_tag(self) -> str:
-        """'-m5-l2_squared-codekept' for the STUDY_AXES that differ from their defaults ('' for the paper's)."""
+        """'-m5-l2_squared-codekept' for the STUDY_AXES that differ from their defaults ('' for the paper's).
+        Against the family's defaults, not the arch's (auto_defaults): ids written before an arch had
+        its own d_batch choice keep their spelling (a DCGAN GAN with separate batches is '-sepbn')."""
         tag = ""
         for name, spell in STUDY_AXES.items():
             default = family_defaults(self.family).get(name, _DEFAULTS[name])
@@ -111,9 +114,29 @@ def family_defaults(family: str) -> dict:
     return {"energy_norm": fam.energy, "d_batch": fam.d_batch}
 
 
-def resolve(family: str, name: str, value):
-    """A setting's value as a point of `family` trains with it ("auto" -> the family's choice)."""
-    return family_defaults(family)[name] if value == "auto" and name in family_defaults(family) else value
+def auto_defaults(family: str, arch: str) -> dict:
+    """What "auto" settings resolve to for a point: the family's (family_defaults), but d_batch as the
+    arch says for the family's kind of D where it says (models/archs.py Arch.d_batch)."""
+    from models.archs import get_arch
+    from models.losses import get_family
+
+    by_kind = dict(get_arch(arch).d_batch)
+    out = family_defaults(family)
+    out["d_batch"] = by_kind.get(get_family(family).discriminator, out["d_batch"])
+    return out
+
+
+# The version of what "auto" resolves to, recorded in every manifest (`auto_rules`): 1 resolved by
+# family only; 2 lets an arch choose d_batch (a DCGAN GAN: separate). A run started under another
+# version is refused where its unfinished points would now train otherwise (RunDir.check_defaults).
+AUTO_RULES = 2
+
+
+def resolve(family: str, arch: str, name: str, value, rules: int = AUTO_RULES):
+    """A setting's value as a point trains with it ("auto" -> its family's and arch's choice, or under
+    version 1 of the rules its family's alone)."""
+    auto = auto_defaults(family, arch) if rules >= 2 else family_defaults(family)
+    return auto[name] if value == "auto" and name in auto else value
 
 
 def model_name(family: str, arch: str) -> str:

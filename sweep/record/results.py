@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.plan.config import LEGACY_DEFAULTS, model_name, setting_defaults
+from sweep.plan.config import AUTO_RULES, LEGACY_DEFAULTS, model_name, setting_defaults
 from sweep.errors import UserError
 from sweep.record.layout import CURVES, CURVES_CSV, MANIFEST, RESULTS, RESULTS_CSV, TUNE_DIR
 from sweep.record.schema import FINISHED
@@ -137,7 +137,7 @@ def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, 
     return {"format": MANIFEST_FORMAT, "name": name, "preset": preset.name, "n_trials": len(preset.trials),
             "sample": preset.sample_record(), "scope": preset.scope,
             "overrides": preset.overrides.record(), "plugins": plugin_sources(),
-            "counts": preset.counts(), "setting_defaults": setting_defaults(), "tune_path": tune_path, "runtime": runtime, "device": device,
+            "counts": preset.counts(), "setting_defaults": setting_defaults(), "auto_rules": AUTO_RULES, "tune_path": tune_path, "runtime": runtime, "device": device,
             "classifier_sha256": classifier_sha256, "reference_scores": reference_scores,
             "gansweep_version": __version__, "git_commit": git_commit(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sessions": []}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from models.registry import add_plugin_sources
 from sweep.errors import UserError
-from sweep.plan.config import LEGACY_DEFAULTS, TrialConfig, resolve, setting_defaults
+from sweep.plan.config import AUTO_RULES, LEGACY_DEFAULTS, TrialConfig, resolve, setting_defaults
 from sweep.plan.grid import Overrides, load_preset
 from sweep.plan.packs import Pack, make_packs
 from sweep.plan.subset import SAMPLER_VERSION
@@ -169,16 +169,18 @@ class RunDir:
 
     # ---------------------------------------------------------------- defaults
     def changed_defaults(self) -> dict:
-        """Settings whose default changed since the run started -> the default it started with
-        (a manifest written before gansweep recorded its defaults: LEGACY_DEFAULTS)."""
+        """Settings that resolve otherwise since the run started -> the default it started with: its
+        default changed (a manifest written before gansweep recorded its defaults: LEGACY_DEFAULTS),
+        or it is "auto" and what auto means changed (the manifest's `auto_rules`, 1 when absent)."""
         recorded = self.manifest.get("setting_defaults", LEGACY_DEFAULTS)
-        now = setting_defaults()
-        return {k: v for k, v in recorded.items() if k in now and now[k] != v}
+        now, rules = setting_defaults(), self.manifest.get("auto_rules", 1)
+        return {k: v for k, v in recorded.items() if k in now and (now[k] != v or (v == "auto" and rules != AUTO_RULES))}
 
     def check_defaults(self) -> None:
         """Refuse to resume a run whose unfinished points would now train otherwise than its finished
         ones did: a default they took has changed since the run started (e.g. d_batch, which GANs
-        trained as `separate` before the setting existed). One run, one meaning per point."""
+        trained as `separate` before the setting existed, and DCGAN GANs as `joint` before auto read
+        the arch). One run, one meaning per point."""
         changed = self.changed_defaults()
         if not changed:
             return
@@ -187,13 +189,16 @@ class RunDir:
             done = set(table.loc[table["status"].isin(FINISHED), "point_id"])
         except Exception:  # no readable table: every point counts as unfinished
             done = set()
+        rules = self.manifest.get("auto_rules", 1)
         for name, then in changed.items():
             now = setting_defaults()[name]
-            stale = [t for t in self.plan if t.point_id not in done
-                     and getattr(t, name) == resolve(t.family, name, now) != resolve(t.family, name, then)]
+            stale = [t for t in self.plan if t.point_id not in done and getattr(t, name)
+                     == resolve(t.family, t.arch, name, now) != resolve(t.family, t.arch, name, then, rules)]
             if stale:
+                was = (f"whose default {name} was {then!r} (now {now!r})" if then != now else
+                       f"whose {name} `auto` resolved by version {rules} of its rules (now {AUTO_RULES})")
                 raise UserError(
-                    f"{self.path}: started by a gansweep whose default {name} was {then!r} (now {now!r}); "
+                    f"{self.path}: started by a gansweep {was}; "
                     f"{len(stale)} unfinished points such as {stale[0].point_id} would train with "
                     f"{getattr(stale[0], name)!r}, not as its finished ones did: finish it with the gansweep "
                     f"that started it (commit {self.manifest.get('git_commit', 'unknown')}), or start a new run")
