@@ -48,7 +48,7 @@ class TrialConfig:
     z_dist: str = "uniform"  # uniform on [-1, 1] (as DCGAN) | normal
     dropout_rate: float = 0.5  # dropout probability when dropoutD is true
     dropout_code: bool = True  # with dropoutD, auto-encoder Ds also drop out their code (the encoder's last layer)
-    d_batch: str = "auto"  # D's batch norm: auto (the family's) | joint (real + generated in one pass) | separate
+    d_batch: str = "auto"  # D's batch norm: auto (the family's and arch's) | joint (real + generated in one pass) | separate
     adam_beta1: float = 0.5  # Adam beta1 (the DCGAN / EBGAN code value)
     adam_beta2: float = 0.999  # Adam beta2
     sgd_momentum: float = 0.0  # SGD momentum (plain SGD unless set)
