@@ -408,3 +408,24 @@ def test_a_failed_trials_error_is_read_from_the_bucket_when_this_folder_has_no_c
     Trial.trial_id, Trial.path = "t2", f"{BUCKET}/errs/tune/t2"  # no error file anywhere
     assert trial_error_line(Trial()) == "error (no message recorded)"
     assert isinstance(fs, pafs.S3FileSystem)
+
+
+def test_storage_is_read_once_into_where_a_run_goes(tmp_path, monkeypatch, s3_server):
+    """--storage as a Storage: a folder holds RUN/<name> and its tune/; a URI is worked on in
+    ./runs/<name> and its Tune experiment and record live under URI/<name>; a run named on a command
+    line is a path, or a URI's working copy and store."""
+    from sweep.record.store import Storage, record_uri, run_argument
+
+    monkeypatch.chdir(tmp_path)
+    local = Storage.parse("big/runs")
+    assert (local.remote, local.run_dir("a"), local.run_uri("a")) == (False, Path("big/runs/a"), None)
+    assert local.tune_path("a") == str(tmp_path / "big" / "runs" / "a" / "tune")  # absolute: Tune's
+    s3 = Storage.parse("s3://bucket/team/runs/")
+    assert (s3.remote, s3.root, s3.run_dir("a")) == (True, "s3://bucket/team/runs", Path("runs/a"))
+    assert (s3.tune_path("a"), s3.run_uri("a")) == ("s3://bucket/team/runs/a/tune", "s3://bucket/team/runs/a")
+    assert record_uri(s3.tune_path("a")) == s3.run_uri("a") == record_uri(s3.tune_path("a") + "/")
+    for k, v in s3_server.items():
+        monkeypatch.setenv(k, v)
+    path, store = run_argument(f"s3://{BUCKET}/team/runs/a/")
+    assert path == Path("runs/a") and store.uri == f"s3://{BUCKET}/team/runs/a"
+    assert run_argument("runs/x") == (Path("runs/x"), None)

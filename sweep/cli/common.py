@@ -169,14 +169,13 @@ def run_dir_of(text: str):
     (s3://bucket/prefix/name) as its local working copy, ./runs/<name>, refreshed from the storage
     first unless a gansweep on this machine is writing it (then that copy is the newest)."""
     from sweep.record.rundir import RunDir
-    from sweep.record.store import RecordStore, is_uri, working_copy
+    from sweep.record.store import run_argument
     from sweep.runner.lock import RunLock
 
-    if not is_uri(text):
-        return RunDir(text)
-    store = RecordStore(text)
+    local, store = run_argument(text)
+    if store is None:
+        return RunDir(local)
     store.check()
-    local = working_copy(text)
     local.mkdir(parents=True, exist_ok=True)
     run = RunDir(local)
     try:

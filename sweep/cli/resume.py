@@ -1,7 +1,6 @@
 """`gansweep resume RUN_DIR`: carry on a run with its recorded preset, overrides and sample."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from sweep.cli.common import add_data_args
 from sweep.cli.run import add_cluster_args, add_disk_check_arg, check_session_options
@@ -22,16 +21,13 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> int:
-    from sweep.record.store import RecordStore, is_uri, working_copy
+    from sweep.record.store import run_argument
     from sweep.runner.engine import resume_sweep
 
     check_session_options(a)
     overrides = {k: v for k, v in (("address", a.address), ("num_cpus", a.num_cpus), ("data_root", a.data_root),
                                    ("stall_timeout", a.stall_timeout)) if v is not None}
-    store = None
-    run_dir = Path(a.run_dir)
-    if is_uri(a.run_dir):  # a run in object storage: worked on in ./runs/<name>, pulled from there first
-        store, run_dir = RecordStore(a.run_dir), working_copy(a.run_dir)
+    run_dir, store = run_argument(a.run_dir)  # a run in object storage: worked on in ./runs/<name>, pulled first
     resume_sweep(run_dir, overrides, skip_errored=a.skip_errored, restart_errored=a.restart_errored,
                  download=a.download, disk_check=a.disk_check, store=store)
     return 0

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from sweep.cli.common import add_config_arg, add_data_args, add_pack_args, add_preset_args, pack_size_of, preset_of
 from sweep.errors import UserError
-from sweep.record.store import is_uri
+from sweep.record.store import Storage
 from sweep.runner.trackers import TRACKERS
 
 WHAT = "run a preset as a Ray Tune sweep; results land in RUN_DIR as they finish"
@@ -90,14 +89,12 @@ def run(a) -> int:
     check_runtime(a)
     pack = pack_size_of(a, len(preset.trials), "cuda" if a.gpus_per_trial > 0 else "cpu")
     name = check_name(a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    remote = is_uri(a.storage)
-    run_dir = Path("runs" if remote else a.storage) / name
     rt = Runtime(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                  max_concurrent=a.max_concurrent, max_failures=a.max_failures, address=a.address,
                  num_cpus=a.num_cpus, data_root=a.data_root, pack=pack, keep_weights=a.keep_weights,
                  trackers=tuple(dict.fromkeys(a.tracker)), stall_timeout=a.stall_timeout)
     for tracker in rt.trackers:
         check_tracker(tracker)  # installed? before anything starts
-    run_sweep(preset, config_file, run_dir, rt, storage=a.storage if remote else None,
-              shared_storage=a.shared_storage, download=a.download, disk_check=a.disk_check)
+    run_sweep(preset, config_file, Storage.parse(a.storage), name, rt, shared_storage=a.shared_storage,
+              download=a.download, disk_check=a.disk_check)
     return 0

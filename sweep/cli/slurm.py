@@ -142,17 +142,18 @@ def _new(a) -> tuple[Path, list[str]]:
     """The run directory of a new sweep, and its `gansweep run` arguments (checked now: an error in
     the preset is found here, not hours later in the queue)."""
     from sweep.record.layout import MANIFEST
-    from sweep.record.store import is_uri
+    from sweep.record.store import Storage
 
     _, preset = preset_of(a)
     run_command.check_runtime(a)
     # the chain must know the run directory before the first job starts
     a.name = run_command.check_name(a.name or f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    if is_uri(a.storage):
+    storage = Storage.parse(a.storage)
+    if storage.remote:
         raise UserError("--storage: gansweep slurm keeps runs on a filesystem the nodes share; "
                         "give a path (object storage: see docs/cluster.md)")
-    a.storage = str(Path(a.storage).resolve())
-    run_dir = _no_whitespace(Path(a.storage) / a.name)
+    a.storage = str(Path(a.storage).resolve())  # the job's `gansweep run` reads it from another folder
+    run_dir = _no_whitespace(Storage.parse(a.storage).run_dir(a.name))
     if (run_dir / MANIFEST).exists():
         raise UserError(f"{run_dir} already holds a run: `gansweep slurm --resume {run_dir}` continues it")
     return run_dir, run_argv(a)

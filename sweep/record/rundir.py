@@ -28,7 +28,7 @@ from sweep.record.layout import (CURVES, MANIFEST, REPORT_DIR, RESULTS, SAMPLES_
 from sweep.record.results import read_manifest, read_results, tune_path_of, write_manifest
 from sweep.record.recovery import finished_reports
 from sweep.record.schema import FINISHED, OK
-from sweep.record.store import RecordStore, is_uri, store_fault, store_reason
+from sweep.record.store import RecordStore, is_uri, record_uri, store_fault, store_reason
 
 log = logging.getLogger("gansweep")
 
@@ -74,7 +74,7 @@ class RunDir:
     def store(self) -> RecordStore | None:
         """Where the record is mirrored: beside a Tune experiment in object storage (sweep/record/store.py)."""
         tune = self.manifest["tune_path"]
-        return RecordStore(tune.rstrip("/").removesuffix("/tune")) if is_uri(tune) else None
+        return RecordStore(record_uri(tune)) if is_uri(tune) else None
 
     def use_store(self, store: RecordStore) -> None:
         """The store this command pulled the record from: it knows what it pulled, so only what

@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.errors import UserError
-from sweep.record.layout import LOCAL_ONLY, MANIFEST, UPLOAD_ORDER
+from sweep.record.layout import LOCAL_ONLY, MANIFEST, TUNE_DIR, UPLOAD_ORDER
 
 log = logging.getLogger("gansweep")
 BUCKET_SCHEMES = ("s3", "gs", "gcs")  # URIs whose first path part is a bucket that must exist
@@ -66,6 +67,45 @@ def is_uri(text: str | os.PathLike) -> bool:
 def working_copy(uri: str) -> Path:
     """The local folder a URI's run is worked on in: ./runs/<name>, as `gansweep run` uses."""
     return Path("runs") / uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def record_uri(tune_path: str) -> str:
+    """A run's URI in object storage from its Tune experiment's (RUN_URI/tune): where its record and
+    lease live beside it."""
+    return tune_path.rstrip("/").removesuffix(f"/{TUNE_DIR}")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """--storage, read once: where runs live, a folder (local, or shared by a cluster's nodes) or a
+    URI in object storage. `gansweep run` and `gansweep slurm` ask it where a run goes."""
+    root: str  # the folder as given, or the URI without a trailing '/'
+    remote: bool  # object storage: the run is worked on in a local copy and mirrored there
+
+    @classmethod
+    def parse(cls, text: str) -> "Storage":
+        return cls(text.rstrip("/"), True) if is_uri(text) else cls(str(text), False)
+
+    def run_dir(self, name: str) -> Path:
+        """This machine's folder of run `name`: ROOT/name, or its working copy ./runs/name."""
+        return working_copy(f"{self.root}/{name}") if self.remote else Path(self.root) / name
+
+    def tune_path(self, name: str) -> str:
+        """Where run `name`'s Tune experiment lives: RUN_URI/tune, or the run folder's tune/ (absolute,
+        as Tune needs)."""
+        return f"{self.root}/{name}/{TUNE_DIR}" if self.remote else str((self.run_dir(name) / TUNE_DIR).resolve())
+
+    def run_uri(self, name: str) -> str | None:
+        """Run `name`'s URI in object storage (its record and lease), or None for a folder."""
+        return f"{self.root}/{name}" if self.remote else None
+
+
+def run_argument(text: str) -> tuple[Path, "RecordStore | None"]:
+    """A run named on a command line (resume, status, report, compare): a path as given, or a URI
+    in object storage as (its working copy ./runs/<name>, its store)."""
+    if is_uri(text):
+        return working_copy(text), RecordStore(text)
+    return Path(text), None
 
 
 def _rank(rel: str) -> int:

@@ -28,12 +28,12 @@ from sweep.plan.packs import Pack, make_packs, trial_label
 from sweep.record.heal import heal
 from sweep.record.ledger import Ledger
 from sweep.record.progress import banked_compute, counts_words, fmt_s, interrupted_line, session_summary
-from sweep.record.layout import MANIFEST, TUNE_DIR
+from sweep.record.layout import MANIFEST
 from sweep.record.results import new_manifest
 from sweep.record.rundir import RunDir
 from sweep.record.rules import name_points
 from sweep.record.schema import PENDING
-from sweep.record.store import RecordStore, is_uri, store_fault
+from sweep.record.store import RecordStore, Storage, is_uri, store_fault
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
 from sweep.record.lease import Lease
@@ -117,23 +117,17 @@ def _pack_flops(pack: Pack) -> float:
     return sum(estimate_flops(t) for t in pack.points)
 
 
-def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
-              storage: str | None = None, shared_storage: bool = False, download: bool = False,
-              disk_check: bool = True) -> dict:
-    """Start a new sweep in run_dir; returns the session summary (wall, overhead, counts).
+def run_sweep(preset: Preset, config_file: Path, storage: Storage, name: str, rt: Runtime, *,
+              shared_storage: bool = False, download: bool = False, disk_check: bool = True) -> dict:
+    """Start a new sweep `name` in storage; returns the session summary (wall, overhead, counts).
     disk_check: refuse when the run's disks have less free space than its estimated peak use."""
     t0 = time.time()
+    run_dir, tune_path = storage.run_dir(name), storage.tune_path(name)
     if (run_dir / MANIFEST).exists():
         raise UserError(f"{run_dir} already holds a run: `gansweep resume {run_dir}` continues it, "
                         "or pick another --name")
-    tune_path = (f"{storage.rstrip('/')}/{run_dir.name}/{TUNE_DIR}" if storage
-                 else str((run_dir / TUNE_DIR).resolve()))
-    if storage and not is_uri(storage):
-        tune_path = str(Path(tune_path).resolve())
-    # object storage: the --storage URI the user gave (reached before anything is made); a path: the
-    # run's folder, which every node of a cluster must see
-    cluster.check_storage(storage.rstrip("/") if is_uri(tune_path) else str(Path(tune_path).parent), rt.address,
-                          shared_storage)
+    # object storage: the URI (reached before anything is made); a folder: every node of a cluster must see it
+    cluster.check_storage(storage.root, rt.address, shared_storage)
     packs = make_packs(preset.trials, rt.pack)
     if disk_check:
         check_free_space([p for p in (str(run_dir), tune_path) if not is_uri(p)], packs, rt.keep_weights, None)
@@ -142,8 +136,8 @@ def run_sweep(preset: Preset, config_file: Path, run_dir: Path, rt: Runtime, *,
         # during start-up) leaves no half-made run directory behind.
         trainable_fn, sha, reference_scores = _prepare(packs, rt, rt.device, download, {})
         _stop_if_requested(f"{run_dir} was not created")
-        if is_uri(tune_path):  # one driver per run in object storage, wherever it runs
-            held.enter_context(Lease(tune_path.rsplit("/", 1)[0], "run", stop_for_lost_lease))
+        if storage.remote:  # one driver per run in object storage, wherever it runs
+            held.enter_context(Lease(storage.run_uri(name), "run", stop_for_lost_lease))
         run_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(RunLock(run_dir, "run"))  # until the session ends (or the process dies)
         if (run_dir / MANIFEST).exists():  # another `run --name` got here first
