@@ -28,9 +28,20 @@ from matplotlib.figure import Figure
 
 from analysis.load import Run, load_run, one_scorer
 from analysis.plot import I_AXIS, XAxis, axes_labels, hist, label_outer, panels, styled
-from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, draws_digits, finished_scores, has_digit_share,
-                            mann_whitney, model_label, models, of_model)
+from analysis.report import TEMPLATES, check_tables, html_table, png_bytes, template
+from analysis.stats import (
+    DIGITS_RUN_SHARE,
+    FAILURE_I_PRIME,
+    draws_digits,
+    finished_scores,
+    has_digit_share,
+    mann_whitney,
+    model_label,
+    models,
+    of_model,
+)
 from sweep.errors import UserError
+from sweep.plan.config import SETTINGS
 from sweep.record.results import write_atomic
 
 MAX_LABEL_SETTINGS = 3  # a label names at most this many differing settings, then "..."
@@ -39,8 +50,6 @@ MAX_LABEL_SETTINGS = 3  # a label names at most this many differing settings, th
 def differing_settings(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, tuple[str, str]]:
     """Settings whose values differ between two sets of rows: name -> (A's values, B's values),
     each its sorted distinct values joined by "/" ("joint", or "joint/separate")."""
-    from sweep.plan.config import SETTINGS
-
     out = {}
     for name in SETTINGS:
         va = sorted(set(map(str, a[name].dropna()))) if name in a else []
@@ -148,8 +157,6 @@ class Side:
 
 def runs_sides(run_a: Path, run_b: Path) -> tuple[Side, Side, float | None]:
     """Two runs as the sides A and B (same scorer, tables that keep the ledger's rules)."""
-    from analysis.report import check_tables
-
     a, b = load_run(run_a), load_run(run_b)
     if a.run_dir.resolve() == b.run_dir.resolve():
         raise UserError(f"{a.run_dir}: compare needs two different runs (or one run and --by SETTING)")
@@ -168,9 +175,6 @@ def runs_sides(run_a: Path, run_b: Path) -> tuple[Side, Side, float | None]:
 def split_sides(run_dir: Path, by: str) -> tuple[Side, Side, float | None]:
     """One run split by a setting it varies: `--by d_batch` (its two values, in sorted order) or
     `--by d_batch=separate,joint` (A, then B)."""
-    from analysis.report import check_tables
-    from sweep.plan.config import SETTINGS
-
     run = load_run(run_dir)
     check_tables(run)
     name, _, values = by.partition("=")
@@ -193,8 +197,6 @@ def split_sides(run_dir: Path, by: str) -> tuple[Side, Side, float | None]:
 def build_compare(a: Side, b: Side, out: Path, real_i_prime: float | None = None,
                   within: tuple[str, ...] = ()) -> tuple[Path, pd.DataFrame]:
     """compare.html, compare.png and compare.csv of two sides into `out`; returns (page, table)."""
-    from analysis.report import TEMPLATES, html_table, png_bytes, template
-
     table = compare_table(a.results, b.results, within)
     png = png_bytes(compare_figure(a.results, b.results, a.label, b.label, real_i_prime))
     out.mkdir(parents=True, exist_ok=True)

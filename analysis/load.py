@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.registry import PluginError, add_plugin_sources
 from sweep.errors import UserError
+from sweep.plan.config import FIELD_NAMES, TrialConfig
 from sweep.record.results import read_checked_results, read_curves, with_models
 from sweep.record.rundir import RunDir
 
@@ -61,8 +63,6 @@ class Run:
 
     def config(self, point_id: str):
         """The TrialConfig of a point's results row, or None if the table has no such point."""
-        from sweep.plan.config import FIELD_NAMES, TrialConfig
-
         rows = self.results[self.results["point_id"] == point_id]
         if rows.empty:
             return None
@@ -77,6 +77,7 @@ class Run:
         """
         import torch
 
+        # lazy: sweep/train imports torch; tables and plans are read without it
         from sweep.train.point import build_models
 
         path = self.dir.weights_dir / f"{point_id}.pt"
@@ -103,8 +104,6 @@ def one_scorer(results: pd.DataFrame, where: Path) -> str:
 def _load_plugins(manifest: dict) -> None:
     """The run's plugin families and archs, for their labels and colours. A plugin that is gone
     costs only those: its models are then drawn in gray under their plain names."""
-    from models.registry import PluginError, add_plugin_sources
-
     try:
         add_plugin_sources(manifest.get("plugins") or [])
     except PluginError as e:

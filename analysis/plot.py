@@ -55,6 +55,7 @@ def relative_axis(real_i_prime: float) -> XAxis:
 
 def color(model: str) -> str:
     """The family's colour (its registry entry); gray for a plugin family not loaded here."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.losses import FAMILIES
 
     fam = family_of(model)

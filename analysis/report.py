@@ -28,14 +28,29 @@ from analysis import figures
 from analysis.figures import FIGURES
 from analysis.load import Run, load_run, one_scorer
 from analysis.plot import I_AXIS, relative_axis
-from analysis.stats import (DIGITS_RUN_SHARE, FAILURE_I_PRIME, STILL_RISING, budget_table,
-                            convergence_table, draws_digits, ebgan_vs_gan_tests, figure2_counts,
-                            finished_scores, has_digit_share, margin_table, median_curves,
-                            model_label, models, of_model, stability_table)
+from analysis.stats import (
+    DIGITS_RUN_SHARE,
+    FAILURE_I_PRIME,
+    STILL_RISING,
+    budget_table,
+    convergence_table,
+    draws_digits,
+    ebgan_vs_gan_tests,
+    figure2_counts,
+    finished_scores,
+    has_digit_share,
+    margin_table,
+    median_curves,
+    model_label,
+    models,
+    of_model,
+    stability_table,
+)
 from sweep.errors import UserError
-from sweep.record.rules import check_run
+from sweep.plan.config import SETTINGS
 from sweep.record.layout import REPORT_DIR
 from sweep.record.results import write_atomic
+from sweep.record.rules import check_run
 from sweep.record.schema import DIVERGED, ERROR, FINISHED, OK, PENDING
 
 TEMPLATES = Path(__file__).with_name("templates")  # the page's HTML and CSS
@@ -83,8 +98,6 @@ def html_table(df: pd.DataFrame, cls: str) -> str:
 
 
 def _settings(results: pd.DataFrame) -> pd.DataFrame:
-    from sweep.plan.config import SETTINGS
-
     rows = []
     for s in SETTINGS:
         if s in results.columns:

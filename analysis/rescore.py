@@ -19,19 +19,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.load import load_run
 from models.metric_names import SCORE_KEYS
 from models.metrics import ScoreSettings
 from sweep.errors import UserError
+from sweep.record.results import write_atomic
 from sweep.record.schema import OK
+from sweep.train.data import load_mnist
+from sweep.train.point import draw_samples, eval_noise
+from sweep.train.scoring import build_scorer
 
 
 def rescore(run_dir: Path, sample_bn: str, data_root: str | None = None) -> pd.DataFrame:
-    from analysis.load import load_run
-    from sweep.train.data import load_mnist
-    from sweep.record.results import write_atomic
-    from sweep.train.scoring import build_scorer
-    from sweep.train.point import draw_samples, eval_noise
-
     run = load_run(run_dir)
     ok = run.results[run.results["status"] == OK]
     kept = [pid for pid in ok["point_id"] if (run.dir.weights_dir / f"{pid}.pt").is_file()]

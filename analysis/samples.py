@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sweep.record.results import write_atomic
+
 
 def tile(imgs: np.ndarray, ncol: int = 8, pad: int = 2) -> np.ndarray:
     """(N, H, W) uint8 -> one (rows*(H+pad)+pad, ncol*(W+pad)+pad) image with white gaps."""
@@ -22,8 +24,6 @@ def save_sample_grid(samples_u8, path: Path, nrow: int = 8) -> None:
     """(N, 32, 32) uint8 -> one PNG grid, written atomically."""
     import torch
     from torchvision.utils import save_image
-
-    from sweep.record.results import write_atomic
 
     x = torch.as_tensor(samples_u8).float().div(255).unsqueeze(1)  # (N, 1, 32, 32) in [0, 1]
     write_atomic(path, lambda p: save_image(x, p, nrow=nrow, padding=2, pad_value=1.0, format="png"))

@@ -45,6 +45,7 @@ def arch_of(model: str) -> str:
 
 def model_label(model: str) -> str:
     """"EBGAN" for the paper's nets, "EBGAN (DCGAN)" for the conv ones."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.archs import ARCHS
     from models.losses import FAMILIES
 
@@ -56,6 +57,7 @@ def model_label(model: str) -> str:
 def models(df: pd.DataFrame) -> list[str]:
     """The models present, by family (in registration order, models/losses.py), the paper's mlp
     before other archs."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.losses import FAMILIES
 
     present = set(with_models(df)["model"])
@@ -327,6 +329,7 @@ def best_scores(df: pd.DataFrame) -> pd.Series:
 # --- the margin: where do the energies sit against m? ---------------------------
 def hinged_families() -> tuple[str, ...]:
     """Families whose D loss is hinged at the margin m (models/losses.py)."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.losses import FAMILIES
 
     return tuple(name for name, f in FAMILIES.items() if f.hinged)

@@ -349,16 +349,15 @@ class FakeTune:
 def train_with(fake: FakeTune, points, data, scorer, monkeypatch, keep_weights: bool = False) -> None:
     """A PackTrial of these points restored and trained through `fake` instead of Tune."""
     import sweep.runner.worker as worker
-    import sweep.train.loop as loop
     from sweep.runner.worker import PackTrial
 
-    train_stack = loop.train_stack
+    train_stack = worker.train_stack
 
     def recorded(runs, *a, **kw):
         fake.trained.append([r.cfg.point_id for r in runs])
         return train_stack(runs, *a, **kw)
     monkeypatch.setattr(worker, "tune", fake)
-    monkeypatch.setattr(loop, "train_stack", recorded)
+    monkeypatch.setattr(worker, "train_stack", recorded)
     trial = PackTrial("p", points, "cpu", {}, keep_weights=keep_weights)
     todo, restored = trial.restore()
     trial.train(todo, restored, scorer, data)

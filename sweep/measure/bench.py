@@ -35,12 +35,25 @@ import torch
 import yaml
 
 from models.losses import LossParams
+from sweep.measure.rates import (
+    COST_POINTS,
+    cost_model,
+    matmul_gflops,
+    scorer_images_per_s,
+    step_row,
+    train_flops_per_sample,
+)
 from sweep.plan.config import TrialConfig
-from sweep.measure.rates import (COST_POINTS, cost_model, matmul_gflops, scorer_images_per_s, step_row,
-                                 train_flops_per_sample)
 from sweep.plan.grid import load_preset
 from sweep.plan.packs import auto_pack_size
 from sweep.record.layout import TUNE_DIR
+from sweep.record.results import write_atomic
+from sweep.record.rows import point_reports
+from sweep.train.backends import ModuleBackend, StackedBackend
+from sweep.train.data import load_mnist, resolve_root
+from sweep.train.loop import run_trial, start_stack, train_epoch
+from sweep.train.point import build_models, make_optimizer
+from sweep.train.scoring import build_scorer
 
 # Points of Table 1 for (b) and (c): EBGAN (its auto-encoder D is the larger D).
 POINTS = {
@@ -56,8 +69,6 @@ PACK_KS = (4, PACK_K)  # (e): the pack sizes measured
 
 # --------------------------------------------------------------------------- (b) and (c)
 def ours_samples_per_s(cfg: TrialConfig, images, scorer) -> float:
-    from sweep.train.loop import run_trial
-
     out = run_trial(cfg, images, scorer)
     return cfg.n_train // cfg.batch_size * cfg.batch_size / out.train_seconds
 
@@ -67,9 +78,6 @@ def reference_samples_per_s(cfg: TrialConfig, data_root, steps: int) -> float:
     import torchvision.transforms as T
     from torch.utils.data import DataLoader
     from torchvision.datasets import MNIST
-
-    from sweep.train.data import resolve_root
-    from sweep.train.point import build_models, make_optimizer
 
     torch.manual_seed(cfg.seed)
     fam, g, d = build_models(cfg, torch.device("cpu"))
@@ -108,9 +116,6 @@ def pack_profile(images, ks: tuple[int, ...] = (4,), steps: int = 20) -> dict:
     pack's samples/s against a lone point's (`vs_lone_point`); the ratios named
     `..._pack_vs_...` read the largest k."""
     from torch.profiler import ProfilerActivity, profile
-
-    from sweep.train.backends import ModuleBackend, StackedBackend
-    from sweep.train.loop import start_stack, train_epoch
 
     out = {}
     k = max(ks)
@@ -160,9 +165,6 @@ _WORKER: dict = {}
 
 
 def _init_worker(data_root, threads):
-    from sweep.train.data import load_mnist
-    from sweep.train.scoring import build_scorer
-
     torch.set_num_threads(threads)
     mnist = load_mnist(data_root)
     _WORKER["images"] = mnist.train_images
@@ -170,8 +172,6 @@ def _init_worker(data_root, threads):
 
 
 def _bare_trial(fields: dict) -> float:
-    from sweep.train.loop import run_trial
-
     t0 = time.perf_counter()
     run_trial(TrialConfig(**fields), _WORKER["images"], _WORKER["scorer"])
     return time.perf_counter() - t0
@@ -208,8 +208,6 @@ def engine_wall(sweep_file: Path, work: Path, name: str, data_root, max_concurre
     """
     import subprocess
     import sys
-
-    from sweep.record.rows import point_reports
 
     cmd = [sys.executable, "-m", "sweep.cli", "run", "--config", str(sweep_file), "--preset", "bench",
            "--name", name, "--storage", str(work), "--num-cpus", "2", "--max-concurrent",
@@ -260,9 +258,6 @@ def bare_wall(trials: list[TrialConfig], data_root, processes: int) -> float:
 
 # --------------------------------------------------------------------------- the table
 def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
-    from sweep.train.data import load_mnist
-    from sweep.train.scoring import build_scorer
-
     torch.set_num_threads(1)  # one trial's threads, as a sweep runs them (--cpus-per-trial 1)
     res: dict = {"machine": f"{platform.machine()}, {mp.cpu_count()} cores, torch {torch.__version__}",
                  "threads_per_trial": 1}
@@ -326,8 +321,6 @@ def run_bench(config: Path, data_root, out: Path | None, log=print) -> dict:
     res["targets"] = targets(res)
     res["cost_model"] = cost_model(res, rows, scorer_rate).to_json()
     if out is not None:
-        from sweep.record.results import write_atomic
-
         write_atomic(out, lambda p: Path(p).write_text(json.dumps(res, indent=2)))
     return res
 

@@ -23,10 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
-from sweep.plan.config import TrialConfig
 from sweep.measure.bench import POINTS
 from sweep.measure.rates import scorer_images_per_s, sync, train_flops_per_sample
-from sweep.train.loop import set_tf32
+from sweep.plan.config import TrialConfig
+from sweep.train.backends import backend_for
+from sweep.train.data import load_mnist
+from sweep.train.loop import set_tf32, start_stack, train_epoch
+from sweep.train.point import prepare_data
+from sweep.train.scoring import build_scorer
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,6 @@ def pack_of(cfg: TrialConfig, k: int) -> list[TrialConfig]:
 def epoch_seconds(cfgs: list[TrialConfig], data: torch.Tensor, device: torch.device) -> float:
     """One training epoch of these points as one pack, warm (a first epoch builds cuBLAS
     handles, caches and the allocator's pool), on the device's clock."""
-    from sweep.train.backends import backend_for
-    from sweep.train.loop import start_stack, train_epoch
-
     def one() -> float:
         pack = backend_for(start_stack(cfgs, data, device))
         sync(device)
@@ -103,9 +104,6 @@ def epoch_seconds(cfgs: list[TrialConfig], data: torch.Tensor, device: torch.dev
 def launches_per_point_step(cfgs: list[TrialConfig], data: torch.Tensor, device: torch.device) -> float:
     """CUDA kernels (on a GPU) or aten ops (on CPU) per point-step, from torch.profiler."""
     from torch.profiler import ProfilerActivity, profile
-
-    from sweep.train.backends import backend_for
-    from sweep.train.loop import start_stack, train_epoch
 
     runs = start_stack(cfgs, data, device)
     pack = backend_for(runs)
@@ -162,19 +160,14 @@ def _init_process(barriers: dict) -> None:
 
 
 def _ready(n: int) -> None:
-    """A pool process's imports (torch, the training code), done before any process is timed: a
-    process still importing would take CPU from the one being measured."""
-    import sweep.train.data  # noqa: F401
-    import sweep.train.point  # noqa: F401
-
+    """A pool process waits here for the others: by then it has imported this module, and with it
+    torch and the training code (a process still importing would take CPU from the one timed)."""
     _barriers[n].wait(BARRIER_TIMEOUT_S)
 
 
 def _concurrent(args) -> float:
     """One process of (d): the middle point on the device, timed after all n processes are ready."""
     device, fields, data_root, n = args
-    from sweep.train.data import load_mnist
-    from sweep.train.point import prepare_data
 
     torch.set_num_threads(1)
     cfg = TrialConfig(**fields)
@@ -215,10 +208,6 @@ def concurrency(pool, device: torch.device, data_root, budget: Budget, tf32: boo
 
 # --------------------------------------------------------------------------- all of it
 def run_device_bench(device: str, data_root, budget: Budget, log=print) -> dict:
-    from sweep.train.data import load_mnist
-    from sweep.train.point import prepare_data
-    from sweep.train.scoring import build_scorer
-
     dev = torch.device(device)
     mnist = load_mnist(data_root)
     n = max(budget.steps.values()) * 64

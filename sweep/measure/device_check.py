@@ -28,6 +28,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from sweep.measure.devbench import BUDGETS, device_name, run_device_bench
+from sweep.measure.rates import train_flops_per_sample
+from sweep.plan.config import TrialConfig
+from sweep.plan.cost import fit_step_time
+from sweep.plan.grid import load_preset
+from sweep.plan.packs import auto_pack_size, make_packs, stacks_of
+from sweep.record.layout import MANIFEST
+from sweep.record.results import write_atomic
+from sweep.train.data import DataError, load_mnist
+from sweep.train.loop import run_stack, run_trial, start_stack
+from sweep.train.point import NetPool, global_streams, prepare_data, seeded_streams, set_global_streams
+from sweep.train.scoring import build_scorer
+
 DEADLINE_S = 8 * 60
 PACK_RTOL = 1e-3  # tests/test_packs.py: a pack against alone at 2 CPU threads, float rounding
 SWEEP_TIMEOUT_S = 180
@@ -51,9 +64,6 @@ def sweep_file(tiny: bool) -> str:
 
 def step_plan(work: Path, tiny: bool) -> dict:
     """The CPU side, which runs with or without a device: the check's sweep file and the paper plan."""
-    from sweep.plan.grid import load_preset
-    from sweep.plan.packs import auto_pack_size, make_packs, stacks_of
-
     f = work / "check48.yaml"
     f.write_text(sweep_file(tiny))
     check = load_preset(f, "check48").trials
@@ -72,7 +82,6 @@ def step_device(device: str) -> dict:
         if not torch.cuda.is_available():
             raise NoDevice(f"no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda}): "
                            "nothing measured; run it on a machine with a GPU, or pass --device cpu for a dry run")
-        from sweep.measure.devbench import device_name
         out["name"] = device_name(torch.device(device))
     return out
 
@@ -82,9 +91,6 @@ def step_equivalence(device: str, images, scorer) -> dict:
     import math
 
     import torch
-
-    from sweep.plan.config import TrialConfig
-    from sweep.train.loop import run_stack, run_trial
 
     torch.set_num_threads(1)  # one thread: bit-identical on CPU (tests/test_packs.py)
     exact = device == "cpu"
@@ -105,7 +111,6 @@ def step_equivalence(device: str, images, scorer) -> dict:
     if not ok:
         raise StepFailed(f"a pack differs from its points alone by {worst:.3g} relative (tolerance {tol})")
     # a point's streams are read from fresh generators (sweep/train/point.py): torch.manual_seed's, here too
-    from sweep.train.point import global_streams, seeded_streams, set_global_streams
 
     dev = torch.device(device)
     outer = global_streams(dev)
@@ -118,8 +123,6 @@ def step_equivalence(device: str, images, scorer) -> dict:
                          "(sweep/train/point.py seeded_streams)")
     # a worker redraws a finished point's nets for the next of its shape (sweep/train/point.py NetPool):
     # on the device, the same values as nets built anew (drawn on the CPU, then moved)
-    from sweep.train.loop import start_stack
-    from sweep.train.point import NetPool, prepare_data
 
     data = prepare_data(images, 64, dev)
     pool = NetPool()
@@ -140,8 +143,6 @@ def step_equivalence(device: str, images, scorer) -> dict:
 
 
 def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:
-    from sweep.record.layout import MANIFEST
-
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -164,12 +165,6 @@ def step_sweep(device: str, data_root, work: Path, tiny: bool) -> dict:
 
 def project(bench: dict, key: str) -> dict:
     """Device-hours of the paper preset from one TF32 setting's measured rates."""
-    from sweep.plan.grid import load_preset
-    from sweep.plan.packs import auto_pack_size, make_packs, stacks_of
-    from sweep.measure.rates import train_flops_per_sample
-
-    from sweep.plan.cost import fit_step_time
-
     r = bench[key]
     solo = fit_step_time([(t["train_gflop_per_step"], t["step_ms"] / 1e3) for t in r["throughput"].values()])
     k = max(int(k) for k in next(iter(r["packs"].values())))
@@ -208,10 +203,6 @@ class StepSkipped(Exception):
 # --------------------------------------------------------------------------- the table
 def run_checks(device: str, data_root, log=print) -> tuple[int, list[dict], dict]:
     """Every step in order; (exit status, the table's rows, every step's figures)."""
-    from sweep.measure.devbench import BUDGETS, run_device_bench
-    from sweep.train.data import load_mnist
-    from sweep.train.scoring import build_scorer
-
     tiny = device == "cpu"
     t_start, rows, figures = time.perf_counter(), [], {}
     work = Path(tempfile.mkdtemp(prefix="gansweep-device-check-"))
@@ -309,13 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (a.device == "cpu" or a.device.startswith("cuda")):
         print(f"device check: --device {a.device}: expected cuda, cuda:N or cpu", file=sys.stderr)
         return 2
-    from sweep.train.data import DataError, load_mnist
     try:
         load_mnist(a.data_root)
     except DataError as e:
         print(f"device check: {e}", file=sys.stderr)
         return 2
-    from sweep.record.results import write_atomic
 
     status, rows, figures = run_checks(a.device, a.data_root, log=lambda m: print(m, file=sys.stderr, flush=True))
     write_atomic(a.out, lambda p: Path(p).write_text(json.dumps({"rows": rows, "figures": figures}, indent=2)))

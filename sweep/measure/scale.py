@@ -31,8 +31,10 @@ from pathlib import Path
 import yaml
 
 from sweep.plan.grid import load_file, load_preset
-from sweep.record.results import finished_count
 from sweep.record.layout import TUNE_DIR
+from sweep.record.results import finished_count, read_curves, read_manifest, read_results, write_atomic
+from sweep.record.rules import check_run
+from sweep.record.rundir import RunDir
 
 GOALS = {"per_point_overhead_s": 0.020, "driver_peak_rss_gb": 1.5, "experiment_state_mb": 20.0,
          "restart_s": 60.0}
@@ -83,10 +85,6 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_scale(config: Path, work: Path, pack: str, data_root, log=print) -> dict:
-    from sweep.record.rules import check_run
-    from sweep.record.rundir import RunDir
-    from sweep.record.results import read_curves, read_manifest, read_results
-
     work.mkdir(parents=True, exist_ok=True)
     sweep_file = work / "scale.yaml"
     n_points = scale_sweep_file(config, sweep_file)
@@ -171,6 +169,4 @@ def format_scale(res: dict) -> str:
 
 
 def write_json(res: dict, out: Path) -> None:
-    from sweep.record.results import write_atomic
-
     write_atomic(out, lambda p: Path(p).write_text(json.dumps(res, indent=2)))

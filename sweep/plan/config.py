@@ -108,6 +108,7 @@ class TrialConfig:
 def family_defaults(family: str) -> dict:
     """What the settings left at "auto" resolve to for a family (models/losses.py `Family`):
     its paper's energy norm, and how its D's batch norm sees real and generated images."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.losses import get_family
 
     fam = get_family(family)
@@ -117,6 +118,7 @@ def family_defaults(family: str) -> dict:
 def auto_defaults(family: str, arch: str) -> dict:
     """What "auto" settings resolve to for a point: the family's (family_defaults), but d_batch as the
     arch says for the family's kind of D where it says (models/archs.py Arch.d_batch)."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.archs import get_arch
     from models.losses import get_family
 
@@ -184,14 +186,17 @@ class _Choices(Mapping):
 
     def __getitem__(self, name: str) -> tuple[str, ...]:
         if name == "family":
+            # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
             from models.losses import FAMILIES
 
             return tuple(FAMILIES)
         if name == "arch":
+            # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
             from models.archs import ARCHS
 
             return tuple(ARCHS)
         if name == "d_batch":  # the ways models/networks.py runs D, and auto (the family's)
+            # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
             from models.networks import D_BATCHES
 
             return ("auto", *D_BATCHES)
@@ -247,6 +252,7 @@ def validate(cfg: TrialConfig) -> list[str]:
     if not out:
         out += [f"{name}: {why}" for name in POSITIVE if (why := not_positive(name, getattr(cfg, name)))]
     if not out:
+        # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
         from models.archs import get_arch
 
         most = get_arch(cfg.arch).max_layers
@@ -260,6 +266,7 @@ def validate(cfg: TrialConfig) -> list[str]:
 
 def paper_rule_violation(cfg: TrialConfig) -> str | None:
     """Why the paper's grid has no such point (its family's rule, models/losses.py), or None."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.losses import get_family
 
     rule = get_family(cfg.family).paper_rule

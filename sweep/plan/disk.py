@@ -20,6 +20,7 @@ import os
 import shutil
 from functools import lru_cache
 
+from sweep.errors import UserError
 from sweep.plan.config import TrialConfig
 from sweep.plan.packs import stacks_of
 
@@ -42,6 +43,7 @@ def _param_counts(family: str, arch: str, nLayerG: int, sizeG: int, nLayerD: int
     the nets built), else from the networks built on the meta device (no memory)."""
     import torch
 
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.archs import get_arch
     from models.losses import get_family
 
@@ -106,8 +108,6 @@ def check_free_space(paths: list[str], packs, keep_weights: bool, slots: int) ->
     """Refuse (one line) to start packs whose estimated peak disk use exceeds the free space of the
     local paths they write to (the run directory, Tune's storage when it is a path: the caller leaves
     object storage out, which is not measured)."""
-    from sweep.errors import UserError
-
     need = estimate_disk(packs, keep_weights, slots)
     for path in paths:
         probe = os.path.abspath(path)  # the nearest folder that exists holds it

@@ -355,6 +355,7 @@ def _make(fields: dict, fail, where: str, study: list[str]) -> TrialConfig:
 def network_macs(cfg: TrialConfig) -> tuple[int, int]:
     """Multiply-accumulates of one forward pass of G and of D, per sample: the arch's own
     count (models/archs.py) for the discriminator kind of the family (models/losses.py)."""
+    # lazy: models/ imports torch (2-4 CPU-s); plans and tables are read without it (539dee0)
     from models.archs import get_arch
     from models.losses import get_family
 

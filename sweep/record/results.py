@@ -32,8 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.plan.config import AUTO_RULES, LEGACY_DEFAULTS, model_name, setting_defaults
+from models.registry import plugin_sources
+from sweep import __version__
 from sweep.errors import UserError
+from sweep.plan.config import AUTO_RULES, LEGACY_DEFAULTS, model_name, setting_defaults
 from sweep.record.layout import CURVES, CURVES_CSV, MANIFEST, RESULTS, RESULTS_CSV, TUNE_DIR
 from sweep.record.schema import FINISHED
 
@@ -131,9 +133,6 @@ def git_commit() -> str:
 def new_manifest(name: str, preset, tune_path: str, runtime: dict, device: str, classifier_sha256: str,
                  reference_scores: dict) -> dict:
     """The manifest of a new run: what it runs, where, with which scorer and code."""
-    from models.registry import plugin_sources
-    from sweep import __version__
-
     return {"format": MANIFEST_FORMAT, "name": name, "preset": preset.name, "n_trials": len(preset.trials),
             "sample": preset.sample_record(), "scope": preset.scope,
             "overrides": preset.overrides.record(), "plugins": plugin_sources(),

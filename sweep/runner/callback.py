@@ -15,19 +15,20 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from sweep.errors import EXIT_IDLE
+from sweep.plan.packs import trial_label
+from sweep.record.layout import WEIGHTS_DIR
 from sweep.record.ledger import Ledger
 from sweep.record.recovery import ERROR_FILE, NO_MESSAGE, error_line, error_line_of
 from sweep.record.rows import TrialState, point_reports
 from sweep.record.rundir import RunDir
-from sweep.record.store import store_fault
-from sweep.plan.packs import trial_label
 from sweep.record.schema import OK, TUNE_ERROR, TUNE_TERMINATED
+from sweep.record.store import store_fault
+from sweep.runner.checkpoint import checkpoint_samples
 from sweep.runner.nodes import NodeWatch
 from sweep.runner.ray_private import trial_actor, trial_file
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_storage
 from sweep.runner.stalls import StallWatch
-from sweep.record.layout import WEIGHTS_DIR
-from sweep.runner.checkpoint import checkpoint_samples
 
 PROGRESS_EVERY_S = 10.0
 # The sweep stops (resumable) once its object storage has refused every push of the record this long:
@@ -170,8 +171,6 @@ class LedgerCallback(Callback):
         """No trial could start for the idle limit: stop cleanly, saying what they ask for and what the
         cluster has (sweep/runner/stalls.py)."""
         import ray
-
-        from sweep.errors import EXIT_IDLE
 
         asks = self.run.manifest["runtime"]
         has = ray.cluster_resources() if ray.is_initialized() else {}

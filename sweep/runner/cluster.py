@@ -18,6 +18,7 @@ from pathlib import Path
 from sweep.errors import UserError
 from sweep.record.store import RecordStore, is_uri
 from sweep.runner import ray_private
+from sweep.runner.signals import STOP
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,6 @@ def ray_init(rt: Runtime) -> None:
     in_job = "SLURM_JOB_ID" in os.environ
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM} if in_job else set())
     quiet = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "ERROR"}
-    from sweep.runner.signals import STOP
 
     try:
         if rt.address:

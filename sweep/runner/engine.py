@@ -20,27 +20,31 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-
+from models.classifier import load_classifier
 from sweep.errors import EXIT_DISK_FULL, Interrupted, UserError
 from sweep.plan.disk import check_free_space
-from sweep.plan.grid import Preset, estimate_flops
+from sweep.plan.grid import Preset, estimate_flops, source_name
 from sweep.plan.packs import Pack, make_packs, trial_label
 from sweep.record.heal import heal
+from sweep.record.layout import MANIFEST
+from sweep.record.lease import Lease
 from sweep.record.ledger import Ledger
 from sweep.record.progress import banked_compute, counts_words, fmt_s, interrupted_line, session_summary
-from sweep.record.layout import MANIFEST
 from sweep.record.results import new_manifest
-from sweep.record.rundir import RunDir
 from sweep.record.rules import name_points
+from sweep.record.rundir import RunDir
 from sweep.record.schema import PENDING
 from sweep.record.store import RecordStore, Storage, is_uri, store_fault
 from sweep.runner import cluster, trackers
 from sweep.runner.cluster import Runtime
-from sweep.record.lease import Lease
 from sweep.runner.lock import RunLock
+from sweep.runner.nodes import NodeWatch
+from sweep.runner.ray_private import set_session_config
 from sweep.runner.rebuild import prepare_rebuild
 from sweep.runner.signals import STOP, is_disk_full, stop_for_full_disk, stop_for_lost_lease, stop_for_storage
 from sweep.runner.stalls import StallWatch
+from sweep.train.data import load_mnist
+from sweep.train.scoring import load_reference
 
 log = logging.getLogger("gansweep")
 
@@ -56,14 +60,11 @@ def _prepare(packs: tuple[Pack, ...], rt: Runtime, device: str, download: bool, 
     classifier are read before Ray starts, so a missing dataset or a bad classifier
     fails before anything is started or written.
     """
-    from models.classifier import load_classifier
-    from sweep.train.data import load_mnist
-    from sweep.train.scoring import load_reference
-
     mnist = load_mnist(rt.data_root, download=download)
     clf, sha = load_classifier()
     ref, reference_scores = load_reference(clf, sha, mnist.test_images)
     cluster.ray_init(rt)
+    # lazy: imports Ray (1-2 s), which loads only once the run's checks have passed
     from sweep.runner.worker import make_trainable
 
     n = max(t.n_train for p in packs for t in p.points)
@@ -79,8 +80,8 @@ def _callbacks(run: RunDir, rt: Runtime, stalls: StallWatch) -> list:
     state; ours pickle nothing, and a resumed tuner gets this list anew (`_restored`)."""
     from ray.tune.logger import JsonLoggerCallback
 
+    # lazy: imports Ray (1-2 s), which loads only once the run's checks have passed
     from sweep.runner.callback import LedgerCallback
-    from sweep.runner.nodes import NodeWatch
 
     nodes = NodeWatch.from_environment() if rt.address else None  # a cluster's nodes may come and go
     return [JsonLoggerCallback(), trackers.tensorboard_callback(run), LedgerCallback(run, stalls, nodes),
@@ -102,7 +103,7 @@ def _restored(tuner, run: RunDir, rt: Runtime, stalls: StallWatch, slots: int):
     """A restored Tuner with this session's callbacks (Tune restores the run config it pickled,
     whose callbacks hold nothing of this session, e.g. where the run directory is now), and this
     session's generator and scheduler (sweep/runner/scheduling.py: its slots, not the first session's)."""
-    from sweep.runner.ray_private import set_session_config
+    # lazy: imports Ray (1-2 s), which loads only once the run's checks have passed
     from sweep.runner.scheduling import tune_choices
 
     set_session_config(tuner, _callbacks(run, rt, stalls), tune_choices(rt.max_concurrent, slots, rt.address is not None))
@@ -152,7 +153,6 @@ def run_sweep(preset: Preset, config_file: Path, storage: Storage, name: str, rt
         slots = cluster.slots(rt, len(run.packs))
         stalls = StallWatch(run.packs, rt.stall_timeout)
         tuner = _new_tuner(run, rt, trainable_fn, stalls, slots)
-        from sweep.plan.grid import source_name
 
         overridden = preset.overrides.describe()
         log.info("run %s : preset %s of %s%s, %s, %d at a time, %g CPU / %g GPU each", run_dir, preset.name,
@@ -168,6 +168,7 @@ def _new_tuner(run: RunDir, rt: Runtime, trainable_fn, stalls: StallWatch, slots
     short trials, not one long straggler), started by sweep/runner/scheduling.py's rules."""
     from ray import tune
 
+    # lazy: imports Ray (1-2 s), which loads only once the run's checks have passed
     from sweep.runner.scheduling import tune_choices
 
     order = sorted(run.packs, key=_pack_flops, reverse=True)

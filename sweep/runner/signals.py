@@ -25,6 +25,9 @@ import os
 import shutil
 import signal
 
+from sweep.errors import EXIT_DISK_FULL, EXIT_STORAGE
+from sweep.plan.disk import fmt_bytes
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -113,9 +116,6 @@ def is_disk_full(error: BaseException | str) -> bool:
 
 def stop_for_full_disk(path: str | os.PathLike) -> None:
     """Stop the sweep as a signal would: the disk that holds `path` is full."""
-    from sweep.errors import EXIT_DISK_FULL
-    from sweep.plan.disk import fmt_bytes
-
     try:
         free = f"{fmt_bytes(shutil.disk_usage(path).free)} free"
     except OSError:
@@ -126,16 +126,12 @@ def stop_for_full_disk(path: str | os.PathLike) -> None:
 def stop_for_storage(uri: str, reason: str) -> None:
     """Stop the sweep as a signal would: its object storage cannot be reached or refuses (the endpoint
     down, the bucket gone, the credentials refused; sweep/record/store.py store_fault)."""
-    from sweep.errors import EXIT_STORAGE
-
     STOP.fault(f"storage unreachable ({uri}: {reason})", EXIT_STORAGE)
 
 
 def stop_for_lost_lease(holder: str) -> None:
     """Stop the sweep as a signal would: the run's lease in object storage was taken over (this driver
     stalled past it, say), so it writes nothing more there (sweep/record/lease.py)."""
-    from sweep.errors import EXIT_STORAGE
-
     STOP.fault(f"lease lost (the run is now written by {holder})", EXIT_STORAGE)
 
 

@@ -35,6 +35,12 @@ import queue
 import threading
 import time
 
+from sweep.errors import UserError
+from sweep.plan.config import AXES, STUDY_AXES
+from sweep.record.rows import point_reports
+from sweep.record.schema import CURVE_KEYS
+from sweep.runner.ray_private import sync_timeout, wandb_set_api_key
+
 log = logging.getLogger("gansweep")
 
 TRACKERS = ("wandb", "mlflow")  # --tracker choices; each is the pip extra that installs it
@@ -42,8 +48,6 @@ TRACKERS = ("wandb", "mlflow")  # --tracker choices; each is the pip extra that 
 
 def check_tracker(name: str) -> None:
     """One line (exit 2) when the tracker's package is missing, before anything starts."""
-    from sweep.errors import UserError
-
     try:
         __import__(name)  # each tracker's module has its name
     except ImportError:
@@ -52,8 +56,6 @@ def check_tracker(name: str) -> None:
 
 def point_tags(cfg) -> dict[str, str]:
     """What a tracker can filter a point by: its id, family, model and grid axes."""
-    from sweep.plan.config import AXES, STUDY_AXES
-
     return {"point_id": cfg.point_id, "model": cfg.model, "seed": str(cfg.seed),
             **{a: str(getattr(cfg, a)) for a in (*AXES, *STUDY_AXES)}}
 
@@ -87,9 +89,6 @@ def run_view(view: RunView, pack_id: str) -> tuple[str, dict[str, str], dict]:
 def result_metrics(view: RunView, trial, result: dict) -> list[tuple[int, dict[str, float]]]:
     """[(step, {metric: value})] of one Tune result of a trial: each point's finite scores and
     losses, for the point epochs not logged before."""
-    from sweep.record.rows import point_reports
-    from sweep.record.schema import CURVE_KEYS
-
     names = [k for k in CURVE_KEYS if k not in ("epoch", "outcome")]
     pack_id = trial.config["pack"]
     single = len(view.points[pack_id]) == 1
@@ -245,8 +244,6 @@ class _WandbWriter:
 
 def _wandb_callback(view: RunView):
     from ray.tune.logger import LoggerCallback
-
-    from sweep.runner.ray_private import sync_timeout, wandb_set_api_key
 
     class PointWandb(LoggerCallback):
         """A W&B run per point, named and tagged as above, all written by one thread of the driver:

@@ -26,12 +26,16 @@ import torch
 from ray import tune
 from ray.tune import Checkpoint
 
+from models.classifier import DIGIT_THRESHOLD, MnistCNN
+from models.metrics import FeatureStats, Scorer
+from models.registry import load_plugins, plugin_sources
 from sweep.plan.config import TrialConfig
 from sweep.plan.packs import stacks_of, trial_label
 from sweep.record.rows import epoch_report
 from sweep.record.schema import OK, PACK, PACK_POINTS, RESTORED_HISTORY
 from sweep.runner.checkpoint import load_checkpoint, save_checkpoint
-from sweep.train.point import finished_status
+from sweep.train.loop import start_stack, train_stack
+from sweep.train.point import NetPool, finished_status, prepare_data
 
 # A stack that ends while other stacks of its pack follow is not reported when the pack's last
 # checkpoint is younger than this: the next report (with a checkpoint) carries its points' final
@@ -68,8 +72,6 @@ def _unpickle_once(key: str, blob: bytes):
 
 def _dataset(images, n_train: int, device: str) -> torch.Tensor:
     """MNIST in model space on the trial's device, converted once per worker and size."""
-    from sweep.train.point import prepare_data
-
     key = (n_train, device)
     if key not in _DATASETS:
         _DATASETS.clear()  # one size at a time: a preset uses one n_train
@@ -79,9 +81,6 @@ def _dataset(images, n_train: int, device: str) -> torch.Tensor:
 
 
 def _scorer(device: str, clf_state: dict, clf_sha: str, ref_mean, ref_cov):
-    from models.classifier import DIGIT_THRESHOLD, MnistCNN
-    from models.metrics import FeatureStats, Scorer
-
     key = (device, clf_sha)
     if key not in _SCORERS:
         clf = MnistCNN()
@@ -116,8 +115,6 @@ def trainable(config: dict, *, images, clf_state, clf_sha, ref_mean, ref_cov, th
     the last one carries every point of the pack, so Tune's last result of a finished
     trial holds each point's final report.
     """
-    from models.registry import load_plugins
-
     load_plugins(plugins)
     label, cfgs = pack_of(config, packs)
     torch.set_num_threads(threads)
@@ -153,8 +150,6 @@ def node_name() -> str:
 def _net_pool():
     """One NetPool per worker, made by its first trial: a reused worker's next trials redraw its
     finished points' nets."""
-    from sweep.train.point import NetPool
-
     return NetPool()
 
 
@@ -225,8 +220,6 @@ class PackTrial:
         last when more stacks follow and the last checkpoint is younger than
         STACK_CHECKPOINT_EVERY_S: the next report carries its points. A finished stack's nets go
         back to the pool, if given (sweep/train/point.py NetPool)."""
-        from sweep.train.loop import start_stack, train_stack
-
         final_states: dict[str, dict] = {}
         final_weights: dict[str, dict] = dict(self.kept_weights)  # {} unless self.keep_weights
         sent_all = False
@@ -271,8 +264,6 @@ def make_trainable(train_images: np.ndarray, clf, clf_sha: str, ref, threads: in
     """The trainable with MNIST, the classifier and the packs put in the object store once,
     and its resources. train_images: numpy, not a tensor (the object store hands numpy
     arrays to workers without a copy)."""
-    from models.registry import plugin_sources
-
     # numpy arrays reach a worker without a copy; the rest is decoded once per worker (Once)
     fn = tune.with_parameters(trainable, images=train_images, clf_state=Once(clf.state_dict()), clf_sha=clf_sha,
                               ref_mean=ref.mean, ref_cov=ref.cov, threads=threads, device=device,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from sweep.errors import UserError
+
 DEFAULT_ROOT = Path("~/.cache/gansweep")
 
 
@@ -105,8 +107,6 @@ def to_model_space(images_u8: torch.Tensor, device: str | torch.device = "cpu") 
 def load_images(path: str):
     """A user's .npy of images -> (N, 1, 32, 32) float in [-1, 1], validated."""
     import numpy as np
-
-    from sweep.errors import UserError
 
     p = Path(path)
     if not p.is_file():

@@ -14,8 +14,16 @@ from pathlib import Path
 import torch
 
 from models import outliers
-from models.classifier import DIGIT_THRESHOLD, WEIGHTS_PATH, digit_threshold, load_classifier
+from models.classifier import (
+    DIGIT_THRESHOLD,
+    WEIGHTS_PATH,
+    digit_threshold,
+    file_sha256,
+    load_classifier,
+    train_classifier,
+)
 from models.metrics import FeatureStats, Scorer, all_metrics
+from sweep.record.results import write_atomic
 from sweep.train.data import to_model_space
 
 REFERENCE_PATH = WEIGHTS_PATH.parent / "mnist_test_reference.pt"
@@ -34,8 +42,6 @@ def compute_reference(clf, test_images_u8: torch.Tensor,
 
 
 def save_reference(path: Path, ref: FeatureStats, scores: dict, clf_sha: str, data_sha: str) -> None:
-    from sweep.record.results import write_atomic
-
     state = {"mean": ref.mean, "cov": ref.cov, "scores": scores, "classifier_sha256": clf_sha,
              "data_sha256": data_sha}
     write_atomic(path, lambda p: torch.save(state, p))
@@ -112,9 +118,6 @@ def train_and_pin(mnist, out: Path, epochs: int) -> tuple[float, str, float]:
     """`gansweep classifier train`: train the classifier (outlier exposure, models/classifier.py),
     write its weights to `out` atomically and, when `out` is the committed file, pin the FID
     reference of the new weights beside them. Returns (test accuracy, sha256, digit threshold)."""
-    from models.classifier import file_sha256, train_classifier
-    from sweep.record.results import write_atomic
-
     test_x = to_model_space(mnist.test_images)
     model, acc = train_classifier(to_model_space(mnist.train_images), mnist.train_labels, test_x,
                                   mnist.test_labels, epochs=epochs)
