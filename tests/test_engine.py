@@ -159,7 +159,7 @@ def test_killed_driver_resumes_every_point_exactly_once(tmp_path, sweep_file):
     assert len(curves) == 3 * 10 and not curves.duplicated(["point_id", "epoch"]).any()
     m = json.loads((run / "gansweep.json").read_text())
     assert len(m["sessions"]) == 1  # the killed session never finished; the resume did
-    assert m["sample"] == {"n": 10, "seed": 3, "grid_size": N_POINTS, "sampler": 2}
+    assert m["sample"] == {"n": 10, "seed": 3, "grid_size": N_POINTS, "sampler": 3}
     assert m["scope"] == "a 10-point sample (seed 3) of the 12-point grid"
     assert m["overrides"] == {"set": {"n_eval": 150, "n_train": 4096}, "seeds": [4]}
     assert_ledger_holds(run)
