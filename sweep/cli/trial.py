@@ -47,6 +47,7 @@ def run(a) -> int:
 
     from models.registry import add_plugin_sources
     from sweep.record.rows import summarize
+    from sweep.record.schema import OK
     from sweep.train.data import load_mnist
     from sweep.train.loop import run_stack, score_end_again
     from sweep.train.scoring import build_scorer
@@ -75,7 +76,7 @@ def run(a) -> int:
         log_epoch(reported[0])
 
     run, = run_stack([cfg.replace(n_eval=progress)], mnist.train_images, scorer, device, on_epoch=on_epoch)
-    if progress < cfg.n_eval and run.done and run.history:
+    if progress < cfg.n_eval and run.outcome().status == OK and run.history:  # a diverged end stays as it was
         log.info("  scoring the last epoch again on %s samples ...", f"{cfg.n_eval:,}")
         log_epoch(score_end_again(run, scorer, cfg.n_eval))
     outcome = run.outcome()
