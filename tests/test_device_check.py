@@ -2,7 +2,10 @@
 CPU dry run of every step, and the paper projection's arithmetic by hand."""
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,17 +16,20 @@ from sweep.measure.device_check import project
 SCRIPT = REPO / "tools" / "device-check.sh"
 
 
+@pytest.fixture
+def own_tmp():
+    """(environment, folder): a check whose temporary folders go to a folder of its own, to count
+    them. Short and under /tmp: Ray puts its sockets there (AF_UNIX paths end at 107 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="gdc-", dir="/tmp"))
+    yield {**os.environ, "TMPDIR": str(folder)}, folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the check would run on it")
-def in_own_tmp(tmp_path) -> dict:
-    """The environment of a check whose temporary folders go to tmp_path/tmp (to count them)."""
-    (tmp_path / "tmp").mkdir()
-    return {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
-
-
-def test_without_a_gpu_the_check_says_so_after_its_cpu_side(tmp_path, data_root):
+def test_without_a_gpu_the_check_says_so_after_its_cpu_side(tmp_path, data_root, own_tmp):
     out = tmp_path / "check.json"
     r = subprocess.run([str(SCRIPT), "--out", str(out), "--data-root", str(data_root)], capture_output=True,
-                       text=True, timeout=120, env=in_own_tmp(tmp_path))
+                       text=True, timeout=120, env=own_tmp[0])
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("device check: no CUDA device here (torch ")
@@ -34,7 +40,7 @@ def test_without_a_gpu_the_check_says_so_after_its_cpu_side(tmp_path, data_root)
     # the CPU side: the check's own sweep, and the paper plan at the GPU's auto pack size
     assert doc["figures"]["plan"] == {"check_points": 48, "check_trials": 4, "paper_points": 7168,
                                       "paper_auto_k": 14, "paper_stacks": 1536, "paper_points_stacked": 6144}
-    assert not list((tmp_path / "tmp").glob("gansweep-device-check-*"))  # its work folder went with it
+    assert not list(own_tmp[1].glob("gansweep-device-check-*"))  # its work folder went with it
 
 
 def test_bad_arguments_are_one_line(tmp_path, data_root):
@@ -45,12 +51,12 @@ def test_bad_arguments_are_one_line(tmp_path, data_root):
 
 
 @pytest.mark.ray
-def test_the_dry_run_on_cpu_runs_every_step(tmp_path, data_root):
+def test_the_dry_run_on_cpu_runs_every_step(tmp_path, data_root, own_tmp):
     out = tmp_path / "check.json"
     r = subprocess.run([str(SCRIPT), "--device", "cpu", "--out", str(out), "--data-root", str(data_root)],
-                       capture_output=True, text=True, timeout=400, env=in_own_tmp(tmp_path))
+                       capture_output=True, text=True, timeout=400, env=own_tmp[0])
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
-    assert not list((tmp_path / "tmp").glob("gansweep-device-check-*"))
+    assert not list(own_tmp[1].glob("gansweep-device-check-*"))
     doc = json.loads(out.read_text())
     assert [(row["step"], row["state"]) for row in doc["rows"]] == [
         ("plan", "ok"), ("device", "ok"), ("equivalence", "ok"), ("bench", "ok"), ("sweep", "ok"), ("projection", "ok")]
