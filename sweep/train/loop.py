@@ -4,8 +4,8 @@
 
 Every family (GAN, EBGAN, EBGAN-PT, BEGAN, plugins) on every arch trains through
 `train_step` and `train_epoch` below. A Ray trial trains a pack (sweep/runner/worker.py), its
-stacks one after another (points of one shape: docs/glossary.md); `gansweep trial` trains a stack
-of one (`run_trial`). The step, per point:
+stacks one after another (points of one shape: the glossary in docs/architecture.md); `gansweep
+trial` trains a stack of one (`run_stack`). The step, per point:
 
   * a D update on a real batch and G(z).detach(), D's batch norm seeing both in one pass
     or apart as `d_batch` says (models/networks.py discriminate);
