@@ -304,7 +304,11 @@ def test_a_two_node_job_forms_one_ray_cluster_uses_both_nodes_and_leaves_nothing
     (refused before anything is queued), then the sweep runs on both nodes' Ray, authenticated by the
     job's own token, and nothing of the job is left when it ends."""
     env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
-    args = ("slurm", "--preset", "smoke", "--name", "two", "--nodes", "2", "--cpus-per-node", "1", "--time", "20")
+    # smoke's points at 64 steps an epoch (not 8) for 3 epochs: 1-16 s each, so that n1 alone cannot finish all
+    # seven while n2 starts its trial worker (with Tune's actor reuse, a loaded CI machine once ran every
+    # point of the 8-step smoke on n1 before n2's worker was up)
+    args = ("slurm", "--preset", "smoke", "--name", "two", "--nodes", "2", "--cpus-per-node", "1", "--time", "20",
+            "--set", "n_train=2048", "--set", "epochs=3")
     r = cli(*args, "--submit", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "node-local filesystem" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert not _jobs(slurm) and not (tmp_path / "runs").exists()
