@@ -304,9 +304,10 @@ def test_a_two_node_job_forms_one_ray_cluster_uses_both_nodes_and_leaves_nothing
     (refused before anything is queued), then the sweep runs on both nodes' Ray, authenticated by the
     job's own token, and nothing of the job is left when it ends."""
     env = {**os.environ, "GANSWEEP_DATA": str(data_root), **slurm}
-    # smoke's points at 64 steps an epoch (not 8) for 3 epochs: 1-16 s each, so that n1 alone cannot finish all
-    # seven while n2 starts its trial worker (with Tune's actor reuse, a loaded CI machine once ran every
-    # point of the 8-step smoke on n1 before n2's worker was up)
+    # smoke's points at 64 steps an epoch for 3 epochs (smoke itself: 8 for 2): 1.5-17 s each, about 30 s in all
+    # for one node, some 3x the time n2 takes to start its trial worker (both CPU-bound, so the ratio holds under
+    # load). With Tune's actor reuse n1's worker takes the next point while n2's starts: a loaded CI machine once
+    # ran all seven 16-step points on n1 before n2's worker was up
     args = ("slurm", "--preset", "smoke", "--name", "two", "--nodes", "2", "--cpus-per-node", "1", "--time", "20",
             "--set", "n_train=2048", "--set", "epochs=3")
     r = cli(*args, "--submit", cwd=tmp_path, env=env)
