@@ -49,3 +49,13 @@ def test_checkpoint_names_reads_a_pickled_checkpoint_manager():
         manager.register_checkpoint(_TrainingResult(Checkpoint(f"/runs/r/tune/pack-a_00001/checkpoint_00000{i}", fs), {}))
     assert ray_private.checkpoint_names(cloudpickle.dumps(manager)) == [
         ("pack-a_00001", "checkpoint_000003"), ("pack-a_00001", "checkpoint_000004")]
+
+
+def test_the_saved_states_checked_before_a_resume_are_the_files_tune_writes():
+    """sweep/runner/cluster.py checks that the newest of each is a whole pickle before Tune resumes."""
+    from ray.tune.callback import CallbackList
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from sweep.runner.cluster import SAVED_STATES
+
+    assert SAVED_STATES == (BasicVariantGenerator.CKPT_FILE_TMPL.format("*"), CallbackList.CKPT_FILE_TMPL.format("*"))

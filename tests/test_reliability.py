@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -473,7 +474,7 @@ def _tune_folder(path, names: list[str], status: str = "RUNNING", on_disk: tuple
     meta = json.dumps({"checkpoint_manager": {"_type": "CLOUDPICKLE_FALLBACK", "value": manager.hex()}})
     state = {"trial_data": [[json.dumps({"trial_id": "t0", "status": status}), meta]]}
     (path / "experiment_state-2026-11-27_00-00-00.json").write_text(json.dumps(state))
-    (path / "tuner.pkl").write_bytes(b"x")
+    (path / "tuner.pkl").write_bytes(pickle.dumps({}))
     return path
 
 
@@ -494,6 +495,48 @@ def test_a_state_naming_a_deleted_checkpoint_is_a_problem(tmp_path, names, statu
     from sweep.runner.cluster import experiment_state_problem
 
     assert experiment_state_problem(str(_tune_folder(tmp_path / "tune", names, status, on_disk))) == problem
+
+
+def _no_training(config):
+    pass
+
+
+def test_a_generator_state_cut_short_is_a_problem(tmp_path):
+    """A full disk cuts Tune's copy of its trial generator's state (8,192 of 8,866 bytes in a run here)
+    while the experiment state beside it is whole. Tune's resume fails reading it and starts a new
+    experiment of one empty config (the resume died with KeyError 'point' in CI, 2026-12-07); the
+    engine must see the problem first and rebuild from the tables."""
+    from ray.tune import grid_search
+    from ray.tune.experiment import Experiment
+
+    from sweep.runner.cluster import experiment_state_problem
+    from sweep.runner.scheduling import SlotGenerator
+
+    tune = _tune_folder(tmp_path / "tune", ["checkpoint_000000"], "RUNNING", ("checkpoint_000000",))
+    assert experiment_state_problem(str(tune)) is None
+    generator = SlotGenerator(max_concurrent=2)
+    generator.add_configurations(Experiment("e", _no_training, config={"pack": grid_search(["a", "b"])}))
+    generator.save_to_dir(str(tune), "2026-11-27_00-00-00")
+    state, = tune.glob("basic-variant-state-*.json")
+    assert experiment_state_problem(str(tune)) is None  # whole: Tune reads it
+    SlotGenerator().restore_from_dir(str(tune))
+    whole = state.read_bytes()
+    state.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(Exception):  # what Tune's resume meets, and then starts over
+        SlotGenerator().restore_from_dir(str(tune))
+    problem = experiment_state_problem(str(tune))
+    assert problem.startswith(f"{state.name} unreadable (not a whole pickle: "), problem
+    # only the newest counts, as Tune reads only it
+    state.rename(tune / "basic-variant-state-2026-11-26_00-00-00.json")
+    (tune / "basic-variant-state-2026-11-27_00-00-00.json").write_bytes(whole)
+    assert experiment_state_problem(str(tune)) is None
+    (tune / "basic-variant-state-2026-11-27_00-00-00.json").write_bytes(b"")
+    assert experiment_state_problem(str(tune)) == "basic-variant-state-2026-11-27_00-00-00.json unreadable (empty)"
+    (tune / "basic-variant-state-2026-11-27_00-00-00.json").write_bytes(whole)
+    (tune / "callback-states-2026-11-27_00-00-00.pkl").write_bytes(pickle.dumps({"a": 1})[:5])  # the callbacks'
+    assert experiment_state_problem(str(tune)).startswith("callback-states-2026-11-27_00-00-00.pkl unreadable (")
+    (tune / "tuner.pkl").write_bytes(pickle.dumps({"a": 1})[:-1])  # tuner.pkl is read first
+    assert experiment_state_problem(str(tune)).startswith("tuner.pkl unreadable (not a whole pickle: ")
 
 
 def test_deleting_a_checkpoint_already_gone_is_not_an_error(tmp_path, caplog):

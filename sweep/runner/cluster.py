@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickletools
 import signal
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -188,9 +189,16 @@ def check_storage(storage: str, address: str | None, shared_storage: bool) -> No
 
 
 def experiment_state_problem(tune_path: str) -> str | None:
-    """Why Tune's experiment state cannot be restored ('missing', or the reader's error on its newest
-    state file), or None. Tuner.restore silently starts over from a damaged newest state, so the
-    engine asks first (and rebuilds the experiment from the tables instead: sweep/record/rebuild.py)."""
+    """Why Tune's experiment state cannot be restored ('missing', or the reader's error on a file
+    Tune's resume reads), or None. Tune's resume fails on any of them and then silently starts a new
+    experiment of one empty config, so the engine asks first (and rebuilds the experiment from the
+    tables instead: sweep/runner/rebuild.py).
+
+    The files: the newest experiment state, tuner.pkl, the newest state of the trial generator (a
+    pickle, despite its .json) and of the callbacks, where one was saved. Tune writes each to a
+    staging folder and copies it into the run's storage; on a full disk the copy is cut short, and
+    any of them can be the one cut (a cut generator state beside a whole experiment state: CI,
+    2026-12-07)."""
     if is_uri(tune_path):
         return None  # remote storage: Tune reads it; nothing local to check
     p = Path(tune_path)
@@ -199,14 +207,36 @@ def experiment_state_problem(tune_path: str) -> str | None:
         return "missing"
     try:
         state = json.loads(states[-1].read_text())
-        with open(p / "tuner.pkl", "rb") as f:
-            if not f.read(1):
-                return "empty tuner.pkl"
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         return f"{states[-1].name} unreadable ({type(e).__name__})"
+    for pickled in (p / "tuner.pkl", *(f for pattern in SAVED_STATES for f in sorted(p.glob(pattern))[-1:])):
+        why = _pickle_problem(pickled)
+        if why is not None:
+            return f"{pickled.name} unreadable ({why})"
     gone = _deleted_checkpoint(p, state)
     if gone is not None:
         return f"{states[-1].name}, older than the checkpoints of {gone[0]} (it names {gone[1]}, since deleted)"
+    return None
+
+
+# the trial generator's and the callbacks' saved states (Tune's BasicVariantGenerator.CKPT_FILE_TMPL and
+# CallbackList.CKPT_FILE_TMPL, checked in tests/test_ray_private.py); Tune's resume reads the newest of each
+SAVED_STATES = ("basic-variant-state-*.json", "callback-states-*.pkl")
+
+
+def _pickle_problem(path: Path) -> str | None:
+    """Why a pickle file cannot be read (empty, cut short, not a pickle), or None. Walks its opcodes
+    without loading it: nothing of Ray is imported, no class is looked up."""
+    try:
+        data = path.read_bytes()
+        if not data:
+            return "empty"
+        for _ in pickletools.genops(data):
+            pass
+    except OSError as e:
+        return type(e).__name__
+    except ValueError as e:  # pickletools: "not enough data in stream ...", "no STOP opcode ...", bad opcode
+        return f"not a whole pickle: {e}"
     return None
 
 
