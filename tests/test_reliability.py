@@ -504,8 +504,8 @@ def _no_training(config):
 def test_a_generator_state_cut_short_is_a_problem(tmp_path):
     """A full disk cuts Tune's copy of its trial generator's state (8,192 of 8,866 bytes in a run here)
     while the experiment state beside it is whole. Tune's resume fails reading it and starts a new
-    experiment of one empty config (the resume died with KeyError 'point' in CI, 2026-12-07); the
-    engine must see the problem first and rebuild from the tables."""
+    experiment of one empty config (the resume died with KeyError 'point' in the README's test command
+    on a fresh clone, 2026-12-07); the engine must see the problem first and rebuild from the tables."""
     from ray.tune import grid_search
     from ray.tune.experiment import Experiment
 
@@ -522,7 +522,7 @@ def test_a_generator_state_cut_short_is_a_problem(tmp_path):
     SlotGenerator().restore_from_dir(str(tune))
     whole = state.read_bytes()
     state.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(Exception):  # what Tune's resume meets, and then starts over
+    with pytest.raises(pickle.UnpicklingError):  # what Tune's resume meets, and then starts over
         SlotGenerator().restore_from_dir(str(tune))
     problem = experiment_state_problem(str(tune))
     assert problem.startswith(f"{state.name} unreadable (not a whole pickle: "), problem
