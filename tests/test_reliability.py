@@ -87,9 +87,12 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, env):
     proc = start("run", "--preset", "one", "--name", "w", "--storage", tmp_path / "runs",
                  "--num-cpus", "2", "--quiet", cwd=tmp_path)
 
-    # the worker writes each epoch's checkpoint to storage itself (Tune's logs reach it later)
-    wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000001/state.pt")) else None,
-             240, "two checkpointed epochs", proc)
+    # The worker writes each epoch's checkpoint to storage itself, before Tune's driver registers it
+    # (a save call after the result): a kill in between retries from the one before (CI saw [1] on
+    # 6d4c47e). Tune's reporting is synchronous: epoch k+1 trains only once the driver has
+    # registered checkpoint k, so checkpoint_000002 on disk proves checkpoint_000001 is Tune's.
+    wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000002/state.pt")) else None,
+             240, "three checkpointed epochs", proc)
     workers = session_pids(proc.pid, "ray::ImplicitFunc")
     assert workers, "no trial worker found"
     for pid in workers:
@@ -97,7 +100,7 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, env):
     assert proc.wait(timeout=300) == 0
     df = read_results(run)
     assert len(df) == 1 and df.status.iloc[0] == "ok" and df.epochs_done.iloc[0] == 5
-    assert_retried_from_a_checkpoint(run, at_least=2, epochs=5)  # checkpoint_000001 was there
+    assert_retried_from_a_checkpoint(run, at_least=2, epochs=5)  # checkpoint_000001 was registered
     curves = pd.read_parquet(run / "curves.parquet")
     assert sorted(curves["epoch"]) == [1, 2, 3, 4, 5] and curves["i_prime"].notna().all()
     assert_ledger_holds(run)
@@ -116,8 +119,9 @@ def test_a_stalled_worker_is_stopped_and_its_trial_retried(tmp_path, env):
     proc = start("run", "--preset", "one", "--name", "st", "--storage", tmp_path / "runs", "--num-cpus", "2",
                  "--stall-timeout", "15", cwd=tmp_path)
 
-    wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000000/state.pt")) else None,
-             240, "a checkpointed epoch", proc)
+    # checkpoint_000001 on disk: Tune has registered checkpoint_000000 (see the test above)
+    wait_for(lambda: True if list((run / "tune").glob("*/checkpoint_000001/state.pt")) else None,
+             240, "two checkpointed epochs", proc)
     workers = session_pids(proc.pid, "ray::ImplicitFunc")
     assert workers, "no trial worker found"
     for pid in workers:
@@ -127,7 +131,7 @@ def test_a_stalled_worker_is_stopped_and_its_trial_retried(tmp_path, env):
     assert err.count("stalled: nothing reported for") == 1 and "(limit 15s)" in err and "Traceback" not in err, err
     df = read_results(run)
     assert df.status.tolist() == ["ok"] and df.epochs_done.tolist() == [5]
-    assert_retried_from_a_checkpoint(run, at_least=1, epochs=5)  # checkpoint_000000 was there
+    assert_retried_from_a_checkpoint(run, at_least=1, epochs=5)  # checkpoint_000000 was registered
     assert_ledger_holds(run)
     session, = json.loads((run / "gansweep.json").read_text())["sessions"]
     assert session["stalls"] == 1
