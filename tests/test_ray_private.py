@@ -52,10 +52,13 @@ def test_checkpoint_names_reads_a_pickled_checkpoint_manager():
 
 
 def test_the_saved_states_checked_before_a_resume_are_the_files_tune_writes():
-    """sweep/runner/cluster.py checks that the newest of each is a whole pickle before Tune resumes."""
+    """sweep/runner/cluster.py checks the newest of each before Tune resumes (the experiment state
+    reads as JSON, the others are whole pickles); sweep/measure/scale.py measures the first."""
     from ray.tune.callback import CallbackList
+    from ray.tune.execution.tune_controller import TuneController
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from sweep.runner.cluster import SAVED_STATES
+    from sweep.runner.cluster import EXPERIMENT_STATES, SAVED_STATES
 
+    assert EXPERIMENT_STATES == TuneController.CKPT_FILE_TMPL.format("*")
     assert SAVED_STATES == (BasicVariantGenerator.CKPT_FILE_TMPL.format("*"), CallbackList.CKPT_FILE_TMPL.format("*"))

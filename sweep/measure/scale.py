@@ -35,6 +35,7 @@ from sweep.record.layout import TUNE_DIR
 from sweep.record.results import finished_count, read_curves, read_manifest, read_results, write_atomic
 from sweep.record.rules import check_run
 from sweep.record.rundir import RunDir
+from sweep.runner.cluster import EXPERIMENT_STATES
 
 GOALS = {"per_point_overhead_s": 0.020, "driver_peak_rss_gb": 1.5, "experiment_state_mb": 20.0,
          "restart_s": 60.0}
@@ -107,7 +108,7 @@ def run_scale(config: Path, work: Path, pack: str, data_root, log=print) -> dict
     run = work / "full"
     session = read_manifest(run)["sessions"][-1]
     n_trials = len([p for p in (run / TUNE_DIR).iterdir() if p.is_dir()])
-    state = sorted((run / TUNE_DIR).glob("experiment_state-*.json"))[-1].stat().st_size
+    state = sorted((run / TUNE_DIR).glob(EXPERIMENT_STATES))[-1].stat().st_size
     slot_s = session["wall_seconds"] * session["slots"]
     res = {"points": n_points, "pack": pack, "trials": n_trials, "wall_s": wall,
            "session_wall_s": session["wall_seconds"], "startup_s": session["startup_seconds"],

@@ -202,7 +202,7 @@ def experiment_state_problem(tune_path: str) -> str | None:
     if is_uri(tune_path):
         return None  # remote storage: Tune reads it; nothing local to check
     p = Path(tune_path)
-    states = sorted(p.glob("experiment_state-*.json"))
+    states = sorted(p.glob(EXPERIMENT_STATES))
     if not (p / "tuner.pkl").exists() or not states:
         return "missing"
     try:
@@ -219,8 +219,11 @@ def experiment_state_problem(tune_path: str) -> str | None:
     return None
 
 
-# the trial generator's and the callbacks' saved states (Tune's BasicVariantGenerator.CKPT_FILE_TMPL and
-# CallbackList.CKPT_FILE_TMPL, checked in tests/test_ray_private.py); Tune's resume reads the newest of each
+# The files Tune names by session, of which its resume reads the newest (Ray is not imported here, so
+# its templates are spelled again; tests/test_ray_private.py checks them against Ray): the experiment
+# state (TuneController.CKPT_FILE_TMPL), and the trial generator's and the callbacks' saved states
+# (BasicVariantGenerator.CKPT_FILE_TMPL, CallbackList.CKPT_FILE_TMPL)
+EXPERIMENT_STATES = "experiment_state-*.json"
 SAVED_STATES = ("basic-variant-state-*.json", "callback-states-*.pkl")
 
 
